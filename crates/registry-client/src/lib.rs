@@ -1,0 +1,2 @@
+//! OCI distribution client: references, auth, resolve, pull, push, retries
+#![forbid(unsafe_code)]
