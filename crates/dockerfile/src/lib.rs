@@ -1,2 +1,22 @@
-//! Dockerfile frontend: parser with spans, shell-word expansion, stage model, .dockerignore (pure, no I/O)
+//! Dockerfile frontend: parser with spans, shell-word expansion, stage model and
+//! `.dockerignore` matching.
+//!
+//! This crate is pure: no I/O, no async. Callers hand it text and values and get typed
+//! values back.
 #![forbid(unsafe_code)]
+
+// Parser, AST and spans (owned by the parser work).
+mod ast;
+mod error;
+mod parser;
+
+// Shell-word expansion, .dockerignore, stage model (owned by the semantics work).
+mod dockerignore;
+mod shell;
+mod stages;
+
+// ---- public interface: parser ----
+// (pub use lines for the parser, AST, spans and errors go here)
+
+// ---- public interface: semantics ----
+// (pub use lines for shell expansion, dockerignore and the stage model go here)

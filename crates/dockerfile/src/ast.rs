@@ -1,0 +1,1 @@
+//! (parser work: in progress)
