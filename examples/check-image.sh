@@ -33,6 +33,11 @@ limit_bytes=$((200 * 1000 * 1000))
 failures=0
 pass() { echo "ok   $*"; }
 fail() { echo "FAIL $*"; failures=$((failures + 1)); }
+check() { # message-if-ok message-if-not command...
+  local ok=$1 bad=$2
+  shift 2
+  if "$@"; then pass "$ok"; else fail "$bad"; fi
+}
 
 # --- size: the manifest for the platform (the host's when none is given)
 want_os=linux want_arch=${platform#linux/}
@@ -51,6 +56,7 @@ if ((size < limit_bytes)); then pass "compressed size $mb MB < 200 MB"; else fai
 
 # --- run
 name="check-$service-$$"
+# shellcheck disable=SC2317 # called by the trap
 cleanup() { $docker rm -f "$name" >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 run_args=(--detach --name "$name" --network host -e "PORT=$port")
@@ -73,17 +79,18 @@ fi
 
 # --- user and processes
 uid=$($docker exec "$name" id -u)
-[[ $uid == 1001 ]] && pass "id -u is 1001" || fail "id -u is $uid, not 1001"
+check "id -u is 1001" "id -u is $uid, not 1001" test "$uid" = 1001
 shell=$($docker exec "$name" getent passwd nodejs | cut -d: -f7)
-[[ $shell == /usr/sbin/nologin ]] && pass "nodejs has no login shell ($shell)" || fail "nodejs's shell is $shell"
+check "nodejs has no login shell ($shell)" "nodejs's shell is $shell" test "$shell" = /usr/sbin/nologin
 # No ps in the image: read every process's real, effective, saved and filesystem uids.
+# shellcheck disable=SC2016 # expanded by the container's shell
 procs=$($docker exec "$name" sh -c \
   'for s in /proc/[0-9]*/status; do awk -v f="$s" "/^Name:/ {n=\$2} /^Uid:/ {print f, n, \$2, \$3, \$4, \$5}" "$s" 2>/dev/null; done')
 root=$(awk '$3 == 0 || $4 == 0 || $5 == 0 || $6 == 0' <<<"$procs")
 count=$(wc -l <<<"$procs")
 pid1=$(awk '$1 == "/proc/1/status" {print $2}' <<<"$procs")
-[[ -z $root ]] && pass "no process runs as root ($count processes, PID 1 is $pid1)" || fail "root processes: $root"
-[[ $pid1 == dumb-init ]] && pass "PID 1 is dumb-init" || fail "PID 1 is $pid1, not dumb-init"
+check "no process runs as root ($count processes, PID 1 is $pid1)" "root processes: $root" test -z "$root"
+check "PID 1 is dumb-init" "PID 1 is $pid1, not dumb-init" test "$pid1" = dumb-init
 
 # --- the service itself
 base="http://127.0.0.1:$port"
@@ -93,8 +100,8 @@ case $service in
       -d '{"username":"demo","password":"demo-password"}' "$base/login" | jq -r .token)
     valid=$(curl -fsS -H "Authorization: Bearer $token" "$base/verify" | jq -r '.valid and .sub == "demo"')
     bad=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer ${token}x" "$base/verify")
-    [[ $valid == true && $bad == 401 ]] && pass "login issues a JWT that /verify accepts (bcrypt, jsonwebtoken)" \
-      || fail "login/verify: valid=$valid, tampered token gave $bad"
+    check "login issues a JWT that /verify accepts (bcrypt, jsonwebtoken)" \
+      "login/verify: valid=$valid, tampered token gave $bad" test "$valid:$bad" = true:401
     ;;
   user-service)
     # A 2x1 PNG (one red, one blue pixel).
@@ -104,10 +111,10 @@ case $service in
     rm -f "$png"
     got=$(curl -fsS "$base$url" | head -c 24 | od -An -tx1 | tr -d ' \n')
     # PNG signature, IHDR, width 128 (0x80), height 128.
-    [[ $got == 89504e470d0a1a0a0000000d494844520000008000000080 ]] \
-      && pass "avatar upload gives a 128x128 PNG thumbnail (ImageMagick, file)" || fail "avatar thumbnail: $got"
+    check "avatar upload gives a 128x128 PNG thumbnail (ImageMagick, file)" "avatar thumbnail: $got" \
+      test "$got" = 89504e470d0a1a0a0000000d494844520000008000000080
     owner=$($docker exec "$name" stat -c '%U:%G %a' /app/uploads/avatars)
-    [[ $owner == "nodejs:nodejs 750" ]] && pass "uploads dir is nodejs:nodejs 750" || fail "uploads dir is $owner"
+    check "uploads dir is nodejs:nodejs 750" "uploads dir is $owner" test "$owner" = "nodejs:nodejs 750"
     ;;
 esac
 
@@ -116,6 +123,6 @@ t0=$(date +%s.%N)
 $docker stop --time 10 "$name" >/dev/null
 code=$($docker inspect --format '{{.State.ExitCode}}' "$name")
 took=$(awk -v s="$t0" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }')
-[[ $code == 0 ]] && pass "docker stop: exit 0 after ${took}s" || fail "docker stop: exit $code after ${took}s"
+check "docker stop: exit 0 after ${took}s" "docker stop: exit $code after ${took}s" test "$code" = 0
 
 exit $((failures > 0))

@@ -1,0 +1,310 @@
+#!/usr/bin/env bash
+# Whole-build benchmark (issues 7 and 8): BuildKit (Debian's docker 20.10 client,
+# DOCKER_BUILDKIT=1) against rbuild on the example services, on this machine, in one run.
+#
+# Rows, per service, each tool starting from the state the previous row left:
+#   cold          caches emptied, base image pulled during the build
+#                 (BuildKit: `docker builder prune -af` and the base image removed from the
+#                 engine; rbuild: a fresh --cache-dir)
+#   warm          the same build again, nothing changed
+#   source        one .ts file edited (in a temporary copy of the example, never the
+#                 committed files)
+#   dependency    one small dependency added to package.json and the lockfile
+#   push          the image pushed to an empty repository on the local registry
+#                 (BuildKit: the warm `docker build -t` plus `docker push`; rbuild: a warm
+#                 `rbuild build --push`)
+#   multi-arch    cold, linux/amd64 and linux/arm64 (issue 8). Docker 20.10 builds one
+#                 platform per `docker build`, so BuildKit's figure is the sum of two builds
+#                 sharing one cache; rbuild builds both in one command.
+#
+# Prints seconds per tool, the ratio rbuild/BuildKit and rbuild's peak memory (maximum RSS
+# from /usr/bin/time -v: the largest single process, rbuild or a RUN step it waited for).
+# A row whose rbuild build fails prints "n/a (rbuild failed: <first line of the error>)";
+# BuildKit's figures are printed regardless.
+#
+# usage: scripts/bench/builds.sh [--only buildkit|rbuild] [--services a,b] [--no-multiarch]
+#                                [--rbuild PATH] [--out DIR]
+# Needs the test environment (scripts/testenv/up.sh). Empties docker's build cache.
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/../.." && pwd)
+registry=127.0.0.1:5000
+base_image=$registry/library/node:20-slim
+docker=/usr/bin/docker
+only=""
+services=auth-service,user-service
+multiarch=yes
+rbuild=""
+out=""
+# The dependency the "dependency" row adds: small, no dependencies, not in either tree.
+extra_dep=picocolors@1.1.1
+
+usage() {
+  sed -n '/^# usage:/,/^# Needs/p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --only) only=$2; [[ $only == buildkit || $only == rbuild ]] || usage; shift 2 ;;
+    --services) services=$2; shift 2 ;;
+    --no-multiarch) multiarch=""; shift ;;
+    --rbuild) rbuild=$2; shift 2 ;;
+    --out) out=$2; shift 2 ;;
+    -h | --help) usage ;;
+    *) usage ;;
+  esac
+done
+IFS=, read -r -a service_list <<<"$services"
+for s in "${service_list[@]}"; do
+  [[ -f $repo/examples/$s/Dockerfile ]] || { echo "no example named $s" >&2; exit 2; }
+done
+want() { [[ -z $only || $only == "$1" ]]; }
+
+out=${out:-$(mktemp -d /tmp/rbuild-bench.XXXXXX)}
+mkdir -p "$out"
+work=$(mktemp -d /tmp/rbuild-bench-work.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+run_id=$(date +%Y%m%d%H%M%S)-$$
+log() { echo "[bench] $*" >&2; }
+
+now() { date +%s.%N; }
+since() { awk -v s="$1" -v n="$(now)" 'BEGIN { printf "%.1f", n - s }'; }
+
+# ---------------------------------------------------------------------------------------
+# Results: one line per (row, service, tool) in $out/results.tsv:
+#   row  service  tool  seconds|n/a  max_rss_kb|-  note
+results=$out/results.tsv
+: >"$results"
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$results"; }
+
+# ---------------------------------------------------------------------------------------
+# The example trees: a pristine copy per (tool, service), so each tool sees the same edits.
+copy_example() { # tool service -> path
+  local dest=$work/$1/$2
+  rm -rf "$dest"
+  mkdir -p "$dest"
+  (cd "$repo/examples/$2" && tar --exclude=./node_modules --exclude=./dist -cf - .) | tar -xf - -C "$dest"
+  echo "$dest"
+}
+
+# The source edit: one line appended to src/config.ts (a new export, so tsc's output changes).
+edit_source() {
+  printf '\nexport const BENCH_MARK = "%s";\n' "$run_id" >>"$1/src/config.ts"
+  touch "$1/src/config.ts"
+}
+
+# package.json and package-lock.json with $extra_dep added, prepared once per service before
+# any timing. npm resolves it from its cache when it can (--prefer-offline); resolved URLs
+# are left out of the lockfile as in the committed ones.
+prepare_dependency() { # service -> dir holding the two files, or "" when npm failed
+  local dir=$work/deps/$1
+  mkdir -p "$dir"
+  cp "$repo/examples/$1/package.json" "$repo/examples/$1/package-lock.json" "$dir/"
+  if (cd "$dir" && npm install --package-lock-only --prefer-offline --ignore-scripts --no-audit \
+    --no-fund --omit-lockfile-registry-resolved --save "$extra_dep") >"$out/prepare-dep-$1.log" 2>&1; then
+    echo "$dir"
+  else
+    log "npm could not add $extra_dep for $1 (see $out/prepare-dep-$1.log)"
+    echo ""
+  fi
+}
+add_dependency() { cp "$2/package.json" "$2/package-lock.json" "$1/"; }
+
+# ---------------------------------------------------------------------------------------
+# BuildKit
+
+bk_build() { # log_name tag context [extra docker build args...]
+  local name=$1 tag=$2 ctx=$3
+  shift 3
+  DOCKER_BUILDKIT=1 $docker build --network host --progress plain -t "$tag" "$@" "$ctx" \
+    >"$out/buildkit-$name.log" 2>&1
+}
+
+bk_empty_caches() {
+  $docker builder prune -af >/dev/null
+  # The base image, so that the build pulls it; a container still using it keeps it.
+  $docker rmi "$base_image" >/dev/null 2>&1 || true
+  if $docker image inspect "$base_image" >/dev/null 2>&1; then
+    log "warning: $base_image is still in the engine (a container uses it)"
+  fi
+}
+
+bk_row() { # row service command...
+  local row=$1 service=$2 t0 secs
+  shift 2
+  log "buildkit  $row  $service"
+  t0=$(now)
+  if "$@"; then
+    secs=$(since "$t0")
+    record "$row" "$service" buildkit "$secs" - ""
+  else
+    record "$row" "$service" buildkit n/a - "BuildKit failed: see $out/buildkit-$row-$service*.log"
+  fi
+}
+
+bk_push() { # tag ctx service
+  local fresh=$registry/bench-$run_id/$3-buildkit:latest
+  bk_build "push-$3" "$fresh" "$2" && $docker push "$fresh" >>"$out/buildkit-push-$3.log" 2>&1
+}
+
+bk_multiarch() { # service ctx (caches emptied by the caller, outside the timing)
+  bk_build "multi-arch-$1-amd64" "bench-buildkit/$1:amd64" "$2" --platform linux/amd64 \
+    && bk_build "multi-arch-$1-arm64" "bench-buildkit/$1:arm64" "$2" --platform linux/arm64
+}
+
+run_buildkit() { # service
+  local service=$1 ctx tag=bench-buildkit/$1:latest
+  ctx=$(copy_example buildkit "$service")
+  $docker rmi -f "$tag" >/dev/null 2>&1 || true
+  bk_empty_caches
+  bk_row cold "$service" bk_build "cold-$service" "$tag" "$ctx"
+  bk_row warm "$service" bk_build "warm-$service" "$tag" "$ctx"
+  edit_source "$ctx"
+  bk_row source "$service" bk_build "source-$service" "$tag" "$ctx"
+  if [[ -n ${dep_dir[$service]} ]]; then
+    add_dependency "$ctx" "${dep_dir[$service]}"
+    bk_row dependency "$service" bk_build "dependency-$service" "$tag" "$ctx"
+  else
+    record dependency "$service" buildkit n/a - "npm could not prepare the dependency"
+  fi
+  bk_row push "$service" bk_push "$tag" "$ctx" "$service"
+}
+
+# ---------------------------------------------------------------------------------------
+# rbuild
+
+rb_row() { # row service cache_dir ctx [rbuild build args...]
+  local row=$1 service=$2 cache=$3 ctx=$4 t0 secs rss logf=$out/rbuild-$1-$2.log first
+  shift 4
+  log "rbuild    $row  $service"
+  if [[ -z $rbuild ]]; then
+    record "$row" "$service" rbuild n/a - "rbuild failed: $rbuild_error"
+    return
+  fi
+  t0=$(now)
+  if /usr/bin/time -v -o "$logf.time" "$rbuild" build --cache-dir "$cache" --progress plain \
+    --network host "$@" "$ctx" >"$logf" 2>&1; then
+    secs=$(since "$t0")
+    rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$logf.time")
+    record "$row" "$service" rbuild "$secs" "${rss:--}" ""
+  else
+    first=$(grep -m1 -iE '^(error|fatal)' "$logf" || grep -m1 -v '^[[:space:]]*$' "$logf" || echo "exit status without output")
+    record "$row" "$service" rbuild n/a - "rbuild failed: ${first:0:160}"
+  fi
+}
+
+run_rbuild() { # service
+  local service=$1 ctx cache tag=$registry/bench-$run_id/$1-rbuild-local:latest
+  ctx=$(copy_example rbuild "$service")
+  cache=$work/rbuild-cache-$service
+  rm -rf "$cache"
+  rb_row cold "$service" "$cache" "$ctx" -t "$tag"
+  rb_row warm "$service" "$cache" "$ctx" -t "$tag"
+  edit_source "$ctx"
+  rb_row source "$service" "$cache" "$ctx" -t "$tag"
+  if [[ -n ${dep_dir[$service]} ]]; then
+    add_dependency "$ctx" "${dep_dir[$service]}"
+    rb_row dependency "$service" "$cache" "$ctx" -t "$tag"
+  else
+    record dependency "$service" rbuild n/a - "npm could not prepare the dependency"
+  fi
+  rb_row push "$service" "$cache" "$ctx" -t "$registry/bench-$run_id/$service-rbuild:latest" --push
+  rm -rf "$cache"
+}
+
+rb_multiarch() { # service
+  local service=$1 ctx cache=$work/rbuild-cache-multiarch-$1
+  ctx=$(copy_example rbuild "$service")
+  rm -rf "$cache"
+  rb_row multi-arch "$service" "$cache" "$ctx" --platform linux/amd64,linux/arm64 \
+    -t "$registry/bench-$run_id/$service-rbuild-multiarch:latest"
+  rm -rf "$cache"
+}
+
+# ---------------------------------------------------------------------------------------
+# Set-up
+
+$docker info >/dev/null 2>&1 || { echo "no docker engine: run scripts/testenv/up.sh" >&2; exit 1; }
+curl -fsS "http://$registry/v2/" >/dev/null || { echo "no registry on $registry: run scripts/testenv/up.sh" >&2; exit 1; }
+
+rbuild_error="not built"
+if want rbuild; then
+  if [[ -z $rbuild ]]; then
+    log "building rbuild (cargo build --release -p rbuild)"
+    if (cd "$repo" && cargo build --release -p rbuild) >"$out/cargo-build.log" 2>&1; then
+      rbuild=${CARGO_TARGET_DIR:-$repo/target}/release/rbuild
+    else
+      rbuild_error="cargo build failed: $(grep -m1 '^error' "$out/cargo-build.log" || tail -1 "$out/cargo-build.log")"
+    fi
+  fi
+  [[ -z $rbuild || -x $rbuild ]] || { echo "not an executable: $rbuild" >&2; exit 2; }
+fi
+
+declare -A dep_dir
+for s in "${service_list[@]}"; do dep_dir[$s]=$(prepare_dependency "$s"); done
+
+log "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); logs in $out"
+
+# ---------------------------------------------------------------------------------------
+# The runs
+
+for s in "${service_list[@]}"; do
+  want buildkit && run_buildkit "$s"
+  want rbuild && run_rbuild "$s"
+done
+if [[ -n $multiarch ]]; then
+  for s in "${service_list[@]}"; do
+    if want buildkit; then
+      ctx=$(copy_example buildkit "$s")
+      $docker rmi -f "bench-buildkit/$s:amd64" "bench-buildkit/$s:arm64" >/dev/null 2>&1 || true
+      bk_empty_caches
+      bk_row multi-arch "$s" bk_multiarch "$s" "$ctx"
+    fi
+    want rbuild && rb_multiarch "$s"
+  done
+fi
+
+# ---------------------------------------------------------------------------------------
+# The table
+
+target_of() {
+  case $1 in
+    warm) echo "<= 0.5x; < 30 s" ;;
+    cold) echo "<= 0.9x; < 300 s" ;;
+    multi-arch) echo "<= 0.8x" ;;
+    *) echo "<= 0.9x" ;;
+  esac
+}
+table() {
+  local row service bk rb rss note ratio mem
+  printf '| %-10s | %-12s | %12s | %10s | %13s | %-16s | %s\n' \
+    row service "BuildKit (s)" "rbuild (s)" "rbuild/BuildKit" target "rbuild peak RSS"
+  printf '|%s|%s|%s|%s|%s|%s|%s\n' ------------ -------------- -------------- ------------ \
+    --------------- ------------------ ----------------
+  for row in cold warm source dependency push multi-arch; do
+    for service in "${service_list[@]}"; do
+      bk=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "buildkit" { print $4 }' "$results")
+      rb=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { print $4 }' "$results")
+      rss=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { print $5 }' "$results")
+      note=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { print $6 }' "$results")
+      [[ -z $bk && -z $rb ]] && continue
+      ratio=-
+      if [[ $bk =~ ^[0-9.]+$ && $rb =~ ^[0-9.]+$ ]]; then
+        ratio=$(awk -v a="$rb" -v b="$bk" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
+      fi
+      mem=-
+      [[ $rss =~ ^[0-9]+$ ]] && mem=$(awk -v k="$rss" 'BEGIN { printf "%.0f MB", k / 1024 }')
+      [[ $rb == n/a ]] && rb="n/a ($note)"
+      [[ -z $rb ]] && rb="-"
+      [[ -z $bk ]] && bk="-"
+      [[ $bk == n/a ]] && bk="failed"
+      printf '| %-10s | %-12s | %12s | %10s | %13s | %-16s | %s\n' \
+        "$row" "$service" "$bk" "$rb" "$ratio" "$(target_of "$row")" "$mem"
+    done
+  done
+}
+{
+  echo "rbuild benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, docker $($docker version --format '{{.Server.Version}}')"
+  table
+} | tee "$out/table.md"
+log "logs and results: $out"
