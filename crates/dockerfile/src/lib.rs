@@ -19,4 +19,12 @@ mod stages;
 // (pub use lines for the parser, AST, spans and errors go here)
 
 // ---- public interface: semantics ----
-// (pub use lines for shell expansion, dockerignore and the stage model go here)
+// Shell-word expansion (BuildKit's `frontend/dockerfile/shell`).
+pub use shell::{
+    ExpandError, ExpandErrorKind, Expansion, Lexer, NoVars, VarLookup, vars_from_env_list,
+};
+// `.dockerignore` (moby/patternmatcher) and context-walk decisions (fsutil's filter).
+pub use dockerignore::{
+    ContextFilter, FilterWalk, IgnoreError, LinkResolver, MatchInfo, Pattern, PatternMatcher,
+    WalkDecision, follow_links, matches_legacy, matches_or_parent_matches, read_ignore_file,
+};
