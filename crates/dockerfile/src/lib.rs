@@ -16,7 +16,18 @@ mod shell;
 mod stages;
 
 // ---- public interface: parser ----
-// (pub use lines for the parser, AST, spans and errors go here)
+// Line parser (BuildKit's `parser`), typed instructions (BuildKit's `instructions`).
+pub use ast::{
+    AddInstruction, ArgDef, Ast, BindMount, CacheMount, CacheSharing, Command, CopyInstruction,
+    Directive, Dockerfile, FromInstruction, Healthcheck, HealthcheckCmd, Heredoc, HeredocSource,
+    Instruction, KeyValue, Mount, MountSpec, NetworkMode, Node, OnbuildInstruction, RunInstruction,
+    SecretMount, SecurityMode, Source, Span, Spanned, SshMount, TmpfsMount, Warning, chomp_heredoc,
+};
+pub use error::{Arity, Error, FlagProblem, MountProblem};
+pub use parser::{
+    DirectiveValue, detect_syntax, goquote, internal, parse, parse_ast, parse_bytes,
+    parse_directive,
+};
 
 // ---- public interface: semantics ----
 // Shell-word expansion (BuildKit's `frontend/dockerfile/shell`).

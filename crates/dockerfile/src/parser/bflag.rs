@@ -1,0 +1,118 @@
+//! Instruction flags (BuildKit's `BFlags`): `--name=value`, boolean `--name`,
+//! repeatable flags, unknown flags rejected with a suggestion.
+
+use std::collections::BTreeMap;
+
+use super::suggest::suggest;
+use crate::ast::Spanned;
+use crate::error::{Error, FlagProblem};
+
+/// The type of a flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagKind {
+    /// `--link`, `--link=true`, `--link=false`.
+    Bool,
+    /// `--from=x`, once.
+    String,
+    /// `--exclude=x`, repeatable.
+    Strings,
+}
+
+/// The flags given to one instruction, by name.
+#[derive(Debug, Default)]
+pub struct Flags {
+    values: BTreeMap<String, Vec<Spanned<String>>>,
+}
+
+impl Flags {
+    /// The single value of a string flag, if given.
+    pub fn string(&self, name: &str) -> Option<Spanned<String>> {
+        self.values.get(name).and_then(|v| v.last().cloned())
+    }
+
+    /// A boolean flag: `None` when not given.
+    pub fn bool(&self, name: &str) -> Option<bool> {
+        self.values
+            .get(name)
+            .and_then(|v| v.last())
+            .map(|v| v.value == "true")
+    }
+
+    /// All values of a repeatable flag, in order.
+    pub fn strings(&self, name: &str) -> Vec<Spanned<String>> {
+        self.values.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The names of the flags given, sorted.
+    pub fn used(&self) -> Vec<String> {
+        self.values.keys().cloned().collect()
+    }
+}
+
+/// Parses flag words against their definitions.
+pub fn parse_flags(
+    instruction: &'static str,
+    defs: &[(&str, FlagKind)],
+    args: &[Spanned<String>],
+) -> Result<Flags, Error> {
+    let mut flags = Flags::default();
+    for a in args {
+        if a.value == "--" {
+            // Everything after `--` is not a flag.
+            break;
+        }
+        let bad = |problem| Error::BadFlag {
+            problem,
+            span: a.span,
+        };
+        let Some(body) = a.value.strip_prefix("--") else {
+            return Err(bad(FlagProblem::NotAFlag {
+                word: a.value.clone(),
+            }));
+        };
+        let (name, value) = match body.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (body, None),
+        };
+        let flag = format!("--{name}");
+        let Some(&(def_name, kind)) = defs.iter().find(|(n, _)| *n == name) else {
+            let names: Vec<&str> = defs.iter().map(|(n, _)| *n).collect();
+            return Err(Error::UnknownFlag {
+                flag,
+                instruction,
+                suggestion: suggest(name, &names, true),
+                span: a.span,
+            });
+        };
+        let entry = flags.values.entry(def_name.to_owned()).or_default();
+        if !entry.is_empty() && kind != FlagKind::Strings {
+            return Err(bad(FlagProblem::Duplicate { flag }));
+        }
+        let stored = match (kind, value) {
+            (FlagKind::Bool, Some("")) => return Err(bad(FlagProblem::MissingValue { flag })),
+            (FlagKind::Bool, None) => "true".to_owned(),
+            (FlagKind::Bool, Some(v)) => match v.to_ascii_lowercase().as_str() {
+                "true" => "true".to_owned(),
+                "false" => "false".to_owned(),
+                _ => {
+                    return Err(bad(FlagProblem::NotBoolean {
+                        flag,
+                        value: v.to_owned(),
+                    }));
+                }
+            },
+            (_, None) => return Err(bad(FlagProblem::MissingValue { flag })),
+            (_, Some(v)) => v.to_owned(),
+        };
+        // The span of the value: after `--name=` when the flag word is written
+        // plainly, else the whole flag.
+        let mut span = a.span;
+        let prefix = name.len() + 3;
+        if value.is_some() && span.end - span.start == a.value.len() && prefix <= a.value.len() {
+            span.start += prefix;
+            span.start_column += u32::try_from(flag.chars().count() + 1).unwrap_or(0);
+        }
+        entry.push(Spanned::new(stored, span));
+    }
+    Ok(flags)
+}

@@ -1,0 +1,3 @@
+//! Never panic.
+use libtest_mimic::Trial;
+pub(crate) fn trials(_out: &mut Vec<Trial>) {}
