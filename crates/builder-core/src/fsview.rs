@@ -293,7 +293,7 @@ mod tests {
         if rustix::process::geteuid().is_root() {
             rustix::fs::mknodat(
                 rustix::fs::CWD,
-                &upper.join("gone"),
+                upper.join("gone"),
                 rustix::fs::FileType::CharacterDevice,
                 rustix::fs::Mode::empty(),
                 0,
@@ -301,7 +301,7 @@ mod tests {
             .unwrap();
             assert!(v.lookup(&comps("gone")).unwrap().is_none());
             rustix::fs::lsetxattr(
-                &upper.join("d"),
+                upper.join("d"),
                 "trusted.overlay.opaque",
                 b"y",
                 rustix::fs::XattrFlags::empty(),
