@@ -13,6 +13,7 @@ mod split;
 mod suggest;
 mod unicode;
 
+use std::cell::Cell;
 use std::ops::Range;
 
 pub use directives::{DirectiveValue, detect_syntax, parse_directive};
@@ -22,7 +23,7 @@ use crate::ast::{Ast, Directive, Dockerfile, Heredoc, Node, Span, Warning};
 use crate::error::Error;
 use directives::DirectiveParser;
 use split::LineCtx;
-use unicode::{is_space, to_lower};
+use unicode::is_space;
 
 /// The longest physical line BuildKit's scanner accepts, in bytes.
 pub(crate) const MAX_LINE: usize = 65535;
@@ -65,26 +66,38 @@ pub fn parse_ast(text: &str) -> Result<Ast, Error> {
 pub(crate) struct SourceIndex<'a> {
     text: &'a str,
     starts: Vec<usize>,
+    /// The last position computed (offset, line index, column): spans are asked
+    /// for mostly left to right, so columns are counted from there.
+    last: Cell<(usize, usize, usize)>,
 }
 
 impl<'a> SourceIndex<'a> {
     pub(crate) fn new(text: &'a str) -> Self {
         let mut starts = vec![0];
-        starts.extend(memchr_iter(text.as_bytes()).map(|i| i + 1));
-        SourceIndex { text, starts }
+        starts.extend(memchr::memchr_iter(b'\n', text.as_bytes()).map(|i| i + 1));
+        SourceIndex {
+            text,
+            starts,
+            last: Cell::new((0, 0, 0)),
+        }
     }
 
     fn position(&self, off: usize) -> (u32, u32) {
         let off = off.min(self.text.len());
-        let line = self.starts.partition_point(|&s| s <= off) - 1;
-        let start = self.starts[line];
-        let before = &self.text.as_bytes()[start..off];
-        let col = if before.is_ascii() {
-            before.len()
+        let (last_off, last_line, last_col) = self.last.get();
+        let next_start = self
+            .starts
+            .get(last_line + 1)
+            .copied()
+            .unwrap_or(usize::MAX);
+        let (line, from, col0) = if last_off <= off && off < next_start {
+            (last_line, last_off, last_col)
         } else {
-            // Count characters: bytes that do not continue a UTF-8 sequence.
-            before.iter().filter(|&&b| (b & 0xc0) != 0x80).count()
+            let line = self.starts.partition_point(|&s| s <= off) - 1;
+            (line, self.starts[line], 0)
         };
+        let col = col0 + count_chars(&self.text.as_bytes()[from..off]);
+        self.last.set((off, line, col));
         (to_u32(line + 1), to_u32(col + 1))
     }
 
@@ -106,10 +119,13 @@ fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn memchr_iter(b: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    b.iter()
-        .enumerate()
-        .filter_map(|(i, &c)| (c == b'\n').then_some(i))
+/// Characters in a UTF-8 byte slice (bytes that do not continue a sequence).
+fn count_chars(b: &[u8]) -> usize {
+    if b.is_ascii() {
+        b.len()
+    } else {
+        b.iter().filter(|&&c| (c & 0xc0) != 0x80).count()
+    }
 }
 
 /// One physical line: content `start..end` (no `\n`), next line at `next`.
@@ -216,7 +232,7 @@ impl<'a> Parser<'a> {
             return None;
         }
         let rest = &self.text.as_bytes()[self.pos..];
-        let (end, next) = match rest.iter().position(|&b| b == b'\n') {
+        let (end, next) = match memchr::memchr(b'\n', rest) {
             Some(i) => (self.pos + i, self.pos + i + 1),
             None => (self.text.len(), self.text.len()),
         };
@@ -339,8 +355,9 @@ impl<'a> Parser<'a> {
                 span: &to_span,
             };
             let mut node = split::node_from_line(&ctx, line)?;
+            let has_heredoc_marker = line.contains("<<");
 
-            if can_contain_heredoc(&node) && line.contains("<<") {
+            if can_contain_heredoc(&node) && has_heredoc_marker {
                 let words = heredoc::heredocs_from_line(line).map_err(|(word, message)| {
                     Error::HeredocSyntax {
                         word,
@@ -381,6 +398,7 @@ impl<'a> Parser<'a> {
                 }
             }
             node.span = self.index.span(token_start..last_end.max(token_start));
+            node.original = joined.text;
             node.comments = std::mem::take(&mut comments);
             nodes.push(node);
         }
@@ -408,12 +426,13 @@ impl<'a> Parser<'a> {
 
 fn can_contain_heredoc(node: &Node) -> bool {
     let mut n = node;
-    if to_lower(&n.keyword.value) == "onbuild" {
-        if let Some(t) = &n.trigger {
-            n = t;
-        }
+    if let (Some("onbuild"), Some(t)) = (split::known_keyword(&n.keyword.value), &n.trigger) {
+        n = t;
     }
-    matches!(to_lower(&n.keyword.value).as_str(), "add" | "copy" | "run") && !n.json
+    matches!(
+        split::known_keyword(&n.keyword.value),
+        Some("add" | "copy" | "run")
+    ) && !n.json
 }
 
 /// Internal helpers exposed for the conformance tests; not a stable API.

@@ -7,6 +7,7 @@ use super::bflag::{FlagKind, Flags, parse_flags};
 use super::duration::parse_go_duration;
 use super::heredoc::parse_heredoc;
 use super::mount::parse_mount_spec;
+use super::split::known_keyword;
 use super::suggest::suggest;
 use super::unicode::{is_re_space, is_space, to_lower, to_upper};
 use crate::ast::{
@@ -237,7 +238,7 @@ impl Instruction {
     pub fn from_node(node: &Node) -> Result<Spanned<Instruction>, Error> {
         let span = node.span;
         let args = node_args(node);
-        let inst = match to_lower(&node.keyword.value).as_str() {
+        let inst = match known_keyword(&node.keyword.value).unwrap_or_default() {
             "env" => {
                 no_flags("ENV", node)?;
                 Instruction::Env(key_values("ENV", &args, span)?)

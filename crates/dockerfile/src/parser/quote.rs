@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use super::split::known_keyword;
 use super::unicode::{is_print, is_space, to_lower};
 use crate::ast::{Ast, Node};
 
@@ -43,31 +44,6 @@ fn push_goquote(out: &mut String, s: &str) {
     out.push('"');
 }
 
-/// Whether the line parser knows the keyword (case-insensitive).
-pub(crate) fn is_known_keyword(lower: &str) -> bool {
-    matches!(
-        lower,
-        "add"
-            | "arg"
-            | "cmd"
-            | "copy"
-            | "entrypoint"
-            | "env"
-            | "expose"
-            | "from"
-            | "healthcheck"
-            | "label"
-            | "maintainer"
-            | "onbuild"
-            | "run"
-            | "shell"
-            | "stopsignal"
-            | "user"
-            | "volume"
-            | "workdir"
-    )
-}
-
 impl Node {
     /// This instruction in BuildKit's dump format, in parentheses:
     /// `(copy ["--from=a"] "src" "dst")`.
@@ -90,7 +66,7 @@ impl Node {
         if let Some(trigger) = &self.trigger {
             s.push(' ');
             s.push_str(&trigger.dump());
-        } else if !is_known_keyword(&to_lower(&self.keyword.value)) {
+        } else if known_keyword(&self.keyword.value).is_none() {
             // BuildKit's parser keeps unknown instructions with one empty argument.
             s.push_str(" \"\"");
         } else {

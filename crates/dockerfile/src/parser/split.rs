@@ -37,6 +37,46 @@ impl LineCtx<'_> {
     }
 }
 
+const KEYWORDS: [&str; 18] = [
+    "add",
+    "arg",
+    "cmd",
+    "copy",
+    "entrypoint",
+    "env",
+    "expose",
+    "from",
+    "healthcheck",
+    "label",
+    "maintainer",
+    "onbuild",
+    "run",
+    "shell",
+    "stopsignal",
+    "user",
+    "volume",
+    "workdir",
+];
+
+/// The lower-case instruction name when `cmd` names one (Go's Unicode
+/// `strings.ToLower` comparison, with an allocation-free ASCII path).
+pub(crate) fn known_keyword(cmd: &str) -> Option<&'static str> {
+    if cmd.is_ascii() {
+        // The longest keyword has 11 letters.
+        if cmd.len() > 11 {
+            return None;
+        }
+        let mut buf = [0u8; 11];
+        let lower = &mut buf[..cmd.len()];
+        lower.copy_from_slice(cmd.as_bytes());
+        lower.make_ascii_lowercase();
+        KEYWORDS.iter().copied().find(|k| k.as_bytes() == lower)
+    } else {
+        let lower = to_lower(cmd);
+        KEYWORDS.iter().copied().find(|k| *k == lower)
+    }
+}
+
 /// Parses one instruction line (`line` is a slice of `ctx.line`).
 pub(crate) fn node_from_line(ctx: &LineCtx<'_>, line: &str) -> Result<Node, Error> {
     let t = line.trim_matches(is_space);
@@ -58,11 +98,11 @@ pub(crate) fn node_from_line(ctx: &LineCtx<'_>, line: &str) -> Result<Node, Erro
         trigger: None,
         json: false,
         heredocs: Vec::new(),
-        original: line.to_owned(),
+        original: String::new(),
         comments: Vec::new(),
         span: (ctx.span)(ctx.off(t)..ctx.off(t) + t.len()),
     };
-    match to_lower(cmd).as_str() {
+    match known_keyword(cmd).unwrap_or_default() {
         "add" | "copy" | "volume" => maybe_json_to_list(ctx, args, &mut node)?,
         "run" | "cmd" | "entrypoint" | "shell" => maybe_json(ctx, args, &mut node)?,
         "from" | "expose" => node.args = whitespace_delimited(ctx, args),
@@ -82,7 +122,9 @@ pub(crate) fn node_from_line(ctx: &LineCtx<'_>, line: &str) -> Result<Node, Erro
         "healthcheck" => health_config(ctx, args, &mut node)?,
         "onbuild" => {
             if !args.is_empty() {
-                node.trigger = Some(Box::new(node_from_line(ctx, args)?));
+                let mut trigger = node_from_line(ctx, args)?;
+                trigger.original = args.to_owned();
+                node.trigger = Some(Box::new(trigger));
             }
         }
         _ => {

@@ -281,11 +281,14 @@ fn builder_flags_case(c: &Value) -> Result<(), Failed> {
     Ok(())
 }
 
+/// A stage's doc comment and, per ARG instruction, (key, doc comment) pairs.
+type StageDocs = (String, Vec<Vec<(String, String)>>);
+
 fn comments_case(c: &Value) -> Result<(), Failed> {
     let df = dockerfile::parse(c["dockerfile"].as_str().expect("df")).map_err(|e| e.to_string())?;
     let e = &c["expected"];
     let mut meta = Vec::new();
-    let mut stages: Vec<(String, Vec<Vec<(String, String)>>)> = Vec::new();
+    let mut stages: Vec<StageDocs> = Vec::new();
     for i in &df.instructions {
         match &i.value {
             Instruction::From(f) => stages.push((f.doc_comment.clone(), Vec::new())),
@@ -317,7 +320,7 @@ fn comments_case(c: &Value) -> Result<(), Failed> {
     check(meta == pairs(&e["meta_args"]), || {
         format!("meta args {meta:?}")
     })?;
-    let want_stages: Vec<(String, Vec<Vec<(String, String)>>)> = e["stages"]
+    let want_stages: Vec<StageDocs> = e["stages"]
         .as_array()
         .expect("stages")
         .iter()
