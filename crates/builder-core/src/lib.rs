@@ -5,6 +5,8 @@ mod cachekey;
 #[allow(dead_code)] // Used by COPY in the engine, which lands next.
 mod fsview;
 mod image;
+#[allow(dead_code)] // Used by the exporters in the engine, which land next.
+mod oci;
 mod progress;
 mod sandbox;
 
