@@ -39,3 +39,9 @@ pub use dockerignore::{
     ContextFilter, FilterWalk, IgnoreError, LinkResolver, MatchInfo, Pattern, PatternMatcher,
     WalkDecision, follow_links, matches_legacy, matches_or_parent_matches, read_ignore_file,
 };
+// The stage model: global/stage ARG and ENV scopes, targets, stage edges (dockerfile2llb).
+pub use stages::{
+    BuildPlan, DEFAULT_PATH, DepKind, DepSource, Env, Outline, OutlineArg, OutlineMount,
+    PROXY_ARGS, PlanOptions, PlanWarning, PlatformSpec, Scope, Stage, StageBase, StageDep,
+    StageError, Step, TargetInfo, list_targets,
+};
