@@ -1,0 +1,2 @@
+//! Pull one platform of an image.
+fn main() {}
