@@ -169,8 +169,21 @@ pub struct Node {
     pub keyword: Spanned<String>,
     /// Leading `--flag` words, quotes removed (`--chown="a b"` is `--chown=a b`).
     pub flags: Vec<Spanned<String>>,
-    /// The arguments. Their shape depends on the instruction; see the crate docs.
-    /// For an unknown instruction this is the rest of the line as one argument.
+    /// The arguments, shaped by the instruction as BuildKit's parser does:
+    ///
+    /// | instruction | arguments |
+    /// | --- | --- |
+    /// | FROM, EXPOSE | the rest split on `[\t\v\f\r ]+`, no quote processing |
+    /// | ADD, COPY, VOLUME | JSON array elements, else split like FROM |
+    /// | RUN, CMD, ENTRYPOINT, SHELL | JSON array elements, else the rest as one argument |
+    /// | ENV, LABEL | `key`, `value`, `sep` triples (`sep` is `=` or empty for `KEY value`) |
+    /// | ARG | one argument per word, quotes kept |
+    /// | MAINTAINER, USER, WORKDIR, STOPSIGNAL | the rest as one argument |
+    /// | HEALTHCHECK | the type word (`CMD`, `NONE`), then the rest like CMD |
+    /// | ONBUILD | none; see [`Node::trigger`] |
+    ///
+    /// For an unknown instruction this is the rest of the line as one argument
+    /// (the dump shows `""`, as BuildKit's does).
     pub args: Vec<Spanned<String>>,
     /// ONBUILD's nested instruction.
     pub trigger: Option<Box<Node>>,
@@ -238,7 +251,8 @@ pub enum Instruction {
     Run(RunInstruction),
     /// `CMD command`
     Cmd(Command),
-    /// `ENTRYPOINT command`
+    /// `ENTRYPOINT command`; an empty exec form (`ENTRYPOINT []`) clears the
+    /// entrypoint (BuildKit stores no entrypoint rather than an empty one).
     Entrypoint(Command),
     /// `SHELL ["exe", "arg"]` (exec form only)
     Shell(Vec<Spanned<String>>),
@@ -316,16 +330,20 @@ pub struct FromInstruction {
 /// A command in shell form or exec (JSON) form.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Command {
-    /// `CMD echo hi`: the text, run by the stage's SHELL.
+    /// `CMD echo hi`: the text, run by the stage's SHELL. The text is empty only
+    /// for a bare `RUN`/`CMD`/`ENTRYPOINT` (BuildKit then uses the shell with no
+    /// command: `CMD` alone sets `["/bin/sh", "-c"]`).
     Shell(Spanned<String>),
     /// `CMD ["echo", "hi"]`: the argument vector (may be empty for `CMD []`).
     Exec(Vec<Spanned<String>>),
 }
 
 impl Command {
-    /// BuildKit's command line: the exec vector, or the shell text as one element.
+    /// BuildKit's command line: the exec vector, or the shell text as one element
+    /// (no element for a bare instruction).
     pub fn to_vec(&self) -> Vec<String> {
         match self {
+            Command::Shell(s) if s.value.is_empty() => Vec::new(),
             Command::Shell(s) => vec![s.value.clone()],
             Command::Exec(v) => v.iter().map(|s| s.value.clone()).collect(),
         }

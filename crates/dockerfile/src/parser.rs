@@ -33,6 +33,19 @@ pub(crate) const MAX_LINE: usize = 65535;
 /// Runs the line parser ([`parse_ast`]) and turns every node into an
 /// [`Instruction`](crate::Instruction); unknown instructions and bad flags are
 /// errors here. Warnings are collected in the result.
+///
+/// ```
+/// use dockerfile::Instruction;
+///
+/// let df = dockerfile::parse("FROM alpine AS base\nRUN --network=none make\n")?;
+/// let Instruction::From(from) = &df.instructions[0].value else { unreachable!() };
+/// assert_eq!(from.name.as_ref().map(|n| n.as_str()), Some("base"));
+/// assert_eq!(df.instructions[1].span.start_line, 2);
+///
+/// let err = dockerfile::parse("FROM alpine\nCOPY --chwon=1 a b\n").unwrap_err();
+/// assert_eq!(err.to_string(), "2:6: unknown flag: --chwon (did you mean chown?)");
+/// # Ok::<(), dockerfile::Error>(())
+/// ```
 pub fn parse(text: &str) -> Result<Dockerfile, Error> {
     let ast = parse_ast(text)?;
     Dockerfile::from_ast(ast)

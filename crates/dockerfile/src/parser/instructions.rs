@@ -92,7 +92,9 @@ fn command(node: &Node, args: &[Spanned<String>]) -> Command {
         return Command::Exec(args.to_vec());
     }
     match args {
-        [] => Command::Exec(Vec::new()),
+        // A bare `RUN`/`CMD`: shell form without text (BuildKit runs the shell
+        // with no command).
+        [] => Command::Shell(Spanned::new(String::new(), node.keyword.span)),
         [one] => Command::Shell(one.clone()),
         [first, .., last] => {
             let text = args
@@ -145,6 +147,15 @@ fn doc_comment(comments: &[String], name: &str) -> String {
         .find_map(|c| c.strip_prefix(&prefix))
         .unwrap_or_default()
         .to_owned()
+}
+
+/// Go's `strings.EqualFold(s, "as")` (simple case folding: `ſ` folds to `s`).
+fn is_as(s: &str) -> bool {
+    let mut c = s.chars();
+    matches!(
+        (c.next(), c.next(), c.next()),
+        (Some('a' | 'A'), Some('s' | 'S' | '\u{17f}'), None)
+    )
 }
 
 fn valid_stage_name(name: &str) -> bool {
@@ -316,7 +327,7 @@ impl Instruction {
             }
             "from" => {
                 let name = match args.as_slice() {
-                    [_, as_kw, name] if as_kw.value.eq_ignore_ascii_case("as") => {
+                    [_, as_kw, name] if is_as(&as_kw.value) => {
                         let lower = to_lower(&name.value);
                         if !valid_stage_name(&lower) {
                             return Err(Error::InvalidStageName {
@@ -601,7 +612,7 @@ fn healthcheck(node: &Node, args: &[Spanned<String>]) -> Result<Healthcheck, Err
     let cmd = command(node, rest);
     let empty = match &cmd {
         Command::Exec(v) => v.is_empty(),
-        Command::Shell(_) => false,
+        Command::Shell(s) => s.value.is_empty(),
     };
     if empty {
         return Err(Error::HealthcheckMissingCommand { span });

@@ -8,6 +8,7 @@ mod corpus;
 mod instructions;
 mod lines;
 mod robustness;
+mod typed;
 
 use std::path::PathBuf;
 
@@ -54,5 +55,6 @@ fn main() {
     lines::trials(&mut trials);
     instructions::trials(&mut trials);
     robustness::trials(&mut trials);
+    typed::trials(&mut trials);
     libtest_mimic::run(&args, trials).exit();
 }
