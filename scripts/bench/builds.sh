@@ -65,6 +65,9 @@ mkdir -p "$out"
 work=$(mktemp -d /tmp/rbuild-bench-work.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 run_id=$(date +%Y%m%d%H%M%S)-$$
+# Every image the bench builds carries this label, so the next cold row can remove them all.
+bench_label=org.rbuild.bench=1
+host_platform=linux/$(uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/')
 log() { echo "[bench] $*" >&2; }
 
 now() { date +%s.%N; }
@@ -116,27 +119,43 @@ add_dependency() { cp "$2/package.json" "$2/package-lock.json" "$1/"; }
 bk_build() { # log_name tag context [extra docker build args...]
   local name=$1 tag=$2 ctx=$3
   shift 3
-  DOCKER_BUILDKIT=1 $docker build --network host --progress plain -t "$tag" "$@" "$ctx" \
-    >"$out/buildkit-$name.log" 2>&1
+  DOCKER_BUILDKIT=1 $docker build --network host --progress plain --label "$bench_label" \
+    -t "$tag" "$@" "$ctx" >"$out/buildkit-$name.log" 2>&1
 }
 
-bk_empty_caches() {
+# Empties BuildKit's cache and takes the base image's layers out of the engine, so that the
+# next build pulls them. Images of earlier bench runs go too (they carry $bench_label); an
+# image someone else keeps that shares the base's layers would keep them, and is reported.
+# Prints a note for the row when the engine could not be emptied.
+bk_empty_caches() { # platform...
+  local platform first_layer holders="" img
+  $docker image prune -af --filter "label=$bench_label" >/dev/null
   $docker builder prune -af >/dev/null
-  # The base image, so that the build pulls it; a container still using it keeps it.
   $docker rmi "$base_image" >/dev/null 2>&1 || true
-  if $docker image inspect "$base_image" >/dev/null 2>&1; then
-    log "warning: $base_image is still in the engine (a container uses it)"
+  $docker image inspect "$base_image" >/dev/null 2>&1 && holders="$base_image (used by a container)"
+  for platform in "$@"; do
+    first_layer=$(skopeo inspect --config --tls-verify=false --override-os linux \
+      --override-arch "${platform#linux/}" "docker://$base_image" | jq -r '.rootfs.diff_ids[0]')
+    for img in $($docker images -q --no-trunc | sort -u); do
+      if $docker image inspect --format '{{json .RootFS.Layers}}' "$img" | grep -q "$first_layer"; then
+        holders+=" $($docker image inspect --format '{{join .RepoTags ","}}' "$img"):${img:7:12}"
+      fi
+    done
+  done
+  if [[ -n $holders ]]; then
+    log "warning: the base image's layers stay in the engine, held by:$holders"
+    echo "not cold: base layers held by$holders"
   fi
 }
 
-bk_row() { # row service command...
-  local row=$1 service=$2 t0 secs
-  shift 2
+bk_row() { # row service note command...
+  local row=$1 service=$2 note=$3 t0 secs
+  shift 3
   log "buildkit  $row  $service"
   t0=$(now)
   if "$@"; then
     secs=$(since "$t0")
-    record "$row" "$service" buildkit "$secs" - ""
+    record "$row" "$service" buildkit "$secs" - "$note"
   else
     record "$row" "$service" buildkit n/a - "BuildKit failed: see $out/buildkit-$row-$service*.log"
   fi
@@ -153,21 +172,20 @@ bk_multiarch() { # service ctx (caches emptied by the caller, outside the timing
 }
 
 run_buildkit() { # service
-  local service=$1 ctx tag=bench-buildkit/$1:latest
+  local service=$1 ctx tag=bench-buildkit/$1:latest note
   ctx=$(copy_example buildkit "$service")
-  $docker rmi -f "$tag" >/dev/null 2>&1 || true
-  bk_empty_caches
-  bk_row cold "$service" bk_build "cold-$service" "$tag" "$ctx"
-  bk_row warm "$service" bk_build "warm-$service" "$tag" "$ctx"
+  note=$(bk_empty_caches "$host_platform")
+  bk_row cold "$service" "$note" bk_build "cold-$service" "$tag" "$ctx"
+  bk_row warm "$service" "" bk_build "warm-$service" "$tag" "$ctx"
   edit_source "$ctx"
-  bk_row source "$service" bk_build "source-$service" "$tag" "$ctx"
+  bk_row source "$service" "" bk_build "source-$service" "$tag" "$ctx"
   if [[ -n ${dep_dir[$service]} ]]; then
     add_dependency "$ctx" "${dep_dir[$service]}"
-    bk_row dependency "$service" bk_build "dependency-$service" "$tag" "$ctx"
+    bk_row dependency "$service" "" bk_build "dependency-$service" "$tag" "$ctx"
   else
     record dependency "$service" buildkit n/a - "npm could not prepare the dependency"
   fi
-  bk_row push "$service" bk_push "$tag" "$ctx" "$service"
+  bk_row push "$service" "" bk_push "$tag" "$ctx" "$service"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -183,7 +201,7 @@ rb_row() { # row service cache_dir ctx [rbuild build args...]
   fi
   t0=$(now)
   if /usr/bin/time -v -o "$logf.time" "$rbuild" build --cache-dir "$cache" --progress plain \
-    --network host "$@" "$ctx" >"$logf" 2>&1; then
+    --network host --label "$bench_label" "$@" "$ctx" >"$logf" 2>&1; then
     secs=$(since "$t0")
     rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$logf.time")
     record "$row" "$service" rbuild "$secs" "${rss:--}" ""
@@ -256,9 +274,8 @@ if [[ -n $multiarch ]]; then
   for s in "${service_list[@]}"; do
     if want buildkit; then
       ctx=$(copy_example buildkit "$s")
-      $docker rmi -f "bench-buildkit/$s:amd64" "bench-buildkit/$s:arm64" >/dev/null 2>&1 || true
-      bk_empty_caches
-      bk_row multi-arch "$s" bk_multiarch "$s" "$ctx"
+      note=$(bk_empty_caches linux/amd64 linux/arm64)
+      bk_row multi-arch "$s" "$note" bk_multiarch "$s" "$ctx"
     fi
     want rbuild && rb_multiarch "$s"
   done
@@ -277,10 +294,10 @@ target_of() {
 }
 table() {
   local row service bk rb rss note ratio mem
-  printf '| %-10s | %-12s | %12s | %10s | %13s | %-16s | %s\n' \
+  printf '| %-10s | %-12s | %12s | %10s | %15s | %-16s | %s |\n' \
     row service "BuildKit (s)" "rbuild (s)" "rbuild/BuildKit" target "rbuild peak RSS"
-  printf '|%s|%s|%s|%s|%s|%s|%s\n' ------------ -------------- -------------- ------------ \
-    --------------- ------------------ ----------------
+  printf '| %s | %s | %s | %s | %s | %s | %s |\n' ---------- ------------ -----------: \
+    ---------: --------------: ---------------- ---------------:
   for row in cold warm source dependency push multi-arch; do
     for service in "${service_list[@]}"; do
       bk=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "buildkit" { print $4 }' "$results")
@@ -298,7 +315,7 @@ table() {
       [[ -z $rb ]] && rb="-"
       [[ -z $bk ]] && bk="-"
       [[ $bk == n/a ]] && bk="failed"
-      printf '| %-10s | %-12s | %12s | %10s | %13s | %-16s | %s\n' \
+      printf '| %-10s | %-12s | %12s | %10s | %15s | %-16s | %15s |\n' \
         "$row" "$service" "$bk" "$rb" "$ratio" "$(target_of "$row")" "$mem"
     done
   done
@@ -306,5 +323,6 @@ table() {
 {
   echo "rbuild benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, docker $($docker version --format '{{.Server.Version}}')"
   table
+  awk -F'\t' '$6 != "" && $3 == "buildkit" { printf "note: %s %s, BuildKit: %s\n", $1, $2, $6 }' "$results"
 } | tee "$out/table.md"
 log "logs and results: $out"
