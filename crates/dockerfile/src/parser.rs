@@ -98,16 +98,21 @@ impl<'a> SourceIndex<'a> {
     fn position(&self, off: usize) -> (u32, u32) {
         let off = off.min(self.text.len());
         let (last_off, last_line, last_col) = self.last.get();
+        let line_start = self.starts[last_line];
         let next_start = self
             .starts
             .get(last_line + 1)
             .copied()
             .unwrap_or(usize::MAX);
-        let (line, from, col0) = if last_off <= off && off < next_start {
-            (last_line, last_off, last_col)
+        let line = if line_start <= off && off < next_start {
+            last_line
         } else {
-            let line = self.starts.partition_point(|&s| s <= off) - 1;
-            (line, self.starts[line], 0)
+            self.starts.partition_point(|&s| s <= off) - 1
+        };
+        let (from, col0) = if line == last_line && last_off <= off {
+            (last_off, last_col)
+        } else {
+            (self.starts[line], 0)
         };
         let col = col0 + count_chars(&self.text.as_bytes()[from..off]);
         self.last.set((off, line, col));
@@ -157,10 +162,13 @@ struct Joined {
 }
 
 impl Joined {
-    fn new(src: usize, part: &str) -> Self {
+    /// Starts a joined line; `segs` is a recycled buffer.
+    fn new(src: usize, part: &str, mut segs: Vec<(usize, usize)>) -> Self {
+        segs.clear();
+        segs.push((0, src));
         Joined {
             text: part.to_owned(),
-            segs: vec![(0, src)],
+            segs,
         }
     }
 
@@ -202,6 +210,8 @@ struct Parser<'a> {
     scanned: usize,
     too_long: Option<Span>,
     escape: char,
+    /// Recycled segment buffer of [`Joined`].
+    segs: Vec<(usize, usize)>,
 }
 
 fn is_comment(line: &str) -> bool {
@@ -235,6 +245,7 @@ impl<'a> Parser<'a> {
             scanned: 0,
             too_long: None,
             escape: '\\',
+            segs: Vec::new(),
         }
     }
 
@@ -329,7 +340,7 @@ impl<'a> Parser<'a> {
             if done && part.is_empty() {
                 continue;
             }
-            let mut joined = Joined::new(token_start, part);
+            let mut joined = Joined::new(token_start, part, std::mem::take(&mut self.segs));
             let mut last_end = first.end;
             let mut has_empty = false;
             while !done {
@@ -412,6 +423,7 @@ impl<'a> Parser<'a> {
             }
             node.span = self.index.span(token_start..last_end.max(token_start));
             node.original = joined.text;
+            self.segs = joined.segs;
             node.comments = std::mem::take(&mut comments);
             nodes.push(node);
         }

@@ -43,8 +43,15 @@ impl Dockerfile {
     pub fn from_ast(ast: Ast) -> Result<Dockerfile, Error> {
         let instructions = ast
             .nodes
-            .iter()
-            .map(Instruction::from_node)
+            .into_iter()
+            .map(|mut node| {
+                // The node is not needed afterwards: move its arguments out.
+                let args = match node.trigger {
+                    Some(_) => node_args(&node),
+                    None => std::mem::take(&mut node.args),
+                };
+                Instruction::build(&node, args)
+            })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Dockerfile {
             directives: ast.directives,
@@ -82,7 +89,7 @@ fn arity(instruction: &'static str, expected: Arity, span: Span) -> Error {
     }
 }
 
-fn no_flags(instruction: &'static str, node: &Node) -> Result<Flags, Error> {
+fn no_flags(instruction: &'static str, node: &Node) -> Result<Flags<'static>, Error> {
     parse_flags(instruction, &[], &node.flags)
 }
 
@@ -109,7 +116,7 @@ fn command(node: &Node, args: &[Spanned<String>]) -> Command {
 
 fn key_values(
     instruction: &'static str,
-    args: &[Spanned<String>],
+    args: Vec<Spanned<String>>,
     span: Span,
 ) -> Result<Vec<KeyValue>, Error> {
     if args.is_empty() {
@@ -118,21 +125,35 @@ fn key_values(
     if args.len() % 3 != 0 {
         return Err(arity(instruction, Arity::Triples, span));
     }
-    args.chunks(3)
-        .map(|c| {
-            if c[0].value.is_empty() {
-                return Err(Error::BlankName {
-                    instruction,
-                    span: c[0].span,
-                });
-            }
-            Ok(KeyValue {
-                key: c[0].clone(),
-                value: c[1].clone(),
-                legacy: c[2].value.is_empty(),
-            })
-        })
-        .collect()
+    let mut out = Vec::with_capacity(args.len() / 3);
+    let mut it = args.into_iter();
+    while let (Some(key), Some(value), Some(sep)) = (it.next(), it.next(), it.next()) {
+        if key.value.is_empty() {
+            return Err(Error::BlankName {
+                instruction,
+                span: key.span,
+            });
+        }
+        out.push(KeyValue {
+            key,
+            value,
+            legacy: sep.value.is_empty(),
+        });
+    }
+    Ok(out)
+}
+
+/// The only argument, or the arity error.
+fn exactly_one(
+    instruction: &'static str,
+    args: Vec<Spanned<String>>,
+    span: Span,
+) -> Result<Spanned<String>, Error> {
+    let mut it = args.into_iter();
+    match (it.next(), it.next()) {
+        (Some(one), None) => Ok(one),
+        _ => Err(arity(instruction, Arity::ExactlyOne, span)),
+    }
 }
 
 /// BuildKit's `getDocComment`: the rest of the first comment line starting with
@@ -141,10 +162,9 @@ fn doc_comment(comments: &[String], name: &str) -> String {
     if name.is_empty() {
         return String::new();
     }
-    let prefix = format!("{name} ");
     comments
         .iter()
-        .find_map(|c| c.strip_prefix(&prefix))
+        .find_map(|c| c.strip_prefix(name)?.strip_prefix(' '))
         .unwrap_or_default()
         .to_owned()
 }
@@ -218,7 +238,7 @@ fn sources_and_dest(
     })
 }
 
-fn duration_flag(flags: &Flags, name: &str) -> Result<Option<Duration>, Error> {
+fn duration_flag(flags: &Flags<'_>, name: &str) -> Result<Option<Duration>, Error> {
     let Some(v) = flags.string(name) else {
         return Ok(None);
     };
@@ -247,23 +267,26 @@ fn duration_flag(flags: &Flags, name: &str) -> Result<Option<Duration>, Error> {
 impl Instruction {
     /// Builds the typed instruction for one node of the line parser.
     pub fn from_node(node: &Node) -> Result<Spanned<Instruction>, Error> {
+        Instruction::build(node, node_args(node))
+    }
+
+    /// The typed instruction for `node`, whose arguments are `args` (the node's
+    /// own `args` field is not read).
+    fn build(node: &Node, args: Vec<Spanned<String>>) -> Result<Spanned<Instruction>, Error> {
         let span = node.span;
-        let args = node_args(node);
         let inst = match known_keyword(&node.keyword.value).unwrap_or_default() {
             "env" => {
                 no_flags("ENV", node)?;
-                Instruction::Env(key_values("ENV", &args, span)?)
+                Instruction::Env(key_values("ENV", args, span)?)
             }
             "label" => {
                 no_flags("LABEL", node)?;
-                Instruction::Label(key_values("LABEL", &args, span)?)
+                Instruction::Label(key_values("LABEL", args, span)?)
             }
             "maintainer" => {
-                let [one] = args.as_slice() else {
-                    return Err(arity("MAINTAINER", Arity::ExactlyOne, span));
-                };
+                let one = exactly_one("MAINTAINER", args, span)?;
                 no_flags("MAINTAINER", node)?;
-                Instruction::Maintainer(one.clone())
+                Instruction::Maintainer(one)
             }
             "add" => {
                 if args.len() < 2 {
@@ -381,11 +404,9 @@ impl Instruction {
                 })
             }
             "workdir" => {
-                let [one] = args.as_slice() else {
-                    return Err(arity("WORKDIR", Arity::ExactlyOne, span));
-                };
+                let one = exactly_one("WORKDIR", args, span)?;
                 no_flags("WORKDIR", node)?;
-                Instruction::Workdir(one.clone())
+                Instruction::Workdir(one)
             }
             "run" => Instruction::Run(run(node, &args)?),
             "cmd" => {
@@ -405,11 +426,9 @@ impl Instruction {
                 Instruction::Expose(args)
             }
             "user" => {
-                let [one] = args.as_slice() else {
-                    return Err(arity("USER", Arity::ExactlyOne, span));
-                };
+                let one = exactly_one("USER", args, span)?;
                 no_flags("USER", node)?;
-                Instruction::User(one.clone())
+                Instruction::User(one)
             }
             "volume" => {
                 if args.is_empty() {
@@ -428,10 +447,7 @@ impl Instruction {
             }
             "stopsignal" => {
                 // BuildKit does not look at STOPSIGNAL's flags.
-                let [one] = args.as_slice() else {
-                    return Err(arity("STOPSIGNAL", Arity::ExactlyOne, span));
-                };
-                Instruction::StopSignal(one.clone())
+                Instruction::StopSignal(exactly_one("STOPSIGNAL", args, span)?)
             }
             "arg" => {
                 // Nor at ARG's.
