@@ -752,6 +752,8 @@ impl Client {
         );
         let mut failures = 0u32;
         let mut started = false;
+        // after an interruption, until the registry says where the upload stands
+        let mut resuming = false;
         loop {
             let step = match upload.next() {
                 Next::Done(UploadOutcome::Mounted) => {
@@ -838,6 +840,13 @@ impl Client {
                 Ok(response) => match upload.on_response(response.status(), response.headers()) {
                     Ok(()) => {
                         failures = 0;
+                        if resuming && step.method == Method::GET {
+                            resuming = false;
+                            progress.event(&TransferEvent::Resumed {
+                                digest,
+                                offset: upload.confirmed(),
+                            });
+                        }
                         if let Some(r) = &step.body {
                             progress.event(&TransferEvent::Progress {
                                 digest,
@@ -881,12 +890,7 @@ impl Client {
                 });
                 tokio::time::sleep(delay).await;
                 upload.on_interrupted();
-                if upload.confirmed() > 0 || step.body.is_some() {
-                    progress.event(&TransferEvent::Resumed {
-                        digest,
-                        offset: upload.confirmed(),
-                    });
-                }
+                resuming = matches!(upload.next(), Next::Send(s) if s.method == Method::GET);
             }
         }
     }

@@ -256,9 +256,14 @@ impl DockerConfig {
             .spawn()
             .map_err(|e| fail(format!("cannot run {}: {e}", program.display())))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(server.as_bytes())
-                .map_err(|e| fail(format!("writing to it: {e}")))?;
+            // a helper that answers without reading its input closes the pipe early: its
+            // answer still counts
+            match stdin.write_all(server.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                    return Err(fail(format!("writing to it: {e}")));
+                }
+                _ => {}
+            }
         }
         let out = child
             .wait_with_output()
