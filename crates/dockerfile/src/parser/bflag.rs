@@ -117,10 +117,15 @@ pub fn parse_flags<'d>(
             (_, Some(v)) => v.to_owned(),
         };
         // The span of the value: after `--name=` when the flag word is written
-        // plainly, else the whole flag.
+        // plainly, else the whole flag. An ASCII value as long as its one-line
+        // source is the source itself: quotes and escapes would have shortened it,
+        // other bytes would have made it non-ASCII.
         let mut span = a.span;
         let prefix = name.len() + 3;
-        if value.is_some() && span.end - span.start == a.value.len() && prefix <= a.value.len() {
+        let plain = a.value.is_ascii()
+            && span.start_line == span.end_line
+            && span.end - span.start == a.value.len();
+        if value.is_some() && plain && prefix <= a.value.len() {
             span.start += prefix;
             span.start_column += u32::try_from(name.chars().count() + 3).unwrap_or(0);
         }
