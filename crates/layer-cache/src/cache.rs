@@ -1,0 +1,251 @@
+//! `Cache`: the whole on-disk cache, and the operations that span its stores.
+
+use std::path::{Path, PathBuf};
+
+use crate::apply::{ApplyMode, ApplyOptions, ApplyStats, apply_layer};
+use crate::content::ContentStore;
+use crate::digest::{ChainId, Digest};
+use crate::error::{Error, Result};
+use crate::fsutil::mkdirs;
+use crate::gc::{Gc, PruneReport, Usage};
+use crate::index::CacheIndex;
+use crate::lease::{EntryRef, Lease};
+use crate::pack::{PackOptions, PackedLayer, SourceKind, pack_dir};
+use crate::snapshot::{Snapshot, SnapshotStore};
+use crate::statcache::StatCache;
+
+/// One layer of an image, as a manifest lists it plus its diffID from the config.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub struct LayerRef {
+    /// The (compressed) blob's digest.
+    pub digest: Digest,
+    /// The uncompressed tar's digest.
+    pub diff_id: Digest,
+}
+
+impl LayerRef {
+    /// A layer reference.
+    pub fn new(digest: Digest, diff_id: Digest) -> LayerRef {
+        LayerRef { digest, diff_id }
+    }
+}
+
+/// The on-disk cache: one directory shared safely by several processes.
+///
+/// ```text
+/// <root>/blobs/sha256/<hex>        verified blobs
+/// <root>/ingest/                   staged downloads and writes (flocked by their writer)
+/// <root>/snapshots/<alg>-<hex>/    unpacked layers: fs/ + meta.json
+/// <root>/index/<alg>-<hex>.json    cache key → layer record
+/// <root>/statcache/<hex>.json      stat caches
+/// <root>/leases/, locks/, gc.lock  coordination
+/// <root>/other/<name>/             other data (cache mounts)
+/// ```
+#[derive(Debug, Clone)]
+pub struct Cache {
+    root: PathBuf,
+    content: ContentStore,
+    snapshots: SnapshotStore,
+    index: CacheIndex,
+}
+
+impl Cache {
+    /// Opens (creating when needed) the cache at `root`.
+    pub fn open(root: impl AsRef<Path>) -> Result<Cache> {
+        let root = root.as_ref().to_owned();
+        mkdirs(&root)?;
+        for d in ["statcache", "leases", "locks", "other"] {
+            mkdirs(&root.join(d))?;
+        }
+        Ok(Cache {
+            content: ContentStore::open(&root)?,
+            snapshots: SnapshotStore::open(&root)?,
+            index: CacheIndex::open(&root)?,
+            root,
+        })
+    }
+
+    /// The cache directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The content store.
+    pub fn content(&self) -> &ContentStore {
+        &self.content
+    }
+
+    /// The snapshot store.
+    pub fn snapshots(&self) -> &SnapshotStore {
+        &self.snapshots
+    }
+
+    /// The cache index.
+    pub fn index(&self) -> &CacheIndex {
+        &self.index
+    }
+
+    /// The stat cache named `name` (for example the build context's absolute path).
+    pub fn stat_cache(&self, name: &str) -> Result<StatCache> {
+        StatCache::open(&self.root, name)
+    }
+
+    /// A new lease for a running build.
+    pub fn lease(&self) -> Result<Lease> {
+        Lease::new(&self.root)
+    }
+
+    /// A directory under `other/` (created when missing), counted by [`Cache::du`] as
+    /// [`UsageKind::Other`](crate::UsageKind) and pruned only with `all`.
+    pub fn other_dir(&self, name: &str) -> Result<PathBuf> {
+        if name.is_empty() || name.starts_with('.') || name.contains(['/', '\0']) {
+            return Err(Error::InvalidArgument {
+                reason: format!("{name:?} is not a plain directory name"),
+            });
+        }
+        let p = self.root.join("other").join(name);
+        mkdirs(&p)?;
+        Ok(p)
+    }
+
+    /// Makes sure every layer of `layers` (bottom first) is unpacked as a snapshot and
+    /// returns the top one; [`SnapshotStore::lowerdirs`] then gives the overlay lower
+    /// directories. Blobs must be in the content store. Layers already unpacked are reused;
+    /// concurrent callers unpack each layer once. With a lease, blobs and snapshots are
+    /// held before they are used.
+    pub fn unpack_chain(
+        &self,
+        layers: &[LayerRef],
+        opts: &ApplyOptions,
+        lease: Option<&Lease>,
+    ) -> Result<Snapshot> {
+        let mut parent: Option<ChainId> = None;
+        let mut top = None;
+        for l in layers {
+            let chain = ChainId::child(parent.as_ref(), &l.diff_id);
+            if let Some(lease) = lease {
+                lease.hold_all([
+                    EntryRef::Blob(l.digest.clone()),
+                    EntryRef::Snapshot(chain.clone()),
+                ])?;
+            }
+            let (s, created) = self.snapshots.unpack(
+                parent.as_ref(),
+                &l.diff_id,
+                || self.content.open_blob(&l.digest),
+                opts,
+            )?;
+            if !created {
+                self.snapshots.touch(&chain)?;
+            }
+            parent = Some(chain);
+            top = Some(s);
+        }
+        top.ok_or_else(|| Error::InvalidArgument {
+            reason: "unpack_chain needs at least one layer".into(),
+        })
+    }
+
+    /// Applies `layers` in order into `dest` ([`ApplyMode::Flatten`]): the image's file
+    /// system as one directory (type=local export, the mode without overlayfs). Each
+    /// layer's diffID is verified.
+    pub fn flatten_chain(
+        &self,
+        layers: &[LayerRef],
+        dest: &Path,
+        opts: &ApplyOptions,
+    ) -> Result<Vec<ApplyStats>> {
+        let mut out = Vec::new();
+        for l in layers {
+            let mut o = opts.clone();
+            o.mode = ApplyMode::Flatten;
+            o.expected_diff_id = Some(l.diff_id.clone());
+            let f = self.content.open_blob(&l.digest)?;
+            out.push(apply_layer(f, dest, &o)?);
+        }
+        Ok(out)
+    }
+
+    /// Packs `dir` into a layer blob in the content store.
+    pub fn pack_dir(
+        &self,
+        dir: &Path,
+        opts: &PackOptions,
+        lease: Option<&Lease>,
+    ) -> Result<PackedLayer> {
+        let w = self.content.writer()?;
+        let (w, packed) = pack_dir(dir, opts, w)?;
+        if let Some(lease) = lease {
+            lease.hold(EntryRef::Blob(packed.digest.clone()))?;
+        }
+        w.commit(&packed.digest)?;
+        Ok(packed)
+    }
+
+    /// A build step's result: packs the overlay upper directory `upper` (whiteouts and
+    /// opaque directories converted) into a blob, then registers `upper` itself as the
+    /// snapshot on top of `parent` (renamed into the store, no second unpack). When
+    /// `upper` is on another file system, the snapshot is unpacked from the blob instead
+    /// (with `apply`) and `upper` is left alone.
+    pub fn commit_upperdir(
+        &self,
+        upper: &Path,
+        parent: Option<&ChainId>,
+        opts: &PackOptions,
+        apply: &ApplyOptions,
+        lease: Option<&Lease>,
+    ) -> Result<(PackedLayer, Snapshot)> {
+        let mut o = opts.clone();
+        o.source = SourceKind::OverlayUpper;
+        let packed = self.pack_dir(upper, &o, lease)?;
+        let chain = ChainId::child(parent, &packed.diff_id);
+        if let Some(lease) = lease {
+            lease.hold(EntryRef::Snapshot(chain.clone()))?;
+        }
+        let snap = match self.snapshots.import_dir(parent, &packed.diff_id, upper) {
+            Ok((s, _)) => s,
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(18) => {
+                // EXDEV: not on the cache's file system.
+                self.snapshots
+                    .unpack(
+                        parent,
+                        &packed.diff_id,
+                        || self.content.open_blob(&packed.digest),
+                        apply,
+                    )?
+                    .0
+            }
+            Err(e) => return Err(e),
+        };
+        Ok((packed, snap))
+    }
+
+    /// Disk usage by kind.
+    pub fn du(&self) -> Result<Usage> {
+        self.gc().du()
+    }
+
+    /// Removes cache entries, least recently used first, never one a live [`Lease`] holds
+    /// (nor what it implies: a held snapshot's parents, a held record's blobs).
+    ///
+    /// * `keep_storage: Some(n)`: stop once the cache uses at most `n` bytes.
+    /// * `keep_storage: None`: remove every candidate.
+    /// * `all == false`: candidates are blobs, snapshots and index records (build cache);
+    ///   `all == true` adds stat caches and `other/` directories.
+    ///
+    /// Always removes leftovers of crashed processes, dead leases, index records whose
+    /// blobs are gone and snapshots whose parent is gone.
+    pub fn prune(&self, keep_storage: Option<u64>, all: bool) -> Result<PruneReport> {
+        self.gc().prune(keep_storage, all)
+    }
+
+    fn gc(&self) -> Gc<'_> {
+        Gc {
+            root: &self.root,
+            content: &self.content,
+            snapshots: &self.snapshots,
+            index: &self.index,
+        }
+    }
+}

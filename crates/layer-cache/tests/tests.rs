@@ -1,0 +1,2 @@
+//! Integration tests of the layer cache (one binary; see the modules).
+fn main() {}
