@@ -325,4 +325,7 @@ table() {
   table
   awk -F'\t' '$6 != "" && $3 == "buildkit" { printf "note: %s %s, BuildKit: %s\n", $1, $2, $6 }' "$results"
 } | tee "$out/table.md"
+# Leave the engine as it was: without the bench's images, and so without the base layers
+# they held.
+if want buildkit; then $docker image prune -af --filter "label=$bench_label" >/dev/null; fi
 log "logs and results: $out"
