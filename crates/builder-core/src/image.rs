@@ -341,7 +341,9 @@ impl ImageConfig {
     /// Appends a history entry with BuildKit's comment.
     pub fn push_history(&mut self, entry: &HistoryEntry) {
         let mut h = Map::new();
-        h.insert("created".into(), json!(entry.created));
+        if !entry.created.is_empty() {
+            h.insert("created".into(), json!(entry.created));
+        }
         h.insert("created_by".into(), json!(entry.created_by));
         h.insert("comment".into(), json!(HISTORY_COMMENT));
         if entry.empty_layer {
@@ -354,6 +356,46 @@ impl ImageConfig {
         list.as_array_mut()
             .expect("just made an array")
             .push(Value::Object(h));
+    }
+
+    /// Gives history entries without a time (metadata steps) one, as BuildKit's exporter
+    /// does: the time of the first new layer after them, else of the previous entry, so that
+    /// an unchanged rebuild gives the same config. `fallback` serves when no entry has one.
+    pub fn fill_history_times(&mut self, fallback: &str) {
+        let Some(list) = self.doc.get_mut("history").and_then(Value::as_array_mut) else {
+            return;
+        };
+        let time = |h: &Value| h.get("created").and_then(Value::as_str).map(str::to_owned);
+        let mut created: Option<String> = None;
+        let mut seen_missing = false;
+        for h in list.iter() {
+            match time(h) {
+                Some(t) => {
+                    created = Some(t);
+                    if seen_missing {
+                        break;
+                    }
+                }
+                None => seen_missing = true,
+            }
+        }
+        let mut created = created.unwrap_or_else(|| fallback.to_owned());
+        let mut seen_missing = false;
+        for h in list.iter_mut() {
+            match time(h) {
+                Some(t) => {
+                    if seen_missing {
+                        created = t;
+                    }
+                }
+                None => {
+                    seen_missing = true;
+                    if let Some(o) = h.as_object_mut() {
+                        o.insert("created".into(), json!(created));
+                    }
+                }
+            }
+        }
     }
 
     /// Number of history entries.

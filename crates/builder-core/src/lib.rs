@@ -2,25 +2,34 @@
 #![deny(unsafe_code)]
 
 mod cachekey;
+#[allow(dead_code)] // COPY/ADD: called by the engine once it wires them in.
+mod copy;
+mod engine;
 #[allow(dead_code)] // Used by COPY in the engine, which lands next.
 mod fsview;
 mod image;
-#[allow(dead_code)] // Used by the exporters in the engine, which land next.
 mod oci;
 mod progress;
 mod sandbox;
 
 pub use cachekey::CacheKey;
+pub use engine::{
+    Build, BuildReport, Error, ExportKind, ExportSpec, SecretSource, default_cache_dir,
+};
 pub use image::{
     ConfigParseError, DEFAULT_PATH, HISTORY_COMMENT, Healthcheck, HistoryEntry, ImageConfig,
     MEDIA_TYPE_CONFIG, rfc3339,
 };
+pub use oci::{
+    BlobRef, BuiltImage, MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_ZSTD,
+    MEDIA_TYPE_MANIFEST, PlatformImage,
+};
+pub use progress::{Activity, CollectSink, NullSink, ProgressEvent, ProgressSink, StepId, Stream};
 pub use sandbox::{
     BindAccess, CancelHandle, Capabilities, ExitStatus, Mode, ModeRequest, Mount, MountKind,
     MountSource, NetworkMode, Rootfs, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, User,
     maybe_run_init, resolve_user,
 };
-pub use progress::{Activity, CollectSink, NullSink, ProgressEvent, ProgressSink, StepId, Stream};
 
 pub use dockerfile;
 pub use layer_cache;

@@ -331,7 +331,7 @@ fn write_layout(
 }
 
 /// Writes an OCI image layout as a tar file (`-` for standard output is the caller's job).
-pub fn write_oci_tar(
+pub(crate) fn write_oci_tar(
     img: &BuiltImage,
     names: &[String],
     dest: &Path,
@@ -359,7 +359,7 @@ pub fn write_oci_tar(
 
 /// Writes an OCI image layout into a directory (created if missing; blobs already there are
 /// kept, `index.json` is replaced).
-pub fn write_oci_dir(img: &BuiltImage, names: &[String], dest: &Path) -> io::Result<()> {
+pub(crate) fn write_oci_dir(img: &BuiltImage, names: &[String], dest: &Path) -> io::Result<()> {
     fs::create_dir_all(dest)?;
     write_layout(
         img,

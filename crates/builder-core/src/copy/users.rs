@@ -1,0 +1,116 @@
+//! `--chown` resolution: numeric ids as they are, names through the destination image's
+//! /etc/passwd and /etc/group (read inside the image's root).
+
+use std::path::Path;
+
+use super::error::CopyError;
+use super::params::{Chown, IdSpec};
+use crate::fsview::LayeredView;
+
+/// Finds `name` in passwd-format text: (uid, primary gid).
+fn passwd_lookup(text: &str, name: &str) -> Option<(u32, u32)> {
+    text.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let _password = f.next()?;
+        let uid = f.next()?.trim().parse().ok()?;
+        let gid = f.next()?.trim().parse().ok()?;
+        Some((uid, gid))
+    })
+}
+
+/// Finds `name` in group-format text: its gid.
+fn group_lookup(text: &str, name: &str) -> Option<u32> {
+    text.lines().find_map(|line| {
+        let mut f = line.split(':');
+        if f.next()? != name {
+            return None;
+        }
+        let _password = f.next()?;
+        f.next()?.trim().parse().ok()
+    })
+}
+
+fn read(view: Option<&LayeredView>, path: &str) -> Result<String, CopyError> {
+    let Some(view) = view else {
+        return Ok(String::new());
+    };
+    match view.read_file(Path::new(path)) {
+        Ok(Some(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Ok(None) => Ok(String::new()),
+        Err(e) => Err(CopyError::Io {
+            op: "read the image's",
+            path: path.into(),
+            source: e,
+        }),
+    }
+}
+
+/// The (uid, gid) a `--chown` value stands for in the image seen through `view` (`None`:
+/// an empty image, or `--link`, where only numbers and `root` work). A user alone brings
+/// its primary group; a numeric user alone is also the gid.
+pub(crate) fn resolve_chown(
+    instr: &'static str,
+    chown: &Chown,
+    view: Option<&LayeredView>,
+    link: bool,
+) -> Result<(u32, u32), CopyError> {
+    if link && chown.has_names() {
+        return Err(CopyError::ChownNameWithLink {
+            instr,
+            value: chown.raw.clone(),
+        });
+    }
+    let (uid, mut gid) = match &chown.user {
+        IdSpec::Id(n) => (*n, *n),
+        IdSpec::Name(name) => {
+            let passwd = read(view, "/etc/passwd")?;
+            match passwd_lookup(&passwd, name) {
+                Some(ids) => ids,
+                None if name == "root" => (0, 0),
+                None => {
+                    return Err(CopyError::UnknownUser {
+                        instr,
+                        value: chown.raw.clone(),
+                        name: name.clone(),
+                    });
+                }
+            }
+        }
+    };
+    match &chown.group {
+        None => {}
+        Some(IdSpec::Id(n)) => gid = *n,
+        Some(IdSpec::Name(name)) => {
+            let group = read(view, "/etc/group")?;
+            gid = match group_lookup(&group, name) {
+                Some(g) => g,
+                None if name == "root" => 0,
+                None => {
+                    return Err(CopyError::UnknownGroup {
+                        instr,
+                        value: chown.raw.clone(),
+                        name: name.clone(),
+                    });
+                }
+            };
+        }
+    }
+    Ok((uid, gid))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwd_and_group_lines() {
+        let passwd = "root:x:0:0:root:/root:/bin/sh\n\ndaemon:x:1:1::/:/bin/false\nbad:x:y:1::\n";
+        assert_eq!(passwd_lookup(passwd, "daemon"), Some((1, 1)));
+        assert_eq!(passwd_lookup(passwd, "bad"), None);
+        assert_eq!(passwd_lookup(passwd, "nobody"), None);
+        assert_eq!(group_lookup("nogroup:x:65534:\n", "nogroup"), Some(65534));
+    }
+}

@@ -1,0 +1,1926 @@
+//! The executor: stages become tasks, instructions become cached steps.
+//!
+//! Each reachable stage of each platform is a tokio task that waits for the stages it reads
+//! (its base, `COPY --from`) and then walks its instructions. Every step that changes the
+//! filesystem has a [`CacheKey`] derived from its parent's key and its inputs; a key found in
+//! the cache index reuses the stored layer without materialising anything. Identical steps
+//! (the same key, for example a `FROM --platform=$BUILDPLATFORM` stage built for two target
+//! platforms) run once: a per-key lock makes the second one find the first one's result.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use dockerfile::{
+    BuildPlan, Command, DepSource, Dockerfile, Instruction, PlanOptions, PlatformSpec, Scope,
+    Spanned, StageBase,
+};
+use futures_util::FutureExt;
+use futures_util::future::{BoxFuture, Shared};
+use layer_cache::{
+    ApplyMode, ApplyOptions, BlobRef as CacheBlobRef, Cache, ChainId, Compression, Digest, Ingest,
+    LayerRecord, LayerRef, Lease, PackOptions, PackedLayer,
+};
+use registry_client::{Client, Platform, Reference, Repository};
+use serde::Serialize;
+use tokio::sync::{Semaphore, mpsc};
+
+use super::export_spec::ExportKind;
+use super::{Build, DockerfileSource, Error, history};
+use crate::cachekey::CacheKey;
+use crate::fsview::LayeredView;
+use crate::image::{Healthcheck as ConfigHealthcheck, HistoryEntry, ImageConfig, rfc3339};
+use crate::oci::{BlobRef, BuiltImage, PlatformImage};
+use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
+use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
+
+/// What a finished build produced.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct BuildReport {
+    /// The image's digest (the index for several platforms, else the manifest).
+    pub digest: String,
+    /// The config digest of each platform's image, in platform order.
+    pub config_digests: Vec<String>,
+    /// The image documents and layers.
+    pub image: BuiltImage,
+    /// The sandbox mode that ran RUN steps.
+    pub sandbox_mode: String,
+    /// Steps run and steps found in the cache.
+    pub steps_run: u32,
+    /// Steps whose result came from the cache.
+    pub steps_cached: u32,
+    /// The descriptor of the image (for `--metadata-file`).
+    pub descriptor: serde_json::Value,
+    /// The image names written or pushed.
+    pub names: Vec<String>,
+}
+
+/// One layer of a stage's filesystem.
+#[derive(Debug, Clone)]
+struct Layer {
+    diff_id: Digest,
+    blob: CacheBlobRef,
+    /// Where to pull the blob from when it is not in the content store.
+    origin: Option<Repository>,
+}
+
+/// A stage's result (or its state while its instructions run).
+#[derive(Debug, Clone)]
+struct StageState {
+    key: CacheKey,
+    config: ImageConfig,
+    layers: Vec<Layer>,
+    scope: Scope,
+    /// The registry repository of the base image (for cross-repository mounts).
+    base_repo: Option<Repository>,
+    /// A CMD was set in this stage (an ENTRYPOINT then keeps it).
+    cmd_set: bool,
+}
+
+type StageFuture = Shared<BoxFuture<'static, Result<Arc<StageState>, Arc<Error>>>>;
+
+/// A base image resolved for one platform.
+#[derive(Debug)]
+struct BaseImage {
+    repo: Repository,
+    manifest_digest: String,
+    config: Vec<u8>,
+    layers: Vec<Layer>,
+}
+
+/// Shared by every task of a build.
+struct Ctx {
+    cache: Cache,
+    lease: Lease,
+    client: Client,
+    sandbox: Sandbox,
+    cancel: CancelHandle,
+    events: mpsc::UnboundedSender<ProgressEvent>,
+    next_step: AtomicU32,
+    cached_steps: AtomicU32,
+    run_steps: AtomicU32,
+    no_cache: bool,
+    /// One lock per cache key being computed: identical steps run once.
+    key_locks: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Bounds concurrent RUN/COPY work to the cores.
+    cpu: Semaphore,
+    dockerfile_name: String,
+    text: String,
+    pack: PackOptions,
+    network: NetworkMode,
+    allow_insecure: bool,
+    build_platform: Platform,
+    source_date_epoch: Option<i64>,
+    images: tokio::sync::Mutex<HashMap<(String, String), Arc<BaseImage>>>,
+    tmp: PathBuf,
+    labels: BTreeMap<String, String>,
+    copy_context: crate::copy::BuildContext,
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+impl Ctx {
+    fn emit(&self, ev: ProgressEvent) {
+        let _ = self.events.send(ev);
+    }
+
+    fn step_id(&self) -> StepId {
+        StepId(self.next_step.fetch_add(1, Ordering::Relaxed))
+    }
+
+    fn location(&self, span: dockerfile::Span) -> String {
+        format!("{}:{}", self.dockerfile_name, span.start_line)
+    }
+
+    /// The instruction's source text, continuation lines joined, for step names.
+    fn source_text(&self, span: dockerfile::Span) -> String {
+        let raw = self.text.get(span.range()).unwrap_or_default();
+        let first = raw.lines().next().unwrap_or_default().trim();
+        let mut s: String = raw
+            .lines()
+            .map(|l| l.trim().trim_end_matches('\\').trim())
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect::<Vec<_>>()
+            .join(" ");
+        if s.is_empty() {
+            s = first.to_owned();
+        }
+        if s.len() > 200 {
+            let mut cut = 200;
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            s.truncate(cut);
+            s.push_str("...");
+        }
+        s
+    }
+
+    fn created_now(&self) -> u64 {
+        match self.source_date_epoch {
+            Some(t) => t.max(0) as u64,
+            None => now_secs(),
+        }
+    }
+
+    async fn key_lock(&self, key: &CacheKey) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.key_locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(key.clone()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    fn lookup(&self, key: &CacheKey) -> Result<Option<LayerRecord>, Error> {
+        if self.no_cache {
+            return Ok(None);
+        }
+        let d = cache_digest(key);
+        let Some(rec) = self.cache.index().get(&d)? else {
+            return Ok(None);
+        };
+        // A record whose blob is gone (pruned) is a miss.
+        if rec.annotations.get("empty").is_none_or(|v| v != "true") {
+            let Some(blob) = pick_blob(&rec, self.pack.compression) else {
+                return Ok(None);
+            };
+            if !self.cache.content().contains(&blob.digest) {
+                return Ok(None);
+            }
+            self.lease
+                .hold(layer_cache::EntryRef::Blob(blob.digest.clone()))?;
+        }
+        let _ = self.cache.index().touch(&d);
+        Ok(Some(rec))
+    }
+
+    /// Makes sure a layer's blob is in the content store, pulling it when needed.
+    async fn ensure_blob(&self, layer: &Layer, step: StepId) -> Result<(), Error> {
+        self.lease
+            .hold(layer_cache::EntryRef::Blob(layer.blob.digest.clone()))?;
+        if self.cache.content().contains(&layer.blob.digest) {
+            return Ok(());
+        }
+        let Some(repo) = &layer.origin else {
+            return Err(Error::from(layer_cache::Error::NotFound {
+                what: format!(
+                    "blob {} (it was pruned while the build used it)",
+                    layer.blob.digest
+                ),
+            }));
+        };
+        let mut w = match self
+            .cache
+            .content()
+            .ingest(&layer.blob.digest, Some(layer.blob.size))?
+        {
+            Ingest::Present(_) => return Ok(()),
+            Ingest::Writer(w) => w,
+        };
+        w.restart()?;
+        let desc = descriptor(&layer.blob)?;
+        let progress = PullProgress {
+            ctx: self,
+            step,
+            label: short(&layer.blob.digest.to_string()),
+        };
+        let mut sink = SyncWriter(&mut w);
+        self.client
+            .pull_blob(repo, &desc, &mut sink, &progress)
+            .await?;
+        w.commit(&layer.blob.digest)?;
+        Ok(())
+    }
+
+    /// The snapshot directories (topmost first) of a stack of layers, unpacking as needed.
+    async fn materialize(
+        self: &Arc<Self>,
+        layers: &[Layer],
+        step: StepId,
+    ) -> Result<Vec<PathBuf>, Error> {
+        if layers.is_empty() {
+            return Ok(Vec::new());
+        }
+        // A chain already unpacked needs no blob.
+        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
+        if let Some(chain) = ChainId::of(&diff_ids) {
+            if let Ok(dirs) = self.cache.snapshots().lowerdirs(&chain) {
+                if dirs.len() == layers.len() {
+                    self.lease.hold(layer_cache::EntryRef::Snapshot(chain))?;
+                    return Ok(dirs);
+                }
+            }
+        }
+        for l in layers {
+            self.ensure_blob(l, step).await?;
+        }
+        let refs: Vec<LayerRef> = layers
+            .iter()
+            .map(|l| LayerRef::new(l.blob.digest.clone(), l.diff_id.clone()))
+            .collect();
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, Error> {
+            let opts = overlay_apply_options();
+            let top = me.cache.unpack_chain(&refs, &opts, Some(&me.lease))?;
+            Ok(me.cache.snapshots().lowerdirs(&top.chain_id)?)
+        })
+        .await
+        .map_err(|e| join_error(&e))?
+    }
+
+    /// A fresh private directory under the cache's temporary area.
+    fn tempdir(&self, prefix: &str) -> Result<tempfile::TempDir, Error> {
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&self.tmp)
+            .map_err(|e| {
+                Error::from(layer_cache::Error::Io {
+                    path: self.tmp.clone(),
+                    source: e,
+                })
+            })
+    }
+
+    /// Packs an overlay-format diff directory as the layer of `key` on top of `parent`.
+    fn commit_diff(
+        &self,
+        key: &CacheKey,
+        dir: &Path,
+        parent: &[Layer],
+    ) -> Result<Option<LayerRecord>, Error> {
+        let parent_chain =
+            ChainId::of(&parent.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>());
+        let empty = std::fs::read_dir(dir)
+            .map_err(|e| {
+                Error::from(layer_cache::Error::Io {
+                    path: dir.to_owned(),
+                    source: e,
+                })
+            })?
+            .next()
+            .is_none();
+        let mut rec;
+        if empty {
+            rec = LayerRecord::new(empty_diff_id(), 0);
+            rec.annotations.insert("empty".into(), "true".into());
+        } else {
+            let apply = overlay_apply_options();
+            let (packed, snap): (PackedLayer, _) = self.cache.commit_upperdir(
+                dir,
+                parent_chain.as_ref(),
+                &self.pack,
+                &apply,
+                Some(&self.lease),
+            )?;
+            rec = LayerRecord::new(packed.diff_id.clone(), packed.uncompressed_size);
+            rec.blobs.insert(
+                packed.compression,
+                CacheBlobRef::new(packed.digest.clone(), packed.media_type(), packed.size),
+            );
+            rec.chain_id = Some(snap.chain_id);
+        }
+        rec.created = self.created_now();
+        self.cache.index().put(&cache_digest(key), &rec)?;
+        Ok((!empty).then_some(rec))
+    }
+}
+
+/// How base and step layers are unpacked as overlay lower directories.
+fn overlay_apply_options() -> ApplyOptions {
+    let mut o = ApplyOptions::default();
+    o.mode = ApplyMode::OverlayLayer;
+    o.devices = layer_cache::DevicePolicy::Create;
+    o
+}
+
+/// The diffID recorded for steps that changed nothing (sha256 of an empty tar stream).
+fn empty_diff_id() -> Digest {
+    Digest::sha256_of(&[0u8; 1024])
+}
+
+fn pick_blob(rec: &LayerRecord, preferred: Compression) -> Option<&CacheBlobRef> {
+    rec.blobs
+        .get(&preferred)
+        .or_else(|| rec.blobs.values().next())
+}
+
+fn cache_digest(key: &CacheKey) -> Digest {
+    key.as_str().parse().expect("cache keys are sha256 digests")
+}
+
+fn short(d: &str) -> String {
+    let hex = d.split_once(':').map_or(d, |(_, h)| h);
+    hex.chars().take(12).collect()
+}
+
+fn join_error(e: &tokio::task::JoinError) -> Error {
+    Error::Step {
+        location: String::new(),
+        instruction: String::new(),
+        reason: format!("internal task failed: {e}"),
+        output_tail: Vec::new(),
+    }
+}
+
+fn descriptor(blob: &CacheBlobRef) -> Result<registry_client::oci_spec::image::Descriptor, Error> {
+    let digest: registry_client::Digest = blob.digest.to_string().parse()?;
+    Ok(registry_client::oci_spec::image::Descriptor::new(
+        blob.media_type.as_str().into(),
+        blob.size,
+        digest.to_oci(),
+    ))
+}
+
+/// Adapts the content store's synchronous writer for the registry client's async pull.
+struct SyncWriter<'a>(&'a mut layer_cache::BlobWriter);
+
+impl tokio::io::AsyncWrite for SyncWriter<'_> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        use std::io::Write;
+        std::task::Poll::Ready(self.0.write(buf))
+    }
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        use std::io::Write;
+        std::task::Poll::Ready(self.0.flush())
+    }
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+struct PullProgress<'a> {
+    ctx: &'a Ctx,
+    step: StepId,
+    label: String,
+}
+
+impl registry_client::TransferProgress for PullProgress<'_> {
+    fn event(&self, ev: &registry_client::TransferEvent<'_>) {
+        if let registry_client::TransferEvent::Progress { done, total, .. } = ev {
+            self.ctx.emit(ProgressEvent::StepProgress {
+                id: self.step,
+                activity: crate::progress::Activity::Pull,
+                label: self.label.clone(),
+                current: *done,
+                total: Some(*total),
+            });
+        }
+    }
+}
+
+fn platform_spec(p: &Platform) -> PlatformSpec {
+    PlatformSpec::new(p.os(), p.architecture(), p.variant().unwrap_or_default())
+}
+
+fn step_failed(
+    ctx: &Ctx,
+    span: dockerfile::Span,
+    instruction: &str,
+    reason: impl Into<String>,
+) -> Error {
+    Error::Step {
+        location: ctx.location(span),
+        instruction: instruction.to_owned(),
+        reason: reason.into(),
+        output_tail: Vec::new(),
+    }
+}
+
+/// Runs a whole build.
+pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
+    let started = Instant::now();
+    let (name, text) = match &b.dockerfile {
+        Some(DockerfileSource::Text { name, text }) => (name.clone(), text.clone()),
+        Some(DockerfileSource::Path(p)) => (p.display().to_string(), read_dockerfile(p)?),
+        None => {
+            let p = b.context.join("Dockerfile");
+            (p.display().to_string(), read_dockerfile(&p)?)
+        }
+    };
+    let df = dockerfile::parse(&text).map_err(|source| Error::Parse {
+        file: name.clone(),
+        source: Box::new(source),
+    })?;
+    let host = Platform::host();
+    let platforms = if b.platforms.is_empty() {
+        vec![host.clone()]
+    } else {
+        b.platforms.clone()
+    };
+    if platforms.len() > 1
+        && b.outputs
+            .iter()
+            .any(|o| matches!(o.kind, ExportKind::Docker { .. }))
+    {
+        return Err(Error::InvalidOutput {
+            spec: "type=docker".into(),
+            reason: "docker exporter does not currently support exporting manifest lists; build one platform".into(),
+        });
+    }
+    if b.outputs
+        .iter()
+        .any(|o| matches!(o.kind, ExportKind::Registry))
+        && b.tags.is_empty()
+    {
+        return Err(Error::InvalidOutput {
+            spec: "type=registry".into(),
+            reason: "pushing needs at least one --tag".into(),
+        });
+    }
+
+    // Plans first: every stage error is reported before anything runs.
+    let mut plans = Vec::new();
+    for p in &platforms {
+        let mut opts = PlanOptions::new(platform_spec(p), platform_spec(&host));
+        opts.build_args = b.build_args.clone();
+        opts.target = b.target.clone();
+        let plan = BuildPlan::new(&df, &opts).map_err(|source| Error::Stages {
+            file: name.clone(),
+            source: Box::new(source),
+        })?;
+        plans.push(Arc::new(plan));
+    }
+    let source_date_epoch = source_date_epoch(&b, &plans[0])?;
+
+    let cache_dir = b.cache_dir.clone().unwrap_or_else(super::default_cache_dir);
+    let cache = Cache::open(&cache_dir)?;
+    let lease = cache.lease()?;
+    let tmp = cache.other_dir("tmp")?;
+    let sandbox = Sandbox::detect(&tmp)?;
+    let mut client = Client::builder();
+    for h in &b.insecure_registries {
+        client = client.insecure_registry(h);
+    }
+    let client = client.build()?;
+    let first_output = b.outputs.first().cloned();
+    let mut pack = PackOptions::default();
+    pack.compression = first_output
+        .as_ref()
+        .map_or(Compression::Gzip, |o| o.compression);
+    pack.level = first_output.as_ref().and_then(|o| o.compression_level);
+    pack.source_date_epoch = source_date_epoch;
+    let stat_cache = cache.stat_cache(&format!("context:{}", b.context.display()))?;
+    let copy_context =
+        crate::copy::BuildContext::open(&b.context, b.dockerfile_path().as_deref(), stat_cache)
+            .map_err(|e| {
+                super::invalid("context", &b.context.display().to_string(), e.to_string())
+            })?;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let ctx = Arc::new(Ctx {
+        cache,
+        lease,
+        client,
+        sandbox,
+        cancel: b.cancel.clone(),
+        events: tx,
+        next_step: AtomicU32::new(1),
+        cached_steps: AtomicU32::new(0),
+        run_steps: AtomicU32::new(0),
+        no_cache: b.no_cache,
+        key_locks: Mutex::new(HashMap::new()),
+        cpu: Semaphore::new(cores),
+        dockerfile_name: name.clone(),
+        text,
+        pack,
+        network: b.network,
+        allow_insecure: b.allow_insecure,
+        build_platform: host.clone(),
+        source_date_epoch,
+        images: tokio::sync::Mutex::new(HashMap::new()),
+        tmp,
+        labels: b.labels.clone(),
+        copy_context,
+    });
+    let mode = ctx.sandbox.capabilities().describe();
+    sink.event(&ProgressEvent::BuildStarted {
+        platforms: platforms.iter().map(ToString::to_string).collect(),
+        sandbox: mode.clone(),
+    });
+    let mut seen_warnings = std::collections::BTreeSet::new();
+    for plan in &plans {
+        for w in plan.warnings() {
+            let location = w.span.map(|s| format!("{name}:{}", s.start_line));
+            if seen_warnings.insert((w.message.clone(), location.clone())) {
+                sink.event(&ProgressEvent::Warning {
+                    message: format!("{}: {}", w.rule, w.message),
+                    location,
+                });
+            }
+        }
+    }
+
+    let work = {
+        let ctx = ctx.clone();
+        let plans = plans.clone();
+        let platforms = platforms.clone();
+        async move {
+            let mut finals = Vec::new();
+            for (plan, platform) in plans.iter().zip(&platforms) {
+                finals.push(spawn_stages(&ctx, plan.clone(), platform.clone()));
+            }
+            let mut states = Vec::new();
+            for f in finals {
+                match f.await {
+                    Ok(s) => states.push(s),
+                    Err(e) => {
+                        ctx.cancel.cancel();
+                        return Err(e);
+                    }
+                }
+            }
+            Ok(states)
+        }
+    };
+    tokio::pin!(work);
+    let states = loop {
+        tokio::select! {
+            biased;
+            Some(ev) = rx.recv() => sink.event(&ev),
+            r = &mut work => break r,
+        }
+    };
+    while let Ok(ev) = rx.try_recv() {
+        sink.event(&ev);
+    }
+    let states = states.map_err(|e| Arc::try_unwrap(e).unwrap_or_else(|e| clone_error(&e)))?;
+
+    // Assemble the images and export them.
+    let export_step = ctx.step_id();
+    let mut images = Vec::new();
+    for (state, platform) in states.iter().zip(&platforms) {
+        images.push(assemble(&ctx, state, platform, export_step).await?);
+    }
+    let built = BuiltImage::new(images);
+    let names: Vec<String> = b.tags.iter().map(ToString::to_string).collect();
+    let base_repos = states_layers(&states);
+    let exported = {
+        let export = super::export::export_all(
+            &ctx.client,
+            &ctx.cache,
+            &built,
+            &base_repos,
+            &b.outputs,
+            &b.tags,
+            &ctx.events,
+            export_step,
+        );
+        tokio::pin!(export);
+        let r = loop {
+            tokio::select! {
+                biased;
+                Some(ev) = rx.recv() => sink.event(&ev),
+                r = &mut export => break r,
+            }
+        };
+        while let Ok(ev) = rx.try_recv() {
+            sink.event(&ev);
+        }
+        r
+    };
+    exported?;
+    ctx.copy_context
+        .save()
+        .map_err(|e| inner_error(e.to_string()))?;
+    sink.event(&ProgressEvent::BuildDone {
+        elapsed: started.elapsed(),
+    });
+    let descriptor = serde_json::Value::Object(built.root_descriptor());
+    Ok(BuildReport {
+        digest: built.digest(),
+        config_digests: built
+            .images
+            .iter()
+            .map(PlatformImage::config_digest)
+            .collect(),
+        image: built,
+        sandbox_mode: mode,
+        steps_run: ctx.run_steps.load(Ordering::Relaxed),
+        steps_cached: ctx.cached_steps.load(Ordering::Relaxed),
+        descriptor,
+        names,
+    })
+}
+
+/// The layers of each platform's final stage with where they came from (for pushes).
+fn states_layers(states: &[Arc<StageState>]) -> Vec<Option<Repository>> {
+    states.iter().map(|s| s.base_repo.clone()).collect()
+}
+
+fn clone_error(e: &Error) -> Error {
+    // Shared futures hand out one error to several waiters; rebuild an owned one.
+    match e {
+        Error::Step {
+            location,
+            instruction,
+            reason,
+            output_tail,
+        } => Error::Step {
+            location: location.clone(),
+            instruction: instruction.clone(),
+            reason: reason.clone(),
+            output_tail: output_tail.clone(),
+        },
+        Error::Cancelled => Error::Cancelled,
+        other => Error::Step {
+            location: String::new(),
+            instruction: String::new(),
+            reason: other.to_string(),
+            output_tail: Vec::new(),
+        },
+    }
+}
+
+fn read_dockerfile(p: &Path) -> Result<String, Error> {
+    let bytes = std::fs::read(p).map_err(|source| Error::ReadDockerfile {
+        path: p.to_owned(),
+        source,
+    })?;
+    String::from_utf8(bytes).map_err(|_| Error::ReadDockerfile {
+        path: p.to_owned(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the Dockerfile is not valid UTF-8",
+        ),
+    })
+}
+
+/// SOURCE_DATE_EPOCH from `--build-arg`, or the default of a global `ARG`.
+fn source_date_epoch(b: &Build, plan: &BuildPlan) -> Result<Option<i64>, Error> {
+    let v = b.build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| {
+        plan.global_args()
+            .get("SOURCE_DATE_EPOCH")
+            .map(str::to_owned)
+    });
+    match v.as_deref() {
+        None | Some("") => Ok(None),
+        Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
+            super::invalid(
+                "build arg",
+                "SOURCE_DATE_EPOCH",
+                format!("{s:?} is not a whole number of seconds"),
+            )
+        }),
+    }
+}
+
+/// Starts a task per reachable stage; returns the target stage's future.
+fn spawn_stages(ctx: &Arc<Ctx>, plan: Arc<BuildPlan>, platform: Platform) -> StageFuture {
+    let mut futures: HashMap<usize, StageFuture> = HashMap::new();
+    let mut reachable: Vec<usize> = plan.reachable().to_vec();
+    reachable.sort_unstable();
+    for &idx in &reachable {
+        let stage = &plan.stages()[idx];
+        let mut deps: HashMap<usize, StageFuture> = HashMap::new();
+        let mut wanted: Vec<usize> = stage
+            .deps
+            .iter()
+            .filter_map(|d| match d.source {
+                DepSource::Stage(j) => Some(j),
+                _ => None,
+            })
+            .collect();
+        if let StageBase::Stage(j) = stage.base {
+            wanted.push(j);
+        }
+        for j in wanted {
+            if let Some(f) = futures.get(&j) {
+                deps.insert(j, f.clone());
+            }
+        }
+        let (ctx2, plan2, platform2) = (ctx.clone(), plan.clone(), platform.clone());
+        let handle = tokio::spawn(async move {
+            build_stage(ctx2, plan2, platform2, idx, deps)
+                .await
+                .map(Arc::new)
+        });
+        let fut: BoxFuture<'static, Result<Arc<StageState>, Arc<Error>>> = async move {
+            match handle.await {
+                Ok(r) => r.map_err(Arc::new),
+                Err(e) => Err(Arc::new(join_error(&e))),
+            }
+        }
+        .boxed();
+        futures.insert(idx, fut.shared());
+    }
+    futures
+        .remove(&plan.target())
+        .expect("the target stage is reachable")
+}
+
+async fn wait_stage(
+    deps: &HashMap<usize, StageFuture>,
+    j: usize,
+) -> Result<Arc<StageState>, Error> {
+    match deps.get(&j) {
+        Some(f) => f.clone().await.map_err(|e| clone_error(&e)),
+        None => Err(Error::Step {
+            location: String::new(),
+            instruction: String::new(),
+            reason: format!("stage {j} is not part of this build"),
+            output_tail: Vec::new(),
+        }),
+    }
+}
+
+async fn build_stage(
+    ctx: Arc<Ctx>,
+    plan: Arc<BuildPlan>,
+    platform: Platform,
+    idx: usize,
+    deps: HashMap<usize, StageFuture>,
+) -> Result<StageState, Error> {
+    let stage = &plan.stages()[idx];
+    let total = stage.instructions.len() + 1;
+    let stage_name = stage.display_name();
+    let label = |n: usize, text: &str| format!("[{stage_name} {n}/{total}] {text}");
+    let plat_label = Some(platform.to_string());
+
+    // FROM
+    let id = ctx.step_id();
+    let from_text = ctx.source_text(stage.span);
+    ctx.emit(ProgressEvent::StepStarted {
+        id,
+        name: label(1, &from_text),
+        platform: plat_label.clone(),
+        location: Some(ctx.location(stage.span)),
+    });
+    let t0 = Instant::now();
+    let mut state = match &stage.base {
+        StageBase::Scratch => {
+            let target = stage_platform(&plan, stage, &platform)?;
+            let config = ImageConfig::scratch(target.os(), target.architecture(), target.variant());
+            StageState {
+                key: CacheKey::derive(None, "scratch", &target.to_string()),
+                scope: plan.image_scope(
+                    idx,
+                    &config
+                        .env()
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>(),
+                ),
+                config,
+                layers: Vec::new(),
+                base_repo: None,
+                cmd_set: false,
+            }
+        }
+        StageBase::Image(r) => {
+            let target = stage_platform(&plan, stage, &platform)?;
+            let base = resolve_image(&ctx, r, &target, id)
+                .await
+                .map_err(|e| step_failed(&ctx, stage.span, &from_text, e.to_string()))?;
+            let config = ImageConfig::from_slice(&base.config).map_err(|e| Error::BadImage {
+                reference: r.clone(),
+                reason: e.to_string(),
+            })?;
+            let env: Vec<String> = config
+                .env()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            StageState {
+                key: CacheKey::derive(None, "image", &base.manifest_digest),
+                scope: plan.image_scope(idx, &env),
+                config,
+                layers: base.layers.clone(),
+                base_repo: Some(base.repo.clone()),
+                cmd_set: false,
+            }
+        }
+        StageBase::Stage(j) => {
+            let parent = wait_stage(&deps, *j).await?;
+            let mut s = (*parent).clone();
+            s.scope = plan.stage_scope(idx, &parent.scope);
+            s.cmd_set = false;
+            s
+        }
+        _ => {
+            return Err(step_failed(
+                &ctx,
+                stage.span,
+                &from_text,
+                "unsupported stage base",
+            ));
+        }
+    };
+    ctx.emit(ProgressEvent::StepDone {
+        id,
+        elapsed: t0.elapsed(),
+    });
+
+    // ONBUILD triggers of the base run first, then are cleared.
+    let triggers = state.config.onbuild();
+    if !triggers.is_empty() {
+        state.config.clear_onbuild();
+        for trigger in triggers {
+            let df: Dockerfile = dockerfile::parse(&trigger).map_err(|e| {
+                step_failed(
+                    &ctx,
+                    stage.span,
+                    &format!("ONBUILD {trigger}"),
+                    e.to_string(),
+                )
+            })?;
+            for ins in &df.instructions {
+                let step = state.scope.step(ins).map_err(|source| Error::Stages {
+                    file: ctx.dockerfile_name.clone(),
+                    source: Box::new(source),
+                })?;
+                let sid = ctx.step_id();
+                let text = format!("ONBUILD {trigger}");
+                ctx.emit(ProgressEvent::StepStarted {
+                    id: sid,
+                    name: format!("[{stage_name}] {text}"),
+                    platform: plat_label.clone(),
+                    location: Some(ctx.location(stage.span)),
+                });
+                let t = Instant::now();
+                dispatch(
+                    &ctx,
+                    &plan,
+                    &platform,
+                    &deps,
+                    &mut state,
+                    &step.instruction,
+                    None,
+                    sid,
+                    stage.span,
+                    &text,
+                )
+                .await?;
+                ctx.emit(ProgressEvent::StepDone {
+                    id: sid,
+                    elapsed: t.elapsed(),
+                });
+            }
+        }
+    }
+
+    for (i, ins) in stage.instructions.iter().enumerate() {
+        if ctx.cancel.is_cancelled() {
+            return Err(Error::Cancelled);
+        }
+        let text = ctx.source_text(ins.span);
+        let id = ctx.step_id();
+        let step = state.scope.step(ins).map_err(|source| Error::Stages {
+            file: ctx.dockerfile_name.clone(),
+            source: Box::new(source),
+        })?;
+        for w in &step.warnings {
+            ctx.emit(ProgressEvent::Warning {
+                message: format!("{}: {}", w.rule, w.message),
+                location: w.span.map(|s| ctx.location(s)),
+            });
+        }
+        let dep = stage
+            .deps
+            .iter()
+            .find(|d| d.instruction == i)
+            .map(|d| d.source.clone());
+        ctx.emit(ProgressEvent::StepStarted {
+            id,
+            name: label(i + 2, &text),
+            platform: plat_label.clone(),
+            location: Some(ctx.location(ins.span)),
+        });
+        let t = Instant::now();
+        match dispatch(
+            &ctx,
+            &plan,
+            &platform,
+            &deps,
+            &mut state,
+            &step.instruction,
+            dep,
+            id,
+            ins.span,
+            &text,
+        )
+        .await
+        {
+            Ok(()) => ctx.emit(ProgressEvent::StepDone {
+                id,
+                elapsed: t.elapsed(),
+            }),
+            Err(e) => {
+                ctx.emit(ProgressEvent::StepFailed {
+                    id,
+                    error: e.to_string(),
+                });
+                return Err(e);
+            }
+        }
+    }
+    Ok(state)
+}
+
+fn stage_platform(
+    plan: &BuildPlan,
+    stage: &dockerfile::Stage,
+    platform: &Platform,
+) -> Result<Platform, Error> {
+    let _ = plan;
+    match &stage.platform {
+        Some(p) if !p.is_empty() => p.parse().map_err(|e: registry_client::Error| {
+            super::invalid("FROM --platform", p, e.to_string())
+        }),
+        _ => Ok(platform.clone()),
+    }
+}
+
+async fn resolve_image(
+    ctx: &Ctx,
+    r: &str,
+    platform: &Platform,
+    step: StepId,
+) -> Result<Arc<BaseImage>, Error> {
+    let mut memo = ctx.images.lock().await;
+    let memo_key = (r.to_owned(), platform.to_string());
+    if let Some(b) = memo.get(&memo_key) {
+        return Ok(b.clone());
+    }
+    let reference: Reference = r.parse()?;
+    let _ = step;
+    let resolved = ctx.client.resolve_platform(&reference, platform).await?;
+    let repo = reference.repository().clone();
+    let manifest = match resolved.manifest.parse()? {
+        registry_client::Manifest::Image(m) => m,
+        _ => {
+            return Err(Error::BadImage {
+                reference: r.to_owned(),
+                reason: "the platform's manifest is not an image manifest".into(),
+            });
+        }
+    };
+    // The config is small: keep it in the content store for offline rebuilds of pinned bases.
+    let cfg_desc = manifest.config();
+    let cfg_digest: Digest = cfg_desc.digest().to_string().parse()?;
+    let config = if ctx.cache.content().contains(&cfg_digest) {
+        std::fs::read(ctx.cache.content().path(&cfg_digest)).map_err(|e| {
+            Error::from(layer_cache::Error::Io {
+                path: ctx.cache.content().path(&cfg_digest),
+                source: e,
+            })
+        })?
+    } else {
+        let bytes = ctx.client.fetch_blob(&repo, cfg_desc).await?.to_vec();
+        ctx.cache.content().put_bytes(&bytes)?;
+        bytes
+    };
+    let parsed = ImageConfig::from_slice(&config).map_err(|e| Error::BadImage {
+        reference: r.to_owned(),
+        reason: e.to_string(),
+    })?;
+    let diff_ids = parsed.diff_ids();
+    if diff_ids.len() != manifest.layers().len() {
+        return Err(Error::BadImage {
+            reference: r.to_owned(),
+            reason: format!(
+                "the manifest lists {} layers but the config {} diff_ids",
+                manifest.layers().len(),
+                diff_ids.len()
+            ),
+        });
+    }
+    let mut layers = Vec::new();
+    for (d, diff) in manifest.layers().iter().zip(&diff_ids) {
+        let mt = d.media_type().to_string();
+        if !(mt.contains("tar") || mt.contains("layer")) {
+            return Err(Error::BadImage {
+                reference: r.to_owned(),
+                reason: format!("layer media type {mt} is not supported"),
+            });
+        }
+        layers.push(Layer {
+            diff_id: diff.parse()?,
+            blob: CacheBlobRef::new(d.digest().to_string().parse()?, mt, d.size()),
+            origin: Some(repo.clone()),
+        });
+    }
+    let base = Arc::new(BaseImage {
+        repo,
+        manifest_digest: resolved.manifest.digest().to_string(),
+        config,
+        layers,
+    });
+    memo.insert(memo_key, base.clone());
+    Ok(base)
+}
+
+/// Inputs of a RUN step's cache key.
+#[derive(Serialize)]
+struct RunKey<'a> {
+    argv: &'a [String],
+    env: &'a BTreeMap<String, String>,
+    user: &'a str,
+    cwd: &'a str,
+    network: &'a str,
+    insecure: bool,
+    files: &'a [(String, String)],
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn dispatch(
+    ctx: &Arc<Ctx>,
+    plan: &BuildPlan,
+    platform: &Platform,
+    deps: &HashMap<usize, StageFuture>,
+    state: &mut StageState,
+    ins: &Spanned<Instruction>,
+    dep: Option<DepSource>,
+    id: StepId,
+    span: dockerfile::Span,
+    text: &str,
+) -> Result<(), Error> {
+    // Metadata entries get their time when the image is assembled (see `assemble`).
+    let meta = |state: &mut StageState, created_by: String| {
+        state.config.push_history(&HistoryEntry {
+            created: String::new(),
+            created_by,
+            empty_layer: true,
+        });
+    };
+    match &ins.value {
+        Instruction::Env(kvs) => {
+            let mut parts = Vec::new();
+            for kv in kvs {
+                state.config.set_env(&kv.key.value, &kv.value.value);
+                parts.push(format!("{}={}", kv.key.value, kv.value.value));
+            }
+            meta(state, format!("ENV {}", parts.join(" ")));
+        }
+        Instruction::Label(kvs) => {
+            let mut parts = Vec::new();
+            for kv in kvs {
+                state.config.set_label(&kv.key.value, &kv.value.value);
+                parts.push(format!("{}={}", kv.key.value, kv.value.value));
+            }
+            meta(state, format!("LABEL {}", parts.join(" ")));
+        }
+        Instruction::Maintainer(m) => {
+            state.config.set_author(&m.value);
+            meta(state, format!("MAINTAINER {}", m.value));
+        }
+        Instruction::Arg(defs) => {
+            let parts: Vec<String> = defs
+                .iter()
+                .map(|d| match &d.default {
+                    Some(v) => format!("{}={}", d.name.value, v.value),
+                    None => d.name.value.clone(),
+                })
+                .collect();
+            meta(state, format!("ARG {}", parts.join(" ")));
+        }
+        Instruction::User(u) => {
+            state.config.set_user(&u.value);
+            meta(state, format!("USER {}", u.value));
+        }
+        Instruction::Expose(ports) => {
+            let mut list = Vec::new();
+            for p in ports {
+                for port in expand_ports(&p.value).map_err(|r| step_failed(ctx, span, text, r))? {
+                    state.config.add_exposed_port(&port);
+                    list.push(port);
+                }
+            }
+            list.sort();
+            list.dedup();
+            meta(state, format!("EXPOSE {}", history::go_plain_list(&list)));
+        }
+        Instruction::Volume(vols) => {
+            let list: Vec<String> = vols.iter().map(|v| v.value.clone()).collect();
+            if list.is_empty() {
+                return Err(step_failed(
+                    ctx,
+                    span,
+                    text,
+                    "VOLUME requires at least one argument",
+                ));
+            }
+            for v in &list {
+                if v.trim().is_empty() {
+                    return Err(step_failed(
+                        ctx,
+                        span,
+                        text,
+                        "VOLUME specified can not be an empty string",
+                    ));
+                }
+                state.config.add_volume(v);
+            }
+            meta(state, format!("VOLUME {}", history::go_plain_list(&list)));
+        }
+        Instruction::StopSignal(s) => {
+            validate_signal(&s.value).map_err(|r| step_failed(ctx, span, text, r))?;
+            state.config.set_stop_signal(&s.value);
+            meta(state, format!("STOPSIGNAL {}", s.value));
+        }
+        Instruction::Shell(words) => {
+            let list: Vec<String> = words.iter().map(|w| w.value.clone()).collect();
+            state.config.set_shell(list.clone());
+            meta(state, format!("SHELL {}", history::go_plain_list(&list)));
+        }
+        Instruction::Cmd(c) => {
+            let argv = command_argv(&state.config, c);
+            state.config.set_cmd(argv.clone());
+            meta(state, format!("CMD {}", history::go_quoted_list(&argv)));
+        }
+        Instruction::Entrypoint(c) => {
+            let argv = command_argv(&state.config, c);
+            state.config.set_entrypoint(argv.clone());
+            // An ENTRYPOINT clears an inherited CMD, unless this stage set one.
+            if !state.cmd_set {
+                state.config.clear_cmd();
+            }
+            meta(
+                state,
+                format!("ENTRYPOINT {}", history::go_quoted_list(&argv)),
+            );
+        }
+        Instruction::Healthcheck(h) => {
+            let hc = healthcheck(&state.config, h);
+            state.config.set_healthcheck(&hc);
+            meta(
+                state,
+                format!("HEALTHCHECK {}", history::go_quoted_list(&hc.test)),
+            );
+        }
+        Instruction::Onbuild(o) => {
+            state.config.add_onbuild(&o.expression);
+        }
+        Instruction::Workdir(w) => {
+            let dir = join_workdir(state.config.working_dir().as_deref(), &w.value);
+            state.config.set_working_dir(&dir);
+            let user = state.config.user().unwrap_or_default();
+            let key = CacheKey::derive(Some(&state.key), "workdir", &(&dir, &user));
+            let created_by = format!("WORKDIR {dir}");
+            if dir == "/" {
+                meta(state, created_by);
+                return Ok(());
+            }
+            cached_or_run(ctx, state, key, id, created_by, |ctx, state, out| {
+                let ctx = ctx.clone();
+                let layers = state.layers.clone();
+                let dir = dir.clone();
+                let out = out.join("diff");
+                async move {
+                    let lowers = ctx.materialize(&layers, id).await?;
+                    let owner = resolve_owner(&lowers, &user)?;
+                    tokio::task::spawn_blocking(move || {
+                        super::workdir::make_workdir(&LayeredView::new(lowers), &dir, owner, &out)
+                            .map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| join_error(&e))?
+                    .map_err(|r| Error::Step {
+                        location: String::new(),
+                        instruction: String::new(),
+                        reason: r,
+                        output_tail: Vec::new(),
+                    })
+                }
+            })
+            .await
+            .map_err(|e| locate(ctx, span, text, e))?;
+        }
+        Instruction::Run(r) => {
+            run_step(ctx, plan, platform, state, r, id, span, text).await?;
+        }
+        Instruction::Copy(_) | Instruction::Add(_) => {
+            copy_step(ctx, platform, deps, state, ins, dep, id, span, text).await?;
+        }
+        Instruction::From(_) => return Err(step_failed(ctx, span, text, "FROM inside a stage")),
+        other => {
+            return Err(step_failed(
+                ctx,
+                span,
+                text,
+                format!("{} is not supported yet", other.keyword()),
+            ));
+        }
+    }
+    if matches!(ins.value, Instruction::Cmd(_)) {
+        state.cmd_set = true;
+    }
+    Ok(())
+}
+
+/// Attaches the instruction's location to an error raised inside a step.
+fn locate(ctx: &Ctx, span: dockerfile::Span, text: &str, e: Error) -> Error {
+    match e {
+        Error::Step {
+            location,
+            reason,
+            output_tail,
+            ..
+        } if location.is_empty() => Error::Step {
+            location: ctx.location(span),
+            instruction: text.to_owned(),
+            reason,
+            output_tail,
+        },
+        Error::Step { .. } | Error::Cancelled => e,
+        other => Error::Step {
+            location: ctx.location(span),
+            instruction: text.to_owned(),
+            reason: other.to_string(),
+            output_tail: Vec::new(),
+        },
+    }
+}
+
+fn inner_error(reason: impl Into<String>) -> Error {
+    Error::Step {
+        location: String::new(),
+        instruction: String::new(),
+        reason: reason.into(),
+        output_tail: Vec::new(),
+    }
+}
+
+/// Looks the step up in the cache; on a miss runs `work` to fill a fresh diff directory
+/// (`<dir>/diff`, with `<dir>` free for scratch space) and stores the result. Either way the
+/// layer (unless empty) and a history entry are added to the stage.
+async fn cached_or_run<F, Fut>(
+    ctx: &Arc<Ctx>,
+    state: &mut StageState,
+    key: CacheKey,
+    id: StepId,
+    created_by: String,
+    work: F,
+) -> Result<(), Error>
+where
+    F: FnOnce(&Arc<Ctx>, &StageState, &Path) -> Fut,
+    Fut: Future<Output = Result<(), Error>>,
+{
+    let _guard = ctx.key_lock(&key).await;
+    let (rec, empty) = match ctx.lookup(&key)? {
+        Some(rec) => {
+            ctx.emit(ProgressEvent::StepCached { id });
+            ctx.cached_steps.fetch_add(1, Ordering::Relaxed);
+            let empty = rec.annotations.get("empty").is_some_and(|v| v == "true");
+            (rec, empty)
+        }
+        None => {
+            if ctx.cancel.is_cancelled() {
+                return Err(Error::Cancelled);
+            }
+            let tmp = ctx.tempdir("step-")?;
+            let diff = tmp.path().join("diff");
+            std::fs::create_dir(&diff).map_err(|e| {
+                Error::from(layer_cache::Error::Io {
+                    path: diff.clone(),
+                    source: e,
+                })
+            })?;
+            {
+                let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
+                work(ctx, state, tmp.path()).await?;
+            }
+            let (ctx2, key2, parent) = (ctx.clone(), key.clone(), state.layers.clone());
+            let rec = tokio::task::spawn_blocking(move || ctx2.commit_diff(&key2, &diff, &parent))
+                .await
+                .map_err(|e| join_error(&e))??;
+            ctx.run_steps.fetch_add(1, Ordering::Relaxed);
+            match rec {
+                Some(r) => (r, false),
+                None => {
+                    let mut r = LayerRecord::new(empty_diff_id(), 0);
+                    r.created = ctx.created_now();
+                    (r, true)
+                }
+            }
+        }
+    };
+    let created = rfc3339(rec.created as i64, 0);
+    if !empty {
+        let blob = pick_blob(&rec, ctx.pack.compression)
+            .ok_or_else(|| inner_error(format!("cache record for {key} has no blob")))?
+            .clone();
+        state.config.push_diff_id(&rec.diff_id.to_string());
+        state.layers.push(Layer {
+            diff_id: rec.diff_id.clone(),
+            blob,
+            origin: None,
+        });
+    }
+    state.config.push_history(&HistoryEntry {
+        created,
+        created_by,
+        empty_layer: empty,
+    });
+    state.key = key;
+    Ok(())
+}
+
+/// uid/gid for new directories of a step run as `user`.
+fn resolve_owner(lowers: &[PathBuf], user: &str) -> Result<(u32, u32), Error> {
+    if user.is_empty() {
+        return Ok((0, 0));
+    }
+    let u = sandbox::resolve_user(lowers, user)?;
+    Ok((u.uid, u.gid))
+}
+
+fn join_workdir(current: Option<&str>, dir: &str) -> String {
+    let joined = if dir.starts_with('/') {
+        dir.to_owned()
+    } else {
+        format!("{}/{}", current.unwrap_or("/").trim_end_matches('/'), dir)
+    };
+    let parts = crate::fsview::clean_components(Path::new(&joined));
+    let mut out = String::new();
+    for p in parts {
+        out.push('/');
+        out.push_str(&p.to_string_lossy());
+    }
+    if out.is_empty() { "/".into() } else { out }
+}
+
+fn command_argv(config: &ImageConfig, c: &Command) -> Vec<String> {
+    match c {
+        Command::Exec(v) => v.iter().map(|s| s.value.clone()).collect(),
+        Command::Shell(s) => {
+            let mut argv = config
+                .shell()
+                .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+            argv.push(s.value.clone());
+            argv
+        }
+    }
+}
+
+fn healthcheck(config: &ImageConfig, h: &dockerfile::Healthcheck) -> ConfigHealthcheck {
+    match h {
+        dockerfile::Healthcheck::None => ConfigHealthcheck {
+            test: vec!["NONE".into()],
+            ..ConfigHealthcheck::default()
+        },
+        dockerfile::Healthcheck::Cmd(c) => {
+            let _ = config;
+            let test = match &c.command {
+                Command::Exec(v) => std::iter::once("CMD".to_owned())
+                    .chain(v.iter().map(|s| s.value.clone()))
+                    .collect(),
+                Command::Shell(s) => vec!["CMD-SHELL".to_owned(), s.value.clone()],
+            };
+            let ns = |d: Option<Duration>| d.map(|d| d.as_nanos() as u64);
+            ConfigHealthcheck {
+                test,
+                interval: ns(c.interval),
+                timeout: ns(c.timeout),
+                start_period: ns(c.start_period),
+                start_interval: ns(c.start_interval),
+                retries: c.retries.map(u64::from),
+            }
+        }
+    }
+}
+
+/// `3000`, `4000/udp`, `8000-8002/udp` → `port/proto` keys.
+fn expand_ports(spec: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = spec.split_once('/').unwrap_or((spec, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("invalid proto: {proto}"));
+    }
+    // An IP prefix (`127.0.0.1:80:80`) is not allowed in EXPOSE; take the last field.
+    let ports = ports.rsplit(':').next().unwrap_or(ports);
+    let parse = |s: &str| {
+        s.parse::<u16>()
+            .map_err(|_| format!("invalid containerPort: {s}"))
+    };
+    let (lo, hi) = match ports.split_once('-') {
+        Some((a, b)) => (parse(a)?, parse(b)?),
+        None => {
+            let p = parse(ports)?;
+            (p, p)
+        }
+    };
+    if hi < lo {
+        return Err(format!("invalid range: {ports}"));
+    }
+    Ok((lo..=hi).map(|p| format!("{p}/{proto}")).collect())
+}
+
+fn validate_signal(s: &str) -> Result<(), String> {
+    const NAMES: &[&str] = &[
+        "ABRT", "ALRM", "BUS", "CHLD", "CLD", "CONT", "FPE", "HUP", "ILL", "INT", "IO", "IOT",
+        "KILL", "PIPE", "POLL", "PROF", "PWR", "QUIT", "SEGV", "STKFLT", "STOP", "SYS", "TERM",
+        "TRAP", "TSTP", "TTIN", "TTOU", "URG", "USR1", "USR2", "VTALRM", "WINCH", "XCPU", "XFSZ",
+    ];
+    if let Ok(n) = s.parse::<u32>() {
+        return if n == 0 {
+            Err(format!("invalid signal: {s}"))
+        } else {
+            Ok(())
+        };
+    }
+    let name = s.strip_prefix("SIG").unwrap_or(s);
+    if NAMES.contains(&name) {
+        return Ok(());
+    }
+    if let Some(rt) = name
+        .strip_prefix("RTMIN")
+        .or_else(|| name.strip_prefix("RTMAX"))
+    {
+        if rt.is_empty()
+            || rt
+                .strip_prefix(['+', '-'])
+                .is_some_and(|n| n.parse::<u32>().is_ok())
+        {
+            return Ok(());
+        }
+    }
+    Err(format!("invalid signal: {s}"))
+}
+
+/// The heredoc marker word alone (`<<EOF`, `<<-EOF`, `<<"EOF"`).
+fn is_lone_heredoc(cmd: &str, name: &str) -> bool {
+    let w = cmd.trim();
+    let Some(rest) = w.strip_prefix("<<") else {
+        return false;
+    };
+    let rest = rest.strip_prefix('-').unwrap_or(rest).trim();
+    rest.chars()
+        .filter(|c| *c != '"' && *c != '\'')
+        .collect::<String>()
+        == name
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_step(
+    ctx: &Arc<Ctx>,
+    plan: &BuildPlan,
+    platform: &Platform,
+    state: &mut StageState,
+    r: &dockerfile::RunInstruction,
+    id: StepId,
+    span: dockerfile::Span,
+    text: &str,
+) -> Result<(), Error> {
+    if !r.mounts.is_empty() {
+        return Err(step_failed(
+            ctx,
+            span,
+            text,
+            "RUN --mount is not supported yet",
+        ));
+    }
+    if !r.devices.is_empty() {
+        return Err(step_failed(
+            ctx,
+            span,
+            text,
+            "RUN --device is not supported",
+        ));
+    }
+    let insecure = matches!(
+        r.security.as_ref().map(|s| s.value),
+        Some(dockerfile::SecurityMode::Insecure)
+    );
+    if insecure && !ctx.allow_insecure {
+        return Err(step_failed(
+            ctx,
+            span,
+            text,
+            "security.insecure is not allowed: pass --allow security.insecure",
+        ));
+    }
+    let network = match r.network.as_ref().map(|n| n.value) {
+        None | Some(dockerfile::NetworkMode::Default) => ctx.network,
+        Some(dockerfile::NetworkMode::None) => NetworkMode::None,
+        Some(dockerfile::NetworkMode::Host) => NetworkMode::Host,
+        Some(_) => return Err(step_failed(ctx, span, text, "unsupported --network mode")),
+    };
+    let shell = state
+        .config
+        .shell()
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+    let mut files: Vec<(String, String)> = Vec::new();
+    let argv: Vec<String> = match &r.command {
+        Command::Exec(v) => v.iter().map(|s| s.value.clone()).collect(),
+        Command::Shell(cmd) if !r.heredocs.is_empty() => {
+            let body = |h: &dockerfile::Heredoc| {
+                if h.chomp {
+                    dockerfile::chomp_heredoc(&h.content)
+                } else {
+                    h.content.clone()
+                }
+            };
+            if r.heredocs.len() == 1 && is_lone_heredoc(&cmd.value, &r.heredocs[0].name) {
+                let h = &r.heredocs[0];
+                files.push((h.name.clone(), body(h)));
+                let mut a = shell.clone();
+                a.push(format!("/dev/pipes/{}", h.name));
+                a
+            } else {
+                let mut script = cmd.value.clone();
+                for h in &r.heredocs {
+                    script.push('\n');
+                    script.push_str(&h.content);
+                    script.push_str(&h.name);
+                }
+                let mut a = shell.clone();
+                a.push(script);
+                a
+            }
+        }
+        Command::Shell(cmd) => {
+            let mut a = shell.clone();
+            a.push(cmd.value.clone());
+            a
+        }
+    };
+    if argv.is_empty() {
+        return Err(step_failed(ctx, span, text, "RUN needs a command"));
+    }
+    let mut env: BTreeMap<String, String> = state
+        .scope
+        .env()
+        .iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    for (k, v) in plan.proxy_env() {
+        env.insert(k, v);
+    }
+    let user = state.config.user().unwrap_or_default();
+    let cwd = state.config.working_dir().unwrap_or_else(|| "/".into());
+    let network_name = match network {
+        NetworkMode::None => "none",
+        _ => "host",
+    };
+    let key = CacheKey::derive(
+        Some(&state.key),
+        "run",
+        &RunKey {
+            argv: &argv,
+            env: &env,
+            user: &user,
+            cwd: &cwd,
+            network: network_name,
+            insecure,
+            files: &files,
+        },
+    );
+    let created_by = history::run(&state.scope.declared_args(), &argv);
+    let platform_s = platform.to_string();
+    let native = platform.architecture() == ctx.build_platform.architecture();
+    cached_or_run(ctx, state, key, id, created_by, |ctx, state, dir| {
+        let ctx = ctx.clone();
+        let layers = state.layers.clone();
+        let dir = dir.to_owned();
+        async move {
+            let lowers = ctx.materialize(&layers, id).await?;
+            let run_user = if user.is_empty() {
+                sandbox::User::root()
+            } else {
+                sandbox::resolve_user(&lowers, &user)?
+            };
+            let mut spec = RunSpec::new(
+                Rootfs::Layers {
+                    lowers,
+                    upper: dir.join("diff"),
+                },
+                dir.join("scratch"),
+                argv.clone(),
+            )?
+            .with_env(env)?
+            .with_cwd(cwd)?
+            .with_user(run_user)
+            .with_network(network)
+            .with_insecure(insecure);
+            if !native {
+                spec = spec.with_platform(&platform_s)?;
+            }
+            for (name, content) in &files {
+                let path = dir.join(format!("heredoc-{name}"));
+                std::fs::write(&path, content).map_err(|e| {
+                    Error::from(layer_cache::Error::Io {
+                        path: path.clone(),
+                        source: e,
+                    })
+                })?;
+                spec = spec.with_mount(sandbox::Mount::bind(
+                    sandbox::MountSource::Host(path),
+                    format!("/dev/pipes/{name}"),
+                    sandbox::BindAccess::ReadOnly,
+                ))?;
+            }
+            let ctx2 = ctx.clone();
+            let (status, tail) = tokio::task::spawn_blocking(move || {
+                let mut tail = Tail::default();
+                let status =
+                    ctx2.sandbox
+                        .run(&spec, &ctx2.cancel, &mut |stream: Stream, data: &[u8]| {
+                            tail.push(data);
+                            ctx2.emit(ProgressEvent::StepLog {
+                                id,
+                                stream,
+                                data: data.to_vec(),
+                            });
+                        });
+                (status, tail)
+            })
+            .await
+            .map_err(|e| join_error(&e))?;
+            let status = match status {
+                Ok(s) => s,
+                Err(sandbox::SandboxError::Cancelled) => return Err(Error::Cancelled),
+                Err(e) => return Err(e.into()),
+            };
+            if !status.success() {
+                return Err(Error::Step {
+                    location: String::new(),
+                    instruction: String::new(),
+                    reason: format!(
+                        "process \"{}\" did not complete successfully: {status}",
+                        argv.join(" ")
+                    ),
+                    output_tail: tail.lines(),
+                });
+            }
+            Ok(())
+        }
+    })
+    .await
+    .map_err(|e| locate(ctx, span, text, e))
+}
+
+/// The last lines of a step's output, for error messages.
+#[derive(Default)]
+struct Tail {
+    buf: Vec<u8>,
+}
+
+impl Tail {
+    const KEEP: usize = 16 * 1024;
+
+    fn push(&mut self, data: &[u8]) {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() > 2 * Self::KEEP {
+            self.buf.drain(..self.buf.len() - Self::KEEP);
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        let text = String::from_utf8_lossy(&self.buf);
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(20)..]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect()
+    }
+}
+
+/// Turns a stage's final state into one platform's image, with every blob local.
+async fn assemble(
+    ctx: &Arc<Ctx>,
+    state: &StageState,
+    platform: &Platform,
+    step: StepId,
+) -> Result<PlatformImage, Error> {
+    let mut config = state.config.clone();
+    for (k, v) in &ctx.labels {
+        config.set_label(k, v);
+    }
+    config.fill_history_times(&rfc3339(ctx.created_now() as i64, 0));
+    let created = match ctx.source_date_epoch {
+        Some(t) => rfc3339(t, 0),
+        None => config
+            .latest_history_created()
+            .unwrap_or_else(|| rfc3339(ctx.created_now() as i64, 0)),
+    };
+    config.set_created(&created);
+    if config.as_json().get("architecture").is_none() {
+        config.set_platform(platform.os(), platform.architecture(), platform.variant());
+    }
+    let mut layers = Vec::new();
+    for l in &state.layers {
+        ctx.ensure_blob(l, step).await?;
+        layers.push(BlobRef {
+            digest: l.blob.digest.to_string(),
+            size: l.blob.size,
+            media_type: l.blob.media_type.clone(),
+            path: ctx.cache.content().path(&l.blob.digest),
+        });
+    }
+    let p = (
+        platform.os().to_owned(),
+        platform.architecture().to_owned(),
+        platform.variant().map(str::to_owned),
+    );
+    Ok(PlatformImage::new(p, config.to_vec(), layers))
+}
+
+/// What a COPY reads from, before it is materialised.
+enum CopyFrom {
+    Context,
+    Layers { layers: Vec<Layer>, key: CacheKey },
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn copy_step(
+    ctx: &Arc<Ctx>,
+    platform: &Platform,
+    deps: &HashMap<usize, StageFuture>,
+    state: &mut StageState,
+    ins: &Spanned<Instruction>,
+    dep: Option<DepSource>,
+    id: StepId,
+    span: dockerfile::Span,
+    text: &str,
+) -> Result<(), Error> {
+    let workdir = state.config.working_dir().unwrap_or_else(|| "/".into());
+    let fail = |e: crate::copy::CopyError| step_failed(ctx, span, text, e.to_string());
+    let (params, keyword, flags, shown) = match &ins.value {
+        Instruction::Copy(c) => {
+            let mut flags = Vec::new();
+            if let Some(v) = &c.chown {
+                flags.push(format!("--chown={}", v.value));
+            }
+            if let Some(v) = &c.chmod {
+                flags.push(format!("--chmod={}", v.value));
+            }
+            if c.parents {
+                flags.push("--parents".to_owned());
+            }
+            (
+                crate::copy::CopyParams::from_copy(c, &workdir).map_err(fail)?,
+                "COPY",
+                flags,
+                source_names(&c.sources, &c.dest.value),
+            )
+        }
+        Instruction::Add(a) => {
+            let mut flags = Vec::new();
+            if let Some(v) = &a.chown {
+                flags.push(format!("--chown={}", v.value));
+            }
+            if let Some(v) = &a.chmod {
+                flags.push(format!("--chmod={}", v.value));
+            }
+            (
+                crate::copy::CopyParams::from_add(a, &workdir).map_err(fail)?,
+                "ADD",
+                flags,
+                source_names(&a.sources, &a.dest.value),
+            )
+        }
+        _ => unreachable!("copy_step is only called for COPY and ADD"),
+    };
+    let from = match dep {
+        Some(DepSource::Stage(j)) => {
+            let s = wait_stage(deps, j).await?;
+            CopyFrom::Layers {
+                layers: s.layers.clone(),
+                key: s.key.clone(),
+            }
+        }
+        Some(DepSource::Image(r)) => {
+            let b = resolve_image(ctx, &r, platform, id)
+                .await
+                .map_err(|e| step_failed(ctx, span, text, e.to_string()))?;
+            CopyFrom::Layers {
+                layers: b.layers.clone(),
+                key: CacheKey::derive(None, "image", &b.manifest_digest),
+            }
+        }
+        _ => CopyFrom::Context,
+    };
+    let params = Arc::new(params);
+    let inputs = match &from {
+        CopyFrom::Context => {
+            let (ctx2, p2) = (ctx.clone(), params.clone());
+            tokio::task::spawn_blocking(move || {
+                crate::copy::cache_inputs(
+                    &p2,
+                    &crate::copy::CopySource::Context(&ctx2.copy_context),
+                )
+            })
+            .await
+            .map_err(|e| join_error(&e))?
+            .map_err(fail)?
+        }
+        CopyFrom::Layers { key, .. } => {
+            let empty = LayeredView::default();
+            crate::copy::cache_inputs(
+                &params,
+                &crate::copy::CopySource::Layers { view: &empty, key },
+            )
+            .map_err(fail)?
+        }
+    };
+    let key = CacheKey::derive(Some(&state.key), "copy", &inputs);
+    let (sources, dest) = shown;
+    let created_by = history::copy(keyword, &flags, &sources, &dest);
+    let link = params.link;
+    cached_or_run(ctx, state, key, id, created_by, |ctx, state, dir| {
+        let ctx = ctx.clone();
+        let parent = state.layers.clone();
+        let out = dir.join("diff");
+        async move {
+            let dest_lowers = if link {
+                Vec::new()
+            } else {
+                ctx.materialize(&parent, id).await?
+            };
+            let src_lowers = match &from {
+                CopyFrom::Layers { layers, .. } => Some(ctx.materialize(layers, id).await?),
+                CopyFrom::Context => None,
+            };
+            let ctx2 = ctx.clone();
+            tokio::task::spawn_blocking(move || {
+                let dest_view = (!link).then(|| LayeredView::new(dest_lowers));
+                let src_view = src_lowers.map(LayeredView::new);
+                let dummy = CacheKey::derive(None, "unused", "");
+                let source = match &src_view {
+                    Some(v) => crate::copy::CopySource::Layers {
+                        view: v,
+                        key: &dummy,
+                    },
+                    None => crate::copy::CopySource::Context(&ctx2.copy_context),
+                };
+                crate::copy::execute(&params, &source, dest_view.as_ref(), &out)
+                    .map(|_| ())
+                    .map_err(|e| inner_error(e.to_string()))
+            })
+            .await
+            .map_err(|e| join_error(&e))?
+        }
+    })
+    .await
+    .map_err(|e| locate(ctx, span, text, e))
+}
+
+/// The sources and destination as history shows them (heredocs by their marker).
+fn source_names(sources: &[dockerfile::Source], dest: &str) -> (Vec<String>, String) {
+    let names = sources
+        .iter()
+        .map(|s| match s {
+            dockerfile::Source::Path(p) => p.value.clone(),
+            dockerfile::Source::Heredoc(h) => format!("<<{}", h.name),
+        })
+        .collect();
+    (names, dest.to_owned())
+}

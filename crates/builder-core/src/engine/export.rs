@@ -1,0 +1,217 @@
+//! Running the exporters on a built image.
+
+use std::path::Path;
+
+use bytes::Bytes;
+use layer_cache::{ApplyOptions, Cache, Digest, LayerRef};
+use registry_client::{BlobSource, Client, RawManifest, Reference, Repository};
+use tokio::sync::mpsc;
+
+use super::Error;
+use super::export_spec::{ExportKind, ExportSpec};
+use crate::oci::{self, BuiltImage, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
+use crate::progress::{Activity, ProgressEvent, StepId};
+
+fn export_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Export {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes or pushes `img` to every output.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn export_all(
+    client: &Client,
+    cache: &Cache,
+    img: &BuiltImage,
+    base_repos: &[Option<Repository>],
+    outputs: &[ExportSpec],
+    tags: &[Reference],
+    events: &mpsc::UnboundedSender<ProgressEvent>,
+    step: StepId,
+) -> Result<(), Error> {
+    for out in outputs {
+        let mut names: Vec<String> = tags.iter().map(ToString::to_string).collect();
+        names.extend(out.names.iter().cloned());
+        let name = match &out.kind {
+            ExportKind::Registry => "pushing to the registry".to_owned(),
+            ExportKind::Oci { dest, .. } => format!("exporting OCI layout to {}", dest.display()),
+            ExportKind::Docker { dest } => {
+                format!("exporting docker archive to {}", dest.display())
+            }
+            ExportKind::Local { dest } => format!("exporting files to {}", dest.display()),
+        };
+        let id = step;
+        let _ = events.send(ProgressEvent::StepStarted {
+            id,
+            name,
+            platform: None,
+            location: None,
+        });
+        let t = std::time::Instant::now();
+        match &out.kind {
+            ExportKind::Oci { dest, tar: true } => {
+                let (img, dest, names) = (img.clone(), dest.clone(), names.clone());
+                tokio::task::spawn_blocking(move || {
+                    oci::write_oci_tar(&img, &names, &dest, false).map_err(export_err(&dest))
+                })
+                .await
+                .map_err(|e| super::exec_join(&e))??;
+            }
+            ExportKind::Oci { dest, tar: false } => {
+                let (img, dest, names) = (img.clone(), dest.clone(), names.clone());
+                tokio::task::spawn_blocking(move || {
+                    oci::write_oci_dir(&img, &names, &dest).map_err(export_err(&dest))
+                })
+                .await
+                .map_err(|e| super::exec_join(&e))??;
+            }
+            ExportKind::Docker { dest } => {
+                let familiar: Vec<String> = tags.iter().map(Reference::familiar).collect();
+                let (img, dest) = (img.clone(), dest.clone());
+                tokio::task::spawn_blocking(move || {
+                    oci::write_oci_tar(&img, &familiar, &dest, true).map_err(export_err(&dest))
+                })
+                .await
+                .map_err(|e| super::exec_join(&e))??;
+            }
+            ExportKind::Local { dest } => {
+                let (img, dest, cache) = (img.clone(), dest.clone(), cache.clone());
+                tokio::task::spawn_blocking(move || export_local(&cache, &img, &dest))
+                    .await
+                    .map_err(|e| super::exec_join(&e))??;
+            }
+            ExportKind::Registry => push(client, img, base_repos, tags, events, id).await?,
+        }
+        let _ = events.send(ProgressEvent::StepDone {
+            id,
+            elapsed: t.elapsed(),
+        });
+    }
+    Ok(())
+}
+
+/// The final filesystem as plain files (one directory per platform when there are several).
+fn export_local(cache: &Cache, img: &BuiltImage, dest: &Path) -> Result<(), Error> {
+    for i in &img.images {
+        let dir = if img.images.len() > 1 {
+            let (os, arch, variant) = &i.platform;
+            dest.join(match variant {
+                Some(v) => format!("{os}_{arch}_{v}"),
+                None => format!("{os}_{arch}"),
+            })
+        } else {
+            dest.to_owned()
+        };
+        std::fs::create_dir_all(&dir).map_err(export_err(&dir))?;
+        let config: serde_json::Value =
+            serde_json::from_slice(&i.config).map_err(|e| Error::BadImage {
+                reference: "result".into(),
+                reason: e.to_string(),
+            })?;
+        let diff_ids: Vec<Digest> = config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|d| d.as_str()?.parse().ok()).collect())
+            .unwrap_or_default();
+        let mut layers = Vec::new();
+        for (l, d) in i.layers.iter().zip(diff_ids) {
+            layers.push(LayerRef::new(l.digest.parse()?, d));
+        }
+        let mut opts = ApplyOptions::default();
+        opts.devices = layer_cache::DevicePolicy::Skip;
+        cache.flatten_chain(&layers, &dir, &opts)?;
+    }
+    Ok(())
+}
+
+struct PushProgress<'a> {
+    events: &'a mpsc::UnboundedSender<ProgressEvent>,
+    step: StepId,
+}
+
+impl registry_client::TransferProgress for PushProgress<'_> {
+    fn event(&self, ev: &registry_client::TransferEvent<'_>) {
+        if let registry_client::TransferEvent::Progress {
+            digest,
+            done,
+            total,
+        } = ev
+        {
+            let label: String = digest.hex().chars().take(12).collect();
+            let _ = self.events.send(ProgressEvent::StepProgress {
+                id: self.step,
+                activity: Activity::Push,
+                label,
+                current: *done,
+                total: Some(*total),
+            });
+        }
+    }
+}
+
+/// Pushes blobs, manifests and the index, then tags, to each tag's repository.
+async fn push(
+    client: &Client,
+    img: &BuiltImage,
+    base_repos: &[Option<Repository>],
+    tags: &[Reference],
+    events: &mpsc::UnboundedSender<ProgressEvent>,
+    step: StepId,
+) -> Result<(), Error> {
+    let progress = PushProgress { events, step };
+    let mut repos: Vec<(Repository, Vec<String>)> = Vec::new();
+    for t in tags {
+        let tag = t.tag().unwrap_or("latest").to_owned();
+        match repos.iter_mut().find(|(r, _)| r == t.repository()) {
+            Some((_, list)) => list.push(tag),
+            None => repos.push((t.repository().clone(), vec![tag])),
+        }
+    }
+    for (repo, tag_list) in &repos {
+        for (n, i) in img.images.iter().enumerate() {
+            let mount_from = base_repos
+                .get(n)
+                .cloned()
+                .flatten()
+                .filter(|b| b.registry() == repo.registry() && b != repo);
+            for l in &i.layers {
+                let d: registry_client::Digest = l.digest.parse()?;
+                client
+                    .push_blob(
+                        repo,
+                        &d,
+                        l.size,
+                        &BlobSource::File(l.path.clone()),
+                        mount_from.as_ref(),
+                        &progress,
+                    )
+                    .await?;
+            }
+            let cd: registry_client::Digest = i.config_digest().parse()?;
+            client
+                .push_blob(
+                    repo,
+                    &cd,
+                    i.config.len() as u64,
+                    &BlobSource::Bytes(Bytes::from(i.config.clone())),
+                    None,
+                    &progress,
+                )
+                .await?;
+            let m = RawManifest::new(Bytes::from(i.manifest.clone()), Some(MEDIA_TYPE_MANIFEST))?;
+            if img.index.is_some() {
+                client.push_manifest(repo, None, &m).await?;
+            } else {
+                let tags: Vec<&str> = tag_list.iter().map(String::as_str).collect();
+                client.push_manifest_tags(repo, &tags, &m).await?;
+            }
+        }
+        if let Some(ix) = &img.index {
+            let m = RawManifest::new(Bytes::from(ix.clone()), Some(MEDIA_TYPE_INDEX))?;
+            let tags: Vec<&str> = tag_list.iter().map(String::as_str).collect();
+            client.push_manifest_tags(repo, &tags, &m).await?;
+        }
+    }
+    Ok(())
+}

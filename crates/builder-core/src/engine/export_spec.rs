@@ -1,0 +1,262 @@
+//! `--output` specifications (`type=oci,dest=out.tar,compression=zstd`), parsed and
+//! validated when they are given.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use layer_cache::Compression;
+
+use super::Error;
+
+/// Where a build's result goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExportKind {
+    /// Push to the registry of each `--tag` (`type=registry`, `type=image,push=true`).
+    Registry,
+    /// An OCI image layout, as a tar file (`tar=true`, the default) or a directory.
+    Oci {
+        /// The tar file or directory.
+        dest: PathBuf,
+        /// A tar file rather than a directory.
+        tar: bool,
+    },
+    /// A docker-archive for `docker load` (one platform).
+    Docker {
+        /// The tar file.
+        dest: PathBuf,
+    },
+    /// The final filesystem as plain files.
+    Local {
+        /// The directory.
+        dest: PathBuf,
+    },
+}
+
+/// One `--output`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ExportSpec {
+    /// The exporter.
+    pub kind: ExportKind,
+    /// Layer compression for new layers.
+    pub compression: Compression,
+    /// Compression level, when given.
+    pub compression_level: Option<i32>,
+    /// Extra image names (`name=a,b`), besides the `--tag`s.
+    pub names: Vec<String>,
+}
+
+impl ExportSpec {
+    /// `type=registry`.
+    pub fn registry() -> Self {
+        Self {
+            kind: ExportKind::Registry,
+            compression: Compression::Gzip,
+            compression_level: None,
+            names: Vec::new(),
+        }
+    }
+}
+
+fn bad(spec: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidOutput {
+        spec: spec.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_bool(spec: &str, key: &str, v: &str) -> Result<bool, Error> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(bad(spec, format!("{key}={v:?}: expected true or false"))),
+    }
+}
+
+impl FromStr for ExportSpec {
+    type Err = Error;
+
+    fn from_str(spec: &str) -> Result<Self, Error> {
+        // buildx: a bare path is type=local, "-" is a tar to stdout (not supported here).
+        if !spec.contains('=') {
+            if spec == "-" {
+                return Err(bad(
+                    spec,
+                    "writing to standard output is not supported yet; give dest=",
+                ));
+            }
+            return Ok(Self {
+                kind: ExportKind::Local { dest: spec.into() },
+                compression: Compression::Gzip,
+                compression_level: None,
+                names: Vec::new(),
+            });
+        }
+        let mut kind = None;
+        let mut dest = None;
+        let mut tar = true;
+        let mut push = false;
+        let mut compression = Compression::Gzip;
+        let mut level = None;
+        let mut names = Vec::new();
+        for field in spec.split(',') {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| bad(spec, format!("{field:?} is not key=value")))?;
+            match k {
+                "type" => kind = Some(v.to_owned()),
+                "dest" => {
+                    if v.is_empty() {
+                        return Err(bad(spec, "dest is empty"));
+                    }
+                    dest = Some(PathBuf::from(v));
+                }
+                "tar" => tar = parse_bool(spec, k, v)?,
+                "push" => push = parse_bool(spec, k, v)?,
+                "name" => names.extend(v.split_terminator(';').map(str::to_owned)),
+                "compression" => {
+                    compression = match v {
+                        "gzip" => Compression::Gzip,
+                        "zstd" => Compression::Zstd,
+                        "uncompressed" => Compression::None,
+                        _ => {
+                            return Err(bad(
+                                spec,
+                                format!("compression={v:?}: expected gzip, zstd or uncompressed"),
+                            ));
+                        }
+                    }
+                }
+                "compression-level" => {
+                    level = Some(v.parse::<i32>().map_err(|_| {
+                        bad(spec, format!("compression-level={v:?} is not a number"))
+                    })?)
+                }
+                // Accepted for buildx compatibility; they change nothing we write.
+                "oci-mediatypes" if v == "true" => {}
+                "force-compression" if v == "true" || v == "false" => {}
+                _ => return Err(bad(spec, format!("unknown or unsupported option {k:?}"))),
+            }
+        }
+        let kind = match kind.as_deref() {
+            Some("registry") => ExportKind::Registry,
+            Some("image") if push => ExportKind::Registry,
+            Some("image") => {
+                return Err(bad(
+                    spec,
+                    "type=image without push=true needs an image store, which rbuild does not have; use type=registry, oci or docker",
+                ));
+            }
+            Some("oci") => ExportKind::Oci {
+                dest: dest
+                    .clone()
+                    .ok_or_else(|| bad(spec, "type=oci needs dest="))?,
+                tar,
+            },
+            Some("docker") => {
+                if !tar {
+                    return Err(bad(
+                        spec,
+                        "type=docker writes a tar; tar=false is not supported",
+                    ));
+                }
+                ExportKind::Docker {
+                    dest: dest.clone().ok_or_else(|| {
+                        bad(
+                            spec,
+                            "type=docker needs dest= (rbuild has no daemon to load into)",
+                        )
+                    })?,
+                }
+            }
+            Some("local") => ExportKind::Local {
+                dest: dest
+                    .clone()
+                    .ok_or_else(|| bad(spec, "type=local needs dest="))?,
+            },
+            Some("tar") => return Err(bad(spec, "type=tar is not supported yet; use type=local")),
+            Some(other) => return Err(bad(spec, format!("unknown output type {other:?}"))),
+            None => return Err(bad(spec, "missing type=")),
+        };
+        if matches!(kind, ExportKind::Registry) && dest.is_some() {
+            return Err(bad(spec, "type=registry takes no dest"));
+        }
+        if let Some(l) = level {
+            let ok = match compression {
+                Compression::Gzip => (0..=9).contains(&l),
+                Compression::Zstd => (-7..=22).contains(&l),
+                _ => false,
+            };
+            if !ok {
+                return Err(bad(
+                    spec,
+                    format!("compression-level={l} is out of range for {compression:?}"),
+                ));
+            }
+        }
+        Ok(Self {
+            kind,
+            compression,
+            compression_level: level,
+            names,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_buildx_output_specs() {
+        let s: ExportSpec = "type=oci,dest=out.tar".parse().unwrap();
+        assert_eq!(
+            s.kind,
+            ExportKind::Oci {
+                dest: "out.tar".into(),
+                tar: true
+            }
+        );
+        let s: ExportSpec = "type=oci,dest=d,tar=false,compression=zstd,compression-level=5"
+            .parse()
+            .unwrap();
+        assert_eq!(
+            s.kind,
+            ExportKind::Oci {
+                dest: "d".into(),
+                tar: false
+            }
+        );
+        assert_eq!(
+            (s.compression, s.compression_level),
+            (Compression::Zstd, Some(5))
+        );
+        assert_eq!(
+            "type=image,push=true".parse::<ExportSpec>().unwrap().kind,
+            ExportKind::Registry
+        );
+        assert_eq!(
+            "outdir".parse::<ExportSpec>().unwrap().kind,
+            ExportKind::Local {
+                dest: "outdir".into()
+            }
+        );
+    }
+
+    #[test]
+    fn rejects_bad_specs_naming_the_problem() {
+        for (spec, needle) in [
+            ("type=oci", "needs dest"),
+            ("type=nope,dest=x", "unknown output type"),
+            ("type=oci,dest=x,colour=red", "colour"),
+            ("type=oci,dest=x,compression=lz4", "lz4"),
+            ("type=oci,dest=x,compression-level=99", "out of range"),
+            ("type=docker", "needs dest"),
+            ("dest=x", "missing type"),
+        ] {
+            let e = spec.parse::<ExportSpec>().unwrap_err().to_string();
+            assert!(e.contains(needle), "{spec}: {e}");
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The build engine: the public [`Build`] builder, and the executor that turns a
+//! Dockerfile's stages into images.
+
+mod exec;
+mod export;
+mod export_spec;
+mod history;
+mod workdir;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use registry_client::{Platform, Reference};
+
+pub use exec::BuildReport;
+pub use export_spec::{ExportKind, ExportSpec};
+
+use crate::progress::ProgressSink;
+
+/// Everything that can stop a build.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A build option is invalid (a usage error).
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidOption {
+        /// The option.
+        what: &'static str,
+        /// The value given.
+        value: String,
+        /// Why it is invalid.
+        reason: String,
+    },
+    /// An `--output` specification is invalid (a usage error).
+    #[error("invalid output {spec:?}: {reason}")]
+    InvalidOutput {
+        /// The specification.
+        spec: String,
+        /// Why.
+        reason: String,
+    },
+    /// The Dockerfile could not be read.
+    #[error("{}: {source}", path.display())]
+    ReadDockerfile {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The Dockerfile does not parse.
+    #[error("{file}:{source}")]
+    Parse {
+        /// The Dockerfile's name.
+        file: String,
+        /// The parse error (with line and column).
+        source: Box<dockerfile::Error>,
+    },
+    /// The stages do not make a valid build (unknown target, cycle, bad expansion...).
+    #[error("{file}:{}: {}", .source.span().map_or_else(String::new, |s| s.to_string()), .source.message())]
+    Stages {
+        /// The Dockerfile's name.
+        file: String,
+        /// The error.
+        source: Box<dockerfile::StageError>,
+    },
+    /// A step failed.
+    #[error("{location}: {instruction}: {reason}")]
+    Step {
+        /// `file:line`.
+        location: String,
+        /// The instruction text.
+        instruction: String,
+        /// What went wrong.
+        reason: String,
+        /// The last lines of a RUN step's output.
+        output_tail: Vec<String>,
+    },
+    /// A registry operation failed.
+    #[error(transparent)]
+    Registry(Box<registry_client::Error>),
+    /// The cache failed.
+    #[error(transparent)]
+    Cache(Box<layer_cache::Error>),
+    /// The sandbox failed.
+    #[error(transparent)]
+    Sandbox(Box<crate::sandbox::SandboxError>),
+    /// Writing an output failed.
+    #[error("writing {}: {source}", path.display())]
+    Export {
+        /// The output path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// An image from a registry is not usable.
+    #[error("image {reference}: {reason}")]
+    BadImage {
+        /// The image.
+        reference: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The build was cancelled.
+    #[error("build cancelled")]
+    Cancelled,
+}
+
+impl From<registry_client::Error> for Error {
+    fn from(e: registry_client::Error) -> Self {
+        Error::Registry(Box::new(e))
+    }
+}
+
+impl From<layer_cache::Error> for Error {
+    fn from(e: layer_cache::Error) -> Self {
+        Error::Cache(Box::new(e))
+    }
+}
+
+impl From<crate::sandbox::SandboxError> for Error {
+    fn from(e: crate::sandbox::SandboxError) -> Self {
+        Error::Sandbox(Box::new(e))
+    }
+}
+
+impl Error {
+    /// True for errors in what the user asked (exit status 2), false for a failed build.
+    pub fn is_usage(&self) -> bool {
+        matches!(
+            self,
+            Error::InvalidOption { .. } | Error::InvalidOutput { .. }
+        )
+    }
+}
+
+fn invalid(what: &'static str, value: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidOption {
+        what,
+        value: value.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// Where the Dockerfile comes from.
+#[derive(Debug, Clone)]
+enum DockerfileSource {
+    Path(PathBuf),
+    Text { name: String, text: String },
+}
+
+/// A build to run. Setters validate at once; [`Build::run`] does the work.
+///
+/// ```no_run
+/// # async fn f() -> Result<(), builder_core::Error> {
+/// use builder_core::{Build, NullSink};
+/// let report = Build::new("services/auth")?
+///     .platforms(["linux/amd64", "linux/arm64"])?
+///     .output("type=oci,dest=out.tar".parse()?)
+///     .run(&mut NullSink)
+///     .await?;
+/// println!("{}", report.digest);
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Build {
+    context: PathBuf,
+    dockerfile: Option<DockerfileSource>,
+    platforms: Vec<Platform>,
+    build_args: BTreeMap<String, String>,
+    target: Option<String>,
+    tags: Vec<Reference>,
+    outputs: Vec<ExportSpec>,
+    cache_dir: Option<PathBuf>,
+    no_cache: bool,
+    labels: BTreeMap<String, String>,
+    network: crate::sandbox::NetworkMode,
+    insecure_registries: Vec<String>,
+    secrets: BTreeMap<String, SecretSource>,
+    allow_insecure: bool,
+    cancel: crate::sandbox::CancelHandle,
+}
+
+/// Where a `--secret` comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SecretSource {
+    /// A file.
+    File(PathBuf),
+    /// An environment variable of the rbuild process.
+    Env(String),
+}
+
+impl Build {
+    /// A build of the context directory `context`.
+    pub fn new(context: impl AsRef<Path>) -> Result<Self, Error> {
+        let c = context.as_ref();
+        let context = std::fs::canonicalize(c)
+            .map_err(|e| invalid("context", &c.display().to_string(), e.to_string()))?;
+        if !context.is_dir() {
+            return Err(invalid(
+                "context",
+                &c.display().to_string(),
+                "not a directory",
+            ));
+        }
+        Ok(Self {
+            context,
+            dockerfile: None,
+            platforms: Vec::new(),
+            build_args: BTreeMap::new(),
+            target: None,
+            tags: Vec::new(),
+            outputs: Vec::new(),
+            cache_dir: None,
+            no_cache: false,
+            labels: BTreeMap::new(),
+            network: crate::sandbox::NetworkMode::Host,
+            insecure_registries: Vec::new(),
+            secrets: BTreeMap::new(),
+            allow_insecure: false,
+            cancel: crate::sandbox::CancelHandle::new(),
+        })
+    }
+
+    /// The Dockerfile to use (default: `Dockerfile` in the context).
+    pub fn dockerfile(mut self, path: impl AsRef<Path>) -> Result<Self, Error> {
+        let p = path.as_ref();
+        if !p.is_file() {
+            return Err(invalid(
+                "Dockerfile",
+                &p.display().to_string(),
+                "no such file",
+            ));
+        }
+        self.dockerfile = Some(DockerfileSource::Path(p.to_owned()));
+        Ok(self)
+    }
+
+    /// The Dockerfile's text (for `-f -`), with a name for messages.
+    pub fn dockerfile_text(mut self, name: &str, text: String) -> Self {
+        self.dockerfile = Some(DockerfileSource::Text {
+            name: name.to_owned(),
+            text,
+        });
+        self
+    }
+
+    /// The target platforms (default: the host's).
+    pub fn platforms<I, S>(mut self, platforms: I) -> Result<Self, Error>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let mut out: Vec<Platform> = Vec::new();
+        for p in platforms {
+            let p = p.as_ref();
+            let parsed: Platform = p
+                .parse()
+                .map_err(|e: registry_client::Error| invalid("platform", p, e.to_string()))?;
+            if parsed.os() != "linux" {
+                return Err(invalid("platform", p, "only linux platforms can be built"));
+            }
+            if !out.contains(&parsed) {
+                out.push(parsed);
+            }
+        }
+        self.platforms = out;
+        Ok(self)
+    }
+
+    /// A `--build-arg`.
+    pub fn build_arg(mut self, key: &str, value: &str) -> Result<Self, Error> {
+        if key.is_empty() || key.contains(['=', ' ']) {
+            return Err(invalid("build arg", key, "not a variable name"));
+        }
+        self.build_args.insert(key.to_owned(), value.to_owned());
+        Ok(self)
+    }
+
+    /// The stage to build (default: the last).
+    pub fn target(mut self, target: &str) -> Self {
+        self.target = Some(target.to_owned());
+        self
+    }
+
+    /// An image name (`-t`), used by the registry, oci and docker outputs.
+    pub fn tag(mut self, tag: &str) -> Result<Self, Error> {
+        let r: Reference = tag
+            .parse()
+            .map_err(|e: registry_client::Error| invalid("tag", tag, e.to_string()))?;
+        self.tags.push(r);
+        Ok(self)
+    }
+
+    /// An output (several may be given).
+    pub fn output(mut self, spec: ExportSpec) -> Self {
+        self.outputs.push(spec);
+        self
+    }
+
+    /// The cache directory (default `$XDG_CACHE_HOME/rbuild` or `~/.cache/rbuild`).
+    pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Do not use cached results (results are still stored).
+    pub fn no_cache(mut self, yes: bool) -> Self {
+        self.no_cache = yes;
+        self
+    }
+
+    /// A label added to the final image.
+    pub fn label(mut self, key: &str, value: &str) -> Result<Self, Error> {
+        if key.is_empty() {
+            return Err(invalid("label", key, "empty key"));
+        }
+        self.labels.insert(key.to_owned(), value.to_owned());
+        Ok(self)
+    }
+
+    /// The default network of RUN steps (`default`/`host`, or `none`).
+    pub fn network(mut self, mode: &str) -> Result<Self, Error> {
+        self.network = match mode {
+            "default" | "host" => crate::sandbox::NetworkMode::Host,
+            "none" => crate::sandbox::NetworkMode::None,
+            _ => return Err(invalid("network", mode, "expected default, host or none")),
+        };
+        Ok(self)
+    }
+
+    /// A registry reached over plain HTTP (`host[:port]`).
+    pub fn insecure_registry(mut self, host: &str) -> Self {
+        self.insecure_registries.push(host.to_owned());
+        self
+    }
+
+    /// A build secret (`--secret id=ID,src=PATH` / `env=VAR`).
+    pub fn secret(mut self, id: &str, source: SecretSource) -> Result<Self, Error> {
+        if id.is_empty() {
+            return Err(invalid("secret", id, "empty id"));
+        }
+        if let SecretSource::File(p) = &source {
+            if !p.is_file() {
+                return Err(invalid("secret", &p.display().to_string(), "no such file"));
+            }
+        }
+        self.secrets.insert(id.to_owned(), source);
+        Ok(self)
+    }
+
+    /// `--allow security.insecure`.
+    pub fn allow_insecure(mut self, yes: bool) -> Self {
+        self.allow_insecure = yes;
+        self
+    }
+
+    /// A handle that cancels the build (for Ctrl-C): running steps are killed and torn down.
+    pub fn cancel_handle(&self) -> crate::sandbox::CancelHandle {
+        self.cancel.clone()
+    }
+
+    /// The Dockerfile's path, when it comes from a file.
+    fn dockerfile_path(&self) -> Option<PathBuf> {
+        match &self.dockerfile {
+            Some(DockerfileSource::Path(p)) => Some(p.clone()),
+            Some(DockerfileSource::Text { .. }) => None,
+            None => Some(self.context.join("Dockerfile")),
+        }
+    }
+
+    /// Runs the build, reporting progress to `sink`.
+    pub async fn run(self, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
+        exec::run(self, sink).await
+    }
+}
+
+fn exec_join(e: &tokio::task::JoinError) -> Error {
+    Error::Step {
+        location: String::new(),
+        instruction: String::new(),
+        reason: format!("internal task failed: {e}"),
+        output_tail: Vec::new(),
+    }
+}
+
+/// The default cache directory.
+pub fn default_cache_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(x).join("rbuild");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(h).join(".cache/rbuild");
+    }
+    PathBuf::from("/var/cache/rbuild")
+}

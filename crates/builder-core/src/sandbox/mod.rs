@@ -1,0 +1,458 @@
+#![doc = include_str!("README.md")]
+
+mod binfmt;
+mod copy;
+mod diff;
+mod error;
+mod init;
+mod layers;
+mod plan;
+mod proto;
+mod spec;
+mod sys;
+mod user;
+
+use std::fmt;
+use std::io;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rustix::event::{PollFd, PollFlags, poll};
+
+pub use error::SandboxError;
+pub use init::maybe_run_init;
+pub use spec::{
+    BindAccess, ExitStatus, Mount, MountKind, MountSource, NetworkMode, Rootfs, RunSpec, User,
+};
+pub use user::resolve_user;
+
+use crate::Stream;
+use proto::{INIT_MARKER, InitMsg, InitRequest, ProbeResult};
+
+/// The environment variable that chooses the sandbox mode: `auto` (default), `overlay` or
+/// `chroot`.
+pub const SANDBOX_MODE_ENV: &str = "RBUILD_SANDBOX";
+
+/// How RUN steps are isolated and diffed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Mode {
+    /// Mount, PID, IPC and UTS namespaces (NET for `--network=none`) and overlayfs: the
+    /// parent snapshots are the lowers and the upper directory is the diff.
+    Overlay,
+    /// The fallback: the layers are copied into a directory, the step runs `chroot`-style in
+    /// it (inside namespaces when the host allows them), and a walking differ writes the
+    /// diff in the same overlay format.
+    Chroot,
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Overlay => "namespaces+overlayfs",
+            Mode::Chroot => "chroot",
+        })
+    }
+}
+
+/// Which mode the caller asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ModeRequest {
+    /// The overlay mode when the host allows it, else the chroot mode.
+    #[default]
+    Auto,
+    /// The overlay mode, or an error.
+    Overlay,
+    /// The chroot mode, even where the overlay mode would work.
+    Chroot,
+}
+
+impl FromStr for ModeRequest {
+    type Err = SandboxError;
+
+    fn from_str(s: &str) -> Result<Self, SandboxError> {
+        match s {
+            "" | "auto" => Ok(ModeRequest::Auto),
+            "overlay" | "overlayfs" => Ok(ModeRequest::Overlay),
+            "chroot" => Ok(ModeRequest::Chroot),
+            other => Err(SandboxError::BadModeRequest {
+                value: other.to_owned(),
+            }),
+        }
+    }
+}
+
+/// What the host allows, and the mode chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// The mode runs use.
+    pub mode: Mode,
+    /// Whether namespaces (and the new mount API) are usable; the chroot mode uses them too
+    /// when they are (`--mount`, `--network=none`, /proc and /dev need them).
+    pub namespaces: bool,
+    /// Whether overlayfs works with the probe directory as upper.
+    pub overlay: bool,
+    /// What was asked for.
+    pub requested: ModeRequest,
+    /// Why the overlay mode is not used, when it is not.
+    pub reason: Option<String>,
+}
+
+impl Capabilities {
+    /// A one-line description for progress output: `namespaces+overlayfs`,
+    /// `chroot+namespaces (requested)`, `chroot (cannot create namespaces: ...)`.
+    pub fn describe(&self) -> String {
+        let mut s = self.mode.to_string();
+        if self.mode == Mode::Chroot && self.namespaces {
+            s.push_str("+namespaces");
+        }
+        match (&self.requested, &self.reason) {
+            (ModeRequest::Chroot, _) => s.push_str(" (requested)"),
+            (_, Some(r)) if self.mode == Mode::Chroot => s.push_str(&format!(" ({r})")),
+            _ => {}
+        }
+        s
+    }
+}
+
+/// Cancels runs from another thread (or a signal handler task): every run given this handle
+/// is torn down, its processes killed and its mounts gone, and returns
+/// [`SandboxError::Cancelled`]. One handle may serve many concurrent runs (a whole build).
+#[derive(Debug, Clone, Default)]
+pub struct CancelHandle {
+    inner: Arc<CancelInner>,
+}
+
+#[derive(Debug, Default)]
+struct CancelInner {
+    cancelled: AtomicBool,
+    next: AtomicU64,
+    sockets: Mutex<Vec<(u64, UnixStream)>>,
+}
+
+impl CancelHandle {
+    /// A handle that has not been cancelled.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Cancels every current and future run that uses this handle.
+    pub fn cancel(&self) {
+        self.inner.cancelled.store(true, Ordering::SeqCst);
+        let sockets = self.inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, s) in sockets.iter() {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+    }
+
+    /// Whether [`CancelHandle::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.inner.cancelled.load(Ordering::SeqCst)
+    }
+
+    fn attach(&self, s: UnixStream) -> u64 {
+        let id = self.inner.next.fetch_add(1, Ordering::SeqCst);
+        let mut sockets = self.inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_cancelled() {
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        }
+        sockets.push((id, s));
+        id
+    }
+
+    fn detach(&self, id: u64) {
+        let mut sockets = self.inner.sockets.lock().unwrap_or_else(|e| e.into_inner());
+        sockets.retain(|(i, _)| *i != id);
+    }
+}
+
+/// The daemonless RUN sandbox. Create one per build with [`Sandbox::detect`]; it is cheap
+/// to share (`&Sandbox` is all [`Sandbox::run`] needs) and runs may go in parallel.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    caps: Capabilities,
+}
+
+impl Sandbox {
+    /// Probes the host (namespaces, the new mount API, overlayfs with an upper in
+    /// `probe_dir`, which should be on the filesystem of the cache) and picks the mode,
+    /// honouring `RBUILD_SANDBOX` (`auto`, `overlay`, `chroot`).
+    pub fn detect(probe_dir: &Path) -> Result<Sandbox, SandboxError> {
+        let request = match std::env::var(SANDBOX_MODE_ENV) {
+            Ok(v) => v.parse()?,
+            Err(_) => ModeRequest::Auto,
+        };
+        Self::detect_with(probe_dir, request)
+    }
+
+    /// Like [`Sandbox::detect`], with the mode request given instead of read from the
+    /// environment.
+    pub fn detect_with(probe_dir: &Path, requested: ModeRequest) -> Result<Sandbox, SandboxError> {
+        let dir = probe_dir.join(format!(
+            ".rbuild-probe-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io("mkdir", &dir, e))?;
+        let outcome = call_init(&InitRequest::Probe(dir.clone()), None, &mut |_, _| {});
+        let cleanup =
+            std::fs::remove_dir_all(&dir).map_err(|e| SandboxError::io("remove", &dir, e));
+        let (msgs, _) = outcome?;
+        cleanup?;
+        let probe = msgs
+            .into_iter()
+            .find_map(|m| match m {
+                InitMsg::Probe(p) => Some(p),
+                _ => None,
+            })
+            .unwrap_or(ProbeResult {
+                namespaces: false,
+                overlay: false,
+                detail: Some("the probe did not answer".into()),
+            });
+        let full = probe.namespaces && probe.overlay;
+        let mode = match requested {
+            ModeRequest::Auto if full => Mode::Overlay,
+            ModeRequest::Auto | ModeRequest::Chroot => Mode::Chroot,
+            ModeRequest::Overlay if full => Mode::Overlay,
+            ModeRequest::Overlay => {
+                return Err(SandboxError::ModeUnavailable {
+                    reason: probe.detail.unwrap_or_else(|| "unknown".into()),
+                });
+            }
+        };
+        Ok(Sandbox {
+            caps: Capabilities {
+                mode,
+                namespaces: probe.namespaces,
+                overlay: probe.overlay,
+                requested,
+                reason: probe.detail,
+            },
+        })
+    }
+
+    /// What the probe found and the mode in use.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// Runs `spec`, streaming the command's output to `output` as it comes, and returns how
+    /// the command ended (a non-zero exit is not an error). It blocks: from async code, call
+    /// it in `spawn_blocking`. With [`Rootfs::Layers`] the upper directory holds the diff
+    /// afterwards. Whatever happens (failure, cancel, or the calling process dying) nothing
+    /// is left behind: no process, no mount, and the scratch directory is emptied.
+    ///
+    /// ```no_run
+    /// use builder_core::{CancelHandle, Rootfs, RunSpec, Sandbox};
+    /// # fn main() -> Result<(), builder_core::SandboxError> {
+    /// let sandbox = Sandbox::detect("/var/cache/rbuild/tmp".as_ref())?;
+    /// let spec = RunSpec::new(
+    ///     Rootfs::Layers { lowers: vec!["/var/cache/rbuild/snap/1".into()], upper: "/tmp/u".into() },
+    ///     "/var/cache/rbuild/tmp/run-1",
+    ///     vec!["/bin/sh".into(), "-c".into(), "echo hi > /hello".into()],
+    /// )?;
+    /// let status = sandbox.run(&spec, &CancelHandle::new(), &mut |_stream, bytes| {
+    ///     print!("{}", String::from_utf8_lossy(bytes));
+    /// })?;
+    /// assert!(status.success());
+    /// # Ok(()) }
+    /// ```
+    pub fn run(
+        &self,
+        spec: &RunSpec,
+        cancel: &CancelHandle,
+        output: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<ExitStatus, SandboxError> {
+        spec.validate()?;
+        if !rustix::process::geteuid().is_root() {
+            return Err(SandboxError::Unsupported {
+                feature: "running as a non-root user".into(),
+                mode: self.caps.mode,
+                reason: "rootless operation (user namespaces) is not implemented; run as root"
+                    .into(),
+            });
+        }
+        if let Some(arch) = &spec.arch {
+            binfmt::check_emulator(arch)?;
+        }
+        if cancel.is_cancelled() {
+            return Err(SandboxError::Cancelled);
+        }
+        let mut undo = plan::Undo::default();
+        let result = self.run_prepared(spec, cancel, output, &mut undo);
+        let undo_result = undo.run();
+        let clear_result = clear_dir(&spec.scratch);
+        match (result, undo_result.and(clear_result)) {
+            (Ok(s), Ok(())) => Ok(s),
+            (Ok(_), Err(e)) => Err(e),
+            (Err(e), Ok(())) => Err(e),
+            (Err(e), Err(c)) => Err(SandboxError::WithCleanup {
+                error: Box::new(e),
+                cleanup: Box::new(c),
+            }),
+        }
+    }
+
+    fn run_prepared(
+        &self,
+        spec: &RunSpec,
+        cancel: &CancelHandle,
+        output: &mut dyn FnMut(Stream, &[u8]),
+        undo: &mut plan::Undo,
+    ) -> Result<ExitStatus, SandboxError> {
+        let prepared = plan::prepare(spec, self.caps.mode, self.caps.namespaces, undo)?;
+        let (msgs, exit) = call_init(
+            &InitRequest::Run(Box::new(prepared.plan)),
+            Some(cancel),
+            output,
+        )?;
+        if cancel.is_cancelled() {
+            return Err(SandboxError::Cancelled);
+        }
+        let mut status = None;
+        for m in msgs {
+            match m {
+                InitMsg::Failed(f) => return Err(f.into_error()),
+                InitMsg::Status(s) => status = Some(s),
+                InitMsg::Probe(_) => {}
+            }
+        }
+        let status = status.ok_or_else(|| SandboxError::Init {
+            detail: format!("the init ended ({exit}) without reporting the command's status"),
+        })?;
+        if let Some(copy) = prepared.copy {
+            undo.run()?;
+            diff::diff(
+                &copy.lowers,
+                &copy.dir,
+                &copy.upper,
+                Some(&copy.baseline),
+                &prepared.excluded,
+            )?;
+        }
+        Ok(status)
+    }
+}
+
+/// Removes everything inside `dir` (not `dir` itself).
+fn clear_dir(dir: &Path) -> Result<(), SandboxError> {
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(SandboxError::io("read directory", dir, e)),
+    };
+    for entry in rd {
+        let entry = entry.map_err(|e| SandboxError::io("read directory", dir, e))?;
+        let p = entry.path();
+        let r = if entry.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+        r.map_err(|e| SandboxError::io("remove", &p, e))?;
+    }
+    Ok(())
+}
+
+/// Starts the init, sends `req`, streams the output and collects the init's messages.
+fn call_init(
+    req: &InitRequest,
+    cancel: Option<&CancelHandle>,
+    output: &mut dyn FnMut(Stream, &[u8]),
+) -> Result<(Vec<InitMsg>, std::process::ExitStatus), SandboxError> {
+    let (ours, theirs) = UnixStream::pair().map_err(|e| SandboxError::sys("socketpair", e))?;
+    let mut child = Command::new("/proc/self/exe")
+        .arg(INIT_MARKER)
+        .env_clear()
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| SandboxError::sys("start the sandbox init (/proc/self/exe)", e))?;
+    let mut line = serde_json::to_vec(req)
+        .map_err(|e| SandboxError::sys("encode request", io::Error::other(e)))?;
+    line.push(b'\n');
+    // The init may already be gone (then its exit says why); never die of SIGPIPE.
+    let _ = rustix::net::send(&ours, &line, rustix::net::SendFlags::NOSIGNAL);
+    let attached = match (cancel, ours.try_clone()) {
+        (Some(c), Ok(s)) => Some((c, c.attach(s))),
+        _ => None,
+    };
+    let (Some(mut stdout), Some(mut stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(SandboxError::Init {
+            detail: "no output pipes".into(),
+        });
+    };
+    let mut open = [true, true, true];
+    let mut msgbuf = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut result = Ok(());
+    while open.iter().any(|o| *o) {
+        let fds: [&dyn AsFd; 3] = [&stdout, &stderr, &ours];
+        let mut idx = Vec::new();
+        let mut pfds = Vec::new();
+        for (i, fd) in fds.iter().enumerate() {
+            if open[i] {
+                idx.push(i);
+                pfds.push(PollFd::from_borrowed_fd(fd.as_fd(), PollFlags::IN));
+            }
+        }
+        match poll(&mut pfds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => {
+                result = Err(SandboxError::sys("poll", e));
+                break;
+            }
+        }
+        let ready: Vec<usize> = idx
+            .iter()
+            .zip(&pfds)
+            .filter(|(_, p)| !p.revents().is_empty())
+            .map(|(i, _)| *i)
+            .collect();
+        drop(pfds);
+        for i in ready {
+            let n = match i {
+                0 => io::Read::read(&mut stdout, &mut buf),
+                1 => io::Read::read(&mut stderr, &mut buf),
+                _ => io::Read::read(&mut &ours, &mut buf),
+            };
+            match n {
+                Ok(0) => open[i] = false,
+                Ok(n) => match i {
+                    0 => output(Stream::Stdout, &buf[..n]),
+                    1 => output(Stream::Stderr, &buf[..n]),
+                    _ => msgbuf.extend_from_slice(&buf[..n]),
+                },
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => open[i] = false,
+            }
+        }
+    }
+    if let Some((c, id)) = attached {
+        c.detach(id);
+    }
+    let exit = child
+        .wait()
+        .map_err(|e| SandboxError::sys("wait for the sandbox init", e))?;
+    result?;
+    let mut msgs = Vec::new();
+    for l in msgbuf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let msg = serde_json::from_slice(l).map_err(|e| SandboxError::Init {
+            detail: format!("unreadable message {:?}: {e}", String::from_utf8_lossy(l)),
+        })?;
+        msgs.push(msg);
+    }
+    Ok((msgs, exit))
+}

@@ -1,0 +1,581 @@
+//! Turning a [`RunSpec`] into an [`InitPlan`]: the root, the mount points, the private copies
+//! of resolv.conf and hosts, and what to undo afterwards.
+//!
+//! Mount points that the image lacks must exist before anything can be mounted on them, and
+//! must never reach the diff:
+//!
+//! - overlay mode: they are created in a *stub layer*, an extra topmost lower directory in
+//!   the scratch directory. The upper stays untouched by them; the merged view shows them, with the existing directories on their way replicated
+//!   with the image's exact metadata (owner, mode, xattrs, times) so that the merge looks the
+//!   same. A directory the step really writes into is copied up from that replica, as it
+//!   would be from the image.
+//! - directory roots (chroot mode, [`Rootfs::Dir`]): they are created in the root, recorded,
+//!   and removed again after the run when they are still empty stubs; their parents' times
+//!   are restored. The differ ignores every mount target in any case.
+
+use std::collections::{BTreeSet, HashMap};
+use std::ffi::OsString;
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use rustix::fs::{AtFlags, CWD, Timespec, Timestamps};
+
+use super::Mode;
+use super::copy::{Baseline, apply_metadata, copy_leaf, materialize};
+use super::error::{IoContext, SandboxError};
+use super::layers::{Layers, Tail, clean_path};
+use super::proto::{InitMount, InitMountKind, InitPlan, InitRoot};
+use super::spec::{BindAccess, MountKind, MountSource, NetworkMode, Rootfs, RunSpec};
+
+/// What the run needs besides the plan.
+pub(crate) struct Prepared {
+    pub(crate) plan: InitPlan,
+    /// Canonical relative paths the differ ignores (mount targets).
+    pub(crate) excluded: BTreeSet<PathBuf>,
+    /// Chroot mode over layers: the copy to diff after the run.
+    pub(crate) copy: Option<CopyRoot>,
+}
+
+/// The chroot mode's copy of the layers.
+pub(crate) struct CopyRoot {
+    pub(crate) lowers: Layers,
+    pub(crate) dir: PathBuf,
+    pub(crate) baseline: Baseline,
+    pub(crate) upper: PathBuf,
+}
+
+/// Changes made to a directory root that are reverted after the run.
+#[derive(Default)]
+pub(crate) struct Undo {
+    /// Stubs we created, in creation order: (host path, is a directory).
+    created: Vec<(PathBuf, bool)>,
+    /// Directories whose times to restore, with their times before we touched them.
+    parents: Vec<(PathBuf, Timestamps)>,
+    /// Files we replaced: (saved copy, original place).
+    saved: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Undo {
+    /// Removes the stubs (those still empty), puts saved files back, restores times.
+    pub(crate) fn run(&mut self) -> Result<(), SandboxError> {
+        let mut first_err = None;
+        for (saved, place) in self.saved.drain(..).rev() {
+            let r = (|| {
+                let _ = fs::remove_file(&place);
+                let meta = fs::symlink_metadata(&saved).at("stat", &saved)?;
+                copy_leaf(&saved, &meta, &place, &mut HashMap::new())
+            })();
+            if let Err(e) = r {
+                first_err.get_or_insert(e);
+            }
+        }
+        for (path, is_dir) in self.created.drain(..).rev() {
+            // A stub the step filled (a directory it wrote into) stays; so does a vanished one.
+            let _ = if is_dir {
+                fs::remove_dir(&path)
+            } else {
+                fs::remove_file(&path)
+            };
+        }
+        for (dir, times) in self.parents.drain(..).rev() {
+            if let Err(e) = rustix::fs::utimensat(CWD, &dir, &times, AtFlags::SYMLINK_NOFOLLOW) {
+                if e != rustix::io::Errno::NOENT {
+                    first_err.get_or_insert(SandboxError::io("restore times", dir, e.into()));
+                }
+            }
+        }
+        first_err.map_or(Ok(()), Err)
+    }
+}
+
+/// Where mount-point stubs go.
+enum Stubs {
+    /// The stub layer (overlay mode).
+    Layer(PathBuf),
+    /// Directly in a root directory (recorded in the undo list).
+    Dir(PathBuf),
+}
+
+struct Planner<'a> {
+    view: Layers,
+    stubs: Stubs,
+    undo: &'a mut Undo,
+    /// Replicated directories of the stub layer: (stub path, source path in a layer).
+    replicas: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Planner<'_> {
+    /// Makes sure `path` exists inside the root as a directory (`want_dir`) or a
+    /// non-directory, creating stubs as needed, and returns its canonical relative path.
+    fn ensure(&mut self, path: &str, want_dir: bool, follow: bool) -> Result<String, SandboxError> {
+        let res = self.view.resolve(path, follow)?;
+        match &res.tail {
+            Tail::Dir if !want_dir => {
+                return Err(SandboxError::BadPath {
+                    path: path.to_owned(),
+                    reason: "is a directory, but a file is mounted there".into(),
+                });
+            }
+            Tail::Other { meta, .. } if want_dir || meta.file_type().is_symlink() => {
+                return Err(SandboxError::BadPath {
+                    path: path.to_owned(),
+                    reason: "is not a directory".into(),
+                });
+            }
+            Tail::Dir | Tail::Other { .. } => {}
+            Tail::Missing(missing) => {
+                let existing: PathBuf = res.dirs.iter().map(|(n, _)| n.as_os_str()).collect();
+                match &self.stubs {
+                    Stubs::Layer(stub_root) => {
+                        let stub_root = stub_root.clone();
+                        let mut prefix = PathBuf::new();
+                        for (name, layers) in &res.dirs {
+                            prefix.push(name);
+                            let p = stub_root.join(&prefix);
+                            if !p.exists() {
+                                fs::create_dir(&p).at("mkdir", &p)?;
+                                self.replicas.push((p, self.view.host(layers[0], &prefix)));
+                            }
+                        }
+                        create_missing(&stub_root.join(&existing), missing, want_dir, None)?;
+                    }
+                    Stubs::Dir(root) => {
+                        let parent = root.join(&existing);
+                        let meta = fs::symlink_metadata(&parent).at("stat", &parent)?;
+                        self.undo.parents.push((parent.clone(), times_of(&meta)));
+                        create_missing(&parent, missing, want_dir, Some(&mut self.undo.created))?;
+                    }
+                }
+            }
+        }
+        Ok(res.full_rel().to_string_lossy().into_owned())
+    }
+
+    /// Gives replicated stub directories the metadata of what they replicate.
+    fn finish(&mut self) -> Result<(), SandboxError> {
+        for (stub, src) in self.replicas.drain(..).rev() {
+            let meta = fs::symlink_metadata(&src).at("stat", &src)?;
+            apply_metadata(&src, &meta, &stub)?;
+        }
+        Ok(())
+    }
+}
+
+fn times_of(meta: &fs::Metadata) -> Timestamps {
+    Timestamps {
+        last_access: Timespec {
+            tv_sec: meta.atime(),
+            tv_nsec: meta.atime_nsec() as _,
+        },
+        last_modification: Timespec {
+            tv_sec: meta.mtime(),
+            tv_nsec: meta.mtime_nsec() as _,
+        },
+    }
+}
+
+fn create_missing(
+    parent: &Path,
+    missing: &[OsString],
+    want_dir: bool,
+    mut record: Option<&mut Vec<(PathBuf, bool)>>,
+) -> Result<(), SandboxError> {
+    let mut p = parent.to_path_buf();
+    for (i, name) in missing.iter().enumerate() {
+        p.push(name);
+        let is_dir = want_dir || i + 1 < missing.len();
+        if is_dir {
+            fs::create_dir(&p).at("create mount point", &p)?;
+        } else {
+            fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&p)
+                .at("create mount point", &p)?;
+        }
+        if let Some(r) = record.as_deref_mut() {
+            r.push((p.clone(), is_dir));
+        }
+    }
+    Ok(())
+}
+
+fn mkdir(p: &Path) -> Result<PathBuf, SandboxError> {
+    fs::create_dir_all(p).at("mkdir", p)?;
+    Ok(p.to_path_buf())
+}
+
+fn host_file(path: &str, default: &str) -> Vec<u8> {
+    fs::read(path).unwrap_or_else(|_| default.as_bytes().to_vec())
+}
+
+/// Prepares `spec` for `mode` (with or without namespaces). What must be reverted in a
+/// directory root is recorded in `undo` as it is done, so the caller can revert it even when
+/// preparing fails half-way.
+pub(crate) fn prepare(
+    spec: &RunSpec,
+    mode: Mode,
+    namespaces: bool,
+    undo: &mut Undo,
+) -> Result<Prepared, SandboxError> {
+    let scratch = &spec.scratch;
+    fs::create_dir_all(scratch).at("mkdir", scratch)?;
+    if fs::read_dir(scratch)
+        .at("read directory", scratch)?
+        .next()
+        .is_some()
+    {
+        return Err(SandboxError::InvalidSpec {
+            field: "scratch",
+            reason: format!("{} is not empty", scratch.display()),
+        });
+    }
+    if !namespaces {
+        let why = "this host allows no namespaces, so nothing can be mounted".to_owned();
+        if !spec.mounts.is_empty() {
+            return Err(SandboxError::Unsupported {
+                feature: "RUN --mount".into(),
+                mode,
+                reason: why,
+            });
+        }
+        if spec.network == NetworkMode::None {
+            return Err(SandboxError::Unsupported {
+                feature: "--network=none".into(),
+                mode,
+                reason: why,
+            });
+        }
+    }
+    let mut copy = None;
+    let (root, view, stubs) = match (&spec.rootfs, mode) {
+        (Rootfs::Layers { lowers, upper }, Mode::Overlay) => {
+            check_empty_dir(upper)?;
+            let stubs = mkdir(&scratch.join("stubs"))?;
+            let mut all = vec![stubs.clone()];
+            all.extend(lowers.iter().cloned());
+            let root = InitRoot::Overlay {
+                lowers: all,
+                upper: upper.clone(),
+                work: mkdir(&scratch.join("work"))?,
+                mountpoint: mkdir(&scratch.join("root"))?,
+            };
+            (root, Layers::new(lowers.clone()), Stubs::Layer(stubs))
+        }
+        (Rootfs::Layers { lowers, upper }, Mode::Chroot) => {
+            check_empty_dir(upper)?;
+            let dir = mkdir(&scratch.join("rootfs"))?;
+            let lowers = Layers::new(lowers.clone());
+            let baseline = materialize(&lowers, &dir)?;
+            copy = Some(CopyRoot {
+                lowers,
+                dir: dir.clone(),
+                baseline,
+                upper: upper.clone(),
+            });
+            (
+                dir_root(&dir, scratch, namespaces)?,
+                Layers::new(vec![dir.clone()]),
+                Stubs::Dir(dir),
+            )
+        }
+        (Rootfs::Dir(dir), _) => (
+            dir_root(dir, scratch, namespaces)?,
+            Layers::new(vec![dir.clone()]),
+            Stubs::Dir(dir.clone()),
+        ),
+    };
+    let stub_dir = match &stubs {
+        Stubs::Dir(d) => Some(d.clone()),
+        Stubs::Layer(_) => None,
+    };
+    let mut planner = Planner {
+        view,
+        stubs,
+        undo,
+        replicas: Vec::new(),
+    };
+    let mut excluded = BTreeSet::new();
+    let mut mounts = Vec::new();
+
+    if namespaces {
+        for d in ["proc", "dev", "sys"] {
+            let rel = planner.ensure(&format!("/{d}"), true, false)?;
+            excluded.insert(PathBuf::from(rel));
+        }
+    } else if let Some(root) = &stub_dir {
+        // No mounts: device nodes go into the root itself, and are removed afterwards.
+        let rel = planner.ensure("/dev", true, false)?;
+        excluded.insert(PathBuf::from(&rel));
+        make_device_nodes(&root.join(&rel), planner.undo)?;
+    }
+
+    let mut hosts = host_file(
+        "/etc/hosts",
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    );
+    if let Some(h) = &spec.hostname {
+        let text = String::from_utf8_lossy(&hosts);
+        if !text.split_whitespace().any(|w| w == h) {
+            if !hosts.is_empty() && !hosts.ends_with(b"\n") {
+                hosts.push(b'\n');
+            }
+            hosts.extend_from_slice(format!("127.0.0.1\t{h}\n").as_bytes());
+        }
+    }
+    for (target, content) in [
+        ("/etc/resolv.conf", host_file("/etc/resolv.conf", "")),
+        ("/etc/hosts", hosts),
+    ] {
+        let rel = planner.ensure(target, false, true)?;
+        excluded.insert(PathBuf::from(&rel));
+        let name = target.rsplit('/').next().unwrap_or("file");
+        let src = scratch.join(format!("etc-{name}"));
+        fs::write(&src, &content).at("write", &src)?;
+        fs::set_permissions(&src, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .at("chmod", &src)?;
+        if namespaces {
+            mounts.push(InitMount {
+                target: rel,
+                create: None,
+                kind: InitMountKind::Bind {
+                    source: src,
+                    readonly: false,
+                },
+            });
+        } else if let Some(root) = &stub_dir {
+            // No bind mounts: write the host's file in place, put the image's back after.
+            let place = root.join(&rel);
+            let created = planner.undo.created.iter().any(|(p, _)| *p == place);
+            if !created {
+                let saved = scratch.join(format!("saved-{name}"));
+                let meta = fs::symlink_metadata(&place).at("stat", &place)?;
+                copy_leaf(&place, &meta, &saved, &mut HashMap::new())?;
+                planner.undo.saved.push((saved, place.clone()));
+            }
+            fs::write(&place, &content).at("write", &place)?;
+        }
+    }
+
+    let mut mounted: Vec<Vec<OsString>> = Vec::new();
+    for (i, m) in spec.mounts.iter().enumerate() {
+        let cleaned = clean_path(&m.target)?;
+        let nested = mounted.iter().any(|p| cleaned.starts_with(p));
+        let mdir = scratch.join(format!("mount-{i}"));
+        let (is_dir, kind) = mount_kind(&m.kind, &mdir, mode, &m.target)?;
+        let (rel, create) = if nested {
+            (
+                cleaned
+                    .iter()
+                    .map(|c| c.to_string_lossy())
+                    .collect::<Vec<_>>()
+                    .join("/"),
+                Some(is_dir),
+            )
+        } else {
+            (planner.ensure(&m.target, is_dir, true)?, None)
+        };
+        mounted.push(cleaned);
+        mounted.push(rel.split('/').map(OsString::from).collect());
+        excluded.insert(PathBuf::from(&rel));
+        mounts.push(InitMount {
+            target: rel,
+            create,
+            kind,
+        });
+    }
+    planner.finish()?;
+
+    let plan = InitPlan {
+        namespaces,
+        root,
+        mounts,
+        argv: spec.argv.clone(),
+        env: spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        cwd: spec.cwd.clone(),
+        user: spec.user.clone(),
+        hostname: spec.hostname.clone(),
+        network_none: spec.network == NetworkMode::None,
+        insecure: spec.insecure,
+    };
+    Ok(Prepared {
+        plan,
+        excluded,
+        copy,
+    })
+}
+
+fn check_empty_dir(dir: &Path) -> Result<(), SandboxError> {
+    let mut rd = fs::read_dir(dir).at("read directory", dir)?;
+    if rd.next().is_some() {
+        return Err(SandboxError::InvalidSpec {
+            field: "upper",
+            reason: format!("{} is not empty", dir.display()),
+        });
+    }
+    Ok(())
+}
+
+fn dir_root(dir: &Path, scratch: &Path, namespaces: bool) -> Result<InitRoot, SandboxError> {
+    Ok(if namespaces {
+        InitRoot::Bind {
+            dir: dir.to_path_buf(),
+            mountpoint: mkdir(&scratch.join("root"))?,
+        }
+    } else {
+        InitRoot::Chroot {
+            dir: dir.to_path_buf(),
+        }
+    })
+}
+
+/// The init's view of one mount, and whether its target is a directory.
+fn mount_kind(
+    kind: &MountKind,
+    mdir: &Path,
+    mode: Mode,
+    target: &str,
+) -> Result<(bool, InitMountKind), SandboxError> {
+    Ok(match kind {
+        MountKind::Tmpfs { size, mode } => (
+            true,
+            InitMountKind::Tmpfs {
+                size: *size,
+                mode: *mode,
+            },
+        ),
+        MountKind::Bind {
+            source: MountSource::Host(src),
+            access,
+        } => {
+            let meta = fs::metadata(src).at("stat mount source", src)?;
+            let is_dir = meta.is_dir();
+            let k = match (access, is_dir) {
+                (BindAccess::ReadOnly, _) => InitMountKind::Bind {
+                    source: src.clone(),
+                    readonly: true,
+                },
+                (BindAccess::ReadWrite, _) => InitMountKind::Bind {
+                    source: src.clone(),
+                    readonly: false,
+                },
+                (BindAccess::Discard, true) if mode == Mode::Overlay => InitMountKind::Overlay {
+                    lowers: vec![src.clone()],
+                    upper_work: Some((mkdir(&mdir.join("upper"))?, mkdir(&mdir.join("work"))?)),
+                    mountpoint: mkdir(&mdir.join("merged"))?,
+                    subpath: String::new(),
+                    readonly: false,
+                },
+                (BindAccess::Discard, true) => {
+                    let copy = mkdir(&mdir.join("copy"))?;
+                    materialize(&Layers::new(vec![src.clone()]), &copy)?;
+                    InitMountKind::Bind {
+                        source: copy,
+                        readonly: false,
+                    }
+                }
+                (BindAccess::Discard, false) => {
+                    mkdir(mdir)?;
+                    let copy = mdir.join("file");
+                    fs::copy(src, &copy).at("copy mount source", src)?;
+                    InitMountKind::Bind {
+                        source: copy,
+                        readonly: false,
+                    }
+                }
+            };
+            (is_dir, k)
+        }
+        MountKind::Bind {
+            source: MountSource::Layers { lowers, path },
+            access,
+        } => {
+            let view = Layers::new(lowers.clone());
+            let res = view.resolve(path, true)?;
+            let is_dir = match res.tail {
+                Tail::Dir => true,
+                Tail::Other { .. } => false,
+                Tail::Missing(_) => {
+                    return Err(SandboxError::BadPath {
+                        path: path.clone(),
+                        reason: format!("mount source for {target} does not exist"),
+                    });
+                }
+            };
+            let sub = res.full_rel();
+            let readonly = *access == BindAccess::ReadOnly;
+            let k = if mode == Mode::Overlay {
+                let mut all = lowers.clone();
+                let upper_work = if readonly {
+                    // A read-only overlay needs two lowers on older kernels.
+                    all.push(mkdir(&mdir.join("empty"))?);
+                    None
+                } else {
+                    Some((mkdir(&mdir.join("upper"))?, mkdir(&mdir.join("work"))?))
+                };
+                InitMountKind::Overlay {
+                    lowers: all,
+                    upper_work,
+                    mountpoint: mkdir(&mdir.join("merged"))?,
+                    subpath: sub.to_string_lossy().into_owned(),
+                    readonly,
+                }
+            } else {
+                let copy = mkdir(&mdir.join("copy"))?;
+                materialize(&view, &copy)?;
+                InitMountKind::Bind {
+                    source: copy.join(sub),
+                    readonly,
+                }
+            };
+            (is_dir, k)
+        }
+    })
+}
+
+/// The chroot mode without namespaces cannot mount /dev: it makes the usual nodes (or, for
+/// /dev/null where mknod is refused, an empty file).
+fn make_device_nodes(dev: &Path, undo: &mut Undo) -> Result<(), SandboxError> {
+    let meta = fs::symlink_metadata(dev).at("stat", dev)?;
+    if !undo.parents.iter().any(|(p, _)| p == dev) {
+        undo.parents.push((dev.to_path_buf(), times_of(&meta)));
+    }
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let p = dev.join(name);
+        if fs::symlink_metadata(&p).is_ok() {
+            continue;
+        }
+        let host = Path::new("/dev").join(name);
+        let Ok(hm) = fs::metadata(&host) else {
+            continue;
+        };
+        let made = rustix::fs::mknodat(
+            CWD,
+            &p,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::from_raw_mode(0o666),
+            hm.rdev(),
+        );
+        match made {
+            Ok(()) => {
+                // Not subject to the umask.
+                let _ =
+                    fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666));
+                undo.created.push((p, false));
+            }
+            Err(_) if name == "null" => {
+                fs::write(&p, b"").at("create", &p)?;
+                let _ =
+                    fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666));
+                undo.created.push((p, false));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(())
+}

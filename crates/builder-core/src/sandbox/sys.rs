@@ -1,0 +1,163 @@
+//! The raw system calls of the sandbox init: the only module of builder-core with `unsafe`.
+//!
+//! Each wrapper is safe to call: it checks the condition that makes its call sound (for
+//! `fork`, that the process has one thread) or needs none beyond valid arguments.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+
+use rustix::mount::MountAttrFlags;
+use rustix::process::Pid;
+use rustix::thread::UnshareFlags;
+
+/// The side of a [`fork`] we are on.
+pub(crate) enum Forked {
+    /// The new process.
+    Child,
+    /// The original process; the child's pid.
+    Parent(Pid),
+}
+
+/// The number of threads of this process, from `/proc/self/stat`.
+fn thread_count() -> io::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Field 20 (num_threads); the command name (field 2) may hold spaces, so count from
+    // the closing parenthesis.
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .unwrap_or_default();
+    after
+        .split_whitespace()
+        .nth(17)
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| io::Error::other("cannot read num_threads from /proc/self/stat"))
+}
+
+/// `fork(2)`, refused unless this process has exactly one thread.
+pub(crate) fn fork() -> io::Result<Forked> {
+    let threads = thread_count()?;
+    if threads != 1 {
+        return Err(io::Error::other(format!(
+            "refusing to fork a process with {threads} threads"
+        )));
+    }
+    // SAFETY: the process has a single thread (checked just above, and only this thread
+    // could start another one), so the child's copy of the address space holds no lock or
+    // half-updated state owned by a thread that does not exist in the child. The child only
+    // makes system calls and then execs or exits.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        // `pid` is positive here.
+        pid => Ok(Forked::Parent(
+            Pid::from_raw(pid).ok_or_else(|| io::Error::other("fork: bad pid"))?,
+        )),
+    }
+}
+
+/// `unshare(2)` of namespaces. `flags` must not hold `CLONE_FILES`.
+pub(crate) fn unshare(flags: UnshareFlags) -> io::Result<()> {
+    if flags.contains(UnshareFlags::FILES) {
+        return Err(io::Error::from_raw_os_error(libc::EINVAL));
+    }
+    // SAFETY: the only hazard of unshare is CLONE_FILES giving this thread a file table
+    // that other threads do not share; it is excluded above. Namespace flags change what
+    // later system calls see, not the memory safety of this process.
+    unsafe { rustix::thread::unshare_unsafe(flags) }?;
+    Ok(())
+}
+
+/// The kernel's `struct mount_attr` (MOUNT_ATTR_SIZE_VER0).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `mount_setattr(fd, "", AT_EMPTY_PATH [| AT_RECURSIVE], ...)`: sets and clears mount
+/// attributes of the mount `fd` refers to (typically a detached tree from `open_tree`).
+pub(crate) fn mount_setattr(
+    fd: impl AsFd,
+    set: MountAttrFlags,
+    clear: MountAttrFlags,
+    recursive: bool,
+) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: u64::from(set.bits()),
+        attr_clr: u64::from(clear.bits()),
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_EMPTY_PATH;
+    if recursive {
+        flags |= libc::AT_RECURSIVE;
+    }
+    // SAFETY: the path is a valid NUL-terminated empty string, `attr` is a live, properly
+    // laid out `struct mount_attr` whose size we pass, and the fd is borrowed for the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_fd().as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const MountAttr,
+            size_of::<MountAttr>(),
+        )
+    };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Marks every file descriptor from 3 up close-on-exec, so nothing the host process leaked
+/// reaches the sandboxed command.
+pub(crate) fn cloexec_from_3() -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing; it only sets a flag on
+    // descriptors, so no owned fd of this process is invalidated.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Brings the loopback interface of the current network namespace up.
+pub(crate) fn loopback_up() -> io::Result<()> {
+    let sock = rustix::net::socket(
+        rustix::net::AddressFamily::INET,
+        rustix::net::SocketType::DGRAM,
+        None,
+    )?;
+    // SAFETY: an all-zero ifreq is a valid value of this plain C struct.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (dst, src) in req.ifr_name.iter_mut().zip(b"lo\0") {
+        *dst = *src as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the NUL-terminated name and writes the flags into the
+    // ifreq we own; the socket fd is valid for the call.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: after SIOCGIFFLAGS the union holds the flags member.
+    unsafe { req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short };
+    // SAFETY: as above; SIOCSIFFLAGS only reads the ifreq.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } == -1 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
