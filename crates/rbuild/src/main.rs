@@ -1,6 +1,48 @@
 //! `rbuild`: build container images from Dockerfiles without a daemon.
 #![forbid(unsafe_code)]
 
-fn main() {
-    println!("rbuild {}", env!("CARGO_PKG_VERSION"));
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod build;
+mod call;
+mod diag;
+mod exit;
+mod inspect;
+
+/// Build container images from Dockerfiles, without a daemon.
+#[derive(Debug, Parser)]
+#[command(
+    name = "rbuild",
+    version,
+    disable_help_subcommand = true,
+    arg_required_else_help = true,
+    color = clap::ColorChoice::Never,
+    help_template = "Usage:  {usage}\n\n{about}\n\nCommands:\n{subcommands}\n\nOptions:\n{options}\n",
+    override_usage = "rbuild [OPTIONS] COMMAND"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start a build
+    Build(Box<build::BuildOpts>),
+    Inspect(inspect::InspectOpts),
+    // `inspect`, `du` and `prune` are wired in here.
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return exit::clap_error(&e),
+    };
+    let result = match cli.command {
+        Command::Build(opts) => build::run(&opts),
+        Command::Inspect(opts) => inspect::run(&opts),
+    };
+    exit::report(result)
 }

@@ -1,0 +1,798 @@
+//! `rbuild build`: the options of `docker buildx build` that rbuild supports, parsed and
+//! validated up front; `--call outline|targets` answered from the Dockerfile alone.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use clap::Args;
+use dockerfile::{
+    self, BuildPlan, Dockerfile, PlanOptions, PlanWarning, PlatformSpec, list_targets,
+};
+
+use crate::call::{self, CallFunc};
+use crate::diag;
+use crate::exit::Failure;
+
+const BUILD_HELP: &str = "\
+Usage:  {usage}
+
+{about}
+
+Options:
+{options}
+";
+
+/// Start a build
+#[derive(Debug, Args)]
+#[allow(
+    dead_code,
+    reason = "every option is parsed and validated now; the build engine reads the rest"
+)]
+#[command(
+    override_usage = "rbuild build [OPTIONS] PATH",
+    help_template = BUILD_HELP,
+    about = "Start a build",
+    term_width = 0,
+    next_line_help = false
+)]
+pub(crate) struct BuildOpts {
+    /// Allow extra privileged entitlement (e.g., "network.host", "security.insecure")
+    #[arg(long = "allow", value_name = "ENTITLEMENT", value_parser = parse_entitlement)]
+    allow: Vec<String>,
+
+    /// Set build-time variables
+    #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = parse_build_arg)]
+    build_args: Vec<(String, Option<String>)>,
+
+    /// Directory of the build cache (default: "$XDG_CACHE_HOME/rbuild")
+    #[arg(long = "cache-dir", value_name = "DIR")]
+    cache_dir: Option<PathBuf>,
+
+    /// Set method for evaluating build ("check", "outline", "targets") (default "build")
+    #[arg(long = "call", value_name = "METHOD", default_value = "build", hide_default_value = true, value_parser = call::parse_call)]
+    call: CallFunc,
+
+    /// Shorthand for "--call=check"
+    #[arg(long = "check", conflicts_with = "call")]
+    check: bool,
+
+    /// Name of the Dockerfile (default: "PATH/Dockerfile"; "-" reads stdin)
+    #[arg(short = 'f', long = "file", value_name = "PATH")]
+    file: Option<String>,
+
+    /// Write the image ID to a file
+    #[arg(long = "iidfile", value_name = "PATH")]
+    iidfile: Option<PathBuf>,
+
+    /// Registry reached over plain HTTP (localhost and 127.0.0.1 always are)
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", value_parser = parse_registry_host)]
+    insecure_registries: Vec<String>,
+
+    /// Set metadata for an image
+    #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
+    labels: Vec<(String, String)>,
+
+    /// Write build result metadata to a file
+    #[arg(long = "metadata-file", value_name = "PATH")]
+    metadata_file: Option<PathBuf>,
+
+    /// Set the networking mode for the "RUN" instructions during build ("default", "host", "none") (default "default")
+    #[arg(long = "network", value_name = "MODE", default_value = "default",
+          hide_default_value = true, hide_possible_values = true,
+          value_parser = ["default", "host", "none"])]
+    network: String,
+
+    /// Do not use cache when building the image
+    #[arg(long = "no-cache")]
+    no_cache: bool,
+
+    /// Output destination (format: "type=local,dest=path")
+    #[arg(short = 'o', long = "output", value_name = "SPEC", value_parser = parse_output)]
+    outputs: Vec<OutputSpec>,
+
+    /// Set target platform for build
+    #[arg(long = "platform", value_name = "PLATFORMS", value_parser = parse_platforms)]
+    platforms: Vec<Vec<PlatformSpec>>,
+
+    /// Set type of progress output ("auto", "none", "plain", "quiet", "rawjson", "tty"). Use plain to show container output (default "auto")
+    #[arg(long = "progress", value_name = "TYPE", default_value = "auto",
+          hide_default_value = true, hide_possible_values = true,
+          value_parser = ["auto", "none", "plain", "quiet", "rawjson", "tty"])]
+    progress: String,
+
+    /// Shorthand for "--output=type=registry"
+    #[arg(long = "push")]
+    push: bool,
+
+    /// Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")
+    #[arg(long = "secret", value_name = "SPEC", value_parser = parse_secret)]
+    secrets: Vec<SecretSpec>,
+
+    /// SSH agent socket or keys to expose to the build (format: "default|<id>[=<socket>|<key>[,<key>]]")
+    #[arg(long = "ssh", value_name = "SPEC", value_parser = parse_ssh)]
+    ssh: Vec<SshSpec>,
+
+    /// Image identifier (format: "[registry/]repository[:tag]")
+    #[arg(short = 't', long = "tag", value_name = "NAME", value_parser = parse_tag)]
+    tags: Vec<String>,
+
+    /// Set the target build stage to build
+    #[arg(long = "target", value_name = "STAGE")]
+    target: Option<String>,
+
+    /// The build context: a directory
+    #[arg(value_name = "PATH")]
+    context: PathBuf,
+}
+
+/// One `--output`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(dead_code, reason = "read by the build engine")]
+pub(crate) struct OutputSpec {
+    /// `registry`, `image`, `oci`, `docker`, `local` or `tar`.
+    pub(crate) kind: String,
+    /// `dest=`, when given (`-` is stdout).
+    pub(crate) dest: Option<String>,
+    /// The other `key=value` attributes, validated.
+    pub(crate) attrs: BTreeMap<String, String>,
+}
+
+impl OutputSpec {
+    fn pushes(&self) -> bool {
+        self.kind == "registry"
+            || (self.kind == "image" && self.attrs.get("push").is_some_and(|v| v == "true"))
+    }
+}
+
+/// One `--secret`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(dead_code, reason = "read by the build engine")]
+pub(crate) struct SecretSpec {
+    pub(crate) id: String,
+    pub(crate) src: Option<String>,
+    pub(crate) env: Option<String>,
+}
+
+/// One `--ssh`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[allow(dead_code, reason = "read by the build engine")]
+pub(crate) struct SshSpec {
+    pub(crate) id: String,
+    pub(crate) paths: Vec<String>,
+}
+
+fn parse_entitlement(s: &str) -> Result<String, String> {
+    let (name, _) = s.split_once('=').unwrap_or((s, ""));
+    match name {
+        "network.host" | "security.insecure" | "device" => Ok(s.to_owned()),
+        _ => Err("unknown entitlement (network.host, security.insecure, device[=NAME])".to_owned()),
+    }
+}
+
+/// buildx: `KEY=VALUE`, or `KEY` alone to take the value from the environment.
+fn parse_build_arg(s: &str) -> Result<(String, Option<String>), String> {
+    match s.split_once('=') {
+        Some(("", _)) => Err("empty key".to_owned()),
+        Some((k, v)) => Ok((k.to_owned(), Some(v.to_owned()))),
+        None if s.is_empty() => Err("empty key".to_owned()),
+        None => Ok((s.to_owned(), None)),
+    }
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some(("", _)) => Err("empty key".to_owned()),
+        Some((k, v)) => Ok((k.to_owned(), v.to_owned())),
+        None if s.is_empty() => Err("empty key".to_owned()),
+        None => Ok((s.to_owned(), String::new())),
+    }
+}
+
+fn parse_registry_host(s: &str) -> Result<String, String> {
+    let (host, port) = match s.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (s, None), // bare IPv6
+        Some((h, p)) => (h, Some(p)),
+        None => (s, None),
+    };
+    let host_ok = !host.is_empty()
+        && !host.contains('/')
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|n| n > 0));
+    if host_ok && port_ok {
+        Ok(s.to_owned())
+    } else {
+        Err("expected HOST[:PORT]".to_owned())
+    }
+}
+
+/// `-o`: CSV `key=value` fields, or a bare path (`type=local,dest=PATH`), or `-`.
+fn parse_output(s: &str) -> Result<OutputSpec, String> {
+    if s == "-" {
+        return Ok(OutputSpec {
+            kind: "tar".into(),
+            dest: Some("-".into()),
+            attrs: BTreeMap::new(),
+        });
+    }
+    if !s.contains('=') && !s.contains(',') {
+        return Ok(OutputSpec {
+            kind: "local".into(),
+            dest: Some(s.to_owned()),
+            attrs: BTreeMap::new(),
+        });
+    }
+    let mut kind = None;
+    let mut dest = None;
+    let mut attrs = BTreeMap::new();
+    for field in s.split(',') {
+        let (k, v) = field
+            .split_once('=')
+            .ok_or_else(|| format!("invalid field {field:?}: must be a key=value pair"))?;
+        match k.to_lowercase().as_str() {
+            "type" => kind = Some(v.to_owned()),
+            "dest" => dest = Some(v.to_owned()),
+            key @ ("tar" | "push" | "oci-mediatypes" | "force-compression") => {
+                let b = call::parse_bool(v)?;
+                attrs.insert(key.to_owned(), b.to_string());
+            }
+            "compression" => match v {
+                "gzip" | "zstd" | "uncompressed" => {
+                    attrs.insert("compression".into(), v.to_owned());
+                }
+                _ => {
+                    return Err(format!(
+                        "unsupported compression {v:?} (gzip, zstd, uncompressed)"
+                    ));
+                }
+            },
+            "compression-level" => {
+                v.parse::<u8>()
+                    .map_err(|_| format!("invalid compression-level {v:?}"))?;
+                attrs.insert("compression-level".into(), v.to_owned());
+            }
+            "name" => {
+                for n in v.split(',') {
+                    parse_tag(n)?;
+                }
+                attrs.insert("name".into(), v.to_owned());
+            }
+            other => return Err(format!("unknown attribute {other:?}")),
+        }
+    }
+    let kind = kind.ok_or("missing type=".to_owned())?;
+    match kind.as_str() {
+        "registry" | "image" => {}
+        "oci" | "local" | "tar" => {
+            if dest.is_none() {
+                return Err(format!("type={kind} needs dest="));
+            }
+        }
+        "docker" => {
+            if dest.is_none() {
+                return Err(
+                    "type=docker needs dest= (there is no Docker daemon to load the image into)"
+                        .to_owned(),
+                );
+            }
+        }
+        other => {
+            return Err(format!(
+                "unknown output type {other:?} (registry, image, oci, docker, local, tar)"
+            ));
+        }
+    }
+    Ok(OutputSpec { kind, dest, attrs })
+}
+
+/// A platform as containerd's `platforms.Parse` accepts it: `os[/arch[/variant]]` or an
+/// architecture alone, with the usual aliases normalised.
+fn parse_platform(s: &str) -> Result<PlatformSpec, String> {
+    const OSES: &[&str] = &[
+        "aix",
+        "android",
+        "darwin",
+        "dragonfly",
+        "freebsd",
+        "illumos",
+        "ios",
+        "js",
+        "linux",
+        "netbsd",
+        "openbsd",
+        "plan9",
+        "solaris",
+        "wasip1",
+        "windows",
+    ];
+    const ARCHES: &[&str] = &[
+        "386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64",
+        "ppc64le", "riscv64", "s390x", "wasm",
+    ];
+    let lower = s.to_lowercase();
+    let parts: Vec<&str> = lower.split('/').collect();
+    if parts.iter().any(|p| p.is_empty()) || parts.len() > 3 {
+        return Err(format!("invalid platform {s:?}"));
+    }
+    let normalize = |arch: &str, variant: &str| -> (String, String) {
+        match (arch, variant) {
+            ("x86_64" | "x86-64" | "amd64", v) => {
+                ("amd64".into(), if v == "v1" { "" } else { v }.into())
+            }
+            ("aarch64" | "arm64", "8" | "v8" | "") => ("arm64".into(), String::new()),
+            ("aarch64" | "arm64", v) => ("arm64".into(), v.into()),
+            ("armhf", _) => ("arm".into(), "v7".into()),
+            ("armel", _) => ("arm".into(), "v6".into()),
+            ("arm", "") => ("arm".into(), "v7".into()),
+            ("arm", v) => (
+                "arm".into(),
+                if v.starts_with('v') {
+                    v.into()
+                } else {
+                    format!("v{v}")
+                },
+            ),
+            ("i386" | "i686" | "x86", v) => ("386".into(), v.into()),
+            (a, v) => (a.into(), v.into()),
+        }
+    };
+    let host = PlatformSpec::host();
+    let (os, arch, variant) = match parts.as_slice() {
+        [one] if OSES.contains(one) => (one.to_string(), host.architecture, host.variant),
+        [one] => {
+            let (a, v) = normalize(one, "");
+            (host.os, a, v)
+        }
+        [os, arch] => {
+            let (a, v) = normalize(arch, "");
+            (os.to_string(), a, v)
+        }
+        [os, arch, variant] => {
+            let (a, v) = normalize(arch, variant);
+            (os.to_string(), a, v)
+        }
+        _ => return Err(format!("invalid platform {s:?}")),
+    };
+    if !OSES.contains(&os.as_str()) {
+        return Err(format!("{s:?}: unknown operating system {os:?}"));
+    }
+    if !ARCHES.contains(&arch.as_str()) {
+        return Err(format!("{s:?}: unknown architecture {arch:?}"));
+    }
+    Ok(PlatformSpec::new(&os, &arch, &variant))
+}
+
+fn parse_platforms(s: &str) -> Result<Vec<PlatformSpec>, String> {
+    s.split(',').map(|p| parse_platform(p.trim())).collect()
+}
+
+/// buildx's secret spec: `id=ID[,src|source=PATH][,env=VAR][,type=file|env]`.
+fn parse_secret(s: &str) -> Result<SecretSpec, String> {
+    let mut id = None;
+    let mut src = None;
+    let mut env = None;
+    let mut kind = None;
+    for field in s.split(',') {
+        let (k, v) = field
+            .split_once('=')
+            .ok_or_else(|| format!("invalid field '{field}' must be a key=value pair"))?;
+        match k.to_lowercase().as_str() {
+            "type" => match v {
+                "file" | "env" => kind = Some(v.to_owned()),
+                _ => return Err(format!("unsupported secret type {v:?}")),
+            },
+            "id" => id = Some(v.to_owned()),
+            "source" | "src" => src = Some(v.to_owned()),
+            "env" => env = Some(v.to_owned()),
+            other => return Err(format!("unexpected key '{other}' in '{field}'")),
+        }
+    }
+    if kind.as_deref() == Some("env") && env.is_none() {
+        env = src.take();
+    }
+    let id = match id {
+        Some(id) if !id.is_empty() => id,
+        _ => return Err("id= is required".to_owned()),
+    };
+    Ok(SecretSpec { id, src, env })
+}
+
+/// `default|<id>[=<socket>|<key>[,<key>]]`.
+fn parse_ssh(s: &str) -> Result<SshSpec, String> {
+    let (id, rest) = s.split_once('=').unwrap_or((s, ""));
+    if id.is_empty() || id.contains(',') {
+        return Err("expected default|<id>[=<socket>|<key>[,<key>]]".to_owned());
+    }
+    let paths: Vec<String> = rest
+        .split(',')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect();
+    Ok(SshSpec {
+        id: id.to_owned(),
+        paths,
+    })
+}
+
+/// A Docker image reference (distribution's grammar): `[host[:port]/]path[:tag][@digest]`
+/// with a lower-case repository path.
+fn parse_tag(s: &str) -> Result<String, String> {
+    let bad = |why: &str| Err(format!("invalid reference format: {why}"));
+    if s.is_empty() {
+        return bad("empty");
+    }
+    let (rest, digest) = match s.split_once('@') {
+        Some((r, d)) => (r, Some(d)),
+        None => (s, None),
+    };
+    if let Some(d) = digest {
+        let ok = d.split_once(':').is_some_and(|(alg, hex)| {
+            !alg.is_empty()
+                && alg
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c))
+                && hex.len() >= 32
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+        });
+        if !ok {
+            return bad("invalid digest");
+        }
+    }
+    // A tag follows the last `:` that comes after the last `/`.
+    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
+    let (name, tag) = match rest[last_slash..].rfind(':') {
+        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
+        None => (rest, None),
+    };
+    if let Some(t) = tag {
+        let ok = !t.is_empty()
+            && t.len() <= 128
+            && t.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
+            && t.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return bad("invalid tag");
+        }
+    }
+    if name.len() > 255 {
+        return bad("repository name must not be more than 255 characters");
+    }
+    let (domain, path) = match name.split_once('/') {
+        Some((d, p)) if d.contains(['.', ':']) || d == "localhost" || d.to_lowercase() != d => {
+            (Some(d), p)
+        }
+        _ => (None, name),
+    };
+    if let Some(d) = domain {
+        let (host, port) = d.rsplit_once(':').map_or((d, None), |(h, p)| (h, Some(p)));
+        let host_ok = !host.is_empty()
+            && (host.starts_with('[') && host.ends_with(']')
+                || host.split('.').all(|c| {
+                    !c.is_empty()
+                        && !c.starts_with('-')
+                        && !c.ends_with('-')
+                        && c.chars().all(|x| x.is_ascii_alphanumeric() || x == '-')
+                }));
+        if !host_ok || port.is_some_and(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
+        {
+            return bad("invalid registry host");
+        }
+    }
+    if path.is_empty() {
+        return bad("empty repository name");
+    }
+    if path.chars().any(|c| c.is_ascii_uppercase()) {
+        return bad("repository name must be lowercase");
+    }
+    for component in path.split('/') {
+        if !path_component_ok(component) {
+            return bad("invalid repository name");
+        }
+    }
+    Ok(s.to_owned())
+}
+
+/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
+fn path_component_ok(c: &str) -> bool {
+    let b = c.as_bytes();
+    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
+    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if alnum(b[i]) {
+            i += 1;
+            continue;
+        }
+        // A separator: `.`, `_`, `__` or a run of `-`.
+        let start = i;
+        while i < b.len() && !alnum(b[i]) {
+            i += 1;
+        }
+        let sep = &c[start..i];
+        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
+            return false;
+        }
+    }
+    true
+}
+
+/// The Dockerfile text and the name to show for it.
+struct Source {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+fn read_dockerfile(opts: &BuildOpts) -> Result<Source, Failure> {
+    match opts.file.as_deref() {
+        Some("-") => {
+            let mut bytes = Vec::new();
+            std::io::stdin().read_to_end(&mut bytes).map_err(|e| {
+                Failure::build(format!("failed to read dockerfile from stdin: {e}"))
+            })?;
+            Ok(Source {
+                name: "Dockerfile".into(),
+                bytes,
+            })
+        }
+        Some(path) => std::fs::read(path)
+            .map(|bytes| Source {
+                name: path.to_owned(),
+                bytes,
+            })
+            .map_err(|e| Failure::usage(format!("invalid value '{path}' for '--file': {e}"))),
+        None => {
+            let path = opts.context.join("Dockerfile");
+            std::fs::read(&path)
+                .map(|bytes| Source {
+                    name: path.display().to_string(),
+                    bytes,
+                })
+                .map_err(|e| {
+                    Failure::build(format!(
+                        "failed to read dockerfile: open {}: {e}",
+                        path.display()
+                    ))
+                })
+        }
+    }
+}
+
+/// The build args as buildx passes them: `KEY` alone takes the environment's value, or
+/// is dropped when the environment has none.
+fn build_arg_map(opts: &BuildOpts) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for (k, v) in &opts.build_args {
+        match v {
+            Some(v) => {
+                out.insert(k.clone(), v.clone());
+            }
+            None => {
+                if let Ok(v) = std::env::var(k) {
+                    out.insert(k.clone(), v);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn check_combinations(opts: &BuildOpts) -> Result<(), Failure> {
+    let pushes = opts.push || opts.outputs.iter().any(OutputSpec::pushes);
+    let named = opts.outputs.iter().any(|o| o.attrs.contains_key("name"));
+    if pushes && opts.tags.is_empty() && !named {
+        return Err(Failure::usage("tag is needed when pushing to registry"));
+    }
+    let docker_outputs = opts.outputs.iter().filter(|o| o.kind == "docker").count();
+    let platforms: usize = opts.platforms.iter().map(Vec::len).sum();
+    if docker_outputs > 0 && platforms > 1 {
+        return Err(Failure::usage(
+            "docker exporter does not currently support exporting manifest lists",
+        ));
+    }
+    if !opts.context.is_dir() {
+        return Err(Failure::usage(format!(
+            "unable to prepare context: path {:?} not found",
+            opts.context.display().to_string()
+        )));
+    }
+    Ok(())
+}
+
+fn parse_dockerfile(src: &Source) -> Result<Dockerfile, Failure> {
+    let text = String::from_utf8_lossy(&src.bytes);
+    dockerfile::parse_bytes(&src.bytes).map_err(|e| {
+        Failure::build(diag::render_error(
+            &src.name,
+            &text,
+            &e.message(),
+            Some(e.span()),
+        ))
+    })
+}
+
+fn print_warnings(src: &Source, warnings: &[PlanWarning]) {
+    let text = String::from_utf8_lossy(&src.bytes);
+    for w in warnings {
+        eprintln!(
+            "{}",
+            diag::render_warning(
+                &src.name,
+                &text,
+                &format!("{}: {}", w.rule, w.message),
+                w.span
+            )
+        );
+    }
+}
+
+/// Runs `rbuild build`.
+pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
+    check_combinations(opts)?;
+    let call = if opts.check {
+        CallFunc {
+            name: "check".into(),
+            json: false,
+        }
+    } else {
+        opts.call.clone()
+    };
+    if call.name == "check" {
+        return Err(Failure::usage(
+            "--call=check is not supported by rbuild yet (outline and targets are)",
+        ));
+    }
+    let src = read_dockerfile(opts)?;
+    let df = parse_dockerfile(&src)?;
+    let text = String::from_utf8_lossy(&src.bytes).into_owned();
+    let stage_error = |e: dockerfile::StageError| {
+        Failure::build(diag::render_error(&src.name, &text, &e.message(), e.span()))
+    };
+
+    if call.name == "targets" {
+        let targets = list_targets(&df).map_err(stage_error)?;
+        if call.json {
+            println!("{}", call::targets_json(&targets, &src.bytes));
+        } else {
+            print!("{}", call::targets_text(&targets));
+        }
+        return Ok(());
+    }
+
+    let target_platform = opts
+        .platforms
+        .iter()
+        .flatten()
+        .next()
+        .cloned()
+        .unwrap_or_else(PlatformSpec::host);
+    let mut plan_opts = PlanOptions::new(target_platform, PlatformSpec::host());
+    plan_opts.build_args = build_arg_map(opts);
+    plan_opts.target = opts.target.clone();
+    let plan = BuildPlan::new(&df, &plan_opts).map_err(stage_error)?;
+
+    if call.name == "outline" {
+        let outline = plan.outline().map_err(stage_error)?;
+        print_warnings(&src, plan.warnings());
+        if call.json {
+            println!("{}", call::outline_json(&outline, &src.bytes));
+        } else {
+            print!("{}", call::outline_text(&outline));
+        }
+        return Ok(());
+    }
+
+    print_warnings(&src, plan.warnings());
+    Err(Failure::build(format!(
+        "building is not available yet in rbuild {}: the Dockerfile {} is valid \
+         ({} of {} stages needed for the target); try --call outline or --call targets",
+        env!("CARGO_PKG_VERSION"),
+        src.name,
+        plan.reachable().len(),
+        plan.stages().len()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tags() {
+        for ok in [
+            "app",
+            "app:1.0",
+            "127.0.0.1:5000/library/busybox:latest",
+            "localhost/a/b_c__d-e.f:tag_1",
+            "ghcr.io/org/app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
+        ] {
+            assert_eq!(parse_tag(ok), Ok(ok.to_owned()), "{ok}");
+        }
+        for bad in [
+            "",
+            "App",
+            "app:",
+            "a//b",
+            "-a",
+            "app:-x",
+            "host:port/app",
+            "a@sha256:zz",
+        ] {
+            assert!(parse_tag(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn platforms() {
+        assert_eq!(
+            parse_platform("linux/amd64").unwrap().to_string(),
+            "linux/amd64"
+        );
+        assert_eq!(
+            parse_platform("linux/arm64/v8").unwrap().to_string(),
+            "linux/arm64"
+        );
+        assert_eq!(
+            parse_platform("linux/arm").unwrap().to_string(),
+            "linux/arm/v7"
+        );
+        assert_eq!(
+            parse_platform("Linux/x86_64").unwrap().to_string(),
+            "linux/amd64"
+        );
+        assert!(parse_platform("linux/amd65").is_err());
+        assert!(parse_platform("plan10/amd64").is_err());
+        assert_eq!(parse_platforms("linux/amd64,linux/arm64").unwrap().len(), 2);
+    }
+
+    #[test]
+    fn outputs() {
+        assert_eq!(parse_output("out").unwrap().kind, "local");
+        assert_eq!(parse_output("-").unwrap().kind, "tar");
+        let o = parse_output("type=oci,dest=o.tar,compression=zstd,tar=false").unwrap();
+        assert_eq!(o.dest.as_deref(), Some("o.tar"));
+        assert_eq!(o.attrs["tar"], "false");
+        assert!(parse_output("type=oci").is_err());
+        assert!(parse_output("type=docker").is_err());
+        assert!(parse_output("type=cloud,dest=x").is_err());
+        assert!(parse_output("type=oci,dest=x,compression=lz4").is_err());
+        assert!(parse_output("type=registry").unwrap().pushes());
+    }
+
+    #[test]
+    fn secrets_and_ssh() {
+        let s = parse_secret("id=npm,src=/tmp/npmrc").unwrap();
+        assert_eq!(
+            (s.id.as_str(), s.src.as_deref()),
+            ("npm", Some("/tmp/npmrc"))
+        );
+        let s = parse_secret("id=tok,env=TOKEN").unwrap();
+        assert_eq!(s.env.as_deref(), Some("TOKEN"));
+        let s = parse_secret("type=env,id=tok,src=TOKEN").unwrap();
+        assert_eq!((s.env.as_deref(), s.src), (Some("TOKEN"), None));
+        assert!(parse_secret("src=/x").is_err());
+        assert!(parse_secret("id=x,color=red").is_err());
+        assert_eq!(parse_ssh("default").unwrap().id, "default");
+        assert_eq!(parse_ssh("gh=/k1,/k2").unwrap().paths, ["/k1", "/k2"]);
+        assert!(parse_ssh("=x").is_err());
+    }
+
+    #[test]
+    fn key_values() {
+        assert_eq!(
+            parse_build_arg("A=b=c").unwrap(),
+            ("A".into(), Some("b=c".into()))
+        );
+        assert_eq!(parse_build_arg("A").unwrap(), ("A".into(), None));
+        assert!(parse_build_arg("=x").is_err());
+        assert!(parse_label("").is_err());
+        assert!(parse_registry_host("reg:5000").is_ok());
+        assert!(parse_registry_host("reg:http").is_err());
+        assert!(parse_registry_host("http://reg").is_err());
+        assert!(parse_entitlement("network.host").is_ok());
+        assert!(parse_entitlement("root").is_err());
+    }
+}
