@@ -9,7 +9,6 @@ mod build;
 mod call;
 mod diag;
 mod exit;
-mod inspect;
 
 /// Build container images from Dockerfiles, without a daemon.
 #[derive(Debug, Parser)]
@@ -31,7 +30,6 @@ struct Cli {
 enum Command {
     /// Start a build
     Build(Box<build::BuildOpts>),
-    Inspect(inspect::InspectOpts),
     // `inspect`, `du` and `prune` are wired in here.
 }
 
@@ -42,7 +40,6 @@ fn main() -> ExitCode {
     };
     let result = match cli.command {
         Command::Build(opts) => build::run(&opts),
-        Command::Inspect(opts) => inspect::run(&opts),
     };
     exit::report(result)
 }
