@@ -82,6 +82,32 @@ pub async fn inspect(
     })
 }
 
+/// [`inspect`] for callers without an async runtime (a command line): runs it on a
+/// runtime of its own. Called from inside a tokio runtime it refuses (blocking there
+/// would stall that runtime).
+pub fn inspect_blocking(
+    client: &Client,
+    reference: &Reference,
+    platform: Option<&Platform>,
+) -> Result<Inspection, Error> {
+    let fail = |reason: String| Error::Transport {
+        registry: reference.registry().to_owned(),
+        repository: reference.repository().path().to_owned(),
+        operation: "inspect".to_owned(),
+        source: reason.into(),
+    };
+    if tokio::runtime::Handle::try_current().is_ok() {
+        return Err(fail(
+            "inspect_blocking called inside an async runtime; use inspect".to_owned(),
+        ));
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| fail(format!("cannot start a runtime: {e}")))?;
+    runtime.block_on(inspect(client, reference, platform))
+}
+
 impl Inspection {
     /// What `--raw` prints: the exact bytes of the manifest (of the platform's image
     /// manifest with `--platform`), without a trailing newline, so they hash to the digest.

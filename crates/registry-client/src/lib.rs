@@ -38,7 +38,7 @@ pub use client::{BlobSource, Client, ClientBuilder, PushedBlob, ResolvedImage};
 pub use digest::{Digest, DigestAlgorithm, Hasher};
 pub use docker_config::{Credential, DockerConfig};
 pub use error::Error;
-pub use inspect::{InspectedImage, Inspection, inspect};
+pub use inspect::{InspectedImage, Inspection, inspect, inspect_blocking};
 pub use manifest::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Manifest, ManifestKind, OCI_INDEX, OCI_MANIFEST,
     RawManifest,

@@ -81,3 +81,28 @@ async fn inspect_node_base_image() {
         "{text}"
     );
 }
+
+/// The blocking entry point (for the command line) gives the same; inside a runtime it
+/// refuses instead of stalling it.
+#[test]
+fn inspect_blocking_outside_and_inside_a_runtime() {
+    let reg = LocalRegistry::ensure();
+    let r: Reference = reg.busybox().parse().unwrap();
+    let raw = run(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{}", reg.busybox()),
+    ]))
+    .stdout;
+    let i = registry_client::inspect_blocking(&client(), &r, None).unwrap();
+    assert_eq!(i.raw(), raw.as_slice());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt
+        .block_on(async { registry_client::inspect_blocking(&client(), &r, None) })
+        .unwrap_err();
+    assert!(err.to_string().contains("inside an async runtime"), "{err}");
+}
