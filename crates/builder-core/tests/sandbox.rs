@@ -544,7 +544,41 @@ fn chroot_without_namespaces() -> R {
         got,
         two_steps(ModeRequest::Overlay)?,
         "unprivileged chroot vs overlay diffs",
-    )
+    )?;
+    let mounts: (String, Vec<String>) = serde_json::from_value(v["mounts"].clone())?;
+    eq(
+        mounts,
+        ("exit code: 0\ncontext\nx\nt\n".to_owned(), Vec::new()),
+        "mounts as copies",
+    )?;
+    eq(v["cache"].as_u64(), Some(0), "the cache stays cold")
+}
+
+/// Uses the mounts of [`with_test_mounts`].
+const MOUNTS_SCRIPT: &str = "set -e; cat /src/f; echo x > /root/.cache/x; cat /root/.cache/x
+echo t > /t/t; cat /t/t; cat /dev/pipes/EOF > /dev/null";
+
+fn with_test_mounts(s: RunSpec, src: &Path, cache: &Path) -> RunSpec {
+    s.with_mount(Mount::bind(
+        MountSource::Host(src.into()),
+        "/src",
+        BindAccess::ReadOnly,
+    ))
+    .unwrap()
+    .with_mount(Mount::bind(
+        MountSource::Host(cache.into()),
+        "/root/.cache",
+        BindAccess::ReadWrite,
+    ))
+    .unwrap()
+    .with_mount(Mount::tmpfs("/t", None, 0o1777))
+    .unwrap()
+    .with_mount(Mount::bind(
+        MountSource::Host(src.join("f")),
+        "/dev/pipes/EOF",
+        BindAccess::ReadOnly,
+    ))
+    .unwrap()
 }
 
 fn chroot_mode_forced_by_env() -> R {
@@ -848,7 +882,8 @@ cat /run/secrets/token
 cat /from/app; touch /from/y 2>/dev/null && echo from-rw || echo from-ro
 grep -c ' /tmp/t tmpfs ' /proc/mounts
 head -c 2000000 /dev/zero > /tmp/t/big 2>/dev/null && echo fits || echo full
-ls /tmp/t/nested";
+ls /tmp/t/nested
+cat /dev/pipes/EOF";
     let s = spec([base], &run, script)
         .with_mount(Mount::bind(
             MountSource::Host(ctx.clone()),
@@ -883,11 +918,16 @@ ls /tmp/t/nested";
             MountSource::Host(ctx.clone()),
             "/tmp/t/nested",
             BindAccess::ReadOnly,
+        ))?
+        .with_mount(Mount::bind(
+            MountSource::Host(secret.clone()),
+            "/dev/pipes/EOF",
+            BindAccess::ReadOnly,
         ))?;
     let out = ok(&sb, &s)?;
     eq(
         out.as_str(),
-        "context\nsrc-ro\nscribble\ns3cret\nbuilt\nfrom-ro\n1\nfull\nf\n",
+        "context\nsrc-ro\nscribble\ns3cret\nbuilt\nfrom-ro\n1\nfull\nf\ns3cret\n",
         "output",
     )?;
     eq(
@@ -1109,16 +1149,29 @@ fn child_main(mode: &str) -> i32 {
                 o1.stderr
             );
             let r2 = run_dirs();
-            let o2 = exec(&sb, &spec([r1.upper.clone(), base], &r2, STEP2)).unwrap();
+            let o2 = exec(&sb, &spec([r1.upper.clone(), base.clone()], &r2, STEP2)).unwrap();
             assert_eq!(
                 (o2.status, o2.stdout.as_str()),
                 (ExitStatus::Exited(0), "ok\n"),
                 "{}",
                 o2.stderr
             );
+            // Mounts become copies: read-only content, a cache that stays cold, a tmpfs
+            // that is an empty directory, files below /dev; none reaches the diff.
+            let host = workdir();
+            let (src, cache) = (host.path().join("src"), host.path().join("cache"));
+            fs::create_dir(&src).unwrap();
+            fs::create_dir(&cache).unwrap();
+            fs::write(src.join("f"), "context\n").unwrap();
+            let r3 = run_dirs();
+            let s3 = spec([r1.upper.clone(), base.clone()], &r3, MOUNTS_SCRIPT);
+            let s3 = with_test_mounts(s3, &src, &cache);
+            let o3 = exec(&sb, &s3).unwrap();
             let v = serde_json::json!({
                 "describe": sb.capabilities().describe(),
                 "listings": [listing(&r1.upper), listing(&r2.upper)],
+                "mounts": [format!("{}\n{}{}", o3.status, o3.stdout, o3.stderr), listing(&r3.upper)],
+                "cache": fs::read_dir(&cache).unwrap().count(),
             });
             println!("{v}");
             0

@@ -541,8 +541,7 @@ fn clone_tree(dir: impl AsFd, path: &str, recursive: bool) -> rustix::io::Result
     rustix::mount::open_tree(dir, path, flags)
 }
 
-fn mount_one(root: &OwnedFd, m: &InitMount, devnull_path: &str) -> Result<(), Fail> {
-    let _ = devnull_path;
+fn mount_one(root: &OwnedFd, m: &InitMount) -> Result<(), Fail> {
     let target = match in_root(root, &m.target, OFlags::PATH, ResolveFlags::NO_MAGICLINKS) {
         Ok(fd) => fd,
         Err(Errno::NOENT) if m.create.is_some() => {
@@ -827,10 +826,11 @@ fn setup_namespaced_root(plan: &InitPlan) -> Result<(), Fail> {
         }
     };
     let root = open_dir_path(mountpoint)?;
-    for m in &plan.mounts {
-        mount_one(&root, m, "/dev/null")?;
-    }
+    // The system mounts first: a step's mounts may go below /dev (heredoc files).
     mount_system(&root, plan.insecure)?;
+    for m in &plan.mounts {
+        mount_one(&root, m)?;
+    }
     if let Some(h) = &plan.hostname {
         rustix::system::sethostname(h.as_bytes()).map_err(|e| fail("sethostname", None, e))?;
     }

@@ -231,22 +231,21 @@ pub(crate) fn prepare(
             reason: format!("{} is not empty", scratch.display()),
         });
     }
-    if !namespaces {
-        let why = "this host allows no namespaces, so nothing can be mounted".to_owned();
-        if !spec.mounts.is_empty() {
-            return Err(SandboxError::Unsupported {
-                feature: "RUN --mount".into(),
-                mode,
-                reason: why,
-            });
-        }
-        if spec.network == NetworkMode::None {
-            return Err(SandboxError::Unsupported {
-                feature: "--network=none".into(),
-                mode,
-                reason: why,
-            });
-        }
+    if !namespaces && spec.network == NetworkMode::None {
+        return Err(SandboxError::Unsupported {
+            feature: "--network=none".into(),
+            mode,
+            reason: "this host allows no namespaces".into(),
+        });
+    }
+    if !namespaces && !spec.mounts.is_empty() && !matches!(spec.rootfs, Rootfs::Layers { .. }) {
+        return Err(SandboxError::Unsupported {
+            feature: "extra mounts over a directory root".into(),
+            mode,
+            reason: "this host allows no namespaces, and copying the mount sources in would \
+                     change the directory"
+                .into(),
+        });
     }
     let mut copy = None;
     let (root, view, stubs) = match (&spec.rootfs, mode) {
@@ -358,32 +357,41 @@ pub(crate) fn prepare(
         }
     }
 
+    // Targets below an earlier mount (including /proc, /dev and /sys) are created inside
+    // that mount by the init, once it is there.
     let mut mounted: Vec<Vec<OsString>> = Vec::new();
+    if namespaces {
+        mounted.extend(["proc", "dev", "sys"].map(|d| vec![OsString::from(d)]));
+    }
     for (i, m) in spec.mounts.iter().enumerate() {
         let cleaned = clean_path(&m.target)?;
-        let nested = mounted.iter().any(|p| cleaned.starts_with(p));
         let mdir = scratch.join(format!("mount-{i}"));
-        let (is_dir, kind) = mount_kind(&m.kind, &mdir, mode, &m.target)?;
+        let is_dir = source_is_dir(&m.kind, &m.target)?;
+        let canonical = match mounted.iter().any(|p| cleaned.starts_with(p)) {
+            true => None,
+            false => Some(planner.view.resolve(&m.target, true)?.full_rel()),
+        };
+        let nested = canonical.as_ref().is_none_or(|c| {
+            let comps: Vec<OsString> = c.iter().map(OsString::from).collect();
+            mounted.iter().any(|p| comps.starts_with(p))
+        });
         let (rel, create) = if nested {
-            (
-                cleaned
-                    .iter()
-                    .map(|c| c.to_string_lossy())
-                    .collect::<Vec<_>>()
-                    .join("/"),
-                Some(is_dir),
-            )
+            let rel = canonical.unwrap_or_else(|| cleaned.iter().collect());
+            (rel.to_string_lossy().into_owned(), Some(is_dir))
         } else {
             (planner.ensure(&m.target, is_dir, true)?, None)
         };
         mounted.push(cleaned);
-        mounted.push(rel.split('/').map(OsString::from).collect());
+        mounted.push(Path::new(&rel).iter().map(OsString::from).collect());
         excluded.insert(PathBuf::from(&rel));
-        mounts.push(InitMount {
-            target: rel,
-            create,
-            kind,
-        });
+        match &stub_dir {
+            Some(root) if !namespaces => copy_in(&m.kind, &root.join(&rel), is_dir, &m.target)?,
+            _ => mounts.push(InitMount {
+                target: rel,
+                create,
+                kind: mount_kind(&m.kind, &mdir, mode)?,
+            }),
+        }
     }
     planner.finish()?;
 
@@ -434,28 +442,45 @@ fn dir_root(dir: &Path, scratch: &Path, namespaces: bool) -> Result<InitRoot, Sa
     })
 }
 
-/// The init's view of one mount, and whether its target is a directory.
-fn mount_kind(
-    kind: &MountKind,
-    mdir: &Path,
-    mode: Mode,
-    target: &str,
-) -> Result<(bool, InitMountKind), SandboxError> {
+/// Whether a mount's source (and so its target) is a directory.
+fn source_is_dir(kind: &MountKind, target: &str) -> Result<bool, SandboxError> {
     Ok(match kind {
-        MountKind::Tmpfs { size, mode } => (
-            true,
-            InitMountKind::Tmpfs {
-                size: *size,
-                mode: *mode,
-            },
-        ),
+        MountKind::Tmpfs { .. } => true,
+        MountKind::Bind {
+            source: MountSource::Host(src),
+            ..
+        } => fs::metadata(src).at("stat mount source", src)?.is_dir(),
+        MountKind::Bind {
+            source: MountSource::Layers { lowers, path },
+            ..
+        } => match Layers::new(lowers.clone()).resolve(path, true)?.tail {
+            Tail::Dir => true,
+            Tail::Other { .. } => false,
+            Tail::Missing(_) => {
+                return Err(SandboxError::BadPath {
+                    path: path.clone(),
+                    reason: format!("mount source for {target} does not exist"),
+                });
+            }
+        },
+    })
+}
+
+/// The init's view of one mount.
+fn mount_kind(kind: &MountKind, mdir: &Path, mode: Mode) -> Result<InitMountKind, SandboxError> {
+    Ok(match kind {
+        MountKind::Tmpfs { size, mode } => InitMountKind::Tmpfs {
+            size: *size,
+            mode: *mode,
+        },
         MountKind::Bind {
             source: MountSource::Host(src),
             access,
         } => {
-            let meta = fs::metadata(src).at("stat mount source", src)?;
-            let is_dir = meta.is_dir();
-            let k = match (access, is_dir) {
+            match (
+                access,
+                fs::metadata(src).at("stat mount source", src)?.is_dir(),
+            ) {
                 (BindAccess::ReadOnly, _) => InitMountKind::Bind {
                     source: src.clone(),
                     readonly: true,
@@ -473,7 +498,7 @@ fn mount_kind(
                 },
                 (BindAccess::Discard, true) => {
                     let copy = mkdir(&mdir.join("copy"))?;
-                    materialize(&Layers::new(vec![src.clone()]), &copy)?;
+                    copy_tree(src, &copy)?;
                     InitMountKind::Bind {
                         source: copy,
                         readonly: false,
@@ -488,28 +513,16 @@ fn mount_kind(
                         readonly: false,
                     }
                 }
-            };
-            (is_dir, k)
+            }
         }
         MountKind::Bind {
             source: MountSource::Layers { lowers, path },
             access,
         } => {
             let view = Layers::new(lowers.clone());
-            let res = view.resolve(path, true)?;
-            let is_dir = match res.tail {
-                Tail::Dir => true,
-                Tail::Other { .. } => false,
-                Tail::Missing(_) => {
-                    return Err(SandboxError::BadPath {
-                        path: path.clone(),
-                        reason: format!("mount source for {target} does not exist"),
-                    });
-                }
-            };
-            let sub = res.full_rel();
+            let sub = view.resolve(path, true)?.full_rel();
             let readonly = *access == BindAccess::ReadOnly;
-            let k = if mode == Mode::Overlay {
+            if mode == Mode::Overlay {
                 let mut all = lowers.clone();
                 let upper_work = if readonly {
                     // A read-only overlay needs two lowers on older kernels.
@@ -532,10 +545,95 @@ fn mount_kind(
                     source: copy.join(sub),
                     readonly,
                 }
-            };
-            (is_dir, k)
+            }
         }
     })
+}
+
+/// Copies a plain directory tree (no whiteout semantics) into the empty directory `dest`.
+fn copy_tree(src: &Path, dest: &Path) -> Result<(), SandboxError> {
+    let mut links = HashMap::new();
+    let mut dirs = vec![(src.to_path_buf(), dest.to_path_buf())];
+    let mut done = Vec::new();
+    while let Some((from, to)) = dirs.pop() {
+        for entry in fs::read_dir(&from).at("read directory", &from)? {
+            let entry = entry.at("read directory", &from)?;
+            let (f, t) = (entry.path(), to.join(entry.file_name()));
+            let meta = fs::symlink_metadata(&f).at("stat", &f)?;
+            if meta.is_dir() {
+                fs::create_dir(&t).at("mkdir", &t)?;
+                dirs.push((f.clone(), t.clone()));
+                done.push((f, meta, t));
+            } else {
+                copy_leaf(&f, &meta, &t, &mut links)?;
+            }
+        }
+    }
+    for (f, meta, t) in done.into_iter().rev() {
+        apply_metadata(&f, &meta, &t)?;
+    }
+    let meta = fs::symlink_metadata(src).at("stat", src)?;
+    apply_metadata(src, &meta, dest)
+}
+
+/// The chroot mode without namespaces cannot mount: a mount's content is copied into the
+/// (private, excluded from the diff) place instead. Writes to it are never kept, so a cache
+/// mount works but stays cold, as Kaniko treats them; a tmpfs is an empty directory.
+fn copy_in(kind: &MountKind, place: &Path, is_dir: bool, target: &str) -> Result<(), SandboxError> {
+    if is_dir {
+        let _ = fs::remove_dir(place);
+    } else {
+        let _ = fs::remove_file(place);
+    }
+    match kind {
+        MountKind::Tmpfs { mode, .. } => {
+            fs::create_dir_all(place).at("mkdir", place)?;
+            fs::set_permissions(place, std::os::unix::fs::PermissionsExt::from_mode(*mode))
+                .at("chmod", place)?;
+        }
+        MountKind::Bind {
+            source: MountSource::Host(src),
+            ..
+        } => {
+            if is_dir {
+                fs::create_dir_all(place).at("mkdir", place)?;
+                copy_tree(src, place)?;
+            } else {
+                let meta = fs::metadata(src).at("stat mount source", src)?;
+                fs::copy(src, place).at("copy mount source", src)?;
+                apply_metadata(src, &meta, place)?;
+            }
+        }
+        MountKind::Bind {
+            source: MountSource::Layers { lowers, path },
+            ..
+        } => {
+            let view = Layers::new(lowers.clone());
+            let res = view.resolve(path, true)?;
+            let sub = res.full_rel();
+            match &res.tail {
+                Tail::Other { layer, meta, .. } => {
+                    copy_leaf(&view.host(*layer, &sub), meta, place, &mut HashMap::new())?;
+                }
+                Tail::Dir => {
+                    fs::create_dir_all(place).at("mkdir", place)?;
+                    let tmp = place.with_extension("rbuild-copy");
+                    mkdir(&tmp)?;
+                    materialize(&view, &tmp)?;
+                    let r = copy_tree(&tmp.join(&sub), place);
+                    let _ = fs::remove_dir_all(&tmp);
+                    r?;
+                }
+                Tail::Missing(_) => {
+                    return Err(SandboxError::BadPath {
+                        path: path.clone(),
+                        reason: format!("mount source for {target} does not exist"),
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The chroot mode without namespaces cannot mount /dev: it makes the usual nodes (or, for
