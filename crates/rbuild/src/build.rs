@@ -25,10 +25,6 @@ Options:
 
 /// Start a build
 #[derive(Debug, Args)]
-#[allow(
-    dead_code,
-    reason = "every option is parsed and validated now; the build engine reads the rest"
-)]
 #[command(
     override_usage = "rbuild build [OPTIONS] PATH",
     help_template = BUILD_HELP,
@@ -39,15 +35,15 @@ Options:
 pub(crate) struct BuildOpts {
     /// Allow extra privileged entitlement (e.g., "network.host", "security.insecure")
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_parser = parse_entitlement)]
-    allow: Vec<String>,
+    pub(crate) allow: Vec<String>,
 
     /// Set build-time variables
     #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = parse_build_arg)]
-    build_args: Vec<(String, Option<String>)>,
+    pub(crate) build_args: Vec<(String, Option<String>)>,
 
     /// Directory of the build cache (default: "$XDG_CACHE_HOME/rbuild")
     #[arg(long = "cache-dir", value_name = "DIR")]
-    cache_dir: Option<PathBuf>,
+    pub(crate) cache_dir: Option<PathBuf>,
 
     /// Set method for evaluating build ("check", "outline", "targets") (default "build")
     #[arg(long = "call", value_name = "METHOD", default_value = "build", hide_default_value = true, value_parser = call::parse_call)]
@@ -59,76 +55,75 @@ pub(crate) struct BuildOpts {
 
     /// Name of the Dockerfile (default: "PATH/Dockerfile"; "-" reads stdin)
     #[arg(short = 'f', long = "file", value_name = "PATH")]
-    file: Option<String>,
+    pub(crate) file: Option<String>,
 
     /// Write the image ID to a file
     #[arg(long = "iidfile", value_name = "PATH")]
-    iidfile: Option<PathBuf>,
+    pub(crate) iidfile: Option<PathBuf>,
 
     /// Registry reached over plain HTTP (localhost and 127.0.0.1 always are)
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", value_parser = parse_registry_host)]
-    insecure_registries: Vec<String>,
+    pub(crate) insecure_registries: Vec<String>,
 
     /// Set metadata for an image
     #[arg(long = "label", value_name = "KEY=VALUE", value_parser = parse_label)]
-    labels: Vec<(String, String)>,
+    pub(crate) labels: Vec<(String, String)>,
 
     /// Write build result metadata to a file
     #[arg(long = "metadata-file", value_name = "PATH")]
-    metadata_file: Option<PathBuf>,
+    pub(crate) metadata_file: Option<PathBuf>,
 
     /// Set the networking mode for the "RUN" instructions during build ("default", "host", "none") (default "default")
     #[arg(long = "network", value_name = "MODE", default_value = "default",
           hide_default_value = true, hide_possible_values = true,
           value_parser = ["default", "host", "none"])]
-    network: String,
+    pub(crate) network: String,
 
     /// Do not use cache when building the image
     #[arg(long = "no-cache")]
-    no_cache: bool,
+    pub(crate) no_cache: bool,
 
     /// Output destination (format: "type=local,dest=path")
     #[arg(short = 'o', long = "output", value_name = "SPEC", value_parser = parse_output)]
-    outputs: Vec<OutputSpec>,
+    pub(crate) outputs: Vec<OutputSpec>,
 
     /// Set target platform for build
     #[arg(long = "platform", value_name = "PLATFORMS", value_parser = parse_platforms)]
-    platforms: Vec<Vec<PlatformSpec>>,
+    pub(crate) platforms: Vec<Vec<PlatformSpec>>,
 
     /// Set type of progress output ("auto", "none", "plain", "quiet", "rawjson", "tty"). Use plain to show container output (default "auto")
     #[arg(long = "progress", value_name = "TYPE", default_value = "auto",
           hide_default_value = true, hide_possible_values = true,
           value_parser = ["auto", "none", "plain", "quiet", "rawjson", "tty"])]
-    progress: String,
+    pub(crate) progress: String,
 
     /// Shorthand for "--output=type=registry"
     #[arg(long = "push")]
-    push: bool,
+    pub(crate) push: bool,
 
     /// Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")
     #[arg(long = "secret", value_name = "SPEC", value_parser = parse_secret)]
-    secrets: Vec<SecretSpec>,
+    pub(crate) secrets: Vec<SecretSpec>,
 
     /// SSH agent socket or keys to expose to the build (format: "default|<id>[=<socket>|<key>[,<key>]]")
     #[arg(long = "ssh", value_name = "SPEC", value_parser = parse_ssh)]
-    ssh: Vec<SshSpec>,
+    pub(crate) ssh: Vec<SshSpec>,
 
     /// Image identifier (format: "[registry/]repository[:tag]")
     #[arg(short = 't', long = "tag", value_name = "NAME", value_parser = parse_tag)]
-    tags: Vec<String>,
+    pub(crate) tags: Vec<String>,
 
     /// Set the target build stage to build
     #[arg(long = "target", value_name = "STAGE")]
-    target: Option<String>,
+    pub(crate) target: Option<String>,
 
     /// The build context: a directory
     #[arg(value_name = "PATH")]
-    context: PathBuf,
+    pub(crate) context: PathBuf,
 }
 
 /// One `--output`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code, reason = "read by the build engine")]
 pub(crate) struct OutputSpec {
     /// `registry`, `image`, `oci`, `docker`, `local` or `tar`.
     pub(crate) kind: String,
@@ -147,7 +142,6 @@ impl OutputSpec {
 
 /// One `--secret`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code, reason = "read by the build engine")]
 pub(crate) struct SecretSpec {
     pub(crate) id: String,
     pub(crate) src: Option<String>,
@@ -156,7 +150,6 @@ pub(crate) struct SecretSpec {
 
 /// One `--ssh`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[allow(dead_code, reason = "read by the build engine")]
 pub(crate) struct SshSpec {
     pub(crate) id: String,
     pub(crate) paths: Vec<String>,
@@ -685,15 +678,10 @@ pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
         return Ok(());
     }
 
-    print_warnings(&src, plan.warnings());
-    Err(Failure::build(format!(
-        "building is not available yet in rbuild {}: the Dockerfile {} is valid \
-         ({} of {} stages needed for the target); try --call outline or --call targets",
-        env!("CARGO_PKG_VERSION"),
-        src.name,
-        plan.reachable().len(),
-        plan.stages().len()
-    )))
+    // The engine reports the plan's warnings itself, with the build's progress.
+    drop(plan);
+    let text_source = (opts.file.as_deref() == Some("-")).then(|| (src.name.clone(), text.clone()));
+    crate::run::build(opts, &plan_opts.build_args, text_source)
 }
 
 #[cfg(test)]

@@ -9,6 +9,9 @@ mod build;
 mod call;
 mod diag;
 mod exit;
+mod inspect;
+mod progress;
+mod run;
 
 /// Build container images from Dockerfiles, without a daemon.
 #[derive(Debug, Parser)]
@@ -30,16 +33,20 @@ struct Cli {
 enum Command {
     /// Start a build
     Build(Box<build::BuildOpts>),
+    Inspect(inspect::InspectOpts),
     // `inspect`, `du` and `prune` are wired in here.
 }
 
 fn main() -> ExitCode {
+    // A RUN step re-executes this binary as the sandbox's init: that must come first.
+    builder_core::maybe_run_init();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return exit::clap_error(&e),
     };
     let result = match cli.command {
         Command::Build(opts) => build::run(&opts),
+        Command::Inspect(opts) => inspect::run(&opts),
     };
     exit::report(result)
 }

@@ -119,6 +119,8 @@ struct Ctx {
     tmp: PathBuf,
     labels: BTreeMap<String, String>,
     copy_context: crate::copy::BuildContext,
+    /// Progress names carry the platform only when there are several.
+    multi_platform: bool,
 }
 
 fn now_secs() -> u64 {
@@ -549,6 +551,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         tmp,
         labels: b.labels.clone(),
         copy_context,
+        multi_platform: platforms.len() > 1,
     });
     let mode = ctx.sandbox.capabilities().describe();
     sink.event(&ProgressEvent::BuildStarted {
@@ -792,7 +795,7 @@ async fn build_stage(
     let total = stage.instructions.len() + 1;
     let stage_name = stage.display_name();
     let label = |n: usize, text: &str| format!("[{stage_name} {n}/{total}] {text}");
-    let plat_label = Some(platform.to_string());
+    let plat_label = ctx.multi_platform.then(|| platform.to_string());
 
     // FROM
     let id = ctx.step_id();

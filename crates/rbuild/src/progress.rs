@@ -1,0 +1,311 @@
+//! Progress renderers: the engine's typed events, drawn for a terminal (`tty`), for CI logs
+//! (`plain`, as buildx prints them), as JSON lines (`rawjson`), or not at all (`quiet`).
+
+use std::collections::HashMap;
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use builder_core::{ProgressEvent, ProgressSink, StepId, Stream};
+
+/// The `--progress` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Tty,
+    Plain,
+    RawJson,
+    Quiet,
+}
+
+impl Mode {
+    /// `auto` is `tty` when stderr is a terminal, else `plain`.
+    pub(crate) fn parse(s: &str) -> Mode {
+        match s {
+            "plain" => Mode::Plain,
+            "rawjson" => Mode::RawJson,
+            "quiet" | "none" => Mode::Quiet,
+            "tty" => Mode::Tty,
+            _ if std::io::stderr().is_terminal() => Mode::Tty,
+            _ => Mode::Plain,
+        }
+    }
+}
+
+/// Renders events on stderr.
+pub(crate) struct Renderer {
+    mode: Mode,
+    start: Instant,
+    names: HashMap<StepId, (String, Instant)>,
+    /// Step numbers as buildx shows them (`#3`), in order of appearance.
+    numbers: HashMap<StepId, usize>,
+    /// The tty status line is showing.
+    status_shown: bool,
+    warnings: Vec<String>,
+}
+
+impl Renderer {
+    pub(crate) fn new(mode: Mode) -> Self {
+        Renderer {
+            mode,
+            start: Instant::now(),
+            names: HashMap::new(),
+            numbers: HashMap::new(),
+            status_shown: false,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn number(&mut self, id: StepId) -> usize {
+        let next = self.numbers.len() + 1;
+        *self.numbers.entry(id).or_insert(next)
+    }
+
+    fn clear_status(&mut self, err: &mut impl Write) {
+        if self.status_shown {
+            let _ = write!(err, "\r\x1b[K");
+            self.status_shown = false;
+        }
+    }
+
+    fn plain(&mut self, ev: &ProgressEvent, err: &mut impl Write) {
+        match ev {
+            ProgressEvent::BuildStarted { platforms, sandbox } => {
+                let _ = writeln!(
+                    err,
+                    "#0 building for {} (sandbox: {sandbox})",
+                    platforms.join(", ")
+                );
+            }
+            ProgressEvent::StepStarted {
+                id, name, platform, ..
+            } => {
+                let n = self.number(*id);
+                let shown = match platform {
+                    Some(p) => format!("[{p}] {name}"),
+                    None => name.clone(),
+                };
+                self.names.insert(*id, (shown.clone(), Instant::now()));
+                let _ = writeln!(err, "#{n} {shown}");
+            }
+            ProgressEvent::StepCached { id } => {
+                let n = self.number(*id);
+                let _ = writeln!(err, "#{n} CACHED");
+            }
+            ProgressEvent::StepLog { id, data, .. } => {
+                let n = self.number(*id);
+                let t = self
+                    .names
+                    .get(id)
+                    .map_or(0.0, |(_, s)| s.elapsed().as_secs_f64());
+                for line in String::from_utf8_lossy(data).lines() {
+                    let _ = writeln!(err, "#{n} {t:.3} {line}");
+                }
+            }
+            // Plain logs get one line per finished transfer, not every tick.
+            ProgressEvent::StepProgress {
+                id,
+                activity,
+                label,
+                current,
+                total,
+            } if total.is_some_and(|t| t == *current) => {
+                let n = self.number(*id);
+                let _ = writeln!(err, "#{n} {activity:?} {label} {} done", human(*current));
+            }
+            ProgressEvent::StepDone { id, elapsed } => {
+                let n = self.number(*id);
+                let _ = writeln!(err, "#{n} DONE {:.1}s", elapsed.as_secs_f64());
+            }
+            ProgressEvent::StepFailed { id, error } => {
+                let n = self.number(*id);
+                let _ = writeln!(err, "#{n} ERROR: {error}");
+            }
+            ProgressEvent::Warning { message, location } => {
+                let at = location
+                    .as_deref()
+                    .map(|l| format!(" ({l})"))
+                    .unwrap_or_default();
+                self.warnings.push(format!("{message}{at}"));
+            }
+            ProgressEvent::BuildDone { elapsed } => {
+                self.flush_warnings(err);
+                let _ = writeln!(err, "#done in {:.1}s", elapsed.as_secs_f64());
+            }
+            _ => {}
+        }
+    }
+
+    fn flush_warnings(&mut self, err: &mut impl Write) {
+        for w in self.warnings.drain(..) {
+            let _ = writeln!(err, "WARNING: {w}");
+        }
+    }
+
+    fn tty(&mut self, ev: &ProgressEvent, err: &mut impl Write) {
+        match ev {
+            ProgressEvent::BuildStarted { platforms, sandbox } => {
+                let _ = writeln!(
+                    err,
+                    "[+] Building for {} (sandbox: {sandbox})",
+                    platforms.join(", ")
+                );
+            }
+            ProgressEvent::StepStarted {
+                id, name, platform, ..
+            } => {
+                let shown = match platform {
+                    Some(p) => format!("[{p}] {name}"),
+                    None => name.clone(),
+                };
+                self.names.insert(*id, (shown.clone(), Instant::now()));
+                self.clear_status(err);
+                let _ = write!(err, " => {}", truncate(&shown, 100));
+                self.status_shown = true;
+            }
+            ProgressEvent::StepCached { id } => {
+                if let Some((name, _)) = self.names.get(id).cloned() {
+                    self.clear_status(err);
+                    let _ = writeln!(err, " => CACHED {}", truncate(&name, 100));
+                    self.names.remove(id);
+                }
+            }
+            ProgressEvent::StepProgress {
+                id,
+                activity,
+                label,
+                current,
+                total,
+            } => {
+                if let Some((name, _)) = self.names.get(id).cloned() {
+                    self.clear_status(err);
+                    let bar = match total {
+                        Some(t) if *t > 0 => {
+                            let filled = ((*current as f64 / *t as f64) * 20.0) as usize;
+                            format!(
+                                "[{}{}] {}/{}",
+                                "=".repeat(filled.min(20)),
+                                " ".repeat(20 - filled.min(20)),
+                                human(*current),
+                                human(*t)
+                            )
+                        }
+                        _ => human(*current),
+                    };
+                    let _ = write!(
+                        err,
+                        " => {} {activity:?} {label} {bar}",
+                        truncate(&name, 60)
+                    );
+                    self.status_shown = true;
+                }
+            }
+            ProgressEvent::StepLog { id, data, stream } => {
+                if let Some((name, _)) = self.names.get(id).cloned() {
+                    let last = String::from_utf8_lossy(data)
+                        .lines()
+                        .last()
+                        .unwrap_or_default()
+                        .to_owned();
+                    if !last.trim().is_empty() {
+                        self.clear_status(err);
+                        let tag = if *stream == Stream::Stderr { "!" } else { ">" };
+                        let _ = write!(
+                            err,
+                            " => {} {tag} {}",
+                            truncate(&name, 50),
+                            truncate(last.trim(), 60)
+                        );
+                        self.status_shown = true;
+                    }
+                }
+            }
+            ProgressEvent::StepDone { id, elapsed } => {
+                if let Some((name, _)) = self.names.remove(id) {
+                    self.clear_status(err);
+                    let _ = writeln!(
+                        err,
+                        " => {} {:.1}s",
+                        truncate(&name, 100),
+                        elapsed.as_secs_f64()
+                    );
+                }
+            }
+            ProgressEvent::StepFailed { id, error } => {
+                self.clear_status(err);
+                let name = self.names.remove(id).map(|(n, _)| n).unwrap_or_default();
+                let _ = writeln!(err, " => ERROR {name}: {error}");
+            }
+            ProgressEvent::Warning { message, location } => {
+                let at = location
+                    .as_deref()
+                    .map(|l| format!(" ({l})"))
+                    .unwrap_or_default();
+                self.warnings.push(format!("{message}{at}"));
+            }
+            ProgressEvent::BuildDone { .. } => {
+                self.clear_status(err);
+                self.flush_warnings(err);
+                let _ = writeln!(
+                    err,
+                    "[+] Built in {:.1}s",
+                    self.start.elapsed().as_secs_f64()
+                );
+            }
+            _ => {}
+        }
+        let _ = err.flush();
+    }
+}
+
+impl ProgressSink for Renderer {
+    fn event(&mut self, ev: &ProgressEvent) {
+        let stderr = std::io::stderr();
+        let mut err = stderr.lock();
+        match self.mode {
+            Mode::Plain => self.plain(ev, &mut err),
+            Mode::Tty => self.tty(ev, &mut err),
+            Mode::RawJson => {
+                if let Ok(line) = serde_json::to_string(ev) {
+                    let _ = writeln!(err, "{line}");
+                }
+            }
+            Mode::Quiet => {}
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_owned();
+    }
+    let mut out: String = s.chars().take(max.saturating_sub(3)).collect();
+    out.push_str("...");
+    out
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_truncation() {
+        assert_eq!(human(999), "999B");
+        assert_eq!(human(1_500_000), "1.5MB");
+        assert_eq!(truncate("abcdef", 5), "ab...");
+        assert_eq!(truncate("abc", 5), "abc");
+    }
+}

@@ -1,0 +1,213 @@
+//! Running a build: the CLI's validated options handed to `builder_core::Build`, progress
+//! rendered, `--iidfile` and `--metadata-file` written, errors turned into exit codes.
+
+use builder_core::{Build, ExportSpec, SecretSource};
+
+use crate::build::{BuildOpts, OutputSpec};
+use crate::exit::Failure;
+use crate::progress::{Mode, Renderer};
+
+/// Rebuilds the CSV spec of an output, for builder-core's own validating parser.
+fn export_spec(o: &OutputSpec) -> Result<ExportSpec, Failure> {
+    if o.kind == "tar" {
+        return Err(Failure::usage(
+            "--output type=tar is not supported yet (use type=local or type=oci)",
+        ));
+    }
+    if o.dest.as_deref() == Some("-") {
+        return Err(Failure::usage(
+            "--output to standard output is not supported yet; give dest=PATH",
+        ));
+    }
+    let mut fields = vec![format!("type={}", o.kind)];
+    if let Some(d) = &o.dest {
+        fields.push(format!("dest={d}"));
+    }
+    for (k, v) in &o.attrs {
+        if k == "name" {
+            // builder-core takes several names separated by ';' (',' separates fields).
+            fields.push(format!("name={}", v.replace(',', ";")));
+        } else {
+            fields.push(format!("{k}={v}"));
+        }
+    }
+    fields
+        .join(",")
+        .parse::<ExportSpec>()
+        .map_err(|e| Failure::usage(e.to_string()))
+}
+
+/// Builds with the engine. `dockerfile_text` is set when the Dockerfile came from stdin.
+pub(crate) fn build(
+    opts: &BuildOpts,
+    build_args: &std::collections::BTreeMap<String, String>,
+    dockerfile_text: Option<(String, String)>,
+) -> Result<(), Failure> {
+    let usage = |e: builder_core::Error| Failure::usage(e.to_string());
+    if !opts.ssh.is_empty() {
+        return Err(Failure::usage("--ssh is not supported yet"));
+    }
+    let mut b = Build::new(&opts.context).map_err(usage)?;
+    b = match (dockerfile_text, opts.file.as_deref()) {
+        (Some((name, text)), _) => b.dockerfile_text(&name, text),
+        (None, Some(path)) => b.dockerfile(path).map_err(usage)?,
+        (None, None) => b,
+    };
+    let platforms: Vec<String> = opts
+        .platforms
+        .iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect();
+    if !platforms.is_empty() {
+        b = b.platforms(&platforms).map_err(usage)?;
+    }
+    for (k, v) in build_args {
+        b = b.build_arg(k, v).map_err(usage)?;
+    }
+    if let Some(t) = &opts.target {
+        b = b.target(t);
+    }
+    for t in &opts.tags {
+        b = b.tag(t).map_err(usage)?;
+    }
+    let mut outputs = Vec::new();
+    for o in &opts.outputs {
+        outputs.push(export_spec(o)?);
+    }
+    if opts.push
+        && !outputs
+            .iter()
+            .any(|o| o.kind == builder_core::ExportKind::Registry)
+    {
+        outputs.push(ExportSpec::registry());
+    }
+    if outputs.is_empty() {
+        eprintln!(
+            "WARNING: No output specified with docker-container driver. Build result will only remain in the build cache. \
+             To push result image into registry use --push or to load image into docker use --output type=docker,dest=FILE"
+        );
+    }
+    for o in outputs {
+        b = b.output(o);
+    }
+    if let Some(dir) = &opts.cache_dir {
+        b = b.cache_dir(dir);
+    }
+    b = b.no_cache(opts.no_cache);
+    for (k, v) in &opts.labels {
+        b = b.label(k, v).map_err(usage)?;
+    }
+    b = b.network(&opts.network).map_err(usage)?;
+    for h in &opts.insecure_registries {
+        b = b.insecure_registry(h);
+    }
+    for s in &opts.secrets {
+        let source = match (&s.src, &s.env) {
+            (Some(src), _) => SecretSource::File(src.into()),
+            (None, Some(env)) => SecretSource::Env(env.clone()),
+            // buildx: no src and no env means the environment variable named like the id,
+            // else a file of that name.
+            (None, None) if std::env::var_os(&s.id).is_some() => SecretSource::Env(s.id.clone()),
+            (None, None) => SecretSource::File(s.id.clone().into()),
+        };
+        b = b.secret(&s.id, source).map_err(usage)?;
+    }
+    b = b.allow_insecure(opts.allow.iter().any(|a| a == "security.insecure"));
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::build(format!("cannot start the async runtime: {e}")))?;
+    let cancel = b.cancel_handle();
+    let mut renderer = Renderer::new(Mode::parse(&opts.progress));
+    let result = runtime.block_on(async {
+        let on_signal = {
+            let cancel = cancel.clone();
+            async move {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {},
+                    _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => {},
+                }
+                cancel.cancel();
+            }
+        };
+        let watcher = tokio::spawn(on_signal);
+        let r = b.run(&mut renderer).await;
+        watcher.abort();
+        r
+    });
+    let report = match result {
+        Ok(r) => r,
+        Err(e) if e.is_usage() => return Err(Failure::usage(e.to_string())),
+        Err(builder_core::Error::Step {
+            location,
+            instruction,
+            reason,
+            output_tail,
+        }) => {
+            let mut msg = String::new();
+            if !output_tail.is_empty() {
+                msg.push_str(&format!("------\n > [{location}] {instruction}:\n"));
+                for l in &output_tail {
+                    msg.push_str(&format!("{l}\n"));
+                }
+                msg.push_str("------\n");
+            }
+            let at = if location.is_empty() {
+                String::new()
+            } else {
+                format!("{location}: ")
+            };
+            let ins = if instruction.is_empty() {
+                String::new()
+            } else {
+                format!("{instruction}: ")
+            };
+            msg.push_str(&format!("error: failed to solve: {at}{ins}{reason}"));
+            return Err(Failure::build(msg));
+        }
+        Err(builder_core::Error::Cancelled) => return Err(Failure::build("build cancelled")),
+        Err(e) => return Err(Failure::build(format!("failed to solve: {e}"))),
+    };
+    let image_id = if report.config_digests.len() == 1 {
+        report.config_digests[0].clone()
+    } else {
+        report.digest.clone()
+    };
+    if let Some(p) = &opts.iidfile {
+        std::fs::write(p, &image_id)
+            .map_err(|e| Failure::build(format!("writing --iidfile {}: {e}", p.display())))?;
+    }
+    if let Some(p) = &opts.metadata_file {
+        let mut m = serde_json::Map::new();
+        m.insert("containerimage.digest".into(), report.digest.clone().into());
+        m.insert(
+            "containerimage.descriptor".into(),
+            report.descriptor.clone(),
+        );
+        if report.config_digests.len() == 1 {
+            m.insert(
+                "containerimage.config.digest".into(),
+                report.config_digests[0].clone().into(),
+            );
+        }
+        if !report.names.is_empty() {
+            m.insert("image.name".into(), report.names.join(",").into());
+        }
+        let text =
+            serde_json::to_string_pretty(&serde_json::Value::Object(m)).expect("JSON serialises");
+        std::fs::write(p, text)
+            .map_err(|e| Failure::build(format!("writing --metadata-file {}: {e}", p.display())))?;
+    }
+    if opts.progress != "quiet" {
+        eprintln!(
+            "image {} ({} steps run, {} cached)",
+            report.digest, report.steps_run, report.steps_cached
+        );
+    } else {
+        println!("{image_id}");
+    }
+    Ok(())
+}
