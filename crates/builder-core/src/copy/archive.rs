@@ -111,9 +111,11 @@ pub(crate) fn unpack(source: &str, archive: &Path, dest: &Path) -> Result<(), Co
         DevicePolicy::Skip
     };
     opts.xattrs = root;
-    layer_cache::apply_layer(io::BufReader::new(f), dest, &opts).map_err(|e| CopyError::Unpack {
-        path: source.to_owned(),
-        source: e,
+    layer_cache::apply_layer(io::BufReader::new(f), dest, &opts).map_err(|e| {
+        CopyError::Unpack {
+            path: source.to_owned(),
+            source: e,
+        }
     })?;
     Ok(())
 }

@@ -23,11 +23,7 @@ enum Step {
     AddX(u32),
     /// Copy the permission triple of one class (`from_shift`: 6 user, 3 group, 0 other)
     /// into the classes in `to` (a mask of 0o700/0o070/0o007), clearing them first for `=`.
-    Copy {
-        from_shift: u32,
-        to: u32,
-        op: u8,
-    },
+    Copy { from_shift: u32, to: u32, op: u8 },
 }
 
 /// A parsed `--chmod` value.

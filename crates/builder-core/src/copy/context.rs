@@ -65,8 +65,7 @@ impl BuildContext {
             move |source: dockerfile::IgnoreError| CopyError::Ignore { path, source }
         };
         let matcher = PatternMatcher::new(&patterns).map_err(err_at(&ignore_file))?;
-        let filter =
-            ContextFilter::new::<String>(&[], &patterns).map_err(err_at(&ignore_file))?;
+        let filter = ContextFilter::new::<String>(&[], &patterns).map_err(err_at(&ignore_file))?;
         Ok(BuildContext {
             root,
             ignore_file,
@@ -133,7 +132,9 @@ impl BuildContext {
         let mut walk = self.filter.walk();
         let parts: Vec<&str> = rel.split('/').collect();
         for i in 1..=parts.len() {
-            if walk.visit(&parts[..i].join("/"), true).map_err(pattern_err)?
+            if walk
+                .visit(&parts[..i].join("/"), true)
+                .map_err(pattern_err)?
                 == WalkDecision::SkipDir
             {
                 return Ok(false);
@@ -157,10 +158,10 @@ impl BuildContext {
                 let child = format!("{rel}/{}", name.to_string_lossy());
                 match walk.visit(&child, is_dir).map_err(err)? {
                     WalkDecision::Keep { .. } => return Ok(true),
-                    WalkDecision::Hide if is_dir => {
-                        if any_kept(walk, &host.join(&name), &child, err)? {
-                            return Ok(true);
-                        }
+                    WalkDecision::Hide
+                        if is_dir && any_kept(walk, &host.join(&name), &child, err)? =>
+                    {
+                        return Ok(true);
                     }
                     _ => {}
                 }

@@ -79,7 +79,9 @@ pub(crate) enum CopyError {
         path: String,
     },
     /// `--chmod` is neither octal up to 07777 nor a symbolic mode (BuildKit's text).
-    #[error("invalid chmod parameter: '{value}'. it should be octal string and between 0 and 07777")]
+    #[error(
+        "invalid chmod parameter: '{value}'. it should be octal string and between 0 and 07777"
+    )]
     ChmodNotOctal {
         /// The value given.
         value: String,
@@ -101,7 +103,9 @@ pub(crate) enum CopyError {
         reason: &'static str,
     },
     /// A `--chown` user name is not in the image's /etc/passwd.
-    #[error("{instr} --chown={value}: unable to find user {name}: no matching entries in passwd file")]
+    #[error(
+        "{instr} --chown={value}: unable to find user {name}: no matching entries in passwd file"
+    )]
     UnknownUser {
         /// `COPY` or `ADD`.
         instr: &'static str,
@@ -111,7 +115,9 @@ pub(crate) enum CopyError {
         name: String,
     },
     /// A `--chown` group name is not in the image's /etc/group.
-    #[error("{instr} --chown={value}: unable to find group {name}: no matching entries in group file")]
+    #[error(
+        "{instr} --chown={value}: unable to find group {name}: no matching entries in group file"
+    )]
     UnknownGroup {
         /// `COPY` or `ADD`.
         instr: &'static str,
@@ -144,7 +150,9 @@ pub(crate) enum CopyError {
         url: String,
     },
     /// ADD of a git repository.
-    #[error("ADD {url}: adding git repositories is not supported yet; clone it in a RUN step or a previous stage instead")]
+    #[error(
+        "ADD {url}: adding git repositories is not supported yet; clone it in a RUN step or a previous stage instead"
+    )]
     GitNotSupported {
         /// The repository address.
         url: String,
@@ -260,7 +268,10 @@ pub(crate) enum CopyError {
 
 impl CopyError {
     /// Wraps an I/O error with the operation and the host path.
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> CopyError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: impl Into<PathBuf>,
+    ) -> impl FnOnce(io::Error) -> CopyError {
         let path = path.into();
         move |source| CopyError::Io { op, path, source }
     }

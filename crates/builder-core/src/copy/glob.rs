@@ -96,12 +96,8 @@ fn scan_chunk(mut pattern: &str) -> (bool, &str, &str) {
     let mut i = 0;
     while i < b.len() {
         match b[i] {
-            b'\\' => {
-                // Skip the escaped byte (if any).
-                if i + 1 < b.len() {
-                    i += 1;
-                }
-            }
+            // Skip the escaped byte (if any).
+            b'\\' if i + 1 < b.len() => i += 1,
             b'[' => in_range = true,
             b']' => in_range = false,
             b'*' if !in_range => break,
@@ -191,7 +187,11 @@ fn match_chunk<'a>(mut chunk: &str, mut s: &'a str) -> Result<(&'a str, bool), B
             }
         }
     }
-    if failed { Ok(("", false)) } else { Ok((s, true)) }
+    if failed {
+        Ok(("", false))
+    } else {
+        Ok((s, true))
+    }
 }
 
 /// One possibly escaped character of a bracket expression, and the rest of the chunk.

@@ -109,7 +109,7 @@ enum Item {
         /// Its path from the source tree's root.
         resolved: Vec<OsString>,
         /// The entry.
-        node: Node,
+        node: Box<Node>,
         /// The `--parents` pattern selecting what to copy below it.
         include: Option<String>,
     },
@@ -175,7 +175,7 @@ fn plan(params: &CopyParams, source: &CopySource<'_>) -> Result<Vec<Item>, CopyE
                         source: src.clone(),
                         name: tree::base_name(&fixed).to_owned(),
                         resolved: base,
-                        node,
+                        node: Box::new(node),
                         include,
                     });
                     continue;
@@ -200,7 +200,7 @@ fn plan(params: &CopyParams, source: &CopySource<'_>) -> Result<Vec<Item>, CopyE
                         source: src.clone(),
                         name: tree::base_name(&m).to_owned(),
                         resolved,
-                        node,
+                        node: Box::new(node),
                         include: include.clone(),
                     });
                 }
@@ -382,14 +382,19 @@ fn describe_context_item(
                     }
                 }
                 if m.nlink() > 1 {
-                    let first = links.entry((m.dev(), m.ino())).or_insert_with(|| name.clone());
+                    let first = links
+                        .entry((m.dev(), m.ino()))
+                        .or_insert_with(|| name.clone());
                     if *first != name {
                         row.push(json!({ "link": first }));
                     }
                 }
             } else if t.is_symlink() {
-                let target = std::fs::read_link(&n.host).map_err(CopyError::io("read link", &n.host))?;
-                row.push(json!(String::from_utf8_lossy(target.as_os_str().as_bytes())));
+                let target =
+                    std::fs::read_link(&n.host).map_err(CopyError::io("read link", &n.host))?;
+                row.push(json!(String::from_utf8_lossy(
+                    target.as_os_str().as_bytes()
+                )));
             } else if t.is_char_device() || t.is_block_device() {
                 row.push(json!(m.rdev()));
             }
@@ -417,7 +422,10 @@ fn describe_context_item(
 /// and `--parents`; never mtimes or host owners (context files land as 0:0). For a stage or
 /// image: its key and the parameters, without reading anything. For URLs: the download's
 /// digest and `Last-Modified` (the file is downloaded now and reused by [`execute`]).
-pub(crate) fn cache_inputs(params: &CopyParams, source: &CopySource<'_>) -> Result<Value, CopyError> {
+pub(crate) fn cache_inputs(
+    params: &CopyParams,
+    source: &CopySource<'_>,
+) -> Result<Value, CopyError> {
     let mut sources = Vec::new();
     match source {
         CopySource::Context(ctx) => {
@@ -494,7 +502,12 @@ pub(crate) fn execute(
     out: &Path,
 ) -> Result<CopyStats, CopyError> {
     let owner = match &params.chown {
-        Some(c) => Some(users::resolve_chown(params.instr, c, dest_view, params.link)?),
+        Some(c) => Some(users::resolve_chown(
+            params.instr,
+            c,
+            dest_view,
+            params.link,
+        )?),
         None => None,
     };
     let items = plan(params, source)?;

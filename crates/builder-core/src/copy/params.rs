@@ -158,7 +158,10 @@ impl Checksum {
         if hex.len() != algorithm.hex_len() {
             return Err(bad("invalid checksum digest length"));
         }
-        if !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if !hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(bad("invalid checksum digest format"));
         }
         Ok(Checksum {
@@ -436,17 +439,26 @@ mod tests {
             other => panic!("{v}: {other:?}"),
         };
         assert_eq!(reason(&"a".repeat(64)), "invalid checksum digest format");
-        assert_eq!(reason(&format!("md5:{}", "a".repeat(32))), "unsupported digest algorithm");
+        assert_eq!(
+            reason(&format!("md5:{}", "a".repeat(32))),
+            "unsupported digest algorithm"
+        );
         assert_eq!(reason("unknown:abc"), "unsupported digest algorithm");
         assert_eq!(reason("sha256:abc"), "invalid checksum digest length");
-        assert_eq!(reason(&format!("sha256:{}", "A".repeat(64))), "invalid checksum digest format");
+        assert_eq!(
+            reason(&format!("sha256:{}", "A".repeat(64))),
+            "invalid checksum digest format"
+        );
         assert_eq!(reason("sha256:"), "invalid checksum digest format");
     }
 
     #[test]
     fn add_03_url_file_names() {
         assert_eq!(url_file_name("http://127.0.0.1:5/foo"), "foo");
-        assert_eq!(url_file_name("http://127.0.0.1:5/a/t.tar.gz?x=1#y"), "t.tar.gz");
+        assert_eq!(
+            url_file_name("http://127.0.0.1:5/a/t.tar.gz?x=1#y"),
+            "t.tar.gz"
+        );
         assert_eq!(url_file_name("http://127.0.0.1:5/"), "__unnamed__");
         assert_eq!(url_file_name("http://127.0.0.1:5"), "__unnamed__");
         assert_eq!(url_file_name("http://127.0.0.1:5/dir/"), "dir");

@@ -37,7 +37,8 @@ pub(crate) enum Tree<'a> {
 }
 
 fn is_missing(e: &io::Error) -> bool {
-    e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
+    e.kind() == io::ErrorKind::NotFound
+        || e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error())
 }
 
 /// Components as a `/`-separated relative path (lossy for non-UTF-8 names, which only
@@ -242,14 +243,15 @@ impl Tree<'_> {
         if let Some(w) = ignore_walk.as_mut() {
             // Visit the ancestors first, so that parent matches carry down.
             for i in 1..=root.len() {
-                if w.visit(&rel_str(&root[..i]), true).map_err(ignore_err)?
-                    == WalkDecision::SkipDir
+                if w.visit(&rel_str(&root[..i]), true).map_err(ignore_err)? == WalkDecision::SkipDir
                 {
                     return Ok(Vec::new());
                 }
             }
         }
-        let mut copy_walk = copy_filter.filter(|f| !f.is_pass_through()).map(|f| f.walk());
+        let mut copy_walk = copy_filter
+            .filter(|f| !f.is_pass_through())
+            .map(|f| f.walk());
         let mut state = WalkState {
             tree: *self,
             path: root.to_vec(),
@@ -338,5 +340,7 @@ pub(crate) fn os_parts(parts: &[String]) -> Vec<OsString> {
 
 /// The last component, as bytes (for messages and names).
 pub(crate) fn base_name(parts: &[OsString]) -> &OsStr {
-    parts.last().map_or(OsStr::from_bytes(b"/"), |p| p.as_os_str())
+    parts
+        .last()
+        .map_or(OsStr::from_bytes(b"/"), |p| p.as_os_str())
 }

@@ -103,12 +103,8 @@ fn copy_xattrs(src: &Path, dst: &Path) {
         };
         let mut value = vec![0u8; 64 << 10];
         if let Ok(len) = rustix::fs::lgetxattr(src, name, &mut value[..]) {
-            let _ = rustix::fs::lsetxattr(
-                dst,
-                name,
-                &value[..len],
-                rustix::fs::XattrFlags::empty(),
-            );
+            let _ =
+                rustix::fs::lsetxattr(dst, name, &value[..len], rustix::fs::XattrFlags::empty());
         }
     }
 }
@@ -157,7 +153,9 @@ impl<'a> Writer<'a> {
         match fs::symlink_metadata(&host) {
             Ok(meta) => return Ok(Some(Existing { meta, in_out: true })),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => return Ok(None),
+            Err(e) if e.raw_os_error() == Some(rustix::io::Errno::NOTDIR.raw_os_error()) => {
+                return Ok(None);
+            }
             Err(e) => return Err(CopyError::io("stat", host)(e)),
         }
         let Some(lower) = self.lower else {
@@ -517,7 +515,8 @@ impl<'a> Writer<'a> {
         }
         if t.is_symlink() {
             let link = fs::read_link(&node.host).map_err(CopyError::io("read link", &node.host))?;
-            std::os::unix::fs::symlink(&link, &host).map_err(CopyError::io("create symlink", &host))?;
+            std::os::unix::fs::symlink(&link, &host)
+                .map_err(CopyError::io("create symlink", &host))?;
             lchown(&host, attrs.uid, attrs.gid)?;
             set_times(&host, attrs.mtime)?;
             self.stats.symlinks += 1;
@@ -557,7 +556,11 @@ impl<'a> Writer<'a> {
     }
 
     /// A file or symlink may replace a file or symlink, never a directory.
-    fn clear_target(&self, target: &[OsString], existing: Option<Existing>) -> Result<(), CopyError> {
+    fn clear_target(
+        &self,
+        target: &[OsString],
+        existing: Option<Existing>,
+    ) -> Result<(), CopyError> {
         match existing {
             Some(e) if e.meta.is_dir() => Err(CopyError::ReplaceDirWithFile {
                 instr: self.instr(),
@@ -590,7 +593,8 @@ impl<'a> Writer<'a> {
             last_access: ts(attrs.mtime),
             last_modification: ts(attrs.mtime),
         };
-        rustix::fs::futimens(f, &times).map_err(|e| CopyError::io("set times on", host)(e.into()))?;
+        rustix::fs::futimens(f, &times)
+            .map_err(|e| CopyError::io("set times on", host)(e.into()))?;
         self.stats.files += 1;
         Ok(())
     }
@@ -625,7 +629,12 @@ impl<'a> Writer<'a> {
         self.finish_file(&to, &host, attrs)
     }
 
-    fn write_bytes(&mut self, target: &[OsString], data: &[u8], attrs: Attrs) -> Result<(), CopyError> {
+    fn write_bytes(
+        &mut self,
+        target: &[OsString],
+        data: &[u8],
+        attrs: Attrs,
+    ) -> Result<(), CopyError> {
         let existing = self.existing(target)?;
         self.clear_target(target, existing)?;
         let host = self.host(target);
