@@ -182,10 +182,7 @@ impl Inspection {
     }
 
     fn fmt_image(&self, f: &mut fmt::Formatter<'_>, image: &InspectedImage) -> fmt::Result {
-        let mut head = Block::default();
-        head.row("", String::new());
-        head.row("Manifest:", String::new());
-        f.write_str(&head.render())?;
+        f.write_str("\nManifest:\n")?;
         let mut b = Block::default();
         let d = image.manifest.digest().clone();
         b.row("  Name:", self.reference.pinned(d).to_string());
@@ -211,10 +208,7 @@ impl Inspection {
             }
         }
         f.write_str(&b.render())?;
-        let mut head = Block::default();
-        head.row("", String::new());
-        head.row("Config:", String::new());
-        f.write_str(&head.render())?;
+        f.write_str("\nConfig:\n")?;
         match serde_json::from_slice::<serde_json::Value>(&image.config) {
             Ok(v) => {
                 let pretty = serde_json::to_string_pretty(&v).map_err(|_| fmt::Error)?;
