@@ -821,7 +821,7 @@ fn proc_dev_sys_and_masks() -> R {
         head -c 1 /proc/kcore | wc -c; touch /sys/x 2>/dev/null && echo sys-rw || echo sys-ro; \
         echo 1 > /proc/sys/kernel/ostype 2>/dev/null && echo procsys-rw || echo procsys-ro; \
         echo data > /dev/shm/f && cat /dev/shm/f; test -c /dev/pts/ptmx && echo pts; \
-        readlink /dev/fd";
+        readlink /dev/fd; grep -E '^Sig(Blk|Ign)' /proc/self/status; hostname";
     let out = ok(&sb, &spec([base], &run, script))?;
     let lines: Vec<&str> = out.lines().collect();
     eq(
@@ -839,7 +839,19 @@ fn proc_dev_sys_and_masks() -> R {
     )?;
     eq(
         &lines[3..],
-        &["0", "sys-ro", "procsys-ro", "data", "pts", "/proc/self/fd"],
+        &[
+            "0",
+            "sys-ro",
+            "procsys-ro",
+            "data",
+            "pts",
+            "/proc/self/fd",
+            // Default signal dispositions and mask, whatever the host process had.
+            "SigBlk:\t0000000000000000",
+            "SigIgn:\t0000000000000000",
+            // No hostname asked for: the host's, in a UTS namespace of our own.
+            &rustix::system::uname().nodename().to_string_lossy(),
+        ],
         "masks and mounts",
     )?;
     eq(listing(&run.upper), Vec::<String>::new(), "upper")
@@ -1203,6 +1215,28 @@ fn child_main(mode: &str) -> i32 {
                 let _ = stdout.write_all(b);
                 let _ = stdout.flush();
             });
+            0
+        }
+        "bench" => {
+            // Not a test: `SANDBOX_TEST_CHILD=bench <this binary>` prints the cost of a run.
+            let base = base_layer(host_arch());
+            for req in [ModeRequest::Overlay, ModeRequest::Chroot] {
+                let sb = sandbox(req);
+                let n = 20;
+                let start = Instant::now();
+                for _ in 0..n {
+                    let run = run_dirs();
+                    ok(&sb, &spec([base.clone()], &run, "true")).unwrap();
+                }
+                let per = start.elapsed() / n;
+                println!(
+                    "{}: {per:?} per `sh -c true` run",
+                    sb.capabilities().describe()
+                );
+            }
+            let start = Instant::now();
+            sandbox(ModeRequest::Auto);
+            println!("detect: {:?}", start.elapsed());
             0
         }
         other => {

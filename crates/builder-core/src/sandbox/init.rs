@@ -975,6 +975,7 @@ fn command_main(ctrl: &UnixStream, plan: &InitPlan, devnull: OwnedFd) -> i32 {
         send(ctrl, &exec_fail(io::Error::from_raw_os_error(libc::ENOENT)));
         return 127;
     };
+    sys::reset_signal_dispositions();
     let err = Command::new(&program)
         .arg0(argv0)
         .args(&plan.argv[1..])

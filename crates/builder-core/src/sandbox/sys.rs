@@ -161,3 +161,31 @@ pub(crate) fn loopback_up() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Resets every signal's disposition to the default, as runc does before exec: ignored
+/// dispositions survive exec, and glibc's `posix_spawn` (which `std::process::Command`
+/// uses to start the init) leaves its internal signals 32 and 33 ignored. glibc's own
+/// `sigaction` refuses those two, so this is the raw system call.
+pub(crate) fn reset_signal_dispositions() {
+    // The kernel's `struct sigaction` all zero: SIG_DFL, no flags, no restorer, empty mask.
+    // 32 bytes cover its size on every architecture.
+    let act = [0u64; 4];
+    for sig in 1..=libc::SIGRTMAX() {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: `act` is a live, zeroed buffer at least as large as the kernel's struct
+        // sigaction, the old-action pointer is null (not written), and the sigset size is
+        // the kernel's (8 bytes). Installing SIG_DFL runs no code of ours in signal context;
+        // a signal number the kernel refuses only makes the call fail.
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                sig,
+                act.as_ptr(),
+                std::ptr::null_mut::<libc::c_void>(),
+                8usize,
+            )
+        };
+    }
+}
