@@ -30,12 +30,17 @@ impl LocalRegistry {
         UP.get_or_init(|| {
             let host =
                 std::env::var("RBUILD_TEST_REGISTRY").unwrap_or_else(|_| DEFAULT_HOST.to_owned());
-            if !answers(&host) {
+            let ready = || {
+                answers(&host, "GET", "/v2/")
+                    && answers(&host, "HEAD", "/v2/library/busybox/manifests/latest")
+                    && answers(&host, "HEAD", "/v2/library/node/manifests/20-slim")
+            };
+            if !ready() {
                 let script = workspace_root().join("scripts/testenv/up.sh");
                 run(&mut Command::new(&script));
                 assert!(
-                    answers(&host),
-                    "{} ran, but no registry answers at http://{host}/v2/",
+                    ready(),
+                    "{} ran, but http://{host} lacks the registry or its base images",
                     script.display()
                 );
             }
@@ -82,8 +87,8 @@ pub fn workspace_root() -> PathBuf {
         .unwrap_or_else(|e| panic!("workspace root: {e}"))
 }
 
-/// Does `GET http://HOST/v2/` answer 200?
-fn answers(host: &str) -> bool {
+/// Does `METHOD http://HOST/PATH` answer 200?
+fn answers(host: &str, method: &str, path: &str) -> bool {
     let Ok(addr) = host.parse::<SocketAddr>() else {
         return false;
     };
@@ -91,9 +96,11 @@ fn answers(host: &str) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-    if s.write_all(format!("GET /v2/ HTTP/1.0\r\nHost: {host}\r\n\r\n").as_bytes())
-        .is_err()
-    {
+    let accept = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, \
+                  application/vnd.docker.distribution.manifest.list.v2+json, \
+                  application/vnd.docker.distribution.manifest.v2+json";
+    let request = format!("{method} {path} HTTP/1.0\r\nHost: {host}\r\nAccept: {accept}\r\n\r\n");
+    if s.write_all(request.as_bytes()).is_err() {
         return false;
     }
     let mut head = [0u8; 12];
