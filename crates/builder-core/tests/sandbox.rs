@@ -1016,12 +1016,12 @@ fn nothing_left_after_success_and_failure() -> R {
     )?;
     eq(o.status, ExitStatus::Exited(7), "status")?;
     assert_nothing_left(marker, &run.scratch, Duration::ZERO)?;
-    // Failure of the setup (a mount source that is a file, over a directory target).
+    // Failure of the preparation (a mount source that is a file, over a directory target).
     let run = run_dirs();
     let f = run.scratch.with_extension("file");
     fs::write(&f, "x")?;
-    let s = spec([base], &run, "true").with_mount(Mount::bind(
-        MountSource::Host(f),
+    let s = spec([base.clone()], &run, "true").with_mount(Mount::bind(
+        MountSource::Host(f.clone()),
         "/etc",
         BindAccess::ReadOnly,
     ))?;
@@ -1030,6 +1030,26 @@ fn nothing_left_after_success_and_failure() -> R {
         || "file over directory".into(),
     )?;
     assert_nothing_left(marker, &run.scratch, Duration::ZERO)?;
+    eq(fs::read_dir(&run.scratch)?.count(), 0, "scratch emptied")?;
+    // Failure inside the init, after the overlay and /proc are mounted: a mount point
+    // cannot be made in procfs.
+    let run = run_dirs();
+    let s = spec([base], &run, "true").with_mount(Mount::bind(
+        MountSource::Host(f),
+        "/proc/rbuild-test",
+        BindAccess::ReadOnly,
+    ))?;
+    match exec(&sb, &s) {
+        Err(e @ SandboxError::Setup { .. }) => check(
+            e.to_string()
+                .contains("create mount point /proc/rbuild-test")
+                || e.to_string().contains("proc/rbuild-test"),
+            || e.to_string(),
+        )?,
+        other => return Err(format!("{:?}", other.map(|o| o.status)).into()),
+    }
+    assert_nothing_left(marker, &run.scratch, Duration::ZERO)?;
+    eq(listing(&run.upper), Vec::<String>::new(), "upper")?;
     eq(fs::read_dir(&run.scratch)?.count(), 0, "scratch emptied")
 }
 

@@ -475,7 +475,7 @@ fn create_in_root(root: &OwnedFd, rel: &str, last_is_dir: bool) -> Result<(), Fa
         match in_root(root, &prefix, OFlags::PATH, ResolveFlags::NO_MAGICLINKS) {
             Ok(_) => continue,
             Err(Errno::NOENT) => {}
-            Err(e) => return Err(fail("resolve", Some(Path::new(&prefix)), e)),
+            Err(e) => return Err(fail("resolve", Some(&Path::new("/").join(&prefix)), e)),
         }
         let parent = in_root(
             root,
@@ -483,7 +483,7 @@ fn create_in_root(root: &OwnedFd, rel: &str, last_is_dir: bool) -> Result<(), Fa
             OFlags::PATH | OFlags::DIRECTORY,
             ResolveFlags::NO_MAGICLINKS,
         )
-        .map_err(|e| fail("resolve", Some(Path::new(&prefix)), e))?;
+        .map_err(|e| fail("resolve", Some(&Path::new("/").join(&prefix)), e))?;
         let r = if i + 1 == comps.len() && !last_is_dir {
             rustix::fs::openat(
                 &parent,
@@ -495,7 +495,7 @@ fn create_in_root(root: &OwnedFd, rel: &str, last_is_dir: bool) -> Result<(), Fa
         } else {
             rustix::fs::mkdirat(&parent, comps[i], Mode::from_raw_mode(0o755))
         };
-        r.map_err(|e| fail("create mount point", Some(Path::new(&prefix)), e))?;
+        r.map_err(|e| fail("create mount point", Some(&Path::new("/").join(&prefix)), e))?;
     }
     Ok(())
 }
