@@ -1200,3 +1200,36 @@ fn add_04_add_05_chmod_and_checksum_on_downloads() {
         "{e}"
     );
 }
+
+#[test]
+#[ignore = "timing: cargo test -p builder-core --lib timing -- --ignored --nocapture"]
+fn timing_cache_inputs_and_execute_on_a_large_context() {
+    let f = Fixture::new();
+    let body = "x".repeat(4000);
+    for i in 0..200 {
+        for j in 0..100 {
+            f.file(&format!("node_modules/p{i}/f{j}.js"), &body);
+        }
+    }
+    // Older than the stat cache's racily-clean window, so that entries are saved.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let line = "COPY . /app/";
+    let ctx = f.context();
+    let t = std::time::Instant::now();
+    let cold = key_of(&ctx, line);
+    let cold_t = t.elapsed();
+    ctx.save().unwrap();
+    drop(ctx);
+    let ctx = f.context();
+    let t = std::time::Instant::now();
+    let warm = key_of(&ctx, line);
+    let warm_t = t.elapsed();
+    assert_eq!(cold, warm);
+    let t = std::time::Instant::now();
+    let out = run(&ctx, line);
+    let exec_t = t.elapsed();
+    assert!(out.path().join("app/node_modules/p199/f99.js").exists());
+    eprintln!(
+        "20000 files, 80 MB: cache_inputs cold {cold_t:?}, warm (new process, stat cache) {warm_t:?}; execute {exec_t:?}"
+    );
+}

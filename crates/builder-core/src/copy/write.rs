@@ -216,6 +216,16 @@ impl<'a> Writer<'a> {
     /// destination defaults (0755 or the octal `--chmod`, root or `--chown`); existing
     /// parent directories are copied up with their own metadata.
     fn ensure_dir(&mut self, rel: &[OsString]) -> Result<(), CopyError> {
+        let mode = self
+            .params
+            .chmod
+            .as_ref()
+            .map_or(0o755, |c| c.created_dir_mode());
+        self.ensure_dir_mode(rel, mode)
+    }
+
+    /// [`Writer::ensure_dir`] with the mode for new directories given.
+    fn ensure_dir_mode(&mut self, rel: &[OsString], mode: u32) -> Result<(), CopyError> {
         for i in 1..=rel.len() {
             let p = &rel[..i];
             match self.existing(p)? {
@@ -232,11 +242,6 @@ impl<'a> Writer<'a> {
                 }
                 None => {
                     let (uid, gid) = self.owner.unwrap_or((0, 0));
-                    let mode = self
-                        .params
-                        .chmod
-                        .as_ref()
-                        .map_or(0o755, |c| c.created_dir_mode());
                     let attrs = Attrs {
                         uid,
                         gid,
@@ -287,7 +292,8 @@ impl<'a> Writer<'a> {
         // ADD: local archives (and downloads with --unpack=true) are extracted into the
         // destination, whatever its trailing slash.
         if let Some((archive, shown)) = self.archive_of(item)? {
-            self.ensure_dir(&dst)?;
+            // BuildKit makes the extraction directory 0755 whatever --chmod says.
+            self.ensure_dir_mode(&dst, 0o755)?;
             let host = self.host(&dst);
             let before = self.inodes_under(&host);
             archive::unpack(&shown, &archive, &host)?;
