@@ -79,6 +79,9 @@ struct StageState {
     base_repo: Option<Repository>,
     /// A CMD was set in this stage (an ENTRYPOINT then keeps it).
     cmd_set: bool,
+    /// The platform the stage's filesystem is for (`FROM --platform` may differ from the
+    /// build's target platform).
+    platform: Platform,
 }
 
 type StageFuture = Shared<BoxFuture<'static, Result<Arc<StageState>, Arc<Error>>>>;
@@ -825,6 +828,7 @@ async fn build_stage(
                 layers: Vec::new(),
                 base_repo: None,
                 cmd_set: false,
+                platform: target,
             }
         }
         StageBase::Image(r) => {
@@ -848,6 +852,7 @@ async fn build_stage(
                 layers: base.layers.clone(),
                 base_repo: Some(base.repo.clone()),
                 cmd_set: false,
+                platform: target,
             }
         }
         StageBase::Stage(j) => {
@@ -901,7 +906,6 @@ async fn build_stage(
                 dispatch(
                     &ctx,
                     &plan,
-                    &platform,
                     &deps,
                     &mut state,
                     &step.instruction,
@@ -950,7 +954,6 @@ async fn build_stage(
         match dispatch(
             &ctx,
             &plan,
-            &platform,
             &deps,
             &mut state,
             &step.instruction,
@@ -1086,7 +1089,6 @@ struct RunKey<'a> {
 async fn dispatch(
     ctx: &Arc<Ctx>,
     plan: &BuildPlan,
-    platform: &Platform,
     deps: &HashMap<usize, StageFuture>,
     state: &mut StageState,
     ins: &Spanned<Instruction>,
@@ -1247,10 +1249,12 @@ async fn dispatch(
             .map_err(|e| locate(ctx, span, text, e))?;
         }
         Instruction::Run(r) => {
-            run_step(ctx, plan, platform, state, r, id, span, text).await?;
+            let stage_platform = state.platform.clone();
+            run_step(ctx, plan, &stage_platform, state, r, id, span, text).await?;
         }
         Instruction::Copy(_) | Instruction::Add(_) => {
-            copy_step(ctx, platform, deps, state, ins, dep, id, span, text).await?;
+            let stage_platform = state.platform.clone();
+            copy_step(ctx, &stage_platform, deps, state, ins, dep, id, span, text).await?;
         }
         Instruction::From(_) => return Err(step_failed(ctx, span, text, "FROM inside a stage")),
         other => {
