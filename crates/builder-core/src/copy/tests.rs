@@ -359,6 +359,11 @@ fn cp_08_symlinks_named_as_sources_are_followed() {
     assert!(entry(out.path(), "alllinks/l0").ends_with("f subfile-contents"));
     assert!(entry(out.path(), "alllinks/l1").ends_with("f baz-contents"));
     assert!(entry(out.path(), "alllinks/lfile").ends_with("f lfile"));
+    // A symlinked directory in the middle of a source path is followed too.
+    f.link("linkdir", "sub");
+    let ctx = f.context();
+    let out = run(&ctx, "COPY linkdir/subfile /x");
+    assert!(entry(out.path(), "x").ends_with("f subfile-contents"));
     // Inside a copied directory, symlinks stay symlinks.
     let out = run(&ctx, "COPY tree /t/");
     assert!(entry(out.path(), "t/inner").ends_with("l ../bar"));
