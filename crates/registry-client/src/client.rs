@@ -137,6 +137,7 @@ impl ClientBuilder {
                 credentials: Mutex::new(BTreeMap::new()),
                 challenges: Mutex::new(BTreeMap::new()),
                 tokens: Mutex::new(TokenCache::default()),
+                token_fetch: tokio::sync::Mutex::new(()),
                 retry: self.retry,
                 chunk_size: self.chunk_size,
             }),
@@ -161,6 +162,8 @@ struct Inner {
     /// What each registry answered 401 with; `None` inside: it needs no auth.
     challenges: Mutex<BTreeMap<String, Challenge>>,
     tokens: Mutex<TokenCache>,
+    /// Held while a token is fetched.
+    token_fetch: tokio::sync::Mutex<()>,
     retry: RetryPolicy,
     chunk_size: Option<u64>,
 }
@@ -1091,20 +1094,9 @@ impl Client {
                 Ok(None)
             }
             (Challenge::Bearer { realm, service, .. }, _) => {
-                let cached = self
-                    .inner
-                    .tokens
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(registry, &op.scopes, Instant::now())
-                    .cloned();
-                let token = match cached {
-                    Some(t) => t.value,
-                    None => {
-                        self.fetch_token(op, realm, service.as_deref(), &op.scopes, &credential)
-                            .await?
-                    }
-                };
+                let token = self
+                    .token_for(op, realm, service.as_deref(), &op.scopes, &credential)
+                    .await?;
                 if let Some(v) = auth::bearer_header(&token) {
                     headers.insert(AUTHORIZATION, v);
                 }
@@ -1154,11 +1146,41 @@ impl Client {
         if let Challenge::Bearer { realm, service, .. } = &challenge {
             let credential = self.credential(registry).await?;
             if !matches!(credential, Credential::RegistryToken(_)) {
-                self.fetch_token(op, realm, service.as_deref(), &scopes, &credential)
+                self.token_for(op, realm, service.as_deref(), &scopes, &credential)
                     .await?;
             }
         }
         Ok(())
+    }
+
+    /// A cached token covering `scopes`, else a new one. One fetch at a time, so that
+    /// concurrent requests that all lack a token wait for the first one's instead of each
+    /// asking the token service.
+    async fn token_for(
+        &self,
+        op: &Op<'_>,
+        realm: &str,
+        service: Option<&str>,
+        scopes: &Scopes,
+        credential: &Credential,
+    ) -> Result<String, Error> {
+        let cached = |this: &Self| {
+            this.inner
+                .tokens
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(op.repo.registry(), scopes, Instant::now())
+                .map(|t| t.value.clone())
+        };
+        if let Some(t) = cached(self) {
+            return Ok(t);
+        }
+        let _one_at_a_time = self.inner.token_fetch.lock().await;
+        if let Some(t) = cached(self) {
+            return Ok(t);
+        }
+        self.fetch_token(op, realm, service, scopes, credential)
+            .await
     }
 
     async fn fetch_token(

@@ -502,3 +502,21 @@ async fn connection_refused_is_retried_then_reported() {
         "{err}"
     );
 }
+
+/// Concurrent requests that all meet the challenge share one token.
+#[tokio::test]
+async fn concurrent_requests_share_one_token() {
+    let (proxy, path) = proxy("share").await;
+    let (_, digest) = seed_blob(&path, 1000, 17).await;
+    proxy.require_tokens(TokenAuth::default());
+    let client = client();
+    let r = repo(&proxy, &path);
+    let checks: Vec<_> = (0..6).map(|_| client.blob_exists(&r, &digest)).collect();
+    for found in futures_util::future::join_all(checks).await {
+        assert_eq!(found.unwrap(), Some(1000));
+    }
+    assert_eq!(
+        proxy.token_requests(),
+        [vec![format!("repository:{path}:pull")]]
+    );
+}
