@@ -251,6 +251,18 @@ pub(crate) fn prepare(
     let (root, view, stubs) = match (&spec.rootfs, mode) {
         (Rootfs::Layers { lowers, upper }, Mode::Overlay) => {
             check_empty_dir(upper)?;
+            let dev = |p: &Path| fs::metadata(p).map(|m| m.dev()).at("stat", p);
+            if dev(upper)? != dev(scratch)? {
+                return Err(SandboxError::InvalidSpec {
+                    field: "scratch",
+                    reason: format!(
+                        "{} is not on the filesystem of the upper directory {} (overlayfs needs \
+                         its work directory there)",
+                        scratch.display(),
+                        upper.display()
+                    ),
+                });
+            }
             let stubs = mkdir(&scratch.join("stubs"))?;
             let mut all = vec![stubs.clone()];
             all.extend(lowers.iter().cloned());
