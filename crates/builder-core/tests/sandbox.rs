@@ -52,6 +52,7 @@ fn main() {
             chroot_without_namespaces,
         ),
         Trial::test("chroot_mode_forced_by_env", chroot_mode_forced_by_env),
+        Trial::test("the_host_umask_does_not_leak", the_host_umask_does_not_leak),
         Trial::test(
             "resolv_conf_and_hosts_never_captured",
             resolv_conf_and_hosts_never_captured,
@@ -600,6 +601,39 @@ fn chroot_mode_forced_by_env() -> R {
         !o.status.success() && err.contains("RBUILD_SANDBOX=\"bogus\""),
         || err.into_owned(),
     )
+}
+
+fn the_host_umask_does_not_leak() -> R {
+    let base = base_layer(host_arch());
+    for mode in ["overlay", "chroot"] {
+        let run = run_dirs();
+        let out = sh(child(
+            "umask",
+            &["sh", "-c", "umask 077 && exec \"$0\""],
+            &[("RBUILD_SANDBOX", mode)],
+        )
+        .env("SANDBOX_TEST_BASE", &base)
+        .env("SANDBOX_TEST_UPPER", &run.upper)
+        .env("SANDBOX_TEST_SCRATCH", &run.scratch));
+        eq(
+            out.as_str(),
+            "0022\n644 755\n",
+            "umask and modes in the step",
+        )?;
+        eq(
+            listing(&run.upper),
+            [
+                "d dir 755 0:0",
+                "f file \"\" nlink=1 644 0:0",
+                "new dir 755 0:0",
+                "new/x file \"\" nlink=1 644 0:0",
+            ]
+            .map(String::from)
+            .to_vec(),
+            &format!("upper ({mode})"),
+        )?;
+    }
+    Ok(())
 }
 
 fn resolv_conf_and_hosts_never_captured() -> R {
@@ -1236,6 +1270,28 @@ fn child_main(mode: &str) -> i32 {
                 let _ = stdout.flush();
             });
             0
+        }
+        "umask" => {
+            // Started under `umask 077`: the step still gets 022, and the stub of a mount
+            // target's missing parent (copied up when written into) is 0755.
+            let var = |k: &str| PathBuf::from(std::env::var(k).unwrap());
+            let sb = Sandbox::detect(Path::new("/var/tmp/rbuild-sandbox-tests")).unwrap();
+            let s = RunSpec::new(
+                Rootfs::Layers { lowers: vec![var("SANDBOX_TEST_BASE")], upper: var("SANDBOX_TEST_UPPER") },
+                var("SANDBOX_TEST_SCRATCH"),
+                vec![
+                    "/bin/sh".into(),
+                    "-c".into(),
+                    "umask; touch /f; mkdir /d; touch /new/x; stat -c %a /f /d | tr '\\n' ' ' | sed 's/ $//'; echo".into(),
+                ],
+            )
+            .unwrap()
+            .with_mount(Mount::tmpfs("/new/mnt", None, 0o755))
+            .unwrap();
+            let o = exec(&sb, &s).unwrap();
+            print!("{}", o.stdout);
+            eprint!("{}", o.stderr);
+            i32::from(!o.status.success())
         }
         "bench" => {
             // Not a test: `SANDBOX_TEST_CHILD=bench <this binary>` prints the cost of a run.

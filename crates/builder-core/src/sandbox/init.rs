@@ -988,6 +988,8 @@ fn command_main(ctrl: &UnixStream, plan: &InitPlan, devnull: OwnedFd) -> i32 {
 }
 
 fn prepare_command(plan: &InitPlan) -> Result<(), Fail> {
+    // runc's umask, not the host process's.
+    rustix::process::umask(Mode::from_raw_mode(0o022));
     if let InitRoot::Chroot { dir } = &plan.root {
         rustix::process::chroot(dir).map_err(|e| fail("chroot", Some(dir), e))?;
         rustix::process::chdir("/").map_err(|e| fail("chdir", Some(Path::new("/")), e))?;

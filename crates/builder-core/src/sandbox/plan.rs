@@ -194,6 +194,11 @@ fn create_missing(
                 .open(&p)
                 .at("create mount point", &p)?;
         }
+        // Whatever the caller's umask: a step that writes into a new directory stub copies
+        // it up, mode included.
+        let mode = if is_dir { 0o755 } else { 0o644 };
+        fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(mode))
+            .at("chmod", &p)?;
         if let Some(r) = record.as_deref_mut() {
             r.push((p.clone(), is_dir));
         }
