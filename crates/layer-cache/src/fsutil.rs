@@ -89,12 +89,23 @@ pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
 
 /// Writes `bytes` to `path` atomically: temp file in the same directory, fsync, rename,
 /// fsync of the directory. Readers see the old or the new contents, never a mix.
+///
+/// The temp file is flocked while it is written, so that a prune (see
+/// [`remove_if_unlocked`]) can tell a crashed writer's leftover from a live one.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".tmp-")
-        .tempfile_in(dir)
-        .map_err(io_at(dir))?;
+    let mut tmp = loop {
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-")
+            .tempfile_in(dir)
+            .map_err(io_at(dir))?;
+        flock(tmp.as_file(), FlockOperation::LockExclusive)
+            .map_err(|e| io_at(tmp.path())(e.into()))?;
+        // A prune may have removed it between creation and locking.
+        if tmp.as_file().metadata().map_err(io_at(tmp.path()))?.nlink() > 0 {
+            break tmp;
+        }
+    };
     tmp.write_all(bytes).map_err(io_at(tmp.path()))?;
     tmp.as_file().sync_all().map_err(io_at(tmp.path()))?;
     tmp.persist(path).map_err(|e| io_at(path)(e.error))?;
@@ -117,7 +128,21 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<O
 
 /// Serialises a record as pretty JSON and writes it atomically.
 pub(crate) fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(value).map_err(|source| Error::Json {
+    write_json_as(path, value, true)
+}
+
+/// Like [`write_json`], `pretty` or compact (for large records).
+pub(crate) fn write_json_as<T: serde::Serialize>(
+    path: &Path,
+    value: &T,
+    pretty: bool,
+) -> Result<()> {
+    let bytes = if pretty {
+        serde_json::to_vec_pretty(value)
+    } else {
+        serde_json::to_vec(value)
+    };
+    let mut bytes = bytes.map_err(|source| Error::Json {
         path: path.to_owned(),
         source,
     })?;
@@ -214,4 +239,25 @@ pub(crate) fn list_dir(dir: &Path) -> Result<Vec<String>> {
     }
     names.sort();
     Ok(names)
+}
+
+/// Removes `path` if no process holds a lock on it (a leftover of a crashed writer).
+/// Returns the bytes freed.
+pub(crate) fn remove_if_unlocked(path: &Path) -> Result<u64> {
+    let file = match File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(io_at(path)(e)),
+    };
+    match flock(&file, FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => {}
+        Err(rustix::io::Errno::WOULDBLOCK) => return Ok(0),
+        Err(e) => return Err(io_at(path)(e.into())),
+    }
+    let size = file.metadata().map_err(io_at(path))?.len();
+    match fs::remove_file(path) {
+        Ok(()) => Ok(size),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(io_at(path)(e)),
+    }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crate::content::ContentStore;
 use crate::digest::{ChainId, Digest};
 use crate::error::Result;
-use crate::fsutil::{LockFile, list_dir, remove_tree, tree_size};
+use crate::fsutil::{LockFile, list_dir, remove_if_unlocked, remove_tree, tree_size};
 use crate::index::CacheIndex;
 use crate::lease::{EntryRef, gc_lock_path, live_holds};
 use crate::snapshot::SnapshotStore;
@@ -313,10 +313,7 @@ impl Gc<'_> {
             let path = ingest.join(&name);
             if name.starts_with("tmp-") {
                 // Each staged file is flocked by its writer.
-                if let Some(l) = LockFile::acquire(&path, true, false)? {
-                    freed += tree_size(&path)?;
-                    l.remove()?;
-                }
+                freed += remove_if_unlocked(&path)?;
             } else if let Some(stem) = name.strip_suffix(".lock") {
                 if let Some(l) = LockFile::acquire(&path, true, false)? {
                     let partial = ingest.join(format!("{stem}.partial"));
@@ -331,15 +328,13 @@ impl Gc<'_> {
                 }
             }
         }
-        // Temporary files of atomic writes (`.tmp-*`) older than a minute.
-        let old = SystemTime::now() - Duration::from_secs(60);
+        // Temporary files of atomic writes (`.tmp-*`), flocked by live writers.
         for dir in ["index", "statcache", "leases", "snapshots"] {
             let dir = self.root.join(dir);
             for name in list_dir(&dir)? {
                 let path = dir.join(&name);
-                if name.starts_with(".tmp-") && path.is_file() && mtime(&path) < old {
-                    freed += tree_size(&path)?;
-                    remove_tree(&path)?;
+                if name.starts_with(".tmp-") && path.is_file() {
+                    freed += remove_if_unlocked(&path)?;
                 }
             }
         }

@@ -6,12 +6,13 @@ use std::fs::{File, Metadata};
 use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
 use crate::digest::{Digest, Sha256Hasher};
 use crate::error::{Error, Result, io_at};
-use crate::fsutil::{mkdirs, now_unix, read_json, write_json};
+use crate::fsutil::{mkdirs, read_json, write_json_as};
 
 /// What the stat cache remembers about one file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,7 +156,10 @@ impl StatCache {
         if !self.dirty {
             return Ok(());
         }
-        let horizon = (i128::from(now_unix() as i64) - RACY_SECS) * 1_000_000_000;
+        let now_ns = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as i128);
+        let horizon = now_ns - RACY_SECS * 1_000_000_000;
         let stored = Stored {
             entries: self
                 .entries
@@ -164,7 +168,7 @@ impl StatCache {
                 .map(|(k, e)| (k.clone(), e.clone()))
                 .collect(),
         };
-        write_json(&self.path, &stored)?;
+        write_json_as(&self.path, &stored, false)?;
         self.dirty = false;
         Ok(())
     }
