@@ -10,7 +10,6 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use builder_core::{
@@ -102,15 +101,20 @@ fn sh(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The busybox image's layer for `arch`, unpacked once per process.
+/// The busybox image's layer for `arch`, unpacked once into
+/// /var/tmp/rbuild-sandbox-tests/base and shared by test processes.
 fn base_layer(arch: &str) -> PathBuf {
-    static DIRS: OnceLock<std::sync::Mutex<BTreeMap<String, PathBuf>>> = OnceLock::new();
-    let mut dirs = DIRS.get_or_init(Default::default).lock().unwrap();
-    if let Some(d) = dirs.get(arch) {
-        return d.clone();
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = LOCK.lock().unwrap();
+    let base = Path::new("/var/tmp/rbuild-sandbox-tests/base");
+    let root = base.join(format!("busybox-{arch}"));
+    if root.join("bin/busybox").exists() {
+        return root;
     }
-    let root = workdir().keep().join(format!("busybox-{arch}"));
-    fs::create_dir_all(&root).unwrap();
+    fs::create_dir_all(base).unwrap();
+    let tmp = tempfile::tempdir_in(base).unwrap();
+    let fresh = tmp.path().join("root");
+    fs::create_dir(&fresh).unwrap();
     let tar = Path::new(TESTENV).join(format!("rootfs-{arch}.tar"));
     if tar.exists() {
         sh(Command::new("tar")
@@ -118,10 +122,10 @@ fn base_layer(arch: &str) -> PathBuf {
             .arg(&tar)
             .arg("--numeric-owner")
             .arg("-C")
-            .arg(&root));
+            .arg(&fresh));
     } else {
         // From the local registry: skopeo to an OCI layout, then the single layer.
-        let layout = root.with_extension("oci");
+        let layout = tmp.path().join("oci");
         sh(Command::new("skopeo")
             .args(["copy", "--src-tls-verify=false", "--override-arch", arch])
             .arg(format!("docker://{REGISTRY_IMAGE}"))
@@ -143,10 +147,11 @@ fn base_layer(arch: &str) -> PathBuf {
                 .arg(blob(layer["digest"].as_str().unwrap()))
                 .arg("--numeric-owner")
                 .arg("-C")
-                .arg(&root));
+                .arg(&fresh));
         }
     }
-    dirs.insert(arch.to_owned(), root.clone());
+    // Another test process may have won the race: then use its copy.
+    let _ = fs::rename(&fresh, &root);
     root
 }
 
