@@ -1639,8 +1639,10 @@ async fn run_step(
         let dir = dir.to_owned();
         async move {
             let lowers = ctx.materialize(&layers, id).await?;
+            // Without USER, root with its supplementary groups from /etc/group (as
+            // BuildKit: `id -G` is `0 10` on busybox); plain root when the image has none.
             let run_user = if user.is_empty() {
-                sandbox::User::root()
+                sandbox::resolve_user(&lowers, "root").unwrap_or_else(|_| sandbox::User::root())
             } else {
                 sandbox::resolve_user(&lowers, &user)?
             };
