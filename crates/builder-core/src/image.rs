@@ -59,7 +59,8 @@ impl ImageConfig {
         if let Some(v) = variant {
             doc.insert("variant".into(), json!(v));
         }
-        doc.insert("config".into(), json!({}));
+        // BuildKit's empty image (`emptyImage` in dockerfile2llb) has WorkingDir "/".
+        doc.insert("config".into(), json!({"WorkingDir": "/"}));
         doc.insert("rootfs".into(), json!({"type": "layers", "diff_ids": []}));
         doc.insert("history".into(), json!([]));
         let mut c = Self { doc };
