@@ -118,6 +118,8 @@ struct Ctx {
     allow_insecure: bool,
     build_platform: Platform,
     source_date_epoch: Option<i64>,
+    /// The first step failure: it cancels the other stages and is what the build reports.
+    first_error: Mutex<Option<Error>>,
     images: tokio::sync::Mutex<HashMap<(String, String), Arc<BaseImage>>>,
     tmp: PathBuf,
     labels: BTreeMap<String, String>,
@@ -135,6 +137,20 @@ fn now_secs() -> u64 {
 impl Ctx {
     fn emit(&self, ev: ProgressEvent) {
         let _ = self.events.send(ev);
+    }
+
+    /// A stage failed: remember the first failure and cancel the rest of the build, so
+    /// that steps running in parallel stop at once instead of finishing first.
+    fn fail(&self, e: &Error) {
+        if matches!(e, Error::Cancelled) {
+            return;
+        }
+        let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
+        if first.is_none() {
+            *first = Some(clone_error(e));
+        }
+        drop(first);
+        self.cancel.cancel();
     }
 
     fn step_id(&self) -> StepId {
@@ -431,8 +447,14 @@ impl registry_client::TransferProgress for PullProgress<'_> {
     }
 }
 
+/// The platform as the TARGET*/BUILD* args show it: like BuildKit (containerd's
+/// `platforms.Normalize`), arm64 without its default `v8` variant.
 fn platform_spec(p: &Platform) -> PlatformSpec {
-    PlatformSpec::new(p.os(), p.architecture(), p.variant().unwrap_or_default())
+    let variant = match (p.architecture(), p.variant()) {
+        ("arm64", Some("v8")) => "",
+        (_, v) => v.unwrap_or_default(),
+    };
+    PlatformSpec::new(p.os(), p.architecture(), variant)
 }
 
 fn step_failed(
@@ -456,7 +478,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         Some(DockerfileSource::Text { name, text }) => (name.clone(), text.clone()),
         Some(DockerfileSource::Path(p)) => (p.display().to_string(), read_dockerfile(p)?),
         None => {
-            let p = b.context.join("Dockerfile");
+            let p = super::default_dockerfile(&b.context);
             (p.display().to_string(), read_dockerfile(&p)?)
         }
     };
@@ -550,6 +572,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         allow_insecure: b.allow_insecure,
         build_platform: host.clone(),
         source_date_epoch,
+        first_error: Mutex::new(None),
         images: tokio::sync::Mutex::new(HashMap::new()),
         tmp,
         labels: b.labels.clone(),
@@ -562,6 +585,13 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         sandbox: mode.clone(),
     });
     let mut seen_warnings = std::collections::BTreeSet::new();
+    // The parser's own warnings (NoEmptyContinuation...), then the plans'.
+    for w in &df.warnings {
+        sink.event(&ProgressEvent::Warning {
+            message: format!("{}: {}", w.rule, w.message),
+            location: Some(format!("{name}:{}", w.span.start_line)),
+        });
+    }
     for plan in &plans {
         for w in plan.warnings() {
             let location = w.span.map(|s| format!("{name}:{}", s.start_line));
@@ -607,7 +637,19 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     while let Ok(ev) = rx.try_recv() {
         sink.event(&ev);
     }
-    let states = states.map_err(|e| Arc::try_unwrap(e).unwrap_or_else(|e| clone_error(&e)))?;
+    let states = states.map_err(|e| {
+        let e = Arc::try_unwrap(e).unwrap_or_else(|e| clone_error(&e));
+        // Cancelled because another stage failed: report that failure.
+        let first = ctx
+            .first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        match (e, first) {
+            (Error::Cancelled, Some(first)) => first,
+            (e, _) => e,
+        }
+    })?;
 
     // Assemble the images and export them.
     let export_step = ctx.step_id();
@@ -754,9 +796,11 @@ fn spawn_stages(ctx: &Arc<Ctx>, plan: Arc<BuildPlan>, platform: Platform) -> Sta
         }
         let (ctx2, plan2, platform2) = (ctx.clone(), plan.clone(), platform.clone());
         let handle = tokio::spawn(async move {
-            build_stage(ctx2, plan2, platform2, idx, deps)
-                .await
-                .map(Arc::new)
+            let r = build_stage(ctx2.clone(), plan2, platform2, idx, deps).await;
+            if let Err(e) = &r {
+                ctx2.fail(e);
+            }
+            r.map(Arc::new)
         });
         let fut: BoxFuture<'static, Result<Arc<StageState>, Arc<Error>>> = async move {
             match handle.await {
@@ -1576,10 +1620,18 @@ async fn run_step(
                 }
             };
             if r.heredocs.len() == 1 && is_lone_heredoc(&cmd.value, &r.heredocs[0].name) {
+                // As BuildKit: a body with a shebang becomes an executable file run by
+                // path; any other body is the shell's argument itself, so that a SHELL
+                // like `["/bin/awk"]` gets the program text (SH-04).
                 let h = &r.heredocs[0];
-                files.push((h.name.clone(), body(h)));
+                let data = body(h);
                 let mut a = shell.clone();
-                a.push(format!("/dev/pipes/{}", h.name));
+                if data.starts_with("#!") {
+                    a.push(format!("/dev/pipes/{}", h.name));
+                    files.push((h.name.clone(), data));
+                } else {
+                    a.push(data);
+                }
                 a
             } else {
                 let mut script = cmd.value.clone();
@@ -1608,6 +1660,8 @@ async fn run_step(
         .iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+    // Proxy variables reach the step but not its cache key (ARG-14).
+    let key_env = env.clone();
     for (k, v) in plan.proxy_env() {
         env.insert(k, v);
     }
@@ -1622,7 +1676,7 @@ async fn run_step(
         "run",
         &RunKey {
             argv: &argv,
-            env: &env,
+            env: &key_env,
             user: &user,
             cwd: &cwd,
             network: network_name,
@@ -1664,12 +1718,21 @@ async fn run_step(
             }
             for (name, content) in &files {
                 let path = dir.join(format!("heredoc-{name}"));
-                std::fs::write(&path, content).map_err(|e| {
-                    Error::from(layer_cache::Error::Io {
-                        path: path.clone(),
-                        source: e,
+                // Executable: the shell runs it by path, and a shebang line picks the
+                // interpreter (HD-07), as BuildKit's 0755 heredoc file.
+                std::fs::write(&path, content)
+                    .and_then(|()| {
+                        std::fs::set_permissions(
+                            &path,
+                            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+                        )
                     })
-                })?;
+                    .map_err(|e| {
+                        Error::from(layer_cache::Error::Io {
+                            path: path.clone(),
+                            source: e,
+                        })
+                    })?;
                 spec = spec.with_mount(sandbox::Mount::bind(
                     sandbox::MountSource::Host(path),
                     format!("/dev/pipes/{name}"),

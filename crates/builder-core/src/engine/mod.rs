@@ -366,7 +366,7 @@ impl Build {
         match &self.dockerfile {
             Some(DockerfileSource::Path(p)) => Some(p.clone()),
             Some(DockerfileSource::Text { .. }) => None,
-            None => Some(self.context.join("Dockerfile")),
+            None => Some(default_dockerfile(&self.context)),
         }
     }
 
@@ -382,6 +382,17 @@ fn exec_join(e: &tokio::task::JoinError) -> Error {
         instruction: String::new(),
         reason: format!("internal task failed: {e}"),
         output_tail: Vec::new(),
+    }
+}
+
+/// `Dockerfile` in the context, else `dockerfile` when only that exists (as BuildKit).
+fn default_dockerfile(context: &Path) -> PathBuf {
+    let upper = context.join("Dockerfile");
+    let lower = context.join("dockerfile");
+    if !upper.exists() && lower.is_file() {
+        lower
+    } else {
+        upper
     }
 }
 
