@@ -1,0 +1,536 @@
+//! Engine behaviours beyond the checklist: the cache, failures, cancellation, hostile base
+//! images, the exporters read by real tools.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use builder_core::{Build, Error, ExportSpec, ProgressEvent};
+use serde_json::{Value, json};
+use sha2::Digest as _;
+
+use crate::util::{Case, R, REGISTRY, docker_available, expect_err, ok, sh, unique};
+
+const CHAIN: &str = "FROM {BUSYBOX}\nRUN echo one > /one\nWORKDIR /w\nRUN echo two > two\nENV X=1\nRUN echo three > /three\n";
+
+pub(crate) fn warm_rebuild_runs_nothing_and_gives_the_same_digest() -> R {
+    let c = Case::new();
+    let cold = ok(c.build(CHAIN))?;
+    ensure_eq!(cold.report.steps_run, 4, "RUN, WORKDIR, RUN, RUN");
+    let warm = ok(c.build(CHAIN))?;
+    ensure_eq!(warm.report.steps_run, 0);
+    ensure_eq!(warm.report.steps_cached, 4);
+    ensure_eq!(warm.report.digest, cold.report.digest);
+    ensure_eq!(warm.report.config_digests, cold.report.config_digests);
+    let cached = warm
+        .events
+        .iter()
+        .filter(|e| matches!(e, ProgressEvent::StepCached { .. }))
+        .count();
+    ensure_eq!(cached, 4);
+    ensure!(
+        !warm
+            .events
+            .iter()
+            .any(|e| matches!(e, ProgressEvent::StepLog { .. })),
+        "a cached step printed output"
+    );
+    ensure_eq!(warm.read("/w/two")?, "two\n");
+    Ok(())
+}
+
+pub(crate) fn changed_run_reruns_from_there() -> R {
+    let c = Case::new();
+    ok(c.build(CHAIN))?;
+    let img = ok(c.build(&CHAIN.replace("echo two", "echo TWO")))?;
+    ensure_eq!(
+        img.report.steps_run,
+        2,
+        "the changed RUN and the one after it"
+    );
+    ensure_eq!(img.report.steps_cached, 2, "the first RUN and the WORKDIR");
+    ensure_eq!(img.read("/w/two")?, "TWO\n");
+    ensure_eq!(img.read("/three")?, "three\n");
+    // An ENV change re-runs the RUN after it only.
+    let img = ok(c.build(&CHAIN.replace("ENV X=1", "ENV X=2")))?;
+    ensure_eq!(img.report.steps_run, 1);
+    Ok(())
+}
+
+pub(crate) fn no_cache_reruns_everything() -> R {
+    let c = Case::new();
+    let cold = ok(c.build(CHAIN))?;
+    let again = ok(c.build_with(CHAIN, |b| Ok(b.no_cache(true))))?;
+    ensure_eq!(again.report.steps_run, cold.report.steps_run);
+    ensure_eq!(again.report.steps_cached, 0);
+    Ok(())
+}
+
+pub(crate) fn failed_run_reports_location_and_output() -> R {
+    let c = Case::new();
+    let e = expect_err(
+        c.build(
+            "FROM {BUSYBOX}\nENV A=1\nRUN echo to-stdout; echo to-stderr >&2; \\\n    exit 3\n",
+        ),
+        "did not complete successfully",
+    )?;
+    let Error::Step {
+        location,
+        instruction,
+        reason,
+        output_tail,
+        ..
+    } = &e
+    else {
+        return Err(format!("not a step error: {e:?}").into());
+    };
+    ensure!(location.ends_with("Dockerfile:3"), "location {location:?}");
+    ensure!(
+        instruction.starts_with("RUN echo to-stdout"),
+        "instruction {instruction:?}"
+    );
+    ensure!(reason.contains('3'), "no exit code in {reason:?}");
+    ensure!(
+        output_tail.iter().any(|l| l.contains("to-stdout"))
+            && output_tail.iter().any(|l| l.contains("to-stderr")),
+        "output tail {output_tail:?}"
+    );
+    // Nothing of the failed step is cached: fixing the line runs it.
+    let img = ok(c.build("FROM {BUSYBOX}\nENV A=1\nRUN echo fixed > /f\n"))?;
+    ensure_eq!(img.report.steps_run, 1);
+    Ok(())
+}
+
+/// Processes whose environment holds `marker`.
+fn marked_processes(marker: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if let Ok(env) = fs::read(e.path().join("environ")) {
+            if env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+                found.push(pid);
+            }
+        }
+    }
+    found
+}
+
+/// Mount table lines (of this process and every other) that mention `path`.
+fn mounts_under(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    let mut tables = vec![PathBuf::from("/proc/self/mountinfo")];
+    if let Ok(dir) = fs::read_dir("/proc") {
+        for e in dir.flatten() {
+            if e.file_name()
+                .to_str()
+                .is_some_and(|s| s.parse::<u32>().is_ok())
+            {
+                tables.push(e.path().join("mountinfo"));
+            }
+        }
+    }
+    for t in tables {
+        if let Ok(text) = fs::read_to_string(&t) {
+            for l in text.lines().filter(|l| l.contains(&needle)) {
+                found.push(format!("{}: {l}", t.display()));
+            }
+        }
+    }
+    found
+}
+
+pub(crate) fn cancel_during_run_tears_everything_down() -> R {
+    let c = Case::new();
+    let marker = format!("ENGINE_CANCEL_MARK={}", unique("m"));
+    c.dockerfile(&format!("FROM {{BUSYBOX}}\nENV {marker}\nRUN sleep 30\n"));
+    let spec = format!("type=oci,dest={}", c.path().join("out.tar").display());
+    let b = Build::new(c.ctx())?
+        .cache_dir(c.cache())
+        .output(spec.parse()?);
+    let handle = b.cancel_handle();
+    let worker = std::thread::spawn(move || crate::util::run_build(b));
+    let t0 = Instant::now();
+    let pids = loop {
+        let p = marked_processes(&marker);
+        if !p.is_empty() {
+            break p;
+        }
+        if worker.is_finished() || t0.elapsed() > Duration::from_secs(120) {
+            return Err(format!(
+                "the RUN never started: {:?}",
+                worker.join().map(|r| r.map(|_| ()))
+            )
+            .into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // Let the sleep settle, then cancel.
+    std::thread::sleep(Duration::from_millis(300));
+    let t1 = Instant::now();
+    handle.cancel();
+    let res = worker.join().map_err(|_| "the build thread panicked")?;
+    let took = t1.elapsed();
+    ensure!(
+        matches!(res, Err(Error::Cancelled)),
+        "expected Error::Cancelled, got {:?}",
+        res.map(|_| ())
+    );
+    ensure!(took < Duration::from_secs(5), "cancel took {took:?}");
+    let left = marked_processes(&marker);
+    ensure!(left.is_empty(), "processes left: {left:?} (were {pids:?})");
+    let mounts = mounts_under(c.cache());
+    ensure!(mounts.is_empty(), "mounts left: {mounts:#?}");
+    ensure!(!c.path().join("out.tar").exists(), "an output was written");
+    Ok(())
+}
+
+/// A failed step cancels a long one running in parallel in another stage.
+pub(crate) fn failed_step_cancels_parallel_stage() -> R {
+    let c = Case::new();
+    let marker = format!("ENGINE_PAR_MARK={}", unique("m"));
+    let t0 = Instant::now();
+    let e = expect_err(
+        c.build(&format!(
+            "FROM {{BUSYBOX}} AS slow\nENV {marker}\nRUN sleep 30 && echo > /x\nFROM {{BUSYBOX}} AS broken\nRUN sleep 1; exit 7\nFROM scratch\nCOPY --from=slow /x /x\nCOPY --from=broken /etc/hostname /y\n"
+        )),
+        "",
+    )?;
+    let took = t0.elapsed();
+    ensure!(
+        e.to_string().contains("Dockerfile:5"),
+        "the error is not the failed step's: {e}"
+    );
+    ensure!(
+        took < Duration::from_secs(25),
+        "the build waited for the slow stage: {took:?}"
+    );
+    let left = marked_processes(&marker);
+    ensure!(left.is_empty(), "processes left: {left:?}");
+    let mounts = mounts_under(c.cache());
+    ensure!(mounts.is_empty(), "mounts left: {mounts:#?}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------- images made by hand
+
+/// One raw tar entry, written without any path checks (the point is to write bad ones).
+fn raw_entry(out: &mut Vec<u8>, name: &str, kind: u8, link: &str, data: &[u8]) {
+    let mut h = [0u8; 512];
+    h[..name.len()].copy_from_slice(name.as_bytes());
+    let octal = |h: &mut [u8], at: usize, len: usize, v: u64| {
+        let s = format!("{v:0w$o}\0", w = len - 1);
+        h[at..at + len].copy_from_slice(s.as_bytes());
+    };
+    octal(&mut h, 100, 8, if kind == b'5' { 0o755 } else { 0o644 });
+    octal(&mut h, 108, 8, 0);
+    octal(&mut h, 116, 8, 0);
+    octal(&mut h, 124, 12, data.len() as u64);
+    octal(&mut h, 136, 12, 1_600_000_000);
+    h[156] = kind;
+    h[157..157 + link.len()].copy_from_slice(link.as_bytes());
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u64 = h.iter().map(|b| u64::from(*b)).sum();
+    let s = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(s.as_bytes());
+    out.extend_from_slice(&h);
+    out.extend_from_slice(data);
+    out.resize(out.len().div_ceil(512) * 512, 0);
+}
+
+fn finish_tar(mut t: Vec<u8>) -> Vec<u8> {
+    t.extend_from_slice(&[0u8; 1024]);
+    t
+}
+
+fn sha256(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
+}
+
+fn host_arch() -> &'static str {
+    if cfg!(target_arch = "x86_64") {
+        "amd64"
+    } else {
+        "arm64"
+    }
+}
+
+/// Pushes a one-platform image made of `layers` (uncompressed tars) with `config` (rootfs
+/// filled in) to `repo:latest` on the local registry, through an OCI layout and skopeo.
+fn push_handmade(dir: &Path, repo: &str, layers: &[Vec<u8>], mut config: Value) -> R {
+    let layout = dir.join("handmade");
+    let blobs = layout.join("blobs/sha256");
+    fs::create_dir_all(&blobs)?;
+    let put = |b: &[u8]| -> Result<String, std::io::Error> {
+        let d = sha256(b);
+        fs::write(blobs.join(&d[7..]), b)?;
+        Ok(d)
+    };
+    let mut diff_ids = Vec::new();
+    let mut descs = Vec::new();
+    for l in layers {
+        diff_ids.push(sha256(l));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(l)?;
+        let gz = gz.finish()?;
+        descs.push(json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": put(&gz)?,
+            "size": gz.len(),
+        }));
+    }
+    config["rootfs"] = json!({"type": "layers", "diff_ids": diff_ids});
+    let cfg = serde_json::to_vec(&config)?;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&cfg)?, "size": cfg.len()},
+        "layers": descs,
+    }))?;
+    let md = put(&manifest)?;
+    fs::write(
+        layout.join("oci-layout"),
+        br#"{"imageLayoutVersion":"1.0.0"}"#,
+    )?;
+    fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&json!({
+            "schemaVersion": 2,
+            "manifests": [{
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "digest": md,
+                "size": manifest.len(),
+                "annotations": {"org.opencontainers.image.ref.name": "latest"},
+            }],
+        }))?,
+    )?;
+    sh(Command::new("skopeo")
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:latest", layout.display()))
+        .arg(format!("docker://{repo}:latest")))?;
+    fs::remove_dir_all(&layout)?;
+    Ok(())
+}
+
+fn base_config(extra_config: Value) -> Value {
+    json!({
+        "architecture": host_arch(),
+        "os": "linux",
+        "config": extra_config,
+        "history": [{"created": "2020-01-01T00:00:00Z", "created_by": "handmade"}],
+    })
+}
+
+/// Everything below `dir` (relative paths with a type letter), for before/after checks.
+fn tree(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(md) = p.symlink_metadata() else {
+                continue;
+            };
+            let rel = p.strip_prefix(dir).unwrap_or(&p).display().to_string();
+            let kind = if md.is_dir() {
+                "d"
+            } else if md.file_type().is_symlink() {
+                "l"
+            } else {
+                "f"
+            };
+            out.push(format!("{kind} {rel} {}", md.len()));
+            if md.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A hostile base image fails the build with an error naming the entry, and nothing
+/// outside the cache changes.
+pub(crate) fn hostile_base_image_is_refused() -> R {
+    let c = Case::new();
+    let victim = c.path().join("victim");
+    fs::create_dir_all(victim.join("dir"))?;
+    fs::write(victim.join("file"), "original")?;
+    let victim_rel = victim.strip_prefix("/")?.display().to_string();
+    let up = "../".repeat(24);
+    let cases: Vec<(&str, Vec<u8>, String)> = vec![
+        {
+            let name = format!("{up}{victim_rel}/escaped");
+            let mut t = Vec::new();
+            raw_entry(&mut t, "etc/", b'5', "", b"");
+            raw_entry(&mut t, &name, b'0', "", b"pwned");
+            ("dotdot", finish_tar(t), name)
+        },
+        {
+            let mut t = Vec::new();
+            raw_entry(&mut t, "evil", b'2', &format!("/{victim_rel}/dir"), b"");
+            raw_entry(&mut t, "evil/pwned", b'0', "", b"pwned");
+            ("symlink", finish_tar(t), "evil/pwned".to_owned())
+        },
+        {
+            let mut t = Vec::new();
+            raw_entry(&mut t, "hl", b'1', &format!("{up}{victim_rel}/file"), b"");
+            ("hardlink", finish_tar(t), "hl".to_owned())
+        },
+    ];
+    for (what, layer, entry) in cases {
+        let repo = format!(
+            "{REGISTRY}/enginetests/{}",
+            unique(&format!("hostile-{what}"))
+        );
+        push_handmade(c.path(), &repo, &[layer], base_config(json!({})))?;
+        c.dockerfile(&format!("FROM {repo}\nRUN true\n"));
+        let before = tree(c.path());
+        let res = c.run(Ok);
+        let e = expect_err(res, "")?;
+        let text = e.to_string();
+        // The error names the entry (or, for `..`, the part of it that is refused).
+        let head: String = entry.chars().take(40).collect();
+        ensure!(
+            text.contains("tar entry") && text.contains(&head),
+            "{what}: the error does not name the entry {entry:?}: {text}"
+        );
+        let mut after = tree(c.path());
+        // The build may add its output directory and whatever lies under the cache.
+        after.retain(|l| !l.contains(" cache") && !l.contains(" out-"));
+        let mut before_f = before.clone();
+        before_f.retain(|l| !l.contains(" cache") && !l.contains(" out-"));
+        ensure_eq!(after, before_f, "{what}: the outside changed");
+        ensure_eq!(fs::read_to_string(victim.join("file"))?, "original");
+        ensure!(
+            fs::read_dir(victim.join("dir"))?.next().is_none(),
+            "{what}: wrote into the victim directory"
+        );
+        let mounts = mounts_under(c.cache());
+        ensure!(mounts.is_empty(), "{what}: mounts left: {mounts:#?}");
+    }
+    Ok(())
+}
+
+/// Every field of a base image's config survives, including those oci-spec lacks.
+pub(crate) fn unknown_base_config_fields_survive() -> R {
+    let c = Case::new();
+    let repo = format!("{REGISTRY}/enginetests/{}", unique("fields"));
+    let mut t = Vec::new();
+    raw_entry(&mut t, "hello", b'0', "", b"hi");
+    let mut cfg = base_config(json!({
+        "Env": ["PATH=/bin", "KEEP=1"],
+        "OnBuild": null,
+        "Healthcheck": {"Test": ["CMD", "true"], "StartInterval": 5000000000u64},
+        "X-Vendor": {"nested": [1, 2]},
+    }));
+    cfg["docker_version"] = json!("20.10.24");
+    cfg["container_config"] = json!({"Hostname": "abc"});
+    cfg["x-top-level"] = json!("kept");
+    push_handmade(c.path(), &repo, &[finish_tar(t)], cfg)?;
+    let img = ok(c.build(&format!("FROM {repo}\nENV a=1\nLABEL l=v\n")))?;
+    let out = img.config()?;
+    ensure_eq!(out["docker_version"], "20.10.24");
+    ensure_eq!(out["container_config"], json!({"Hostname": "abc"}));
+    ensure_eq!(out["x-top-level"], "kept");
+    ensure_eq!(out["config"]["X-Vendor"], json!({"nested": [1, 2]}));
+    ensure_eq!(out["config"]["Healthcheck"]["StartInterval"], 5000000000u64);
+    ensure_eq!(
+        crate::util::strings(&out["config"]["Env"]),
+        ["PATH=/bin", "KEEP=1", "a=1"]
+    );
+    ensure_eq!(img.read("/hello")?, "hi");
+    Ok(())
+}
+
+pub(crate) fn oci_tar_and_dir_outputs_agree() -> R {
+    let c = Case::new();
+    c.dockerfile("FROM {BUSYBOX}\nRUN echo x > /x\n");
+    let tar = c.path().join("image.tar");
+    let img = ok(c.run(|b| Ok(b.output(format!("type=oci,dest={}", tar.display()).parse()?))))?;
+    let digest = |r: String| -> Result<String, libtest_mimic::Failed> {
+        let v: Value = serde_json::from_str(&sh(Command::new("skopeo").args(["inspect", &r]))?)
+            .map_err(|e| e.to_string())?;
+        Ok(v["Digest"].as_str().unwrap_or_default().to_owned())
+    };
+    let from_tar = digest(format!("oci-archive:{}:latest", tar.display()))?;
+    let from_dir = digest(format!("oci:{}:latest", img.layout.display()))?;
+    ensure_eq!(from_tar, from_dir);
+    ensure_eq!(from_dir, img.report.digest);
+    Ok(())
+}
+
+pub(crate) fn docker_output_loads_and_runs() -> R {
+    if !docker_available() {
+        eprintln!(
+            "docker_output_loads_and_runs: no docker daemon reachable through /usr/bin/docker; skipped"
+        );
+        return Ok(());
+    }
+    let c = Case::new();
+    let name = format!("enginetests/{}:v1", unique("dockerload"));
+    c.dockerfile("FROM {BUSYBOX}\nRUN echo -n loaded > /out\nENV WHO=engine\nCMD [\"sh\", \"-c\", \"cat /out; echo \\\" $WHO\\\"\"]\n");
+    let tar = c.path().join("docker.tar");
+    let b = Build::new(c.ctx())?
+        .cache_dir(c.cache())
+        .output(format!("type=docker,dest={}", tar.display()).parse()?)
+        .tag(&name)?;
+    ok(crate::util::run_build(b))?;
+    let out = sh(Command::new("/usr/bin/docker")
+        .arg("load")
+        .arg("-i")
+        .arg(&tar))?;
+    let result = (|| -> R {
+        ensure!(out.contains(&name), "docker load said {out:?}");
+        let run =
+            sh(Command::new("/usr/bin/docker").args(["run", "--rm", "--network", "host", &name]))?;
+        ensure_eq!(run.trim_end(), "loaded engine");
+        let inspect: Value = serde_json::from_str(&sh(
+            Command::new("/usr/bin/docker").args(["image", "inspect", &name])
+        )?)
+        .map_err(|e| e.to_string())?;
+        ensure!(
+            crate::util::strings(&inspect[0]["Config"]["Env"]).contains(&"WHO=engine".to_owned()),
+            "{}",
+            inspect[0]["Config"]
+        );
+        Ok(())
+    })();
+    let _ = Command::new("/usr/bin/docker")
+        .args(["rmi", "-f", &name])
+        .output();
+    result
+}
+
+/// The registry output pushes an image skopeo can read back, with the same digest.
+pub(crate) fn registry_output_round_trips() -> R {
+    let c = Case::new();
+    let repo = format!("{REGISTRY}/enginetests/{}", unique("push"));
+    c.dockerfile("FROM {BUSYBOX}\nRUN echo pushed > /p\n");
+    let b = Build::new(c.ctx())?
+        .cache_dir(c.cache())
+        .output(ExportSpec::registry())
+        .tag(&format!("{repo}:latest"))?;
+    let (report, _) = ok(crate::util::run_build(b))?;
+    let v: Value = serde_json::from_str(&sh(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{repo}:latest"),
+    ]))?)
+    .map_err(|e| e.to_string())?;
+    ensure_eq!(v["Digest"], report.digest);
+    // And it is a usable base.
+    let img = ok(c.build(&format!("FROM {repo}\nRUN cat /p > /q\n")))?;
+    ensure_eq!(img.read("/q")?, "pushed\n");
+    Ok(())
+}
