@@ -360,3 +360,73 @@ async fn registry_errors_are_specific() {
     );
     assert!(err.to_string().contains(&repo.to_string()), "{err}");
 }
+
+/// Docker's schema 2 types (manifest list, manifest) keep their media types and bytes, and
+/// platform selection works through a manifest list as through an OCI index.
+#[tokio::test]
+async fn docker_media_types() {
+    let reg = LocalRegistry::ensure();
+    let client = client();
+    let r = repo(&reg, "docker-types");
+    let layer = Bytes::from(crate::util::noise(4096, 20));
+    let layer_digest = registry_client::Digest::sha256_of(&layer);
+    client
+        .push_blob(
+            &r,
+            &layer_digest,
+            4096,
+            &BlobSource::Bytes(layer),
+            None,
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+    let config = Bytes::from(format!(
+        r#"{{"architecture":"arm64","variant":"v8","os":"linux","rootfs":{{"type":"layers","diff_ids":["{layer_digest}"]}}}}"#
+    ));
+    let config_digest = registry_client::Digest::sha256_of(&config);
+    client
+        .push_blob(
+            &r,
+            &config_digest,
+            config.len() as u64,
+            &BlobSource::Bytes(config.clone()),
+            None,
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+    let manifest = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":{},"digest":"{config_digest}"}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":4096,"digest":"{layer_digest}"}}]}}"#,
+        registry_client::DOCKER_MANIFEST,
+        config.len()
+    );
+    let manifest = registry_client::RawManifest::new(Bytes::from(manifest), None).unwrap();
+    assert_eq!(manifest.media_type(), registry_client::DOCKER_MANIFEST);
+    client.push_manifest(&r, None, &manifest).await.unwrap();
+    let list = format!(
+        r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[{{"mediaType":"{}","size":{},"digest":"{}","platform":{{"architecture":"arm64","os":"linux"}}}}]}}"#,
+        registry_client::DOCKER_MANIFEST_LIST,
+        registry_client::DOCKER_MANIFEST,
+        manifest.size(),
+        manifest.digest()
+    );
+    let list = registry_client::RawManifest::new(Bytes::from(list), None).unwrap();
+    client.push_manifest(&r, Some("list"), &list).await.unwrap();
+
+    let tagged: Reference = format!("{r}:list").parse().unwrap();
+    let got = client.resolve(&tagged).await.unwrap();
+    assert_eq!(
+        (got.media_type(), got.kind()),
+        (registry_client::DOCKER_MANIFEST_LIST, ManifestKind::Index)
+    );
+    assert_eq!(got.bytes(), list.bytes());
+    assert_eq!(skopeo_raw(&tagged.to_string()), list.bytes().to_vec());
+    // the list says plain arm64: it is arm64/v8
+    let img = client
+        .resolve_platform(&tagged, &"linux/arm64/v8".parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(img.manifest.media_type(), registry_client::DOCKER_MANIFEST);
+    assert_eq!(img.manifest.bytes(), manifest.bytes());
+}
