@@ -1051,9 +1051,23 @@ async fn resolve_image(
     }
     let reference: Reference = r.parse()?;
     let _ = step;
-    let resolved = ctx.client.resolve_platform(&reference, platform).await?;
+    // A digest-pinned base resolved before needs no registry: its manifests are kept in
+    // the content store, like its config below.
+    let platform_manifest = match pinned_from_store(ctx, &reference, platform) {
+        Some(m) => m,
+        None => {
+            let resolved = ctx.client.resolve_platform(&reference, platform).await?;
+            if reference.digest().is_some() {
+                if let Some(index) = &resolved.index {
+                    ctx.cache.content().put_bytes(index.bytes())?;
+                }
+                ctx.cache.content().put_bytes(resolved.manifest.bytes())?;
+            }
+            resolved.manifest
+        }
+    };
     let repo = reference.repository().clone();
-    let manifest = match resolved.manifest.parse()? {
+    let manifest = match platform_manifest.parse()? {
         registry_client::Manifest::Image(m) => m,
         _ => {
             return Err(Error::BadImage {
@@ -1109,12 +1123,35 @@ async fn resolve_image(
     }
     let base = Arc::new(BaseImage {
         repo,
-        manifest_digest: resolved.manifest.digest().to_string(),
+        manifest_digest: platform_manifest.digest().to_string(),
         config,
         layers,
     });
     memo.insert(memo_key, base.clone());
     Ok(base)
+}
+
+/// The image manifest for `platform` of a digest-pinned reference, from the content store
+/// where an earlier build kept it; `None` when it is not pinned or anything is missing.
+fn pinned_from_store(
+    ctx: &Ctx,
+    reference: &Reference,
+    platform: &Platform,
+) -> Option<registry_client::RawManifest> {
+    let read = |d: &str| {
+        let digest: Digest = d.parse().ok()?;
+        let bytes = std::fs::read(ctx.cache.content().path(&digest)).ok()?;
+        let m = registry_client::RawManifest::new(bytes.into(), None).ok()?;
+        (m.digest().as_str() == d).then_some(m)
+    };
+    let top = read(reference.digest()?.as_str())?;
+    match top.parse().ok()? {
+        registry_client::Manifest::Image(_) => Some(top),
+        registry_client::Manifest::Index(index) => {
+            let m = read(platform.select(&index)?.digest().as_ref())?;
+            (m.kind() == registry_client::ManifestKind::Image).then_some(m)
+        }
+    }
 }
 
 /// Inputs of a RUN step's cache key.
