@@ -534,3 +534,217 @@ pub(crate) fn registry_output_round_trips() -> R {
     ensure_eq!(img.read("/q")?, "pushed\n");
     Ok(())
 }
+
+// ---------------------------------------------------------------- cache and scheduling
+
+/// A TCP forwarder to the local registry that can be switched off, to take the network
+/// away between two builds.
+struct Forwarder {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Forwarder {
+    fn start() -> std::io::Result<Self> {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        let port = listener.local_addr()?.port();
+        listener.set_nonblocking(true)?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let conns = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (stop2, conns2) = (stop.clone(), conns.clone());
+        std::thread::spawn(move || {
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((client, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = client.set_nonblocking(false);
+                let Ok(upstream) = std::net::TcpStream::connect(REGISTRY) else {
+                    continue;
+                };
+                let pair = (client.try_clone(), upstream.try_clone());
+                let (Ok(c2), Ok(u2)) = pair else { continue };
+                if let Ok(mut list) = conns2.lock() {
+                    list.extend(client.try_clone());
+                    list.extend(upstream.try_clone());
+                }
+                let (mut c1, mut u1) = (client, upstream);
+                let (mut c2, mut u2) = (c2, u2);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c1, &mut u1);
+                    let _ = u1.shutdown(std::net::Shutdown::Write);
+                });
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut u2, &mut c2);
+                    let _ = c2.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        Ok(Self { port, stop, conns })
+    }
+
+    /// Refuses new connections and cuts the open ones.
+    fn stop(&self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        std::thread::sleep(Duration::from_millis(50));
+        if let Ok(list) = self.conns.lock() {
+            for s in list.iter() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+impl Drop for Forwarder {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A warm rebuild from a digest-pinned base needs no registry at all.
+pub(crate) fn pinned_base_warm_rebuild_needs_no_network() -> R {
+    let v: Value = serde_json::from_str(&sh(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}", crate::util::BUSYBOX),
+    ]))?)
+    .map_err(|e| e.to_string())?;
+    let digest = v["Digest"].as_str().ok_or("no digest")?.to_owned();
+    let fwd = Forwarder::start()?;
+    let text = format!(
+        "FROM 127.0.0.1:{}/library/busybox@{digest}\nRUN echo pinned > /p\nWORKDIR /w\n",
+        fwd.port
+    );
+    let c = Case::new();
+    let cold = ok(c.build(&text))?;
+    fwd.stop();
+    let warm = ok(c.build(&text))?;
+    ensure_eq!(warm.report.steps_run, 0);
+    ensure_eq!(warm.report.digest, cold.report.digest);
+    ensure_eq!(warm.read("/p")?, "pinned\n");
+    Ok(())
+}
+
+/// A sink that stamps each event with the time it arrived.
+#[derive(Default)]
+struct TimedSink(Vec<(Instant, ProgressEvent)>);
+
+impl builder_core::ProgressSink for TimedSink {
+    fn event(&mut self, e: &ProgressEvent) {
+        self.0.push((Instant::now(), e.clone()));
+    }
+}
+
+/// Start and end times of the steps whose names contain `needle`.
+fn step_spans(events: &[(Instant, ProgressEvent)], needle: &str) -> Vec<(Instant, Instant)> {
+    let mut out = Vec::new();
+    for (t, e) in events {
+        if let ProgressEvent::StepStarted { id, name, .. } = e {
+            if !name.contains(needle) {
+                continue;
+            }
+            let end = events.iter().find_map(|(t2, e2)| match e2 {
+                ProgressEvent::StepDone { id: d, .. } if d == id => Some(*t2),
+                _ => None,
+            });
+            if let Some(end) = end {
+                out.push((*t, end));
+            }
+        }
+    }
+    out
+}
+
+/// Independent stages run at the same time.
+pub(crate) fn independent_stages_run_in_parallel() -> R {
+    let c = Case::new();
+    c.dockerfile(
+        "FROM {BUSYBOX} AS a\nRUN sleep 2 && echo a > /a\nFROM {BUSYBOX} AS b\nRUN sleep 2 && echo b > /b\nFROM scratch\nCOPY --from=a /a /a\nCOPY --from=b /b /b\n",
+    );
+    let spec = format!("type=oci,dest={},tar=false", c.path().join("out").display());
+    let b = Build::new(c.ctx())?
+        .cache_dir(c.cache())
+        .output(spec.parse()?);
+    let mut sink = TimedSink::default();
+    ok(crate::util::runtime().block_on(b.run(&mut sink)))?;
+    let spans = step_spans(&sink.0, "RUN sleep 2");
+    ensure_eq!(spans.len(), 2, "{spans:?}");
+    let (a, b) = (spans[0], spans[1]);
+    ensure!(
+        a.0 < b.1 && b.0 < a.1,
+        "the two RUN steps did not overlap: {:?} and {:?}",
+        (a.1 - a.0),
+        (b.1 - b.0)
+    );
+    Ok(())
+}
+
+/// The same step for two target platforms (a `$BUILDPLATFORM` stage) runs once.
+pub(crate) fn identical_steps_run_once_across_platforms() -> R {
+    let img = ok(Case::new().build_with(
+        "FROM --platform=$BUILDPLATFORM {BUSYBOX} AS build\nRUN echo built-once && echo x > /x\nFROM scratch\nCOPY --from=build /x /x\n",
+        |b| b.platforms(["linux/amd64", "linux/arm64"]),
+    ))?;
+    let runs = img.logs().matches("built-once").count();
+    ensure_eq!(runs, 1, "the shared RUN ran {runs} times");
+    Ok(())
+}
+
+/// COPY's cache key holds content and mode, never the mtime.
+pub(crate) fn copy_cache_key_ignores_mtime_but_not_mode() -> R {
+    let c = Case::new();
+    c.file("f", "content").chmod("f", 0o644);
+    let text = "FROM {BUSYBOX}\nCOPY f /f\nRUN stat -c %a /f > /mode\n";
+    ok(c.build(text))?;
+    let f = c.ctx().join("f");
+    let old = filetime_secs(&f)?;
+    sh(Command::new("touch").arg("-d").arg("2001-01-01").arg(&f))?;
+    ensure!(filetime_secs(&f)? != old, "touch did not change the mtime");
+    let img = ok(c.build(text))?;
+    ensure_eq!(img.report.steps_run, 0, "an mtime change re-ran the COPY");
+    c.chmod("f", 0o600);
+    let img = ok(c.build(text))?;
+    ensure_eq!(
+        img.report.steps_run,
+        2,
+        "a mode change must re-run COPY and the RUN"
+    );
+    ensure_eq!(img.read("/mode")?, "600\n");
+    c.file("f", "changed");
+    let img = ok(c.build(text))?;
+    ensure_eq!(img.report.steps_run, 2);
+    ensure_eq!(img.read("/f")?, "changed");
+    Ok(())
+}
+
+fn filetime_secs(p: &Path) -> Result<i64, libtest_mimic::Failed> {
+    use std::os::unix::fs::MetadataExt;
+    Ok(fs::metadata(p)?.mtime())
+}
+
+/// `type=local` writes the final tree.
+pub(crate) fn local_output_writes_the_tree() -> R {
+    let c = Case::new();
+    c.dockerfile("FROM {BUSYBOX}\nRUN echo local > /l && rm /bin/vi\n");
+    let dest = c.path().join("local");
+    let b = Build::new(c.ctx())?
+        .cache_dir(c.cache())
+        .output(format!("type=local,dest={}", dest.display()).parse()?);
+    ok(crate::util::run_build(b))?;
+    ensure_eq!(fs::read_to_string(dest.join("l"))?, "local\n");
+    ensure!(
+        dest.join("bin/sh").symlink_metadata().is_ok(),
+        "/bin/sh missing"
+    );
+    ensure!(
+        dest.join("bin/vi").symlink_metadata().is_err(),
+        "a deleted file came back"
+    );
+    ensure!(
+        !dest.join("bin/.wh.vi").exists(),
+        "a whiteout file was written out"
+    );
+    Ok(())
+}

@@ -815,6 +815,31 @@ fn main() {
             behaviour::registry_output_round_trips,
             Needs::Nothing,
         ),
+        (
+            "pinned_base_warm_rebuild_needs_no_network",
+            behaviour::pinned_base_warm_rebuild_needs_no_network,
+            Needs::Nothing,
+        ),
+        (
+            "independent_stages_run_in_parallel",
+            behaviour::independent_stages_run_in_parallel,
+            Needs::Copy,
+        ),
+        (
+            "identical_steps_run_once_across_platforms",
+            behaviour::identical_steps_run_once_across_platforms,
+            Needs::Copy,
+        ),
+        (
+            "copy_cache_key_ignores_mtime_but_not_mode",
+            behaviour::copy_cache_key_ignores_mtime_but_not_mode,
+            Needs::Copy,
+        ),
+        (
+            "local_output_writes_the_tree",
+            behaviour::local_output_writes_the_tree,
+            Needs::Nothing,
+        ),
     ];
     // The probes cost a build each: only run them when a gated case is selected.
     let wanted = |n: &str| {
