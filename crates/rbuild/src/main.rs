@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod build;
+mod cache_cmd;
 mod call;
 mod diag;
 mod exit;
@@ -34,7 +35,8 @@ enum Command {
     /// Start a build
     Build(Box<build::BuildOpts>),
     Inspect(inspect::InspectOpts),
-    // `inspect`, `du` and `prune` are wired in here.
+    Du(cache_cmd::DuOpts),
+    Prune(cache_cmd::PruneOpts),
 }
 
 fn main() -> ExitCode {
@@ -47,6 +49,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(opts) => build::run(&opts),
         Command::Inspect(opts) => inspect::run(&opts),
+        Command::Du(opts) => cache_cmd::du(&opts),
+        Command::Prune(opts) => cache_cmd::prune(&opts),
     };
     exit::report(result)
 }
