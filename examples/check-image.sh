@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
 # Checks the seed's acceptance criteria on an example image that is in a registry:
 #   - the image is under 200 MB compressed (sum of its layer and config blobs);
-#   - the container answers GET /health within 10 s;
+#   - the container answers GET /health within 10 s of `docker run` (--health-timeout N
+#     for an emulated platform, where node starts several times slower);
 #   - `id -u` in it is 1001, the user has no login shell, and no process runs as root;
 #   - the service works (auth: login then verify; user: avatar upload then download);
 #   - it stops within 10 s on `docker stop` (dumb-init forwards SIGTERM to node).
 #
 # usage: examples/check-image.sh auth-service|user-service REF [--platform P] [--port N]
+#                                [--health-timeout SECONDS]
 # REF is pulled with docker (plain HTTP for 127.0.0.1 registries). Needs docker, skopeo,
 # jq, curl. Exit status 0 when every check passes; each check prints one line.
 set -euo pipefail
 
-usage() { echo "usage: $0 auth-service|user-service REF [--platform P] [--port N]" >&2; exit 2; }
+usage() { echo "usage: $0 auth-service|user-service REF [--platform P] [--port N] [--health-timeout S]" >&2; exit 2; }
 [[ $# -ge 2 ]] || usage
 service=$1 ref=$2
 shift 2
-platform="" port=""
+platform="" port="" health_timeout=10
 while [[ $# -gt 0 ]]; do
   case $1 in
     --platform) platform=$2; shift 2 ;;
     --port) port=$2; shift 2 ;;
+    --health-timeout) health_timeout=$2; shift 2 ;;
     *) usage ;;
   esac
 done
@@ -48,7 +51,12 @@ if jq -e '.manifests' >/dev/null <<<"$raw"; then
   digest=$(jq -r --arg os "$want_os" --arg arch "$want_arch" \
     '[.manifests[] | select(.platform.os == $os and .platform.architecture == $arch)][0].digest' <<<"$raw")
   [[ $digest != null ]] || { fail "no $want_os/$want_arch manifest in the index of $ref"; exit 1; }
-  raw=$(skopeo inspect --raw --tls-verify=false "docker://${ref%%[:@]*}@$digest")
+  # The repository: without a digest, and without a tag (after the last '/', as a
+  # registry's port also follows a ':').
+  repo=${ref%@*}
+  last=${repo##*/}
+  [[ $last == *:* ]] && repo=${repo%:*}
+  raw=$(skopeo inspect --raw --tls-verify=false "docker://$repo@$digest")
 fi
 size=$(jq '([.layers[].size] | add) + .config.size' <<<"$raw")
 mb=$(awk -v b="$size" 'BEGIN { printf "%.1f", b / 1e6 }')
@@ -67,14 +75,16 @@ start=$(date +%s.%N)
 $docker run "${run_args[@]}" "$ref" >/dev/null
 healthy=""
 while :; do
-  if curl -fsS --max-time 1 "http://127.0.0.1:$port/health" >/dev/null 2>&1; then healthy=yes; break; fi
+  curl -fsS --max-time 1 "http://127.0.0.1:$port/health" >/dev/null 2>&1 && healthy=yes
+  # The answer counts when it came within the limit (not merely the request).
   elapsed=$(awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN { print n - s }')
-  awk -v e="$elapsed" 'BEGIN { exit !(e > 10) }' && break
+  awk -v e="$elapsed" -v l="$health_timeout" 'BEGIN { exit !(e > l) }' && { healthy=""; break; }
+  [[ -n $healthy ]] && break
   sleep 0.2
 done
-elapsed=$(awk -v s="$start" -v n="$(date +%s.%N)" 'BEGIN { printf "%.1f", n - s }')
-if [[ -n $healthy ]]; then pass "/health answered after ${elapsed}s"; else
-  fail "/health did not answer within 10 s"; $docker logs "$name" 2>&1 | tail -20; exit 1
+elapsed=$(awk -v e="$elapsed" 'BEGIN { printf "%.1f", e }')
+if [[ -n $healthy ]]; then pass "/health answered after ${elapsed}s (limit ${health_timeout} s)"; else
+  fail "/health did not answer within $health_timeout s"; $docker logs "$name" 2>&1 | tail -20; exit 1
 fi
 
 # --- user and processes
