@@ -2,3 +2,6 @@
 
 /// `rbuild build`: option validation, `--call outline|targets`, Dockerfile errors.
 mod cli;
+
+/// The seed's acceptance criteria on the example services built by rbuild (issues 7, 8).
+mod e2e;
