@@ -58,7 +58,11 @@ for i in $(seq "$RUNS"); do
   apply_ours+=("$(seconds "$BENCH" apply "$work/ours.tgz" "$work/x")")
   echo "run $i: pack ours ${pack_ours[-1]}s pigz ${pack_pigz[-1]}s | apply ours ${apply_ours[-1]}s tar ${apply_gnu[-1]}s"
 done
-"$BENCH" pack "$work/rootfs" "$work/ours.tgz" --level "$LEVEL"
+# Byte-identical output whatever the thread count.
+d1=$("$BENCH" pack "$work/rootfs" "$work/t1.tgz" --level "$LEVEL" --threads 1 | grep -o 'digest=[^ ]*')
+dn=$("$BENCH" pack "$work/rootfs" "$work/tn.tgz" --level "$LEVEL" --threads "$((CORES * 2))" | grep -o 'digest=[^ ]*')
+[ "$d1" = "$dn" ] || { echo "NOT DETERMINISTIC: 1 thread $d1, $((CORES * 2)) threads $dn" >&2; exit 1; }
+echo "deterministic: 1 and $((CORES * 2)) threads give $d1"
 echo "sizes: ours $(stat -c %s "$work/ours.tgz") bytes, pigz $(stat -c %s "$work/pigz.tgz") bytes"
 po=$(min "${pack_ours[@]}"); pp=$(min "${pack_pigz[@]}")
 ao=$(min "${apply_ours[@]}"); ag=$(min "${apply_gnu[@]}")

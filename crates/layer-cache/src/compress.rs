@@ -143,8 +143,12 @@ struct Done {
     len: u64,
 }
 
-fn deflate_block(c: &mut Compress, job: &Job, out: &mut Vec<u8>) -> Result<()> {
-    c.reset();
+/// Deflates one block with a fresh compressor. Not `Compress::reset`: zlib-rs (like
+/// zlib-ng) keeps the old window and `prev` table across a reset, and stale window bytes
+/// can change which of two equally long matches is chosen, so the output would depend on
+/// which block the worker compressed before. A new compressor's window is zeroed.
+fn deflate_block(level: i32, job: &Job, out: &mut Vec<u8>) -> Result<()> {
+    let c = &mut Compress::new(flate2::Compression::new(level as u32), false);
     if let Some(prev) = &job.prev {
         c.set_dictionary(&prev[prev.len().saturating_sub(DICT)..])
             .map_err(|e| sys("deflateSetDictionary")(io::Error::other(e)))?;
@@ -315,7 +319,6 @@ impl<W: Write + Send> BlockSink for Compressor<'_, W> {
 }
 
 fn gzip_worker(jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>, level: i32) {
-    let mut c = Compress::new(flate2::Compression::new(level as u32), false);
     loop {
         let job = match jobs.lock() {
             Ok(rx) => match rx.recv() {
@@ -325,7 +328,7 @@ fn gzip_worker(jobs: &Mutex<Receiver<Job>>, done: &SyncSender<Done>, level: i32)
             Err(_) => return,
         };
         let mut out = Vec::new();
-        let deflated = deflate_block(&mut c, &job, &mut out).map(|()| out);
+        let deflated = deflate_block(level, &job, &mut out).map(|()| out);
         let d = Done {
             index: job.index,
             deflated,
