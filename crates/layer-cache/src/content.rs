@@ -181,6 +181,9 @@ impl ContentStore {
     /// previous, interrupted fetch left: ask the registry for the rest from
     /// [`BlobWriter::offset`] (or call [`BlobWriter::restart`]). Nothing is trusted before
     /// [`BlobWriter::commit`] has verified the whole blob.
+    ///
+    /// This blocks (on a file lock) while another writer for the same digest lives, in
+    /// this process too: drop or commit a writer before ingesting the same blob again.
     pub fn ingest(&self, expected: &Digest, expected_size: Option<u64>) -> Result<Ingest> {
         if let Some(info) = self.info(expected)? {
             return Ok(Ingest::Present(info));

@@ -5,7 +5,9 @@
 use std::fs;
 use std::path::Path;
 
-use layer_cache::{ApplyMode, ApplyOptions, DevicePolicy, Error, ParentSymlinks, apply_layer};
+use layer_cache::{
+    ApplyMode, ApplyOptions, DevicePolicy, Error, ParentSymlinks, Resolve, apply_layer,
+};
 
 use crate::util::{Raw, RawTar, TestResult, gzip, listing, scratch};
 use crate::{ensure, with};
@@ -340,5 +342,48 @@ pub fn overlay_xattrs_in_layers_are_refused() -> TestResult {
     t.pax(&[("SCHILY.xattr.trusted.overlay.redirect", b"/etc")]);
     t.entry(Raw::dir("d"));
     expect_rejected(&t.finish(), &overlay(), "d")?;
+    Ok(())
+}
+
+/// The fallback resolver (one `openat(O_NOFOLLOW)` per component, for kernels or seccomp
+/// filters without openat2) rejects the same archives.
+pub fn walk_resolver_rejects_the_same() -> TestResult {
+    let walk = with!(ApplyOptions::default(), resolve = Resolve::Walk);
+    let tar = RawTar::default()
+        .entry(Raw::symlink("evil", "/"))
+        .entry(Raw::file("evil/victim", b"pwned"))
+        .finish();
+    expect_rejected(&tar, &walk, "evil/victim")?;
+    let tar = RawTar::default()
+        .entry(Raw::symlink("a", "b"))
+        .entry(Raw::symlink("b", "../outside"))
+        .entry(Raw::file("a/pwned", b"pwned"))
+        .finish();
+    expect_rejected(&tar, &walk, "a/pwned")?;
+    let tar = RawTar::default()
+        .entry(Raw::symlink("up", ".."))
+        .entry(Raw::hardlink("link", "up/outside/victim"))
+        .finish();
+    expect_rejected(&tar, &walk, "link")?;
+    let tar = RawTar::default()
+        .entry(Raw::file("f", b"file"))
+        .entry(Raw::file("f/below", b"x"))
+        .finish();
+    let err = expect_rejected(&tar, &walk, "f/below")?;
+    ensure!(err.to_string().contains("not a directory"), "{err}");
+    // FollowInRoot through the walk: clamped to the root.
+    let follow = with!(walk.clone(), parent_symlinks = ParentSymlinks::FollowInRoot);
+    let dir = scratch();
+    let root = dir.path().join("root");
+    fs::create_dir_all(&root)?;
+    let tar = RawTar::default()
+        .entry(Raw::symlink("a", "../../x/../.."))
+        .entry(Raw::file("a/f", b"contained"))
+        .finish();
+    apply_layer(&tar[..], &root, &follow)?;
+    ensure!(
+        fs::read(root.join("f"))? == b"contained",
+        "not clamped to the root"
+    );
     Ok(())
 }

@@ -9,7 +9,7 @@ use std::process::Command;
 
 use layer_cache::{
     ApplyMode, ApplyOptions, Cache, Compression, DevicePolicy, Digest, LayerRef, PackOptions,
-    PackedLayer, SourceKind, apply_layer, layer_digests, pack_dir,
+    PackedLayer, Resolve, SourceKind, apply_layer, layer_digests, pack_dir,
 };
 use rustix::fs::{FileType, Gid, Mode, Uid, XattrFlags, makedev, mknodat};
 
@@ -153,10 +153,17 @@ pub fn write_apply_write_same_digest() -> TestResult {
         let p1 = pack_to(&src, &o, &layer)?;
         let dst = s.path().join(format!("dst-{comp}"));
         fs::create_dir(&dst)?;
+        // The uncompressed round trip also goes through the fallback resolver.
+        let resolve = if comp == Compression::None {
+            Resolve::Walk
+        } else {
+            Resolve::Auto
+        };
         let a = with!(
             full_apply(),
             mode = ApplyMode::OverlayLayer,
             expected_diff_id = Some(p1.diff_id.clone()),
+            resolve = resolve,
         );
         let stats = apply_layer(fs::File::open(&layer)?, &dst, &a)?;
         ensure!(

@@ -68,6 +68,11 @@ fn main() {
             hostile::overlay_xattrs_in_layers_are_refused,
         ),
         (
+            "hostile::walk_resolver_rejects_the_same",
+            false,
+            hostile::walk_resolver_rejects_the_same,
+        ),
+        (
             "roundtrip::write_apply_write_same_digest",
             true,
             roundtrip::write_apply_write_same_digest,
