@@ -14,7 +14,7 @@ mod sandbox;
 
 pub use cachekey::CacheKey;
 pub use engine::{
-    Build, BuildReport, Error, ExportKind, ExportSpec, SecretSource, default_cache_dir,
+    Build, BuildReport, Error, ExportKind, ExportSpec, SecretSource, SshSource, default_cache_dir,
 };
 pub use image::{
     ConfigParseError, DEFAULT_PATH, HISTORY_COMMENT, Healthcheck, HistoryEntry, ImageConfig,

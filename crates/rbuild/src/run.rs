@@ -1,7 +1,7 @@
 //! Running a build: the CLI's validated options handed to `builder_core::Build`, progress
 //! rendered, `--iidfile` and `--metadata-file` written, errors turned into exit codes.
 
-use builder_core::{Build, ExportSpec, SecretSource};
+use builder_core::{Build, ExportSpec, SecretSource, SshSource};
 
 use crate::build::{BuildOpts, OutputSpec};
 use crate::exit::Failure;
@@ -44,9 +44,6 @@ pub(crate) fn build(
     dockerfile_text: Option<(String, String)>,
 ) -> Result<(), Failure> {
     let usage = |e: builder_core::Error| Failure::usage(e.to_string());
-    if !opts.ssh.is_empty() {
-        return Err(Failure::usage("--ssh is not supported yet"));
-    }
     let mut b = Build::new(&opts.context).map_err(usage)?;
     b = match (dockerfile_text, opts.file.as_deref()) {
         (Some((name, text)), _) => b.dockerfile_text(&name, text),
@@ -113,7 +110,13 @@ pub(crate) fn build(
         };
         b = b.secret(&s.id, source).map_err(usage)?;
     }
+    for s in &opts.ssh {
+        let paths: Vec<std::path::PathBuf> = s.paths.iter().map(Into::into).collect();
+        let source = SshSource::from_paths(&paths).map_err(usage)?;
+        b = b.ssh(&s.id, source).map_err(usage)?;
+    }
     b = b.allow_insecure(opts.allow.iter().any(|a| a == "security.insecure"));
+    b = b.allow_network_host(opts.allow.iter().any(|a| a == "network.host"));
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

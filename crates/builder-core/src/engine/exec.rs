@@ -123,7 +123,9 @@ struct Ctx {
     images: tokio::sync::Mutex<HashMap<(String, String), Arc<BaseImage>>>,
     tmp: PathBuf,
     labels: BTreeMap<String, String>,
-    copy_context: crate::copy::BuildContext,
+    copy_context: Arc<crate::copy::BuildContext>,
+    /// Secrets, SSH agents and entitlements for RUN mounts.
+    run_opts: super::mounts::RunOptions,
     /// Progress names carry the platform only when there are several.
     multi_platform: bool,
 }
@@ -576,7 +578,8 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         images: tokio::sync::Mutex::new(HashMap::new()),
         tmp,
         labels: b.labels.clone(),
-        copy_context,
+        copy_context: Arc::new(copy_context),
+        run_opts: super::mounts::RunOptions::new(&b),
         multi_platform: platforms.len() > 1,
     });
     let mode = ctx.sandbox.capabilities().describe();
@@ -1164,6 +1167,51 @@ struct RunKey<'a> {
     network: &'a str,
     insecure: bool,
     files: &'a [(String, String)],
+    /// RUN --mount definitions (left out when there are none, so older keys still match).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    mounts: &'a [serde_json::Value],
+}
+
+/// The stage or image each `RUN --mount` names with `from` (`None` for the others): its
+/// layers and its cache key.
+async fn mount_froms(
+    ctx: &Arc<Ctx>,
+    plan: &BuildPlan,
+    platform: &Platform,
+    deps: &HashMap<usize, StageFuture>,
+    state: &StageState,
+    r: &dockerfile::RunInstruction,
+    id: StepId,
+) -> Result<Vec<Option<(Vec<Layer>, CacheKey)>>, Error> {
+    let stage_deps = &plan.stages()[state.scope.stage()].deps;
+    let mut out = Vec::new();
+    for m in &r.mounts {
+        let Some(from) = super::mounts::mount_from(m) else {
+            out.push(None);
+            continue;
+        };
+        let source = stage_deps
+            .iter()
+            .find(|d| d.kind == dockerfile::DepKind::Mount && d.from == from)
+            .map_or_else(|| DepSource::Image(from.to_owned()), |d| d.source.clone());
+        out.push(Some(match source {
+            DepSource::Stage(j) => {
+                let s = wait_stage(deps, j).await?;
+                (s.layers.clone(), s.key.clone())
+            }
+            DepSource::Image(r) => {
+                let b = resolve_image(ctx, &r, platform, id).await?;
+                let key = CacheKey::derive(None, "image", &b.manifest_digest);
+                (b.layers.clone(), key)
+            }
+            _ => {
+                return Err(inner_error(format!(
+                    "mount from {from}: unsupported source"
+                )));
+            }
+        }));
+    }
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1331,7 +1379,7 @@ async fn dispatch(
         }
         Instruction::Run(r) => {
             let stage_platform = state.platform.clone();
-            run_step(ctx, plan, &stage_platform, state, r, id, span, text).await?;
+            run_step(ctx, plan, &stage_platform, deps, state, r, id, span, text).await?;
         }
         Instruction::Copy(_) | Instruction::Add(_) => {
             let stage_platform = state.platform.clone();
@@ -1601,20 +1649,13 @@ async fn run_step(
     ctx: &Arc<Ctx>,
     plan: &BuildPlan,
     platform: &Platform,
+    deps: &HashMap<usize, StageFuture>,
     state: &mut StageState,
     r: &dockerfile::RunInstruction,
     id: StepId,
     span: dockerfile::Span,
     text: &str,
 ) -> Result<(), Error> {
-    if !r.mounts.is_empty() {
-        return Err(step_failed(
-            ctx,
-            span,
-            text,
-            "RUN --mount is not supported yet",
-        ));
-    }
     if !r.devices.is_empty() {
         return Err(step_failed(
             ctx,
@@ -1638,7 +1679,15 @@ async fn run_step(
     let network = match r.network.as_ref().map(|n| n.value) {
         None | Some(dockerfile::NetworkMode::Default) => ctx.network,
         Some(dockerfile::NetworkMode::None) => NetworkMode::None,
-        Some(dockerfile::NetworkMode::Host) => NetworkMode::Host,
+        Some(dockerfile::NetworkMode::Host) if ctx.run_opts.allow_network_host => NetworkMode::Host,
+        Some(dockerfile::NetworkMode::Host) => {
+            return Err(step_failed(
+                ctx,
+                span,
+                text,
+                "network.host is not allowed: pass --allow network.host",
+            ));
+        }
         Some(_) => return Err(step_failed(ctx, span, text, "unsupported --network mode")),
     };
     let shell = state
@@ -1708,6 +1757,17 @@ async fn run_step(
         NetworkMode::None => "none",
         _ => "host",
     };
+    // RUN --mount: the `from` stages and images, then the mounts' part of the key.
+    let froms = mount_froms(ctx, plan, platform, deps, state, r, id)
+        .await
+        .map_err(|e| locate(ctx, span, text, e))?;
+    let from_keys: Vec<Option<CacheKey>> = froms
+        .iter()
+        .map(|f| f.as_ref().map(|(_, k)| k.clone()))
+        .collect();
+    let mounts = super::mounts::prepare(&r.mounts, &from_keys, &cwd, &ctx.copy_context)
+        .await
+        .map_err(|reason| step_failed(ctx, span, text, reason))?;
     let key = CacheKey::derive(
         Some(&state.key),
         "run",
@@ -1719,6 +1779,7 @@ async fn run_step(
             network: network_name,
             insecure,
             files: &files,
+            mounts: mounts.key(),
         },
     );
     let created_by = history::run(&state.scope.declared_args(), &argv);
@@ -1730,6 +1791,26 @@ async fn run_step(
         let dir = dir.to_owned();
         async move {
             let lowers = ctx.materialize(&layers, id).await?;
+            let mut from_lowers = Vec::new();
+            for f in &froms {
+                from_lowers.push(match f {
+                    Some((l, _)) => Some(ctx.materialize(l, id).await?),
+                    None => None,
+                });
+            }
+            let active = mounts
+                .activate(&super::mounts::Sources {
+                    opts: &ctx.run_opts,
+                    cache: &ctx.cache,
+                    lease: &ctx.lease,
+                    context: &ctx.copy_context,
+                    from_lowers: &from_lowers,
+                    scratch: &dir,
+                    cancel: &ctx.cancel,
+                })
+                .await?;
+            let mut env = env;
+            active.apply_env(&mut env);
             // Without USER, root with its supplementary groups from /etc/group (as
             // BuildKit: `id -G` is `0 10` on busybox); plain root when the image has none.
             let run_user = if user.is_empty() {
@@ -1775,6 +1856,9 @@ async fn run_step(
                     format!("/dev/pipes/{name}"),
                     sandbox::BindAccess::ReadOnly,
                 ))?;
+            }
+            for m in active.mounts() {
+                spec = spec.with_mount(m.clone())?;
             }
             let ctx2 = ctx.clone();
             let (status, tail) = tokio::task::spawn_blocking(move || {

@@ -5,6 +5,7 @@ mod exec;
 mod export;
 mod export_spec;
 mod history;
+mod mounts;
 mod workdir;
 
 use std::collections::BTreeMap;
@@ -177,7 +178,9 @@ pub struct Build {
     network: crate::sandbox::NetworkMode,
     insecure_registries: Vec<String>,
     secrets: BTreeMap<String, SecretSource>,
+    ssh: BTreeMap<String, SshSource>,
     allow_insecure: bool,
+    allow_network_host: bool,
     cancel: crate::sandbox::CancelHandle,
 }
 
@@ -189,6 +192,51 @@ pub enum SecretSource {
     File(PathBuf),
     /// An environment variable of the rbuild process.
     Env(String),
+}
+
+/// Where an `--ssh` agent comes from (`RUN --mount=type=ssh`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SshSource {
+    /// The socket of a running SSH agent (`--ssh default` uses `$SSH_AUTH_SOCK`).
+    Agent(PathBuf),
+    /// Private key files, served by an `ssh-agent` that rbuild starts for each step that
+    /// mounts them (keys protected by a passphrase cannot be loaded: use an agent).
+    Keys(Vec<PathBuf>),
+}
+
+impl SshSource {
+    /// What `--ssh ID[=PATH,...]` names: no path means the agent in `$SSH_AUTH_SOCK`; one
+    /// socket means that agent; otherwise every path must be a key file.
+    pub fn from_paths(paths: &[PathBuf]) -> Result<Self, Error> {
+        use std::os::unix::fs::FileTypeExt;
+        if paths.is_empty() {
+            let sock = std::env::var_os("SSH_AUTH_SOCK")
+                .filter(|v| !v.is_empty())
+                .ok_or_else(|| {
+                    invalid(
+                        "ssh",
+                        "default",
+                        "SSH_AUTH_SOCK is not set: start an agent or give a socket or key path",
+                    )
+                })?;
+            return Ok(SshSource::Agent(PathBuf::from(sock)));
+        }
+        let socket = |p: &PathBuf| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket());
+        match paths {
+            [p] if socket(p) => Ok(SshSource::Agent(p.clone())),
+            _ => {
+                if let Some(p) = paths.iter().find(|p| socket(p)) {
+                    return Err(invalid(
+                        "ssh",
+                        &p.display().to_string(),
+                        "an agent socket cannot be combined with other paths",
+                    ));
+                }
+                Ok(SshSource::Keys(paths.to_vec()))
+            }
+        }
+    }
 }
 
 impl Build {
@@ -218,7 +266,9 @@ impl Build {
             network: crate::sandbox::NetworkMode::Host,
             insecure_registries: Vec::new(),
             secrets: BTreeMap::new(),
+            ssh: BTreeMap::new(),
             allow_insecure: false,
+            allow_network_host: false,
             cancel: crate::sandbox::CancelHandle::new(),
         })
     }
@@ -348,6 +398,44 @@ impl Build {
         }
         self.secrets.insert(id.to_owned(), source);
         Ok(self)
+    }
+
+    /// An SSH agent for `RUN --mount=type=ssh,id=ID` (`--ssh ID=...`).
+    pub fn ssh(mut self, id: &str, source: SshSource) -> Result<Self, Error> {
+        use std::os::unix::fs::FileTypeExt;
+        if id.is_empty() || id.contains(['=', ',']) {
+            return Err(invalid("ssh", id, "not a valid id"));
+        }
+        match &source {
+            SshSource::Agent(p) => {
+                let ok = std::fs::metadata(p).is_ok_and(|m| m.file_type().is_socket());
+                if !ok {
+                    return Err(invalid(
+                        "ssh",
+                        &p.display().to_string(),
+                        "not an agent socket",
+                    ));
+                }
+            }
+            SshSource::Keys(keys) => {
+                if keys.is_empty() {
+                    return Err(invalid("ssh", id, "no key file"));
+                }
+                for k in keys {
+                    if !k.is_file() {
+                        return Err(invalid("ssh", &k.display().to_string(), "no such key file"));
+                    }
+                }
+            }
+        }
+        self.ssh.insert(id.to_owned(), source);
+        Ok(self)
+    }
+
+    /// `--allow network.host`: lets `RUN --network=host` run.
+    pub fn allow_network_host(mut self, yes: bool) -> Self {
+        self.allow_network_host = yes;
+        self
     }
 
     /// `--allow security.insecure`.
