@@ -49,7 +49,7 @@ pub(crate) use error::CopyError;
 use error::Origin;
 pub(crate) use params::CopyParams;
 use params::SourceSpec;
-use tree::{Node, Tree, rel_str};
+use tree::{Entry, Tree, rel_str};
 
 /// Where a COPY reads from.
 #[derive(Debug, Clone, Copy)]
@@ -109,7 +109,7 @@ enum Item {
         /// Its path from the source tree's root.
         resolved: Vec<OsString>,
         /// The entry.
-        node: Box<Node>,
+        node: Box<Entry>,
         /// The `--parents` pattern selecting what to copy below it.
         include: Option<String>,
     },
@@ -337,10 +337,10 @@ fn describe_context_item(
     ctx: &BuildContext,
     params: &CopyParams,
     resolved: &[OsString],
-    node: &Node,
+    node: &Entry,
     include: Option<&String>,
 ) -> Result<Value, CopyError> {
-    let entries: Vec<(Vec<OsString>, Node)> = if node.meta.is_dir() {
+    let entries: Vec<(Vec<OsString>, Entry)> = if node.meta.is_dir() {
         let filter = copy_filter(params, include)?;
         let mut v = vec![(Vec::new(), node.clone())];
         v.extend(

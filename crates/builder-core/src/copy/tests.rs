@@ -943,6 +943,31 @@ fn hostile_destination_symlink_stays_inside_the_image() {
     assert!(!parent.path().join("etc").exists());
 }
 
+/// A destination symlink whose target runs through a missing directory and then climbs
+/// (`missing/../../escaped`) is cleaned lexically inside the image, as BuildKit does: the
+/// `..` must never be applied on the host below the diff directory.
+#[test]
+fn hostile_destination_symlink_through_a_missing_directory_stays_inside() {
+    let f = Fixture::new();
+    f.file("foo", "foo");
+    let ctx = f.context();
+    let img = tempfile::tempdir().unwrap();
+    symlink("missing/../../escaped", img.path().join("evil")).unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let out = parent.path().join("out");
+    fs::create_dir(&out).unwrap();
+    let view = LayeredView::new(vec![img.path().to_path_buf()]);
+    execute(
+        &p("COPY foo /evil/"),
+        &CopySource::Context(&ctx),
+        Some(&view),
+        &out,
+    )
+    .unwrap();
+    assert!(!parent.path().join("escaped").exists());
+    assert_eq!(names(&out), ["escaped", "escaped/foo"]);
+}
+
 #[test]
 fn di_01_di_02_dockerignore_hides_files() {
     let f = Fixture::new();

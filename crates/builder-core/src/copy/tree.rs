@@ -3,29 +3,18 @@
 //! wildcards matched as BuildKit does, and directories walked through the filters.
 
 use std::ffi::{OsStr, OsString};
-use std::fs::{self, Metadata};
+use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use dockerfile::{ContextFilter, FilterWalk, WalkDecision};
 
 use super::context::BuildContext;
 use super::error::CopyError;
 use super::glob;
-use crate::fsview::LayeredView;
-
-/// Symlink hops allowed while resolving one path (Linux's MAXSYMLINKS).
-const MAX_HOPS: usize = 40;
-
-/// One entry of a source tree.
-#[derive(Debug, Clone)]
-pub(crate) struct Node {
-    /// Where it is on the host.
-    pub(crate) host: PathBuf,
-    /// Its metadata (a final symlink not followed).
-    pub(crate) meta: Metadata,
-}
+pub(crate) use crate::fsview::Entry;
+use crate::fsview::{Found, LayeredView, Policy, WalkError, resolve_in_root};
 
 /// A source tree: where COPY reads from.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +50,7 @@ pub(crate) fn join(rel: &[OsString]) -> PathBuf {
 impl Tree<'_> {
     /// Looks up `rel` without following symlinks in it; `None` when it does not exist (or
     /// is filtered out of the context).
-    pub(crate) fn lookup(&self, rel: &[OsString]) -> Result<Option<Node>, CopyError> {
+    pub(crate) fn lookup(&self, rel: &[OsString]) -> Result<Option<Entry>, CopyError> {
         match self {
             Tree::Context(ctx) => {
                 let host = ctx.root().join(join(rel));
@@ -73,20 +62,14 @@ impl Tree<'_> {
                 if !rel.is_empty() && !ctx.visible(&rel_str(rel), meta.is_dir())? {
                     return Ok(None);
                 }
-                Ok(Some(Node { host, meta }))
+                Ok(Some(Entry { host, meta }))
             }
-            Tree::Layers(view) => match view.lookup(rel) {
-                Ok(e) => Ok(e.map(|e| Node {
-                    host: e.host,
-                    meta: e.meta,
-                })),
-                Err(e) => Err(CopyError::io("stat", join(rel))(e)),
-            },
+            Tree::Layers(view) => view.lookup(rel).map_err(CopyError::io("stat", join(rel))),
         }
     }
 
     /// The entries of directory `rel`, in name order (not filtered).
-    pub(crate) fn read_dir(&self, rel: &[OsString]) -> Result<Vec<(OsString, Node)>, CopyError> {
+    pub(crate) fn read_dir(&self, rel: &[OsString]) -> Result<Vec<(OsString, Entry)>, CopyError> {
         match self {
             Tree::Context(ctx) => {
                 let dir = ctx.root().join(join(rel));
@@ -97,24 +80,13 @@ impl Tree<'_> {
                     let host = e.path();
                     // DirEntry::metadata does not follow symlinks.
                     let meta = e.metadata().map_err(CopyError::io("stat", &host))?;
-                    out.push((e.file_name(), Node { host, meta }));
+                    out.push((e.file_name(), Entry { host, meta }));
                 }
                 out.sort_by(|a, b| a.0.cmp(&b.0));
                 Ok(out)
             }
             Tree::Layers(view) => match view.read_dir(rel) {
-                Ok(m) => Ok(m
-                    .into_iter()
-                    .map(|(name, e)| {
-                        (
-                            name,
-                            Node {
-                                host: e.host,
-                                meta: e.meta,
-                            },
-                        )
-                    })
-                    .collect()),
+                Ok(m) => Ok(m.into_iter().collect()),
                 Err(e) => Err(CopyError::io("read directory", join(rel))(e)),
             },
         }
@@ -122,57 +94,32 @@ impl Tree<'_> {
 
     /// Resolves `parts` (cleaned components) inside the root, following symlinks in every
     /// component and in the last one when `follow_last` is set. Absolute link targets
-    /// restart at the root, `..` never climbs above it. The result may not exist.
+    /// restart at the root, `..` never climbs above it (BuildKit's rule,
+    /// [`Policy::Clamp`]). The result may not exist.
     pub(crate) fn resolve(
         &self,
         instr: &'static str,
         parts: &[OsString],
         follow_last: bool,
     ) -> Result<Vec<OsString>, CopyError> {
-        let mut pending: Vec<OsString> = parts.iter().rev().cloned().collect();
-        let mut done: Vec<OsString> = Vec::new();
-        let mut hops = 0;
-        while let Some(name) = pending.pop() {
-            if name == ".." {
-                done.pop();
-                continue;
-            }
-            if name == "." || name.is_empty() {
-                continue;
-            }
-            done.push(name);
-            if pending.is_empty() && !follow_last {
-                break;
-            }
-            let Some(node) = self.lookup(&done)? else {
-                done.extend(pending.drain(..).rev());
-                break;
-            };
-            if !node.meta.file_type().is_symlink() {
-                continue;
-            }
-            hops += 1;
-            if hops > MAX_HOPS {
-                return Err(CopyError::SymlinkLoop {
-                    instr,
-                    path: rel_str(parts),
-                });
-            }
-            let target =
-                fs::read_link(&node.host).map_err(CopyError::io("read link", &node.host))?;
-            done.pop();
-            if target.is_absolute() {
-                done.clear();
-            }
-            for c in target.components().rev() {
-                match c {
-                    Component::Normal(n) => pending.push(n.to_owned()),
-                    Component::ParentDir => pending.push("..".into()),
-                    _ => {}
-                }
-            }
-        }
-        Ok(done)
+        let find = |rel: &[OsString]| -> Result<Found, CopyError> {
+            Ok(match self.lookup(rel)? {
+                None => Found::Missing,
+                Some(n) if n.meta.file_type().is_symlink() => Found::Symlink(
+                    fs::read_link(&n.host).map_err(CopyError::io("read link", &n.host))?,
+                ),
+                Some(n) if n.meta.is_dir() => Found::Dir,
+                Some(_) => Found::Other,
+            })
+        };
+        resolve_in_root(parts, follow_last, Policy::Clamp, find).map_err(|e| match e {
+            WalkError::Lookup(e) => e,
+            // The other errors are [`Policy::Strict`]'s.
+            _ => CopyError::SymlinkLoop {
+                instr,
+                path: rel_str(parts),
+            },
+        })
     }
 
     /// The entries under `base` (a resolved directory) whose path relative to it matches
@@ -272,7 +219,7 @@ pub(crate) struct WalkEntry {
     /// The path relative to the walked directory.
     pub(crate) rel: Vec<OsString>,
     /// The entry.
-    pub(crate) node: Node,
+    pub(crate) node: Entry,
 }
 
 struct WalkState<'t, 'w, 'f, 'g> {

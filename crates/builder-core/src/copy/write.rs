@@ -18,7 +18,7 @@ use rustix::fs::{AtFlags, FileType, Mode, Timestamps};
 use super::archive::{self, Sniffed};
 use super::error::CopyError;
 use super::params::CopyParams;
-use super::tree::{self, Node, Tree};
+use super::tree::{self, Entry, Tree};
 use super::{CopySource, CopyStats, Item, copy_filter};
 use crate::fsview::LayeredView;
 
@@ -444,7 +444,7 @@ impl<'a> Writer<'a> {
     fn copy_dir_item(
         &mut self,
         resolved: &[OsString],
-        node: &Node,
+        node: &Entry,
         include: Option<&String>,
         target: &[OsString],
     ) -> Result<(), CopyError> {
@@ -477,7 +477,7 @@ impl<'a> Writer<'a> {
 
     /// Copies one entry (file, directory itself, symlink, device) to `target`, taking the
     /// source's metadata (or `--chown`/`--chmod`).
-    fn copy_entry(&mut self, node: &Node, target: &[OsString]) -> Result<(), CopyError> {
+    fn copy_entry(&mut self, node: &Entry, target: &[OsString]) -> Result<(), CopyError> {
         let instr = self.instr();
         let m = &node.meta;
         let (uid, gid) = self.owner_for(Some(m));

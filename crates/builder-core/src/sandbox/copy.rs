@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use rustix::fs::{AtFlags, CWD, FileType, Mode, Timespec, Timestamps};
 
 use super::error::{IoContext, SandboxError};
-use super::layers::{Layers, Node};
+use crate::fsview::{LayeredView, Node};
 
 /// Xattrs that belong to overlayfs's own bookkeeping and are never copied.
 fn is_overlay_xattr(name: &[u8]) -> bool {
@@ -212,7 +212,7 @@ impl Baseline {
 
 /// Copies the merged view of `layers` into the empty directory `dest` and returns the
 /// baseline of the copy.
-pub(crate) fn materialize(layers: &Layers, dest: &Path) -> Result<Baseline, SandboxError> {
+pub(crate) fn materialize(layers: &LayeredView, dest: &Path) -> Result<Baseline, SandboxError> {
     let mut links = HashMap::new();
     if !layers.root().is_empty() {
         copy_dir(layers, &layers.root(), Path::new(""), dest, &mut links)?;
@@ -225,7 +225,7 @@ pub(crate) fn materialize(layers: &Layers, dest: &Path) -> Result<Baseline, Sand
 }
 
 fn copy_dir(
-    layers: &Layers,
+    layers: &LayeredView,
     dir_layers: &[usize],
     rel: &Path,
     dest: &Path,

@@ -24,13 +24,13 @@ use rustix::fs::{CWD, FileType, Mode};
 
 use super::copy::{Baseline, InodeKey, apply_metadata, copy_leaf, xattrs};
 use super::error::{IoContext, SandboxError};
-use super::layers::{Layers, Node};
+use crate::fsview::{LayeredView, Node};
 
 /// Writes the difference between `root` and `lowers` into the empty directory `out`.
 /// Paths in `excluded` (relative, canonical) and everything below them are ignored on both
 /// sides: they were mounts during the step.
 pub(crate) fn diff(
-    lowers: &Layers,
+    lowers: &LayeredView,
     root: &Path,
     out: &Path,
     baseline: Option<&Baseline>,
@@ -62,7 +62,7 @@ pub(crate) fn diff(
 }
 
 struct Differ<'a> {
-    lowers: &'a Layers,
+    lowers: &'a LayeredView,
     root: &'a Path,
     out: &'a Path,
     baseline: Option<&'a Baseline>,

@@ -4,6 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use super::Mode;
+use crate::fsview::ViewError;
 
 /// Why a sandboxed run (or its preparation) failed. A command that runs and exits non-zero
 /// is not an error: [`Sandbox::run`](super::Sandbox::run) returns its
@@ -156,6 +157,17 @@ impl SandboxError {
         SandboxError::Sys {
             op,
             source: source.into(),
+        }
+    }
+}
+
+/// The merged layer view's errors are the sandbox's, variant for variant.
+impl From<ViewError> for SandboxError {
+    fn from(e: ViewError) -> Self {
+        match e {
+            ViewError::Io { op, path, source } => SandboxError::Io { op, path, source },
+            ViewError::Escapes { path } => SandboxError::PathEscapes { path },
+            ViewError::BadPath { path, reason } => SandboxError::BadPath { path, reason },
         }
     }
 }

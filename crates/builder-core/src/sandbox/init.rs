@@ -1085,7 +1085,7 @@ fn probe_mounts(dir: &Path) -> Result<(), (bool, String)> {
         .map_err(|f| ov("mount overlay", f.into_error().into_io()))?;
     std::fs::remove_file(m.join("f")).map_err(|e| ov("delete through overlay", e))?;
     let meta = std::fs::symlink_metadata(u.join("f")).map_err(|e| ov("stat whiteout", e))?;
-    if !super::layers::is_whiteout(&meta) {
+    if !crate::fsview::is_whiteout(&meta) {
         return Err((
             true,
             "overlayfs upper does not record deletions as 0/0 whiteouts".into(),

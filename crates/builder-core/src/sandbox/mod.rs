@@ -5,7 +5,6 @@ mod copy;
 mod diff;
 mod error;
 mod init;
-mod layers;
 mod plan;
 mod proto;
 mod spec;

@@ -24,9 +24,9 @@ use rustix::fs::{AtFlags, CWD, Timespec, Timestamps};
 use super::Mode;
 use super::copy::{Baseline, apply_metadata, copy_leaf, materialize};
 use super::error::{IoContext, SandboxError};
-use super::layers::{Layers, Tail, clean_path};
 use super::proto::{InitMount, InitMountKind, InitPlan, InitRoot};
 use super::spec::{BindAccess, MountKind, MountSource, NetworkMode, Rootfs, RunSpec};
+use crate::fsview::{LayeredView, Tail, clean_path};
 
 /// What the run needs besides the plan.
 pub(crate) struct Prepared {
@@ -39,7 +39,7 @@ pub(crate) struct Prepared {
 
 /// The chroot mode's copy of the layers.
 pub(crate) struct CopyRoot {
-    pub(crate) lowers: Layers,
+    pub(crate) lowers: LayeredView,
     pub(crate) dir: PathBuf,
     pub(crate) baseline: Baseline,
     pub(crate) upper: PathBuf,
@@ -98,7 +98,7 @@ enum Stubs {
 }
 
 struct Planner<'a> {
-    view: Layers,
+    view: LayeredView,
     stubs: Stubs,
     undo: &'a mut Undo,
     /// Replicated directories of the stub layer: (stub path, source path in a layer).
@@ -109,7 +109,7 @@ impl Planner<'_> {
     /// Makes sure `path` exists inside the root as a directory (`want_dir`) or a
     /// non-directory, creating stubs as needed, and returns its canonical relative path.
     fn ensure(&mut self, path: &str, want_dir: bool, follow: bool) -> Result<String, SandboxError> {
-        let res = self.view.resolve(path, follow)?;
+        let res = self.view.resolve_strict(path, follow)?;
         match &res.tail {
             Tail::Dir if !want_dir => {
                 return Err(SandboxError::BadPath {
@@ -277,12 +277,12 @@ pub(crate) fn prepare(
                 work: mkdir(&scratch.join("work"))?,
                 mountpoint: mkdir(&scratch.join("root"))?,
             };
-            (root, Layers::new(lowers.clone()), Stubs::Layer(stubs))
+            (root, LayeredView::new(lowers.clone()), Stubs::Layer(stubs))
         }
         (Rootfs::Layers { lowers, upper }, Mode::Chroot) => {
             check_empty_dir(upper)?;
             let dir = mkdir(&scratch.join("rootfs"))?;
-            let lowers = Layers::new(lowers.clone());
+            let lowers = LayeredView::new(lowers.clone());
             let baseline = materialize(&lowers, &dir)?;
             copy = Some(CopyRoot {
                 lowers,
@@ -292,13 +292,13 @@ pub(crate) fn prepare(
             });
             (
                 dir_root(&dir, scratch, namespaces)?,
-                Layers::new(vec![dir.clone()]),
+                LayeredView::new(vec![dir.clone()]),
                 Stubs::Dir(dir),
             )
         }
         (Rootfs::Dir(dir), _) => (
             dir_root(dir, scratch, namespaces)?,
-            Layers::new(vec![dir.clone()]),
+            LayeredView::new(vec![dir.clone()]),
             Stubs::Dir(dir.clone()),
         ),
     };
@@ -386,7 +386,7 @@ pub(crate) fn prepare(
         let is_dir = source_is_dir(&m.kind, &m.target)?;
         let canonical = match mounted.iter().any(|p| cleaned.starts_with(p)) {
             true => None,
-            false => Some(planner.view.resolve(&m.target, true)?.full_rel()),
+            false => Some(planner.view.resolve_strict(&m.target, true)?.full_rel()),
         };
         let nested = canonical.as_ref().is_none_or(|c| {
             let comps: Vec<OsString> = c.iter().map(OsString::from).collect();
@@ -470,7 +470,10 @@ fn source_is_dir(kind: &MountKind, target: &str) -> Result<bool, SandboxError> {
         MountKind::Bind {
             source: MountSource::Layers { lowers, path },
             ..
-        } => match Layers::new(lowers.clone()).resolve(path, true)?.tail {
+        } => match LayeredView::new(lowers.clone())
+            .resolve_strict(path, true)?
+            .tail
+        {
             Tail::Dir => true,
             Tail::Other { .. } => false,
             Tail::Missing(_) => {
@@ -536,8 +539,8 @@ fn mount_kind(kind: &MountKind, mdir: &Path, mode: Mode) -> Result<InitMountKind
             source: MountSource::Layers { lowers, path },
             access,
         } => {
-            let view = Layers::new(lowers.clone());
-            let sub = view.resolve(path, true)?.full_rel();
+            let view = LayeredView::new(lowers.clone());
+            let sub = view.resolve_strict(path, true)?.full_rel();
             let readonly = *access == BindAccess::ReadOnly;
             if mode == Mode::Overlay {
                 let mut all = lowers.clone();
@@ -625,8 +628,8 @@ fn copy_in(kind: &MountKind, place: &Path, is_dir: bool, target: &str) -> Result
             source: MountSource::Layers { lowers, path },
             ..
         } => {
-            let view = Layers::new(lowers.clone());
-            let res = view.resolve(path, true)?;
+            let view = LayeredView::new(lowers.clone());
+            let res = view.resolve_strict(path, true)?;
             let sub = res.full_rel();
             match &res.tail {
                 Tail::Other { layer, meta, .. } => {

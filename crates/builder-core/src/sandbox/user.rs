@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 
 use super::error::SandboxError;
-use super::layers::Layers;
 use super::spec::User;
+use crate::fsview::LayeredView;
 
 struct PasswdEntry<'a> {
     name: &'a str,
@@ -74,14 +74,14 @@ fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
 /// # Ok::<(), builder_core::SandboxError>(())
 /// ```
 pub fn resolve_user(lowers: &[PathBuf], user: &str) -> Result<User, SandboxError> {
-    let layers = Layers::new(lowers.to_vec());
+    let layers = LayeredView::new(lowers.to_vec());
     let (user_part, group_part) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
     let read = |path: &str| -> Result<String, SandboxError> {
         Ok(layers
-            .read_file(path)?
+            .read_file_strict(path)?
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default())
     };
