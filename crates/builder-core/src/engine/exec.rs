@@ -128,6 +128,8 @@ struct Ctx {
     run_opts: super::mounts::RunOptions,
     /// Progress names carry the platform only when there are several.
     multi_platform: bool,
+    /// The hostname RUN steps see (`BUILDKIT_SANDBOX_HOSTNAME`, else BuildKit's default).
+    sandbox_hostname: String,
 }
 
 fn now_secs() -> u64 {
@@ -581,6 +583,12 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         copy_context: Arc::new(copy_context),
         run_opts: super::mounts::RunOptions::new(&b),
         multi_platform: platforms.len() > 1,
+        sandbox_hostname: b
+            .build_args
+            .get("BUILDKIT_SANDBOX_HOSTNAME")
+            .filter(|h| !h.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "buildkitsandbox".to_owned()),
     });
     let mode = ctx.sandbox.capabilities().describe();
     sink.event(&ProgressEvent::BuildStarted {
@@ -1784,6 +1792,7 @@ async fn run_step(
     );
     let created_by = history::run(&state.scope.declared_args(), &argv);
     let platform_s = platform.to_string();
+    let hostname = ctx.sandbox_hostname.clone();
     let native = platform.architecture() == ctx.build_platform.architecture();
     cached_or_run(ctx, state, key, id, created_by, |ctx, state, dir| {
         let ctx = ctx.clone();
@@ -1828,6 +1837,8 @@ async fn run_step(
             )?
             .with_env(env)?
             .with_cwd(cwd)?
+            // BuildKit's RUN sees this hostname (NET-03).
+            .with_hostname(hostname.as_str())?
             .with_user(run_user)
             .with_network(network)
             .with_insecure(insecure);
