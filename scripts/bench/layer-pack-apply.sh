@@ -40,7 +40,7 @@ seconds() {
   t0=$(date +%s.%N)
   "$@" > /dev/null
   t1=$(date +%s.%N)
-  echo "$t1 - $t0" | bc -l | xargs printf '%.3f'
+  awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.3f", b - a }'
 }
 min() { printf '%s\n' "$@" | sort -g | head -1; }
 
@@ -66,5 +66,5 @@ echo "deterministic: 1 and $((CORES * 2)) threads give $d1"
 echo "sizes: ours $(stat -c %s "$work/ours.tgz") bytes, pigz $(stat -c %s "$work/pigz.tgz") bytes"
 po=$(min "${pack_ours[@]}"); pp=$(min "${pack_pigz[@]}")
 ao=$(min "${apply_ours[@]}"); ag=$(min "${apply_gnu[@]}")
-printf 'pack  (tar+gzip -%s): ours %ss  tar|pigz %ss  ratio %.2f (target >= 1.0)\n' "$LEVEL" "$po" "$pp" "$(echo "$pp / $po" | bc -l)"
-printf 'apply (gzip layer):   ours %ss  tar -xzf %ss  ratio %.2f (target >= 0.8)\n' "$ao" "$ag" "$(echo "$ag / $ao" | bc -l)"
+printf 'pack  (tar+gzip -%s): ours %ss  tar|pigz %ss  ratio %.2f (target >= 1.0)\n' "$LEVEL" "$po" "$pp" "$(awk -v a="$pp" -v b="$po" 'BEGIN { print a / b }')"
+printf 'apply (gzip layer):   ours %ss  tar -xzf %ss  ratio %.2f (target >= 0.8)\n' "$ao" "$ag" "$(awk -v a="$ag" -v b="$ao" 'BEGIN { print a / b }')"
