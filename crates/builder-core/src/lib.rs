@@ -9,6 +9,7 @@ mod engine;
 mod fsview;
 mod image;
 mod oci;
+mod passwd;
 mod progress;
 mod sandbox;
 

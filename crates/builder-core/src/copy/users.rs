@@ -6,31 +6,18 @@ use std::path::Path;
 use super::error::CopyError;
 use super::params::{Chown, IdSpec};
 use crate::fsview::LayeredView;
+use crate::passwd::{group_entries, passwd_entries};
 
 /// Finds `name` in passwd-format text: (uid, primary gid).
 fn passwd_lookup(text: &str, name: &str) -> Option<(u32, u32)> {
-    text.lines().find_map(|line| {
-        let mut f = line.split(':');
-        if f.next()? != name {
-            return None;
-        }
-        let _password = f.next()?;
-        let uid = f.next()?.trim().parse().ok()?;
-        let gid = f.next()?.trim().parse().ok()?;
-        Some((uid, gid))
-    })
+    passwd_entries(text)
+        .find(|e| e.name == name)
+        .map(|e| (e.uid, e.gid))
 }
 
 /// Finds `name` in group-format text: its gid.
 fn group_lookup(text: &str, name: &str) -> Option<u32> {
-    text.lines().find_map(|line| {
-        let mut f = line.split(':');
-        if f.next()? != name {
-            return None;
-        }
-        let _password = f.next()?;
-        f.next()?.trim().parse().ok()
-    })
+    group_entries(text).find(|e| e.name == name).map(|e| e.gid)
 }
 
 fn read(view: Option<&LayeredView>, path: &str) -> Result<String, CopyError> {

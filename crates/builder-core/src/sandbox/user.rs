@@ -6,56 +6,7 @@ use std::path::PathBuf;
 use super::error::SandboxError;
 use super::spec::User;
 use crate::fsview::LayeredView;
-
-struct PasswdEntry<'a> {
-    name: &'a str,
-    uid: u32,
-    gid: u32,
-    home: &'a str,
-}
-
-struct GroupEntry<'a> {
-    name: &'a str,
-    gid: u32,
-    members: Vec<&'a str>,
-}
-
-fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
-    text.lines().filter_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        if line.starts_with('#') || f.len() < 4 {
-            return None;
-        }
-        Some(PasswdEntry {
-            name: f[0],
-            uid: f[2].trim().parse().ok()?,
-            gid: f[3].trim().parse().ok()?,
-            home: f.get(5).copied().unwrap_or(""),
-        })
-    })
-}
-
-fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
-    text.lines().filter_map(|line| {
-        let f: Vec<&str> = line.split(':').collect();
-        if line.starts_with('#') || f.len() < 3 {
-            return None;
-        }
-        Some(GroupEntry {
-            name: f[0],
-            gid: f[2].trim().parse().ok()?,
-            members: f
-                .get(3)
-                .map(|m| {
-                    m.split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
-    })
-}
+use crate::passwd::{group_entries, passwd_entries};
 
 /// Resolves a Dockerfile `USER` value (`name`, `uid`, `name:group`, `uid:gid`, ...) against
 /// the `/etc/passwd` and `/etc/group` of the root made of `lowers` (overlay-format snapshot
