@@ -72,6 +72,19 @@ pub fn mnt_02_rw_bind_from_stage_discards_writes() -> R {
     Ok(())
 }
 
+/// `from=` an image reference (not a stage), and mounts nested in each other (mounted
+/// parents first whatever their order on the line).
+pub fn bind_from_an_image_and_nested_mounts() -> R {
+    let c = Case::new();
+    c.file("ctxfile", "c");
+    let img = ok(c.build(
+        "FROM {BUSYBOX}\nRUN --mount=type=tmpfs,target=/m/t --mount=from={BUSYBOX},target=/m/img,source=/bin --mount=target=/m/t/ctx --mount=type=tmpfs,target=/m sh -c '[ -x /m/img/busybox ] && [ -f /m/t/ctx/ctxfile ] && touch /m/t/x /m/y && echo ok > /ok'\n",
+    ))?;
+    ensure_eq!(img.read("/ok")?, "ok\n");
+    ensure!(!img.exists("/m"), "a mount point reached the image");
+    Ok(())
+}
+
 /// Issue 9: "a bind mount with `rw` leaves the context untouched" — with and without a
 /// `.dockerignore` (a direct overlay over the context, or a filtered private copy).
 pub fn mnt_02_rw_bind_leaves_the_context_untouched() -> R {
@@ -699,6 +712,34 @@ pub fn escaping_mount_paths_are_refused() -> R {
         ),
         "outside the root",
     )?;
+    Ok(())
+}
+
+/// A cache directory is written by earlier steps, so it may hold symlinks that lead out of
+/// the root when read on the host (BuildKit's CVE-2024-23651 class): a mount target
+/// through them stays inside the step's root.
+pub fn mount_targets_through_cache_symlinks_stay_inside() -> R {
+    let c = Case::new();
+    let marker = format!("rbuild-cache-escape-{}", std::process::id());
+    ok(c.build(
+        "FROM {BUSYBOX}\nRUN --mount=type=cache,id=evil,target=/c sh -c 'ln -s / /c/abs && ln -s ../../../../../../../../../.. /c/rel'\n",
+    ))?;
+    for link in ["abs", "rel"] {
+        let text = format!(
+            "FROM {{BUSYBOX}}\nRUN --mount=type=cache,id=evil,target=/c --mount=type=tmpfs,target=/c/{link}/{marker} sh -c 'touch /{marker}/x && [ -f /c/{link}/{marker}/x ]'\n"
+        );
+        let r = c.build(&text);
+        ensure!(
+            !Path::new("/").join(&marker).exists(),
+            "a mount target through /c/{link} was created on the host"
+        );
+        if let Err(e) = r {
+            ensure!(
+                e.to_string().contains("outside the root"),
+                "through /c/{link}: {e}"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -31,6 +31,10 @@ fn main() {
             cases::mnt_02_rw_bind_from_stage_discards_writes,
         ),
         Trial::test(
+            "bind_from_an_image_and_nested_mounts",
+            cases::bind_from_an_image_and_nested_mounts,
+        ),
+        Trial::test(
             "mnt_02_rw_bind_leaves_the_context_untouched",
             cases::mnt_02_rw_bind_leaves_the_context_untouched,
         ),
@@ -105,6 +109,10 @@ fn main() {
         Trial::test(
             "escaping_mount_paths_are_refused",
             cases::escaping_mount_paths_are_refused,
+        ),
+        Trial::test(
+            "mount_targets_through_cache_symlinks_stay_inside",
+            cases::mount_targets_through_cache_symlinks_stay_inside,
         ),
         Trial::test(
             "net_01_network_none_leaves_only_loopback",
