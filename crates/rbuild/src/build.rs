@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::PathBuf;
 
+use builder_core::ExportSpec;
+use builder_core::registry_client::{self, Platform, Reference};
 use clap::Args;
 use dockerfile::{
     self, BuildPlan, Dockerfile, PlanOptions, PlanWarning, PlatformSpec, list_targets,
@@ -131,6 +133,8 @@ pub(crate) struct OutputSpec {
     pub(crate) dest: Option<String>,
     /// The other `key=value` attributes, validated.
     pub(crate) attrs: BTreeMap<String, String>,
+    /// What builder-core makes of it; `None` for standard output, which it cannot write yet.
+    pub(crate) export: Option<ExportSpec>,
 }
 
 impl OutputSpec {
@@ -201,13 +205,16 @@ fn parse_registry_host(s: &str) -> Result<String, String> {
     }
 }
 
-/// `-o`: CSV `key=value` fields, or a bare path (`type=local,dest=PATH`), or `-`.
+/// `-o`: CSV `key=value` fields, or a bare path (`type=local,dest=PATH`), or `-`. Keys
+/// and booleans are read as buildx reads them; builder-core's [`ExportSpec`] judges the
+/// rest.
 fn parse_output(s: &str) -> Result<OutputSpec, String> {
     if s == "-" {
         return Ok(OutputSpec {
             kind: "tar".into(),
             dest: Some("-".into()),
             attrs: BTreeMap::new(),
+            export: None,
         });
     }
     if !s.contains('=') && !s.contains(',') {
@@ -215,6 +222,7 @@ fn parse_output(s: &str) -> Result<OutputSpec, String> {
             kind: "local".into(),
             dest: Some(s.to_owned()),
             attrs: BTreeMap::new(),
+            export: Some(export_spec(s)?),
         });
     }
     let mut kind = None;
@@ -231,57 +239,52 @@ fn parse_output(s: &str) -> Result<OutputSpec, String> {
                 let b = call::parse_bool(v)?;
                 attrs.insert(key.to_owned(), b.to_string());
             }
-            "compression" => match v {
-                "gzip" | "zstd" | "uncompressed" => {
-                    attrs.insert("compression".into(), v.to_owned());
-                }
-                _ => {
-                    return Err(format!(
-                        "unsupported compression {v:?} (gzip, zstd, uncompressed)"
-                    ));
-                }
-            },
-            "compression-level" => {
-                v.parse::<u8>()
-                    .map_err(|_| format!("invalid compression-level {v:?}"))?;
-                attrs.insert("compression-level".into(), v.to_owned());
-            }
             "name" => {
                 for n in v.split(',') {
                     parse_tag(n)?;
                 }
                 attrs.insert("name".into(), v.to_owned());
             }
-            other => return Err(format!("unknown attribute {other:?}")),
+            other => {
+                attrs.insert(other.to_owned(), v.to_owned());
+            }
         }
     }
     let kind = kind.ok_or("missing type=".to_owned())?;
-    match kind.as_str() {
-        "registry" | "image" => {}
-        "oci" | "local" | "tar" => {
-            if dest.is_none() {
-                return Err(format!("type={kind} needs dest="));
-            }
-        }
-        "docker" => {
-            if dest.is_none() {
-                return Err(
-                    "type=docker needs dest= (there is no Docker daemon to load the image into)"
-                        .to_owned(),
-                );
-            }
-        }
-        other => {
-            return Err(format!(
-                "unknown output type {other:?} (registry, image, oci, docker, local, tar)"
-            ));
+    // builder-core's grammar: the same fields, normalised.
+    let mut fields = vec![format!("type={kind}")];
+    if let Some(d) = &dest {
+        fields.push(format!("dest={d}"));
+    }
+    for (k, v) in &attrs {
+        if k == "name" {
+            // builder-core takes several names separated by ';' (',' separates fields).
+            fields.push(format!("name={}", v.replace(',', ";")));
+        } else {
+            fields.push(format!("{k}={v}"));
         }
     }
-    Ok(OutputSpec { kind, dest, attrs })
+    let export = Some(export_spec(&fields.join(","))?);
+    Ok(OutputSpec {
+        kind,
+        dest,
+        attrs,
+        export,
+    })
+}
+
+/// Parses an output spec with builder-core, keeping only the reason of an error (clap
+/// shows the value and the flag).
+fn export_spec(spec: &str) -> Result<ExportSpec, String> {
+    spec.parse::<ExportSpec>().map_err(|e| match e {
+        builder_core::Error::InvalidOutput { reason, .. } => reason,
+        other => other.to_string(),
+    })
 }
 
 /// A platform as containerd's `platforms.Parse` accepts it: `os[/arch[/variant]]` or an
-/// architecture alone, with the usual aliases normalised.
+/// architecture alone, with the usual aliases normalised (by the registry client's
+/// [`Platform`]), for an operating system and architecture that Go knows.
 fn parse_platform(s: &str) -> Result<PlatformSpec, String> {
     const OSES: &[&str] = &[
         "aix",
@@ -305,56 +308,35 @@ fn parse_platform(s: &str) -> Result<PlatformSpec, String> {
         "ppc64le", "riscv64", "s390x", "wasm",
     ];
     let lower = s.to_lowercase();
-    let parts: Vec<&str> = lower.split('/').collect();
-    if parts.iter().any(|p| p.is_empty()) || parts.len() > 3 {
-        return Err(format!("invalid platform {s:?}"));
-    }
-    let normalize = |arch: &str, variant: &str| -> (String, String) {
-        match (arch, variant) {
-            ("x86_64" | "x86-64" | "amd64", v) => {
-                ("amd64".into(), if v == "v1" { "" } else { v }.into())
-            }
-            ("aarch64" | "arm64", "8" | "v8" | "") => ("arm64".into(), String::new()),
-            ("aarch64" | "arm64", v) => ("arm64".into(), v.into()),
-            ("armhf", _) => ("arm".into(), "v7".into()),
-            ("armel", _) => ("arm".into(), "v6".into()),
-            ("arm", "") => ("arm".into(), "v7".into()),
-            ("arm", v) => (
-                "arm".into(),
-                if v.starts_with('v') {
-                    v.into()
-                } else {
-                    format!("v{v}")
-                },
-            ),
-            ("i386" | "i686" | "x86", v) => ("386".into(), v.into()),
-            (a, v) => (a.into(), v.into()),
-        }
+    let parsed = if OSES.contains(&lower.as_str()) {
+        // An operating system alone runs on the host's architecture.
+        let host = Platform::host();
+        Platform::new(&lower, host.architecture(), host.variant())
+    } else {
+        lower.parse::<Platform>()
     };
-    let host = PlatformSpec::host();
-    let (os, arch, variant) = match parts.as_slice() {
-        [one] if OSES.contains(one) => (one.to_string(), host.architecture, host.variant),
-        [one] => {
-            let (a, v) = normalize(one, "");
-            (host.os, a, v)
+    let p = parsed.map_err(|e| match e {
+        registry_client::Error::InvalidPlatform { reason, .. } => {
+            format!("invalid platform {s:?}: {reason}")
         }
-        [os, arch] => {
-            let (a, v) = normalize(arch, "");
-            (os.to_string(), a, v)
-        }
-        [os, arch, variant] => {
-            let (a, v) = normalize(arch, variant);
-            (os.to_string(), a, v)
-        }
-        _ => return Err(format!("invalid platform {s:?}")),
+        other => other.to_string(),
+    })?;
+    if !OSES.contains(&p.os()) {
+        return Err(format!("{s:?}: unknown operating system {:?}", p.os()));
+    }
+    if !ARCHES.contains(&p.architecture()) {
+        return Err(format!(
+            "{s:?}: unknown architecture {:?}",
+            p.architecture()
+        ));
+    }
+    // The TARGET* args follow containerd, where arm64 has no variant; the registry client
+    // spells it v8 to match image indexes.
+    let variant = match (p.architecture(), p.variant()) {
+        ("arm64", Some("v8")) => "",
+        (_, v) => v.unwrap_or(""),
     };
-    if !OSES.contains(&os.as_str()) {
-        return Err(format!("{s:?}: unknown operating system {os:?}"));
-    }
-    if !ARCHES.contains(&arch.as_str()) {
-        return Err(format!("{s:?}: unknown architecture {arch:?}"));
-    }
-    Ok(PlatformSpec::new(&os, &arch, &variant))
+    Ok(PlatformSpec::new(p.os(), p.architecture(), variant))
 }
 
 fn parse_platforms(s: &str) -> Result<Vec<PlatformSpec>, String> {
@@ -410,107 +392,15 @@ fn parse_ssh(s: &str) -> Result<SshSpec, String> {
 }
 
 /// A Docker image reference (distribution's grammar): `[host[:port]/]path[:tag][@digest]`
-/// with a lower-case repository path.
+/// with a lower-case repository path, checked by the registry client's [`Reference`].
 fn parse_tag(s: &str) -> Result<String, String> {
-    let bad = |why: &str| Err(format!("invalid reference format: {why}"));
-    if s.is_empty() {
-        return bad("empty");
-    }
-    let (rest, digest) = match s.split_once('@') {
-        Some((r, d)) => (r, Some(d)),
-        None => (s, None),
-    };
-    if let Some(d) = digest {
-        let ok = d.split_once(':').is_some_and(|(alg, hex)| {
-            !alg.is_empty()
-                && alg
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c))
-                && hex.len() >= 32
-                && hex.chars().all(|c| c.is_ascii_hexdigit())
-        });
-        if !ok {
-            return bad("invalid digest");
+    match s.parse::<Reference>() {
+        Ok(_) => Ok(s.to_owned()),
+        Err(registry_client::Error::InvalidReference { reason, .. }) => {
+            Err(format!("invalid reference format: {reason}"))
         }
+        Err(e) => Err(format!("invalid reference format: {e}")),
     }
-    // A tag follows the last `:` that comes after the last `/`.
-    let last_slash = rest.rfind('/').map_or(0, |i| i + 1);
-    let (name, tag) = match rest[last_slash..].rfind(':') {
-        Some(i) => (&rest[..last_slash + i], Some(&rest[last_slash + i + 1..])),
-        None => (rest, None),
-    };
-    if let Some(t) = tag {
-        let ok = !t.is_empty()
-            && t.len() <= 128
-            && t.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '_')
-            && t.chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
-        if !ok {
-            return bad("invalid tag");
-        }
-    }
-    if name.len() > 255 {
-        return bad("repository name must not be more than 255 characters");
-    }
-    let (domain, path) = match name.split_once('/') {
-        Some((d, p)) if d.contains(['.', ':']) || d == "localhost" || d.to_lowercase() != d => {
-            (Some(d), p)
-        }
-        _ => (None, name),
-    };
-    if let Some(d) = domain {
-        let (host, port) = d.rsplit_once(':').map_or((d, None), |(h, p)| (h, Some(p)));
-        let host_ok = !host.is_empty()
-            && (host.starts_with('[') && host.ends_with(']')
-                || host.split('.').all(|c| {
-                    !c.is_empty()
-                        && !c.starts_with('-')
-                        && !c.ends_with('-')
-                        && c.chars().all(|x| x.is_ascii_alphanumeric() || x == '-')
-                }));
-        if !host_ok || port.is_some_and(|p| p.is_empty() || !p.chars().all(|c| c.is_ascii_digit()))
-        {
-            return bad("invalid registry host");
-        }
-    }
-    if path.is_empty() {
-        return bad("empty repository name");
-    }
-    if path.chars().any(|c| c.is_ascii_uppercase()) {
-        return bad("repository name must be lowercase");
-    }
-    for component in path.split('/') {
-        if !path_component_ok(component) {
-            return bad("invalid repository name");
-        }
-    }
-    Ok(s.to_owned())
-}
-
-/// `[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*`
-fn path_component_ok(c: &str) -> bool {
-    let b = c.as_bytes();
-    let alnum = |x: u8| x.is_ascii_lowercase() || x.is_ascii_digit();
-    if b.is_empty() || !alnum(b[0]) || !alnum(b[b.len() - 1]) {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if alnum(b[i]) {
-            i += 1;
-            continue;
-        }
-        // A separator: `.`, `_`, `__` or a run of `-`.
-        let start = i;
-        while i < b.len() && !alnum(b[i]) {
-            i += 1;
-        }
-        let sep = &c[start..i];
-        if !(sep == "." || sep == "_" || sep == "__" || sep.bytes().all(|x| x == b'-')) {
-            return false;
-        }
-    }
-    true
 }
 
 /// The Dockerfile text and the name to show for it.
@@ -708,6 +598,7 @@ mod tests {
             "app:-x",
             "host:port/app",
             "a@sha256:zz",
+            "a@md5:0123456789abcdef0123456789abcdef",
         ] {
             assert!(parse_tag(bad).is_err(), "{bad}");
         }
@@ -748,6 +639,9 @@ mod tests {
         assert!(parse_output("type=cloud,dest=x").is_err());
         assert!(parse_output("type=oci,dest=x,compression=lz4").is_err());
         assert!(parse_output("type=registry").unwrap().pushes());
+        // builder-core's ExportSpec judges at parse time what the engine would refuse.
+        assert!(parse_output("type=image").is_err());
+        assert!(parse_output("type=oci,dest=x,compression-level=99").is_err());
     }
 
     #[test]

@@ -7,34 +7,11 @@ use crate::build::{BuildOpts, OutputSpec};
 use crate::exit::Failure;
 use crate::progress::{Mode, Renderer};
 
-/// Rebuilds the CSV spec of an output, for builder-core's own validating parser.
+/// The engine's view of an output (parsed with the command line).
 fn export_spec(o: &OutputSpec) -> Result<ExportSpec, Failure> {
-    if o.kind == "tar" {
-        return Err(Failure::usage(
-            "--output type=tar is not supported yet (use type=local or type=oci)",
-        ));
-    }
-    if o.dest.as_deref() == Some("-") {
-        return Err(Failure::usage(
-            "--output to standard output is not supported yet; give dest=PATH",
-        ));
-    }
-    let mut fields = vec![format!("type={}", o.kind)];
-    if let Some(d) = &o.dest {
-        fields.push(format!("dest={d}"));
-    }
-    for (k, v) in &o.attrs {
-        if k == "name" {
-            // builder-core takes several names separated by ';' (',' separates fields).
-            fields.push(format!("name={}", v.replace(',', ";")));
-        } else {
-            fields.push(format!("{k}={v}"));
-        }
-    }
-    fields
-        .join(",")
-        .parse::<ExportSpec>()
-        .map_err(|e| Failure::usage(e.to_string()))
+    o.export.clone().ok_or_else(|| {
+        Failure::usage("--output to standard output is not supported yet; give dest=PATH")
+    })
 }
 
 /// Builds with the engine. `dockerfile_text` is set when the Dockerfile came from stdin.
