@@ -431,6 +431,19 @@ impl PatternMatcher {
     }
 }
 
+/// Go's `path/filepath.Match` on Unix, which the patterns build on and BuildKit also uses
+/// for COPY's source wildcards: whether `name` matches the shell pattern `pattern` in full.
+/// `*` and `?` never match `/`, `[...]` are classes, `\` escapes.
+///
+/// # Errors
+/// [`IgnoreError::BadPattern`] for a malformed pattern, once matching reaches the bad part
+/// (as in Go).
+pub fn filepath_match(pattern: &str, name: &str) -> Result<bool, IgnoreError> {
+    gopath::matches(pattern, name).map_err(|_| IgnoreError::BadPattern {
+        pattern: pattern.to_owned(),
+    })
+}
+
 /// patternmatcher's package-level `Matches(file, patterns)`: compiles `patterns`, cleans
 /// `path`, never matches the context root (`.`), and applies the deprecated one-parent rule
 /// of [`PatternMatcher::matches_legacy`].

@@ -34,10 +34,12 @@ pub use parser::{
 pub use shell::{
     ExpandError, ExpandErrorKind, Expansion, Lexer, NoVars, VarLookup, vars_from_env_list,
 };
-// `.dockerignore` (moby/patternmatcher) and context-walk decisions (fsutil's filter).
+// `.dockerignore` (moby/patternmatcher), context-walk decisions (fsutil's filter) and Go's
+// `filepath.Match`, which COPY's wildcards share.
 pub use dockerignore::{
     ContextFilter, FilterWalk, IgnoreError, LinkResolver, MatchInfo, Pattern, PatternMatcher,
-    WalkDecision, follow_links, matches_legacy, matches_or_parent_matches, read_ignore_file,
+    WalkDecision, filepath_match, follow_links, matches_legacy, matches_or_parent_matches,
+    read_ignore_file,
 };
 // The stage model: global/stage ARG and ENV scopes, targets, stage edges (dockerfile2llb).
 pub use stages::{

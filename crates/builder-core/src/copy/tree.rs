@@ -12,7 +12,6 @@ use dockerfile::{ContextFilter, FilterWalk, WalkDecision};
 
 use super::context::BuildContext;
 use super::error::CopyError;
-use super::glob;
 pub(crate) use crate::fsview::Entry;
 use crate::fsview::{Found, LayeredView, Policy, WalkError, resolve_in_root};
 
@@ -155,7 +154,7 @@ impl Tree<'_> {
             };
             if visible {
                 let rel = rel_str(&path[base_len..]);
-                if glob::matches(pattern, &rel).unwrap_or(false) {
+                if dockerfile::filepath_match(pattern, &rel).unwrap_or(false) {
                     out.push(path.clone());
                 } else if is_dir && path.len() - base_len < max_depth {
                     self.wildcard_walk(path, base_len, pattern, max_depth, out)?;

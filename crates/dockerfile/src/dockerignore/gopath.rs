@@ -43,8 +43,8 @@ pub(crate) struct BadPattern;
 
 /// Go's `filepath.Match` (Unix: `\` escapes), for names on character boundaries.
 ///
-/// (Go also tries positions inside multi-byte characters after a `*`; this only ever runs
-/// against ASCII names here: `New` checks a pattern's syntax by matching it against `.`.)
+/// (Go also tries positions inside multi-byte characters after a `*`, where `?` and
+/// negated classes can match a lone byte of a character; this does not.)
 pub(crate) fn matches(mut pattern: &str, mut name: &str) -> Result<bool, BadPattern> {
     'pattern: while !pattern.is_empty() {
         let (star, chunk, rest) = scan_chunk(pattern);
@@ -262,6 +262,72 @@ mod tests {
             ("", "."),
         ] {
             assert_eq!(dir(i), o, "{i}");
+        }
+    }
+
+    #[test]
+    fn go_filepath_match_table() {
+        // Cases from the behaviour of Go's filepath.Match on Unix.
+        let cases: &[(&str, &str, Result<bool, BadPattern>)] = &[
+            ("abc", "abc", Ok(true)),
+            ("*", "abc", Ok(true)),
+            ("*c", "abc", Ok(true)),
+            ("a*", "a", Ok(true)),
+            ("a*", "abc", Ok(true)),
+            ("a*", "ab/c", Ok(false)),
+            ("a*/b", "abc/b", Ok(true)),
+            ("a*/b", "a/c/b", Ok(false)),
+            ("a*b*c*d*e*/f", "axbxcxdxe/f", Ok(true)),
+            ("a*b*c*d*e*/f", "axbxcxdxexxx/f", Ok(true)),
+            ("a*b*c*d*e*/f", "axbxcxdxe/xxx/f", Ok(false)),
+            ("a*b*c*d*e*/f", "axbxcxdxexxx/fff", Ok(false)),
+            ("a*b?c*x", "abxbbxdbxebxczzx", Ok(true)),
+            ("a*b?c*x", "abxbbxdbxebxczzy", Ok(false)),
+            ("ab[c]", "abc", Ok(true)),
+            ("ab[b-d]", "abc", Ok(true)),
+            ("ab[e-g]", "abc", Ok(false)),
+            ("ab[^c]", "abc", Ok(false)),
+            ("ab[^b-d]", "abc", Ok(false)),
+            ("ab[^e-g]", "abc", Ok(true)),
+            ("a\\*b", "a*b", Ok(true)),
+            ("a\\*b", "ab", Ok(false)),
+            ("a?b", "a☺b", Ok(true)),
+            ("a[^a]b", "a☺b", Ok(true)),
+            ("a???b", "a☺b", Ok(false)),
+            ("a[^a][^a][^a]b", "a☺b", Ok(false)),
+            ("[a-ζ]*", "α", Ok(true)),
+            ("*[a-ζ]", "A", Ok(false)),
+            ("a?b", "a/b", Ok(false)),
+            ("a*b", "a/b", Ok(false)),
+            ("[\\]a]", "]", Ok(true)),
+            ("[\\-]", "-", Ok(true)),
+            ("[x\\-]", "x", Ok(true)),
+            ("[x\\-]", "-", Ok(true)),
+            ("[x\\-]", "z", Ok(false)),
+            ("[\\-x]", "x", Ok(true)),
+            ("[\\-x]", "-", Ok(true)),
+            ("[\\-x]", "a", Ok(false)),
+            ("[]a]", "]", Err(BadPattern)),
+            ("[-]", "-", Err(BadPattern)),
+            ("[x-]", "x", Err(BadPattern)),
+            ("[x-]", "-", Err(BadPattern)),
+            ("[x-]", "z", Err(BadPattern)),
+            ("[-x]", "x", Err(BadPattern)),
+            ("[-x]", "-", Err(BadPattern)),
+            ("[-x]", "a", Err(BadPattern)),
+            ("\\", "a", Err(BadPattern)),
+            ("[a-b-c]", "a", Err(BadPattern)),
+            ("[", "a", Err(BadPattern)),
+            ("[^", "a", Err(BadPattern)),
+            ("[^bc", "a", Err(BadPattern)),
+            ("a[", "a", Err(BadPattern)),
+            ("a[", "ab", Err(BadPattern)),
+            ("a[", "x", Err(BadPattern)),
+            ("a/b[", "x", Err(BadPattern)),
+            ("*x", "xxx", Ok(true)),
+        ];
+        for (p, n, want) in cases {
+            assert_eq!(matches(p, n), *want, "Match({p:?}, {n:?})");
         }
     }
 
