@@ -14,23 +14,13 @@ use dockerfile::{
 use libtest_mimic::{Failed, Trial};
 use serde_json::Value;
 
-use crate::{check, json};
+use crate::{check, json, strings};
 
 pub(crate) fn trials() -> Vec<Trial> {
     let mut out = match_cases();
     out.extend(ignorefile_cases());
     out.extend(walk_cases());
     out
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Runs one `MatchCase` once.

@@ -4,9 +4,8 @@ use std::collections::BTreeMap;
 
 use dockerfile::{Lexer, vars_from_env_list};
 use libtest_mimic::Trial;
-use serde_json::Value;
 
-use crate::{check, json, read};
+use crate::{check, json, read, strings};
 
 pub(crate) fn trials() -> Vec<Trial> {
     let mut out = env_var_test();
@@ -89,16 +88,6 @@ fn words_test() -> Vec<Trial> {
         ));
     }
     out
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn lex_cases() -> Vec<Trial> {
