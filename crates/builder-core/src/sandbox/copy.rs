@@ -67,7 +67,8 @@ fn set_xattrs(path: &Path, attrs: &[(OsString, Vec<u8>)]) -> Result<(), SandboxE
     Ok(())
 }
 
-fn timestamps(meta: &Metadata) -> Timestamps {
+/// The access and modification times of `meta`, for `utimensat`.
+pub(crate) fn timestamps(meta: &Metadata) -> Timestamps {
     Timestamps {
         last_access: Timespec {
             tv_sec: meta.atime(),

@@ -19,10 +19,10 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, CWD, Timespec, Timestamps};
+use rustix::fs::{AtFlags, CWD, Timestamps};
 
 use super::Mode;
-use super::copy::{Baseline, apply_metadata, copy_leaf, materialize};
+use super::copy::{Baseline, apply_metadata, copy_leaf, materialize, timestamps};
 use super::error::{IoContext, SandboxError};
 use super::proto::{InitMount, InitMountKind, InitPlan, InitRoot};
 use super::spec::{BindAccess, MountKind, MountSource, NetworkMode, Rootfs, RunSpec};
@@ -143,7 +143,7 @@ impl Planner<'_> {
                     Stubs::Dir(root) => {
                         let parent = root.join(&existing);
                         let meta = fs::symlink_metadata(&parent).at("stat", &parent)?;
-                        self.undo.parents.push((parent.clone(), times_of(&meta)));
+                        self.undo.parents.push((parent.clone(), timestamps(&meta)));
                         create_missing(&parent, missing, want_dir, Some(&mut self.undo.created))?;
                     }
                 }
@@ -159,19 +159,6 @@ impl Planner<'_> {
             apply_metadata(&src, &meta, &stub)?;
         }
         Ok(())
-    }
-}
-
-fn times_of(meta: &fs::Metadata) -> Timestamps {
-    Timestamps {
-        last_access: Timespec {
-            tv_sec: meta.atime(),
-            tv_nsec: meta.atime_nsec() as _,
-        },
-        last_modification: Timespec {
-            tv_sec: meta.mtime(),
-            tv_nsec: meta.mtime_nsec() as _,
-        },
     }
 }
 
@@ -661,7 +648,7 @@ fn copy_in(kind: &MountKind, place: &Path, is_dir: bool, target: &str) -> Result
 fn make_device_nodes(dev: &Path, undo: &mut Undo) -> Result<(), SandboxError> {
     let meta = fs::symlink_metadata(dev).at("stat", dev)?;
     if !undo.parents.iter().any(|(p, _)| p == dev) {
-        undo.parents.push((dev.to_path_buf(), times_of(&meta)));
+        undo.parents.push((dev.to_path_buf(), timestamps(&meta)));
     }
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let p = dev.join(name);
