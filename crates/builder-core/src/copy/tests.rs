@@ -161,6 +161,19 @@ fn entry(root: &Path, rel: &str) -> String {
         .unwrap_or_else(|| panic!("{rel} missing in {:#?}", tree(root)))
 }
 
+/// Sets the access and modification times of `path` to `secs` seconds after the epoch.
+fn set_mtime(path: &Path, secs: i64) {
+    let t = rustix::fs::Timespec {
+        tv_sec: secs,
+        tv_nsec: 0,
+    };
+    let times = rustix::fs::Timestamps {
+        last_access: t,
+        last_modification: t,
+    };
+    rustix::fs::utimensat(rustix::fs::CWD, path, &times, rustix::fs::AtFlags::empty()).unwrap();
+}
+
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
@@ -678,20 +691,7 @@ fn existing_parents_are_copied_up_with_their_metadata() {
     let img = tempfile::tempdir().unwrap();
     fs::create_dir_all(img.path().join("usr/local")).unwrap();
     fs::set_permissions(img.path().join("usr"), fs::Permissions::from_mode(0o711)).unwrap();
-    let t = rustix::fs::Timespec {
-        tv_sec: 1_000_000,
-        tv_nsec: 0,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        img.path().join("usr"),
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-        rustix::fs::AtFlags::empty(),
-    )
-    .unwrap();
+    set_mtime(&img.path().join("usr"), 1_000_000);
     let out = run_ctx(&ctx, "COPY a /usr/local/bin/", "/", &[img.path()]).unwrap();
     assert!(entry(out.path(), "usr").starts_with("0711"));
     assert_eq!(
@@ -717,30 +717,8 @@ fn mtimes_and_hardlinks_are_preserved() {
     let f = Fixture::new();
     f.file("d/a", "same");
     fs::hard_link(f.ctx().join("d/a"), f.ctx().join("d/b")).unwrap();
-    let t = rustix::fs::Timespec {
-        tv_sec: 1_234_567,
-        tv_nsec: 0,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        f.ctx().join("d/a"),
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-        rustix::fs::AtFlags::empty(),
-    )
-    .unwrap();
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        f.ctx().join("d"),
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-        rustix::fs::AtFlags::empty(),
-    )
-    .unwrap();
+    set_mtime(&f.ctx().join("d/a"), 1_234_567);
+    set_mtime(&f.ctx().join("d"), 1_234_567);
     let ctx = f.context();
     let out = run(&ctx, "COPY d /d");
     let (a, b) = (
@@ -1056,20 +1034,7 @@ fn cache_inputs_follow_content_and_mode_not_mtime() {
     let k0 = key_of(&ctx, "COPY app /app");
     assert_eq!(k0, key_of(&ctx, "COPY app /app"));
     // Touching a file changes nothing.
-    let t = rustix::fs::Timespec {
-        tv_sec: 42,
-        tv_nsec: 0,
-    };
-    rustix::fs::utimensat(
-        rustix::fs::CWD,
-        f.ctx().join("app/a.js"),
-        &rustix::fs::Timestamps {
-            last_access: t,
-            last_modification: t,
-        },
-        rustix::fs::AtFlags::empty(),
-    )
-    .unwrap();
+    set_mtime(&f.ctx().join("app/a.js"), 42);
     assert_eq!(k0, key_of(&ctx, "COPY app /app"));
     // Files outside the selection or ignored do not count.
     fs::write(f.ctx().join("other"), "changed").unwrap();
