@@ -211,6 +211,13 @@ fn assert_app_files(root: &Path, what: &str) {
     );
 }
 
+/// Extracts `tar` into the new directory `dir`; returns `dir`.
+fn untar(tar: &Path, dir: &Path) -> PathBuf {
+    std::fs::create_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    run(Command::new("tar").arg("-xf").arg(tar).arg("-C").arg(dir));
+    dir.to_owned()
+}
+
 /// `umoci unpack` of the layout at `layout`, tag `tag`: the bundle's process runs as 1001
 /// and the rootfs has the app.
 fn umoci_unpack(layout: &Path, tag: &str, work: &Path, what: &str) {
@@ -281,7 +288,7 @@ fn single_platform(service: &str) {
     eprintln!("{service}: {size} bytes compressed");
     assert!(size < SIZE_LIMIT, "{service}: {size} bytes compressed");
 
-    // type=oci, tar and directory: skopeo reads them, umoci unpacks them.
+    // Every output type but local: skopeo reads it, umoci unpacks it.
     let inspect = |r: &str| {
         let cfg = run_stdout(Command::new("skopeo").args(["inspect", "--config", r]));
         let cfg = json(&cfg, r);
@@ -292,14 +299,11 @@ fn single_platform(service: &str) {
     inspect(&format!("oci:{}:{tag}", oci_dir.display()));
     inspect(&format!("docker-archive:{}", docker_tar.display()));
     umoci_unpack(&oci_dir, tag, w, "oci-dir");
-    let unpacked = w.join("oci-tar");
-    std::fs::create_dir(&unpacked).expect("mkdir");
-    run(Command::new("tar")
-        .arg("-xf")
-        .arg(&oci_tar)
-        .arg("-C")
-        .arg(&unpacked));
+    let unpacked = untar(&oci_tar, &w.join("oci-tar"));
     umoci_unpack(&unpacked, tag, w, "oci-tar");
+    // The docker archive is an OCI layout too (with docker's manifest.json), as buildx's.
+    let unpacked = untar(&docker_tar, &w.join("docker-tar"));
+    umoci_unpack(&unpacked, tag, w, "docker-tar");
 
     // type=local: the final filesystem.
     assert_app_files(&local, "type=local");
@@ -387,13 +391,7 @@ fn auth_service_multi_platform() {
     }
 
     // type=oci wrote the same index.
-    let layout = work.path().join("layout");
-    std::fs::create_dir(&layout).expect("mkdir");
-    run(Command::new("tar")
-        .arg("-xf")
-        .arg(&oci_tar)
-        .arg("-C")
-        .arg(&layout));
+    let layout = untar(&oci_tar, &work.path().join("layout"));
     let top = json(
         &std::fs::read_to_string(layout.join("index.json")).expect("index.json"),
         "index.json",
