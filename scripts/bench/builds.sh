@@ -17,8 +17,11 @@
 #                 platform per `docker build`, so BuildKit's figure is the sum of two builds
 #                 sharing one cache; rbuild builds both in one command.
 #
-# Prints seconds per tool, the ratio rbuild/BuildKit and rbuild's peak memory (maximum RSS
-# from /usr/bin/time -v: the largest single process, rbuild or a RUN step it waited for).
+# Prints seconds per tool, the ratio rbuild/BuildKit and rbuild's peak memory, twice: rbuild's
+# own (VmHWM of the rbuild process, sampled every 0.1 s) and with its RUN steps (maximum RSS
+# from /usr/bin/time -v: the largest single process, rbuild or a RUN step it waited for, such
+# as npm or tsc). Each row also gives the 1-minute load average when it started: the machine
+# may be shared.
 # A row whose rbuild build fails prints "n/a (rbuild failed: <first line of the error>)";
 # BuildKit's figures are printed regardless.
 #
@@ -71,14 +74,17 @@ host_platform=linux/$(uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/')
 log() { echo "[bench] $*" >&2; }
 
 now() { date +%s.%N; }
-since() { awk -v s="$1" -v n="$(now)" 'BEGIN { printf "%.1f", n - s }'; }
+since() { awk -v s="$1" -v n="$(now)" 'BEGIN { printf "%.2f", n - s }'; }
+load1() { cut -d' ' -f1 /proc/loadavg; }
 
 # ---------------------------------------------------------------------------------------
 # Results: one line per (row, service, tool) in $out/results.tsv:
-#   row  service  tool  seconds|n/a  max_rss_kb|-  note
+#   row  service  tool  seconds|n/a  max_rss_kb|-  note  own_rss_kb|-  load
+# (load: the 1-minute load average when the row started, set by the callers in $row_load)
 results=$out/results.tsv
 : >"$results"
-record() { printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$@" >>"$results"; }
+row_load=""
+record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "${7:--}" "$row_load" >>"$results"; }
 
 # ---------------------------------------------------------------------------------------
 # The example trees: a pristine copy per (tool, service), so each tool sees the same edits.
@@ -152,6 +158,7 @@ bk_row() { # row service note command...
   local row=$1 service=$2 note=$3 t0 secs
   shift 3
   log "buildkit  $row  $service"
+  row_load=$(load1)
   t0=$(now)
   if "$@"; then
     secs=$(since "$t0")
@@ -191,20 +198,46 @@ run_buildkit() { # service
 # ---------------------------------------------------------------------------------------
 # rbuild
 
+# Samples the VmHWM (peak RSS) of the rbuild process that /usr/bin/time ($1) runs into the
+# file $2 every 0.1 s until it exits (VmHWM only grows: the last sample is the peak, short
+# of the last 0.1 s).
+rb_sample_hwm() { # time_pid file
+  local rpid="" v
+  while kill -0 "$1" 2>/dev/null; do
+    [[ -n $rpid ]] || rpid=$(pgrep -P "$1" -x rbuild | head -1) || true
+    if [[ -n $rpid ]]; then
+      v=$(awk '/^VmHWM:/ { print $2 }' "/proc/$rpid/status" 2>/dev/null) || true
+      [[ -n $v ]] && echo "$v" >"$2"
+    fi
+    sleep 0.1
+  done
+}
+
 rb_row() { # row service cache_dir ctx [rbuild build args...]
-  local row=$1 service=$2 cache=$3 ctx=$4 t0 secs rss logf=$out/rbuild-$1-$2.log first
+  local row=$1 service=$2 cache=$3 ctx=$4 t0 secs rss own logf=$out/rbuild-$1-$2.log first
+  local tpid spid status
   shift 4
   log "rbuild    $row  $service"
+  row_load=$(load1)
   if [[ -z $rbuild ]]; then
     record "$row" "$service" rbuild n/a - "rbuild failed: $rbuild_error"
     return
   fi
+  rm -f "$logf.hwm"
   t0=$(now)
-  if /usr/bin/time -v -o "$logf.time" "$rbuild" build --cache-dir "$cache" --progress plain \
-    --network host --label "$bench_label" "$@" "$ctx" >"$logf" 2>&1; then
-    secs=$(since "$t0")
+  /usr/bin/time -v -o "$logf.time" "$rbuild" build --cache-dir "$cache" --progress plain \
+    --network host --label "$bench_label" "$@" "$ctx" >"$logf" 2>&1 &
+  tpid=$!
+  rb_sample_hwm "$tpid" "$logf.hwm" &
+  spid=$!
+  status=0
+  wait "$tpid" || status=$?
+  secs=$(since "$t0")
+  wait "$spid" || true
+  if ((status == 0)); then
     rss=$(awk -F': ' '/Maximum resident set size/ { print $2 }' "$logf.time")
-    record "$row" "$service" rbuild "$secs" "${rss:--}" ""
+    own=$(cat "$logf.hwm" 2>/dev/null || true)
+    record "$row" "$service" rbuild "$secs" "${rss:--}" "" "${own:--}"
   else
     first=$(grep -m1 -iE '^(error|fatal)' "$logf" || grep -m1 -v '^[[:space:]]*$' "$logf" || echo "exit status without output")
     record "$row" "$service" rbuild n/a - "rbuild failed: ${first:0:160}"
@@ -293,30 +326,35 @@ target_of() {
   esac
 }
 table() {
-  local row service bk rb rss note ratio mem
-  printf '| %-10s | %-12s | %12s | %10s | %15s | %-16s | %s |\n' \
-    row service "BuildKit (s)" "rbuild (s)" "rbuild/BuildKit" target "rbuild peak RSS"
-  printf '| %s | %s | %s | %s | %s | %s | %s |\n' ---------- ------------ -----------: \
-    ---------: --------------: ---------------- ---------------:
+  local row service bk rb rss own note ratio mem load
+  printf '| %-10s | %-12s | %12s | %10s | %15s | %-16s | %-28s | %s |\n' \
+    row service "BuildKit (s)" "rbuild (s)" "rbuild/BuildKit" target \
+    "rbuild peak RSS: own / steps" "load (bk / rb)"
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' ---------- ------------ -----------: \
+    ---------: --------------: ---------------- ---------------------------: --------------:
   for row in cold warm source dependency push multi-arch; do
     for service in "${service_list[@]}"; do
       bk=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "buildkit" { print $4 }' "$results")
       rb=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { print $4 }' "$results")
       rss=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { print $5 }' "$results")
       note=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { print $6 }' "$results")
+      own=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { print $7 }' "$results")
+      load=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s { l[$3] = $8 }
+        END { printf "%s / %s", (l["buildkit"] == "" ? "-" : l["buildkit"]), (l["rbuild"] == "" ? "-" : l["rbuild"]) }' "$results")
       [[ -z $bk && -z $rb ]] && continue
       ratio=-
       if [[ $bk =~ ^[0-9.]+$ && $rb =~ ^[0-9.]+$ ]]; then
         ratio=$(awk -v a="$rb" -v b="$bk" 'BEGIN { if (b > 0) printf "%.2fx", a / b; else print "-" }')
       fi
-      mem=-
-      [[ $rss =~ ^[0-9]+$ ]] && mem=$(awk -v k="$rss" 'BEGIN { printf "%.0f MB", k / 1024 }')
+      mb() { if [[ $1 =~ ^[0-9]+$ ]]; then awk -v k="$1" 'BEGIN { printf "%.0f MB", k / 1024 }'; else echo -; fi; }
+      mem="$(mb "$own") / $(mb "$rss")"
+      [[ $own == - && $rss == - ]] && mem=-
       [[ $rb == n/a ]] && rb="n/a ($note)"
       [[ -z $rb ]] && rb="-"
       [[ -z $bk ]] && bk="-"
       [[ $bk == n/a ]] && bk="failed"
-      printf '| %-10s | %-12s | %12s | %10s | %15s | %-16s | %15s |\n' \
-        "$row" "$service" "$bk" "$rb" "$ratio" "$(target_of "$row")" "$mem"
+      printf '| %-10s | %-12s | %12s | %10s | %15s | %-16s | %28s | %14s |\n' \
+        "$row" "$service" "$bk" "$rb" "$ratio" "$(target_of "$row")" "$mem" "$load"
     done
   done
 }
