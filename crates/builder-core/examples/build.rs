@@ -32,7 +32,9 @@ fn main() {
     match result {
         Ok(r) => println!(
             "{} ({} run, {} cached)",
-            r.digest, r.steps_run, r.steps_cached
+            r.digest.unwrap_or_else(|| r.config_digests.join(", ")),
+            r.steps_run,
+            r.steps_cached
         ),
         Err(e) => {
             eprintln!("error: {e}");

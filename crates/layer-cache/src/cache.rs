@@ -31,6 +31,20 @@ impl LayerRef {
     }
 }
 
+/// A committed build step layer (see [`Cache::commit_upperdir_deferred`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CommittedLayer {
+    /// sha256 of the layer's uncompressed tar stream.
+    pub diff_id: Digest,
+    /// Size of that tar stream.
+    pub uncompressed_size: u64,
+    /// The compressed blob, when one was made.
+    pub blob: Option<PackedLayer>,
+    /// The snapshot holding the layer's files.
+    pub snapshot: Snapshot,
+}
+
 /// The on-disk cache: one directory shared safely by several processes.
 ///
 /// ```text
@@ -219,6 +233,82 @@ impl Cache {
             Err(e) => return Err(e),
         };
         Ok((packed, snap))
+    }
+
+    /// A build step's result without compressing it: hashes the overlay upper directory
+    /// `upper` as a layer tar stream (its diffID and size, nothing written) and registers
+    /// `upper` itself as the snapshot on top of `parent` (renamed into the store). The
+    /// compressed blob is made later, only when an exporter needs it, by
+    /// [`Cache::pack_snapshot`]. `opts` must be the options that blob will be packed with
+    /// (all but the compression count for the diffID). When `upper` is on another file
+    /// system, it falls back to [`Cache::commit_upperdir`] and the layer carries its blob.
+    pub fn commit_upperdir_deferred(
+        &self,
+        upper: &Path,
+        parent: Option<&ChainId>,
+        opts: &PackOptions,
+        apply: &ApplyOptions,
+        lease: Option<&Lease>,
+    ) -> Result<CommittedLayer> {
+        let mut o = opts.clone();
+        o.source = SourceKind::OverlayUpper;
+        o.compression = crate::compress::Compression::None;
+        o.threads = 1;
+        let hashed = crate::pack::layer_digests(upper, &o)?;
+        let chain = ChainId::child(parent, &hashed.diff_id);
+        if let Some(lease) = lease {
+            lease.hold(EntryRef::Snapshot(chain))?;
+        }
+        match self.snapshots.import_dir(parent, &hashed.diff_id, upper) {
+            Ok((snapshot, _)) => Ok(CommittedLayer {
+                diff_id: hashed.diff_id,
+                uncompressed_size: hashed.uncompressed_size,
+                blob: None,
+                snapshot,
+            }),
+            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(18) => {
+                // EXDEV: not on the cache's file system.
+                let (packed, snapshot) = self.commit_upperdir(upper, parent, opts, apply, lease)?;
+                Ok(CommittedLayer {
+                    diff_id: packed.diff_id.clone(),
+                    uncompressed_size: packed.uncompressed_size,
+                    blob: Some(packed),
+                    snapshot,
+                })
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Packs the snapshot `chain` (a layer committed by [`Cache::commit_upperdir_deferred`],
+    /// or any snapshot in overlay-layer form) into a blob in the content store. The tar
+    /// stream must hash to `expected_diff_id`, else nothing is stored and the error is
+    /// [`Error::DiffIdMismatch`]: the snapshot changed since it was recorded.
+    pub fn pack_snapshot(
+        &self,
+        chain: &ChainId,
+        expected_diff_id: &Digest,
+        opts: &PackOptions,
+        lease: Option<&Lease>,
+    ) -> Result<PackedLayer> {
+        let snap = self.snapshots.get(chain)?.ok_or_else(|| Error::NotFound {
+            what: format!("snapshot {chain}"),
+        })?;
+        let mut o = opts.clone();
+        o.source = SourceKind::OverlayUpper;
+        let w = self.content.writer()?;
+        let (w, packed) = pack_dir(&snap.path, &o, w)?;
+        if packed.diff_id != *expected_diff_id {
+            return Err(Error::DiffIdMismatch {
+                expected: expected_diff_id.clone(),
+                actual: packed.diff_id,
+            });
+        }
+        if let Some(lease) = lease {
+            lease.hold(EntryRef::Blob(packed.digest.clone()))?;
+        }
+        w.commit(&packed.digest)?;
+        Ok(packed)
     }
 
     /// Disk usage by kind.

@@ -415,25 +415,7 @@ impl Gc<'_> {
             }
         }
 
-        // Dangling entries: records whose blobs are all gone, snapshots whose parent is gone.
-        for (key, (blobs, _)) in &inv.index_refs {
-            let id = EntryRef::Index(key.clone());
-            if gone.contains(&id) || protected.contains(&id) {
-                continue;
-            }
-            if !blobs.is_empty() && blobs.iter().all(|b| !self.content.contains(b)) {
-                if let Some(e) = by_id.get(&id) {
-                    self.remove(e)?;
-                    report.removed.push(RemovedEntry {
-                        kind: e.kind,
-                        id: entry_name(&e.id),
-                        bytes: e.bytes,
-                    });
-                    report.reclaimed_bytes += e.bytes;
-                    gone.insert(id);
-                }
-            }
-        }
+        // Dangling entries: snapshots whose parent is gone.
         loop {
             let mut changed = false;
             for (chain, parent) in &inv.snapshot_parent {
@@ -461,6 +443,32 @@ impl Gc<'_> {
             }
             if !changed {
                 break;
+            }
+        }
+        // Then records whose layer is gone (every blob, and the snapshot when the record has
+        // one: a layer not compressed yet lives only in its snapshot).
+        for (key, (blobs, chain)) in &inv.index_refs {
+            let id = EntryRef::Index(key.clone());
+            if gone.contains(&id) || protected.contains(&id) {
+                continue;
+            }
+            let has_layer = !blobs.is_empty() || chain.is_some();
+            let blob_left = blobs.iter().any(|b| self.content.contains(b));
+            let snapshot_left = chain.as_ref().is_some_and(|c| {
+                inv.snapshot_parent.contains_key(c)
+                    && !gone.contains(&EntryRef::Snapshot(c.clone()))
+            });
+            if has_layer && !blob_left && !snapshot_left {
+                if let Some(e) = by_id.get(&id) {
+                    self.remove(e)?;
+                    report.removed.push(RemovedEntry {
+                        kind: e.kind,
+                        id: entry_name(&e.id),
+                        bytes: e.bytes,
+                    });
+                    report.reclaimed_bytes += e.bytes;
+                    gone.insert(id);
+                }
             }
         }
         let after = self.inventory()?;

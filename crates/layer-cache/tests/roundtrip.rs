@@ -8,8 +8,8 @@ use std::path::Path;
 use std::process::Command;
 
 use layer_cache::{
-    ApplyMode, ApplyOptions, Cache, Compression, DevicePolicy, Digest, LayerRef, PackOptions,
-    PackedLayer, Resolve, SourceKind, apply_layer, layer_digests, pack_dir,
+    ApplyMode, ApplyOptions, Cache, Compression, DevicePolicy, Digest, LayerRecord, LayerRef,
+    PackOptions, PackedLayer, Resolve, SourceKind, apply_layer, layer_digests, pack_dir,
 };
 use rustix::fs::{FileType, Gid, Mode, Uid, XattrFlags, makedev, mknodat};
 
@@ -587,5 +587,98 @@ pub fn commit_upperdir_registers_the_snapshot() -> TestResult {
         layer_digests(&snap.path, &o)?.diff_id == packed.diff_id,
         "snapshot content"
     );
+    Ok(())
+}
+
+/// A step's layer committed without compression is only hashed; packed later from its
+/// snapshot it is the very blob an immediate commit makes, and a snapshot changed since
+/// is refused without storing anything.
+pub fn deferred_commit_packs_later_to_the_same_layer() -> TestResult {
+    let s = scratch();
+    let o = opts(Compression::Gzip, SourceKind::OverlayUpper);
+    let base = s.path().join("base");
+    build_tree(&base, 9, false);
+    let commit = |name: &str, deferred: bool| -> Result<_, Box<dyn std::error::Error>> {
+        let cache = Cache::open(s.path().join(name))?;
+        let p = cache.pack_dir(&base, &opts(Compression::Gzip, SourceKind::Directory), None)?;
+        let parent = cache.unpack_chain(
+            &[LayerRef::new(p.digest.clone(), p.diff_id.clone())],
+            &full_apply(),
+            None,
+        )?;
+        let upper = s.path().join(name).join("upper");
+        upper_layer(&upper);
+        let blobs_before = cache.content().list()?.len();
+        let layer = if deferred {
+            Err(cache.commit_upperdir_deferred(
+                &upper,
+                Some(&parent.chain_id),
+                &o,
+                &full_apply(),
+                None,
+            )?)
+        } else {
+            Ok(cache.commit_upperdir(&upper, Some(&parent.chain_id), &o, &full_apply(), None)?)
+        };
+        ensure!(
+            !upper.exists(),
+            "the upper dir was not moved into the store"
+        );
+        Ok((cache, layer, blobs_before))
+    };
+    let (_, now, _) = commit("now", false)?;
+    let (packed_now, _) = now.expect("committed at once");
+    let (cache, later, blobs_before) = commit("later", true)?;
+    let later = later.expect_err("deferred");
+    ensure!(
+        later.blob.is_none(),
+        "a deferred commit compressed: {later:?}"
+    );
+    ensure!(
+        cache.content().list()?.len() == blobs_before,
+        "a deferred commit stored a blob"
+    );
+    ensure!(
+        later.diff_id == packed_now.diff_id
+            && later.uncompressed_size == packed_now.uncompressed_size,
+        "{later:?} vs {packed_now:?}"
+    );
+    let chain = later.snapshot.chain_id.clone();
+    let packed = cache.pack_snapshot(&chain, &later.diff_id, &o, None)?;
+    ensure!(packed == packed_now, "{packed:?} vs {packed_now:?}");
+    ensure!(cache.content().contains(&packed.digest), "blob not stored");
+
+    // A record of the layer without any blob stays while its snapshot does.
+    let key = Digest::sha256_of(b"step");
+    let mut rec = LayerRecord::new(later.diff_id.clone(), later.uncompressed_size);
+    rec.chain_id = Some(chain.clone());
+    cache.index().put(&key, &rec)?;
+    cache.prune(Some(u64::MAX), false)?;
+    ensure!(
+        cache.index().get(&key)?.is_some(),
+        "a record whose snapshot is there was pruned as dangling"
+    );
+
+    // The snapshot changed: no blob, a diffID error.
+    fs::write(later.snapshot.path.join("intruder"), b"x")?;
+    let blobs = cache.content().list()?.len();
+    match cache.pack_snapshot(
+        &chain,
+        &later.diff_id,
+        &opts(Compression::Zstd, SourceKind::OverlayUpper),
+        None,
+    ) {
+        Err(layer_cache::Error::DiffIdMismatch { expected, .. }) if expected == later.diff_id => {}
+        other => ensure!(false, "a changed snapshot packed: {other:?}"),
+    }
+    ensure!(
+        cache.content().list()?.len() == blobs,
+        "a mismatching blob was stored"
+    );
+
+    // Once the snapshot is gone, the record is dangling and goes.
+    fs::remove_dir_all(later.snapshot.path.parent().expect("snapshot dir"))?;
+    cache.prune(Some(u64::MAX), false)?;
+    ensure!(cache.index().get(&key)?.is_none(), "dangling record kept");
     Ok(())
 }

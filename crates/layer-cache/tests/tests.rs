@@ -118,6 +118,11 @@ fn main() {
             roundtrip::commit_upperdir_registers_the_snapshot,
         ),
         (
+            "roundtrip::deferred_commit_packs_later_to_the_same_layer",
+            true,
+            roundtrip::deferred_commit_packs_later_to_the_same_layer,
+        ),
+        (
             "store::ingest_resumes_and_verifies",
             false,
             store::ingest_resumes_and_verifies,

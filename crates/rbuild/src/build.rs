@@ -59,7 +59,7 @@ pub(crate) struct BuildOpts {
     #[arg(short = 'f', long = "file", value_name = "PATH")]
     pub(crate) file: Option<String>,
 
-    /// Write the image ID to a file
+    /// Write the image ID to a file (for several platforms without an output: one config digest per line)
     #[arg(long = "iidfile", value_name = "PATH")]
     pub(crate) iidfile: Option<PathBuf>,
 

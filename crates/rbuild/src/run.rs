@@ -151,10 +151,12 @@ pub(crate) fn build(
         Err(builder_core::Error::Cancelled) => return Err(Failure::build("build cancelled")),
         Err(e) => return Err(Failure::build(format!("failed to solve: {e}"))),
     };
-    let image_id = if report.config_digests.len() == 1 {
-        report.config_digests[0].clone()
-    } else {
-        report.digest.clone()
+    // One platform: the config digest (docker's image ID). Several: the index digest, or
+    // without an output (no index was made) the config digests, one per line.
+    let image_id = match (&report.config_digests[..], &report.digest) {
+        ([one], _) => one.clone(),
+        (_, Some(index)) => index.clone(),
+        (many, None) => many.join("\n"),
     };
     if let Some(p) = &opts.iidfile {
         std::fs::write(p, &image_id)
@@ -162,11 +164,12 @@ pub(crate) fn build(
     }
     if let Some(p) = &opts.metadata_file {
         let mut m = serde_json::Map::new();
-        m.insert("containerimage.digest".into(), report.digest.clone().into());
-        m.insert(
-            "containerimage.descriptor".into(),
-            report.descriptor.clone(),
-        );
+        if let Some(d) = &report.digest {
+            m.insert("containerimage.digest".into(), d.clone().into());
+        }
+        if let Some(d) = &report.descriptor {
+            m.insert("containerimage.descriptor".into(), d.clone());
+        }
         if report.config_digests.len() == 1 {
             m.insert(
                 "containerimage.config.digest".into(),
@@ -182,9 +185,14 @@ pub(crate) fn build(
             .map_err(|e| Failure::build(format!("writing --metadata-file {}: {e}", p.display())))?;
     }
     if opts.progress != "quiet" {
+        // Without an output there is no manifest: name the image ID(s) instead.
+        let what = match &report.digest {
+            Some(d) => format!("image {d}"),
+            None => format!("image ID {}", report.config_digests.join(", ")),
+        };
         eprintln!(
-            "image {} ({} steps run, {} cached)",
-            report.digest, report.steps_run, report.steps_cached
+            "{what} ({} steps run, {} cached)",
+            report.steps_run, report.steps_cached
         );
     } else {
         println!("{image_id}");

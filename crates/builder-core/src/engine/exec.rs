@@ -22,7 +22,7 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use layer_cache::{
     ApplyMode, ApplyOptions, BlobRef as CacheBlobRef, Cache, ChainId, Compression, Digest, Ingest,
-    LayerRecord, LayerRef, Lease, PackOptions, PackedLayer,
+    LayerRecord, LayerRef, Lease, PackOptions,
 };
 use registry_client::{Client, Platform, Reference, Repository};
 use serde::Serialize;
@@ -41,20 +41,22 @@ use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct BuildReport {
-    /// The image's digest (the index for several platforms, else the manifest).
-    pub digest: String,
-    /// The config digest of each platform's image, in platform order.
+    /// The image's digest (the index for several platforms, else the manifest); `None`
+    /// when the build had no output (the result stays in the cache, its layers are not
+    /// compressed, so there is no manifest).
+    pub digest: Option<String>,
+    /// The config digest of each platform's image (its image ID), in platform order.
     pub config_digests: Vec<String>,
-    /// The image documents and layers.
-    pub image: BuiltImage,
+    /// The image documents and layers, when the build had an output.
+    pub image: Option<BuiltImage>,
     /// The sandbox mode that ran RUN steps.
     pub sandbox_mode: String,
     /// Steps run and steps found in the cache.
     pub steps_run: u32,
     /// Steps whose result came from the cache.
     pub steps_cached: u32,
-    /// The descriptor of the image (for `--metadata-file`).
-    pub descriptor: serde_json::Value,
+    /// The descriptor of the image (for `--metadata-file`), when the build had an output.
+    pub descriptor: Option<serde_json::Value>,
     /// The image names written or pushed.
     pub names: Vec<String>,
 }
@@ -63,9 +65,14 @@ pub struct BuildReport {
 #[derive(Debug, Clone)]
 struct Layer {
     diff_id: Digest,
-    blob: CacheBlobRef,
+    /// The compressed blob. `None` for a step's layer that was never compressed: its
+    /// snapshot holds the files, and [`Ctx::ensure_blob`] packs it when an exporter needs
+    /// it (layers of stages that are not exported are never compressed).
+    blob: Option<CacheBlobRef>,
     /// Where to pull the blob from when it is not in the content store.
     origin: Option<Repository>,
+    /// The cache key of the step that made the layer (its record gets the blob once made).
+    key: Option<CacheKey>,
 }
 
 /// A stage's result (or its state while its instructions run).
@@ -109,7 +116,7 @@ struct Ctx {
     no_cache: bool,
     /// One lock per cache key being computed: identical steps run once.
     key_locks: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
-    /// Bounds concurrent RUN/COPY work to the cores.
+    /// Bounds concurrent layer compression to the cores.
     cpu: Semaphore,
     dockerfile_name: String,
     text: String,
@@ -212,57 +219,147 @@ impl Ctx {
         let Some(rec) = self.cache.index().get(&d)? else {
             return Ok(None);
         };
-        // A record whose blob is gone (pruned) is a miss.
+        // A record whose layer is gone (pruned) is a miss: it needs its blob or, for a layer
+        // never compressed, its snapshot.
         if rec.annotations.get("empty").is_none_or(|v| v != "true") {
-            let Some(blob) = pick_blob(&rec, self.pack.compression) else {
-                return Ok(None);
-            };
-            if !self.cache.content().contains(&blob.digest) {
-                return Ok(None);
+            match pick_blob(&rec, self.pack.compression) {
+                Some(blob) if self.cache.content().contains(&blob.digest) => {
+                    self.lease
+                        .hold(layer_cache::EntryRef::Blob(blob.digest.clone()))?;
+                }
+                _ => {
+                    let Some(chain) = &rec.chain_id else {
+                        return Ok(None);
+                    };
+                    self.lease
+                        .hold(layer_cache::EntryRef::Snapshot(chain.clone()))?;
+                    if self.cache.snapshots().get(chain)?.is_none() {
+                        return Ok(None);
+                    }
+                }
             }
-            self.lease
-                .hold(layer_cache::EntryRef::Blob(blob.digest.clone()))?;
         }
         let _ = self.cache.index().touch(&d);
         Ok(Some(rec))
     }
 
-    /// Makes sure a layer's blob is in the content store, pulling it when needed.
-    async fn ensure_blob(&self, layer: &Layer, step: StepId) -> Result<(), Error> {
+    /// Makes sure the blob of `stack[i]` is in the content store, pulling it (a base
+    /// image's layer) or packing it from its snapshot (a step's layer never compressed),
+    /// and returns it.
+    async fn ensure_blob(
+        self: &Arc<Self>,
+        stack: &[Layer],
+        i: usize,
+        step: StepId,
+    ) -> Result<CacheBlobRef, Error> {
+        let layer = &stack[i];
+        let Some(blob) = &layer.blob else {
+            return self.pack_layer(stack, i, step).await;
+        };
         self.lease
-            .hold(layer_cache::EntryRef::Blob(layer.blob.digest.clone()))?;
-        if self.cache.content().contains(&layer.blob.digest) {
-            return Ok(());
+            .hold(layer_cache::EntryRef::Blob(blob.digest.clone()))?;
+        if self.cache.content().contains(&blob.digest) {
+            return Ok(blob.clone());
         }
         let Some(repo) = &layer.origin else {
             return Err(Error::from(layer_cache::Error::NotFound {
                 what: format!(
                     "blob {} (it was pruned while the build used it)",
-                    layer.blob.digest
+                    blob.digest
                 ),
             }));
         };
-        let mut w = match self
-            .cache
-            .content()
-            .ingest(&layer.blob.digest, Some(layer.blob.size))?
-        {
-            Ingest::Present(_) => return Ok(()),
+        let mut w = match self.cache.content().ingest(&blob.digest, Some(blob.size))? {
+            Ingest::Present(_) => return Ok(blob.clone()),
             Ingest::Writer(w) => w,
         };
         w.restart()?;
-        let desc = descriptor(&layer.blob)?;
+        let desc = descriptor(blob)?;
         let progress = PullProgress {
             ctx: self,
             step,
-            label: short(&layer.blob.digest.to_string()),
+            label: short(&blob.digest.to_string()),
         };
         let mut sink = SyncWriter(&mut w);
         self.client
             .pull_blob(repo, &desc, &mut sink, &progress)
             .await?;
-        w.commit(&layer.blob.digest)?;
-        Ok(())
+        w.commit(&blob.digest)?;
+        Ok(blob.clone())
+    }
+
+    /// Compresses the layer `stack[i]` from its snapshot (once: another task or process
+    /// may have done it already) and records the blob in its step's cache record.
+    async fn pack_layer(
+        self: &Arc<Self>,
+        stack: &[Layer],
+        i: usize,
+        step: StepId,
+    ) -> Result<CacheBlobRef, Error> {
+        let layer = &stack[i];
+        let key = layer
+            .key
+            .clone()
+            .ok_or_else(|| inner_error("a layer without a blob has no cache record"))?;
+        let _guard = self.key_lock(&key).await;
+        let record_key = cache_digest(&key);
+        let rec = self
+            .cache
+            .index()
+            .get(&record_key)?
+            .filter(|r| r.diff_id == layer.diff_id);
+        if let Some(b) = rec
+            .as_ref()
+            .and_then(|r| pick_blob(r, self.pack.compression))
+        {
+            self.lease
+                .hold(layer_cache::EntryRef::Blob(b.digest.clone()))?;
+            if self.cache.content().contains(&b.digest) {
+                return Ok(b.clone());
+            }
+        }
+        let diff_ids: Vec<Digest> = stack[..=i].iter().map(|l| l.diff_id.clone()).collect();
+        let chain = ChainId::of(&diff_ids).ok_or_else(|| inner_error("an empty layer stack"))?;
+        let mut opts = self.pack.clone();
+        // The diffID was computed with the step's SOURCE_DATE_EPOCH clamp: pack with it.
+        opts.source_date_epoch = rec
+            .as_ref()
+            .and_then(|r| r.annotations.get(EPOCH_ANNOTATION))
+            .and_then(|v| v.parse().ok());
+        let label = short(&layer.diff_id.to_string());
+        let total = rec.as_ref().map(|r| r.uncompressed_size);
+        self.emit(ProgressEvent::StepProgress {
+            id: step,
+            activity: crate::progress::Activity::Compress,
+            label: label.clone(),
+            current: 0,
+            total,
+        });
+        let me = self.clone();
+        let diff_id = layer.diff_id.clone();
+        let packed = tokio::task::spawn_blocking(move || {
+            me.cache
+                .pack_snapshot(&chain, &diff_id, &opts, Some(&me.lease))
+        })
+        .await
+        .map_err(|e| join_error(&e))??;
+        self.emit(ProgressEvent::StepProgress {
+            id: step,
+            activity: crate::progress::Activity::Compress,
+            label,
+            current: packed.uncompressed_size,
+            total: Some(packed.uncompressed_size),
+        });
+        let blob = CacheBlobRef::new(packed.digest.clone(), packed.media_type(), packed.size);
+        self.cache.index().update(&record_key, |r| {
+            r.map(|mut r| {
+                if r.diff_id == packed.diff_id {
+                    r.blobs.insert(packed.compression, blob.clone());
+                }
+                r
+            })
+        })?;
+        Ok(blob)
     }
 
     /// The snapshot directories (topmost first) of a stack of layers, unpacking as needed.
@@ -284,13 +381,11 @@ impl Ctx {
                 }
             }
         }
-        for l in layers {
-            self.ensure_blob(l, step).await?;
+        let mut refs = Vec::new();
+        for (i, l) in layers.iter().enumerate() {
+            let blob = self.ensure_blob(layers, i, step).await?;
+            refs.push(LayerRef::new(blob.digest, l.diff_id.clone()));
         }
-        let refs: Vec<LayerRef> = layers
-            .iter()
-            .map(|l| LayerRef::new(l.blob.digest.clone(), l.diff_id.clone()))
-            .collect();
         let me = self.clone();
         tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, Error> {
             let opts = overlay_apply_options();
@@ -337,26 +432,37 @@ impl Ctx {
             rec = LayerRecord::new(empty_diff_id(), 0);
             rec.annotations.insert("empty".into(), "true".into());
         } else {
+            // Only hashed now: the blob is compressed when an exporter needs it.
             let apply = overlay_apply_options();
-            let (packed, snap): (PackedLayer, _) = self.cache.commit_upperdir(
+            let layer = self.cache.commit_upperdir_deferred(
                 dir,
                 parent_chain.as_ref(),
                 &self.pack,
                 &apply,
                 Some(&self.lease),
             )?;
-            rec = LayerRecord::new(packed.diff_id.clone(), packed.uncompressed_size);
-            rec.blobs.insert(
-                packed.compression,
-                CacheBlobRef::new(packed.digest.clone(), packed.media_type(), packed.size),
-            );
-            rec.chain_id = Some(snap.chain_id);
+            rec = LayerRecord::new(layer.diff_id.clone(), layer.uncompressed_size);
+            if let Some(packed) = &layer.blob {
+                rec.blobs.insert(
+                    packed.compression,
+                    CacheBlobRef::new(packed.digest.clone(), packed.media_type(), packed.size),
+                );
+            }
+            if let Some(t) = self.pack.source_date_epoch {
+                rec.annotations
+                    .insert(EPOCH_ANNOTATION.into(), t.to_string());
+            }
+            rec.chain_id = Some(layer.snapshot.chain_id);
         }
         rec.created = self.created_now();
         self.cache.index().put(&cache_digest(key), &rec)?;
         Ok((!empty).then_some(rec))
     }
 }
+
+/// The record annotation keeping the SOURCE_DATE_EPOCH a layer's diffID was computed
+/// with (its blob must be packed with the same clamp).
+const EPOCH_ANNOTATION: &str = "rbuild.source-date-epoch";
 
 /// How base and step layers are unpacked as overlay lower directories.
 fn overlay_apply_options() -> ApplyOptions {
@@ -664,18 +770,47 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
 
     // Assemble the images and export them.
     let export_step = ctx.step_id();
-    let mut images = Vec::new();
-    for (state, platform) in states.iter().zip(&platforms) {
-        images.push(assemble(&ctx, state, platform, export_step).await?);
-    }
-    let built = BuiltImage::new(images);
+    // Without an output nothing needs compressed layers: only the configs are made.
+    let built = if b.outputs.is_empty() {
+        None
+    } else {
+        let assembled = futures_util::future::try_join_all(
+            states
+                .iter()
+                .zip(&platforms)
+                .map(|(state, platform)| assemble(&ctx, state, platform, export_step)),
+        );
+        tokio::pin!(assembled);
+        let images = loop {
+            tokio::select! {
+                biased;
+                Some(ev) = rx.recv() => sink.event(&ev),
+                r = &mut assembled => break r?,
+            }
+        };
+        Some(BuiltImage::new(images))
+    };
+    let config_digests: Vec<String> = match &built {
+        Some(img) => img
+            .images
+            .iter()
+            .map(PlatformImage::config_digest)
+            .collect(),
+        None => states
+            .iter()
+            .zip(&platforms)
+            .map(|(state, platform)| {
+                crate::oci::sha256_digest(&final_config(&ctx, state, platform).to_vec())
+            })
+            .collect(),
+    };
     let names: Vec<String> = b.tags.iter().map(ToString::to_string).collect();
     let base_repos = states_layers(&states);
-    let exported = {
+    if let Some(built) = &built {
         let export = super::export::export_all(
             &ctx.client,
             &ctx.cache,
-            &built,
+            built,
             &base_repos,
             &b.outputs,
             &b.tags,
@@ -693,28 +828,24 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         while let Ok(ev) = rx.try_recv() {
             sink.event(&ev);
         }
-        r
-    };
-    exported?;
+        r?;
+    }
     ctx.copy_context
         .save()
         .map_err(|e| inner_error(e.to_string()))?;
     sink.event(&ProgressEvent::BuildDone {
         elapsed: started.elapsed(),
     });
-    let descriptor = serde_json::Value::Object(built.root_descriptor());
     Ok(BuildReport {
-        digest: built.digest(),
-        config_digests: built
-            .images
-            .iter()
-            .map(PlatformImage::config_digest)
-            .collect(),
+        digest: built.as_ref().map(BuiltImage::digest),
+        descriptor: built
+            .as_ref()
+            .map(|b| serde_json::Value::Object(b.root_descriptor())),
+        config_digests,
         image: built,
         sandbox_mode: mode,
         steps_run: ctx.run_steps.load(Ordering::Relaxed),
         steps_cached: ctx.cached_steps.load(Ordering::Relaxed),
-        descriptor,
         names,
     })
 }
@@ -1128,8 +1259,13 @@ async fn resolve_image(
         }
         layers.push(Layer {
             diff_id: diff.parse()?,
-            blob: CacheBlobRef::new(d.digest().to_string().parse()?, mt, d.size()),
+            blob: Some(CacheBlobRef::new(
+                d.digest().to_string().parse()?,
+                mt,
+                d.size(),
+            )),
             origin: Some(repo.clone()),
+            key: None,
         });
     }
     let base = Arc::new(BaseImage {
@@ -1477,10 +1613,9 @@ where
                     source: e,
                 })
             })?;
-            {
-                let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
-                work(ctx, state, tmp.path()).await?;
-            }
+            // Steps run as soon as their inputs are ready, as many at once as the graph
+            // allows (as BuildKit): a slow emulated step must not hold up native ones.
+            work(ctx, state, tmp.path()).await?;
             let (ctx2, key2, parent) = (ctx.clone(), key.clone(), state.layers.clone());
             let rec = tokio::task::spawn_blocking(move || ctx2.commit_diff(&key2, &diff, &parent))
                 .await
@@ -1498,14 +1633,16 @@ where
     };
     let created = rfc3339(rec.created as i64, 0);
     if !empty {
+        // A blob pruned since (or never made) is packed again from the snapshot on demand.
         let blob = pick_blob(&rec, ctx.pack.compression)
-            .ok_or_else(|| inner_error(format!("cache record for {key} has no blob")))?
-            .clone();
+            .filter(|b| ctx.cache.content().contains(&b.digest))
+            .cloned();
         state.config.push_diff_id(&rec.diff_id.to_string());
         state.layers.push(Layer {
             diff_id: rec.diff_id.clone(),
             blob,
             origin: None,
+            key: Some(key.clone()),
         });
     }
     state.config.push_history(&HistoryEntry {
@@ -1937,13 +2074,8 @@ impl Tail {
     }
 }
 
-/// Turns a stage's final state into one platform's image, with every blob local.
-async fn assemble(
-    ctx: &Arc<Ctx>,
-    state: &StageState,
-    platform: &Platform,
-    step: StepId,
-) -> Result<PlatformImage, Error> {
+/// The image config of a stage's final state for one platform.
+fn final_config(ctx: &Ctx, state: &StageState, platform: &Platform) -> ImageConfig {
     let mut config = state.config.clone();
     for (k, v) in &ctx.labels {
         config.set_label(k, v);
@@ -1959,16 +2091,33 @@ async fn assemble(
     if config.as_json().get("architecture").is_none() {
         config.set_platform(platform.os(), platform.architecture(), platform.variant());
     }
-    let mut layers = Vec::new();
-    for l in &state.layers {
-        ctx.ensure_blob(l, step).await?;
-        layers.push(BlobRef {
-            digest: l.blob.digest.to_string(),
-            size: l.blob.size,
-            media_type: l.blob.media_type.clone(),
-            path: ctx.cache.content().path(&l.blob.digest),
-        });
-    }
+    config
+}
+
+/// Turns a stage's final state into one platform's image, with every blob local: layers
+/// are pulled or compressed as needed, several at once.
+async fn assemble(
+    ctx: &Arc<Ctx>,
+    state: &StageState,
+    platform: &Platform,
+    step: StepId,
+) -> Result<PlatformImage, Error> {
+    let config = final_config(ctx, state, platform);
+    let stack = &state.layers;
+    let blobs = futures_util::future::try_join_all((0..stack.len()).map(|i| async move {
+        let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
+        ctx.ensure_blob(stack, i, step).await
+    }))
+    .await?;
+    let layers = blobs
+        .into_iter()
+        .map(|b| BlobRef {
+            digest: b.digest.to_string(),
+            size: b.size,
+            media_type: b.media_type.clone(),
+            path: ctx.cache.content().path(&b.digest),
+        })
+        .collect();
     let p = (
         platform.os().to_owned(),
         platform.architecture().to_owned(),

@@ -159,7 +159,7 @@ enum DockerfileSource {
 ///     .output("type=oci,dest=out.tar".parse()?)
 ///     .run(&mut NullSink)
 ///     .await?;
-/// println!("{}", report.digest);
+/// println!("{}", report.digest.unwrap_or_default());
 /// # Ok(()) }
 /// ```
 #[derive(Debug, Clone)]

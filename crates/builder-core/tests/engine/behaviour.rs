@@ -1,6 +1,7 @@
 //! Engine behaviours beyond the checklist: the cache, failures, cancellation, hostile base
 //! images, the exporters read by real tools.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -11,7 +12,9 @@ use builder_core::{Build, Error, ExportSpec, ProgressEvent};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
-use crate::util::{Case, R, REGISTRY, docker_available, expect_err, ok, sh, unique};
+use libtest_mimic::Failed;
+
+use crate::util::{Case, R, REGISTRY, docker_available, expect_err, ok, run_build, sh, unique};
 
 const CHAIN: &str = "FROM {BUSYBOX}\nRUN echo one > /one\nWORKDIR /w\nRUN echo two > two\nENV X=1\nRUN echo three > /three\n";
 
@@ -22,7 +25,7 @@ pub(crate) fn warm_rebuild_runs_nothing_and_gives_the_same_digest() -> R {
     let warm = ok(c.build(CHAIN))?;
     ensure_eq!(warm.report.steps_run, 0);
     ensure_eq!(warm.report.steps_cached, 4);
-    ensure_eq!(warm.report.digest, cold.report.digest);
+    ensure_eq!(warm.digest()?, cold.digest()?);
     ensure_eq!(warm.report.config_digests, cold.report.config_digests);
     let cached = warm
         .events
@@ -156,7 +159,7 @@ pub(crate) fn cancel_during_run_tears_everything_down() -> R {
         .cache_dir(c.cache())
         .output(spec.parse()?);
     let handle = b.cancel_handle();
-    let worker = std::thread::spawn(move || crate::util::run_build(b));
+    let worker = std::thread::spawn(move || run_build(b));
     let t0 = Instant::now();
     let pids = loop {
         let p = marked_processes(&marker);
@@ -458,7 +461,7 @@ pub(crate) fn oci_tar_and_dir_outputs_agree() -> R {
     c.dockerfile("FROM {BUSYBOX}\nRUN echo x > /x\n");
     let tar = c.path().join("image.tar");
     let img = ok(c.run(|b| Ok(b.output(format!("type=oci,dest={}", tar.display()).parse()?))))?;
-    let digest = |r: String| -> Result<String, libtest_mimic::Failed> {
+    let digest = |r: String| -> Result<String, Failed> {
         let v: Value = serde_json::from_str(&sh(Command::new("skopeo").args(["inspect", &r]))?)
             .map_err(|e| e.to_string())?;
         Ok(v["Digest"].as_str().unwrap_or_default().to_owned())
@@ -466,7 +469,7 @@ pub(crate) fn oci_tar_and_dir_outputs_agree() -> R {
     let from_tar = digest(format!("oci-archive:{}:latest", tar.display()))?;
     let from_dir = digest(format!("oci:{}:latest", img.layout.display()))?;
     ensure_eq!(from_tar, from_dir);
-    ensure_eq!(from_dir, img.report.digest);
+    ensure_eq!(from_dir, img.digest()?);
     Ok(())
 }
 
@@ -485,7 +488,7 @@ pub(crate) fn docker_output_loads_and_runs() -> R {
         .cache_dir(c.cache())
         .output(format!("type=docker,dest={}", tar.display()).parse()?)
         .tag(&name)?;
-    ok(crate::util::run_build(b))?;
+    ok(run_build(b))?;
     let out = sh(Command::new("/usr/bin/docker")
         .arg("load")
         .arg("-i")
@@ -521,14 +524,18 @@ pub(crate) fn registry_output_round_trips() -> R {
         .cache_dir(c.cache())
         .output(ExportSpec::registry())
         .tag(&format!("{repo}:latest"))?;
-    let (report, _) = ok(crate::util::run_build(b))?;
+    let (report, _) = ok(run_build(b))?;
     let v: Value = serde_json::from_str(&sh(Command::new("skopeo").args([
         "inspect",
         "--tls-verify=false",
         &format!("docker://{repo}:latest"),
     ]))?)
     .map_err(|e| e.to_string())?;
-    ensure_eq!(v["Digest"], report.digest);
+    let pushed = report
+        .digest
+        .clone()
+        .ok_or("a push reported no image digest")?;
+    ensure_eq!(v["Digest"], pushed.as_str());
     // And it is a usable base.
     let img = ok(c.build(&format!("FROM {repo}\nRUN cat /p > /q\n")))?;
     ensure_eq!(img.read("/q")?, "pushed\n");
@@ -622,7 +629,7 @@ pub(crate) fn pinned_base_warm_rebuild_needs_no_network() -> R {
     fwd.stop();
     let warm = ok(c.build(&text))?;
     ensure_eq!(warm.report.steps_run, 0);
-    ensure_eq!(warm.report.digest, cold.report.digest);
+    ensure_eq!(warm.digest()?, cold.digest()?);
     ensure_eq!(warm.read("/p")?, "pinned\n");
     Ok(())
 }
@@ -719,7 +726,7 @@ pub(crate) fn copy_cache_key_ignores_mtime_but_not_mode() -> R {
     Ok(())
 }
 
-fn filetime_secs(p: &Path) -> Result<i64, libtest_mimic::Failed> {
+fn filetime_secs(p: &Path) -> Result<i64, Failed> {
     use std::os::unix::fs::MetadataExt;
     Ok(fs::metadata(p)?.mtime())
 }
@@ -732,7 +739,7 @@ pub(crate) fn local_output_writes_the_tree() -> R {
     let b = Build::new(c.ctx())?
         .cache_dir(c.cache())
         .output(format!("type=local,dest={}", dest.display()).parse()?);
-    ok(crate::util::run_build(b))?;
+    ok(run_build(b))?;
     ensure_eq!(fs::read_to_string(dest.join("l"))?, "local\n");
     ensure!(
         dest.join("bin/sh").symlink_metadata().is_ok(),
@@ -746,5 +753,63 @@ pub(crate) fn local_output_writes_the_tree() -> R {
         !dest.join("bin/.wh.vi").exists(),
         "a whiteout file was written out"
     );
+    Ok(())
+}
+
+/// The blobs in a case's content store.
+fn stored_blobs(c: &Case) -> Result<BTreeSet<String>, Failed> {
+    let dir = c.cache().join("blobs/sha256");
+    let mut out = BTreeSet::new();
+    for e in fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))? {
+        let e = e.map_err(|e| e.to_string())?;
+        out.insert(format!("sha256:{}", e.file_name().to_string_lossy()));
+    }
+    Ok(out)
+}
+
+/// Layers are compressed only for an output, and only the exported image's: a build
+/// without output stores no layer blob; the same build with an output then packs the
+/// cached layers from their snapshots into exactly the image a direct build makes, and
+/// the stage it does not export is never compressed.
+pub(crate) fn layers_are_compressed_only_for_an_output() -> R {
+    let text = "FROM {BUSYBOX} AS build\nRUN seq 1 30000 > /big && echo small > /small\n\
+                RUN echo more > /more\n\
+                FROM {BUSYBOX}\nCOPY --from=build /small /small\nRUN seq 1 1000 > /f\n";
+    let epoch = |b: Build| b.build_arg("SOURCE_DATE_EPOCH", "1445412480");
+    let direct = ok(Case::new().build_with(text, epoch))?;
+
+    let c = Case::new();
+    c.dockerfile(text);
+    let b = epoch(Build::new(c.ctx())?.cache_dir(c.cache()))?;
+    let (cold, _) = ok(run_build(b))?;
+    ensure!(cold.digest.is_none() && cold.image.is_none(), "{cold:?}");
+    ensure_eq!(cold.steps_run, 4);
+    ensure_eq!(cold.config_digests, direct.report.config_digests);
+    let after_cold = stored_blobs(&c)?;
+
+    let warm = ok(c.build_with(text, epoch))?;
+    ensure_eq!(warm.report.steps_run, 0);
+    ensure_eq!(warm.digest()?, direct.digest()?);
+    let layers: Vec<String> = warm
+        .layers()?
+        .iter()
+        .filter_map(|l| l["digest"].as_str().map(str::to_owned))
+        .collect();
+    ensure_eq!(layers.len(), 3, "busybox, COPY, RUN");
+    for l in &layers[1..] {
+        ensure!(
+            !after_cold.contains(l),
+            "{l} was compressed without an output"
+        );
+    }
+    let new: BTreeSet<String> = stored_blobs(&c)?.difference(&after_cold).cloned().collect();
+    let expected: BTreeSet<String> = layers[1..].iter().cloned().collect();
+    ensure_eq!(
+        new,
+        expected,
+        "only the exported image's layers are compressed"
+    );
+    // And the layout is valid for a real client.
+    ensure_eq!(warm.read("/small")?, "small\n");
     Ok(())
 }

@@ -764,6 +764,11 @@ fn main() {
             Needs::Nothing,
         ),
         (
+            "layers_are_compressed_only_for_an_output",
+            behaviour::layers_are_compressed_only_for_an_output,
+            Needs::Nothing,
+        ),
+        (
             "changed_run_reruns_from_there",
             behaviour::changed_run_reruns_from_there,
             Needs::Nothing,

@@ -49,7 +49,7 @@ pub(crate) fn ms_03_from_stage_continues() -> R {
     let base = ok(c.build_with(text, |b| Ok(b.target("base"))))?;
     ensure_eq!(img.diff_ids()?, base.diff_ids()?);
     ensure_eq!(img.history()?, base.history()?);
-    ensure_eq!(img.report.digest, base.report.digest);
+    ensure_eq!(img.digest()?, base.digest()?);
     Ok(())
 }
 

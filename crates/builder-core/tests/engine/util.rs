@@ -250,6 +250,14 @@ pub(crate) struct Image {
 }
 
 impl Image {
+    /// The image's manifest digest as the engine reported it (every case has an output).
+    pub(crate) fn digest(&self) -> Result<String, Failed> {
+        self.report
+            .digest
+            .clone()
+            .ok_or_else(|| "the build had an output but reported no image digest".into())
+    }
+
     fn oci_ref(&self) -> String {
         format!("oci:{}:latest", self.layout.display())
     }

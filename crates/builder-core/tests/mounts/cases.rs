@@ -443,7 +443,7 @@ pub fn secret_is_absent_from_every_exported_byte() -> R {
         "the secret is in the progress events"
     );
     ensure!(
-        !img.report.descriptor.to_string().contains(&value),
+        !format!("{:?}", img.report).contains(&value),
         "the secret is in the metadata"
     );
     // No secret file is left in /dev/shm or the temp directory by rbuild.
