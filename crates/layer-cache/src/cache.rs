@@ -65,9 +65,14 @@ pub struct Cache {
 }
 
 impl Cache {
-    /// Opens (creating when needed) the cache at `root`.
+    /// Opens (creating when needed) the cache at `root`. A relative `root` is made absolute
+    /// against the current directory: the paths the cache hands out (snapshot directories
+    /// used as overlay lower directories, blob files) must not depend on it.
     pub fn open(root: impl AsRef<Path>) -> Result<Cache> {
-        let root = root.as_ref().to_owned();
+        let root = std::path::absolute(root.as_ref()).map_err(|e| Error::Io {
+            path: root.as_ref().to_owned(),
+            source: e,
+        })?;
         mkdirs(&root)?;
         for d in ["statcache", "leases", "locks", "other"] {
             mkdirs(&root.join(d))?;

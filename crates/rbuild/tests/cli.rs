@@ -392,3 +392,31 @@ fn seed_examples_outline_and_targets() {
         assert!(stdout(&out).contains("BASE_IMAGE"), "{}", stdout(&out));
     }
 }
+
+/// Relative `--cache-dir`, context and output paths work: RUN mounts the cache's snapshots
+/// as overlay lower directories, which must be absolute whatever the working directory.
+#[test]
+fn relative_paths_for_cache_context_and_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = dir.path().join("app");
+    std::fs::create_dir(&ctx).expect("mkdir");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM 127.0.0.1:5000/library/busybox:latest\nRUN echo built > /built\nRUN cat /built\n",
+    )
+    .expect("write Dockerfile");
+    let args = [
+        "build",
+        "--progress=plain",
+        "--cache-dir",
+        "cache",
+        "-o",
+        "type=local,dest=out",
+        "app",
+    ];
+    let out = rbuild(dir.path(), &args);
+    expect_status(&out, 0, &args);
+    let built = std::fs::read_to_string(dir.path().join("out/built")).expect("out/built");
+    assert_eq!(built, "built\n");
+    assert!(dir.path().join("cache/snapshots").is_dir());
+}
