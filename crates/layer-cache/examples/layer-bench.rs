@@ -1,7 +1,7 @@
 //! Times the layer writer and applier (used by `scripts/bench/layer-pack-apply.sh`).
 //!
 //! ```text
-//! layer-bench pack DIR OUT [--level N] [--threads N] [--zstd] [--upper]
+//! layer-bench pack DIR OUT [--level N] [--threads N] [--zstd | --none] [--upper]
 //! layer-bench apply LAYER DEST [--overlay]
 //! ```
 //! Prints one line of `key=value` pairs, including the wall time in seconds.
@@ -49,6 +49,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             let mut o = PackOptions::default();
             if flag("--zstd") {
                 o.compression = Compression::Zstd;
+            }
+            if flag("--none") {
+                o.compression = Compression::None;
             }
             o.level = value("--level").map(|l| l.parse()).transpose()?;
             o.threads = value("--threads").map(|t| t.parse()).transpose()?.unwrap_or(0);

@@ -139,8 +139,8 @@ impl Cache {
         opts: &ApplyOptions,
         lease: Option<&Lease>,
     ) -> Result<Snapshot> {
+        let mut chains = Vec::with_capacity(layers.len());
         let mut parent: Option<ChainId> = None;
-        let mut top = None;
         for l in layers {
             let chain = ChainId::child(parent.as_ref(), &l.diff_id);
             if let Some(lease) = lease {
@@ -149,16 +149,63 @@ impl Cache {
                     EntryRef::Snapshot(chain.clone()),
                 ])?;
             }
+            parent = Some(chain.clone());
+            chains.push(chain);
+        }
+        // Under a lease, layers missing from the store are unpacked at the same time (one
+        // thread each, at most one per core at once): in overlay-layer form a layer's files
+        // do not depend on its parent's, and the lease keeps prune from judging a child
+        // whose parent is still being unpacked.
+        let mut missing = Vec::new();
+        for (i, c) in chains.iter().enumerate() {
+            if self.snapshots.get(c)?.is_none() {
+                missing.push(i);
+            }
+        }
+        if lease.is_some() && missing.len() > 1 {
+            let width = std::thread::available_parallelism().map_or(2, |n| n.get());
+            for group in missing.chunks(width) {
+                std::thread::scope(|scope| {
+                    let handles: Vec<_> = group
+                        .iter()
+                        .map(|&i| {
+                            let parent = i.checked_sub(1).map(|p| &chains[p]);
+                            let l = &layers[i];
+                            scope.spawn(move || {
+                                self.snapshots.unpack_detached(
+                                    parent,
+                                    &l.diff_id,
+                                    || self.content.open_blob(&l.digest),
+                                    opts,
+                                )
+                            })
+                        })
+                        .collect();
+                    handles
+                        .into_iter()
+                        .map(|h| {
+                            h.join().unwrap_or_else(|_| {
+                                Err(Error::InvalidArgument {
+                                    reason: "a layer unpacking thread panicked".into(),
+                                })
+                            })
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })?;
+            }
+        }
+        let mut top = None;
+        for (i, l) in layers.iter().enumerate() {
+            let parent = i.checked_sub(1).map(|p| &chains[p]);
             let (s, created) = self.snapshots.unpack(
-                parent.as_ref(),
+                parent,
                 &l.diff_id,
                 || self.content.open_blob(&l.digest),
                 opts,
             )?;
             if !created {
-                self.snapshots.touch(&chain)?;
+                self.snapshots.touch(&chains[i])?;
             }
-            parent = Some(chain);
             top = Some(s);
         }
         top.ok_or_else(|| Error::InvalidArgument {

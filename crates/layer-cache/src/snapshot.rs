@@ -156,8 +156,34 @@ impl SnapshotStore {
         open_layer: impl FnOnce() -> Result<R>,
         opts: &ApplyOptions,
     ) -> Result<(Snapshot, bool)> {
+        self.unpack_inner(parent, diff_id, open_layer, opts, true)
+    }
+
+    /// [`SnapshotStore::unpack`] without waiting for the parent snapshot to exist, so that
+    /// the layers of a chain can be unpacked at once (in overlay-layer form a layer's files
+    /// do not depend on its parent's). The caller must hold a lease on the whole chain, so
+    /// that no prune sees the child without its parent, and must make sure the parents are
+    /// created too.
+    pub(crate) fn unpack_detached<R: Read + Send>(
+        &self,
+        parent: Option<&ChainId>,
+        diff_id: &Digest,
+        open_layer: impl FnOnce() -> Result<R>,
+        opts: &ApplyOptions,
+    ) -> Result<(Snapshot, bool)> {
+        self.unpack_inner(parent, diff_id, open_layer, opts, false)
+    }
+
+    fn unpack_inner<R: Read + Send>(
+        &self,
+        parent: Option<&ChainId>,
+        diff_id: &Digest,
+        open_layer: impl FnOnce() -> Result<R>,
+        opts: &ApplyOptions,
+        parent_first: bool,
+    ) -> Result<(Snapshot, bool)> {
         let chain = ChainId::child(parent, diff_id);
-        self.create(&chain, parent, diff_id, |fs_dir| {
+        self.create(&chain, parent, diff_id, parent_first, |fs_dir| {
             let mut o = opts.clone();
             o.mode = ApplyMode::OverlayLayer;
             o.expected_diff_id = Some(diff_id.clone());
@@ -178,7 +204,7 @@ impl SnapshotStore {
         dir: &Path,
     ) -> Result<(Snapshot, bool)> {
         let chain = ChainId::child(parent, diff_id);
-        let res = self.create(&chain, parent, diff_id, |fs_dir| {
+        let res = self.create(&chain, parent, diff_id, true, |fs_dir| {
             std::fs::remove_dir(fs_dir).map_err(io_at(fs_dir))?;
             std::fs::rename(dir, fs_dir).map_err(io_at(dir))?;
             tree_size(fs_dir)
@@ -194,12 +220,13 @@ impl SnapshotStore {
         chain: &ChainId,
         parent: Option<&ChainId>,
         diff_id: &Digest,
+        parent_first: bool,
         fill: impl FnOnce(&Path) -> Result<u64>,
     ) -> Result<(Snapshot, bool)> {
         if let Some(s) = self.get(chain)? {
             return Ok((s, false));
         }
-        if let Some(p) = parent {
+        if let (Some(p), true) = (parent, parent_first) {
             if self.get(p)?.is_none() {
                 return Err(Error::MissingParent {
                     chain: chain.clone(),

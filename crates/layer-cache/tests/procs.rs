@@ -145,7 +145,13 @@ fn crash_worker() -> Result<(), Box<dyn std::error::Error>> {
                     LayerRef::new(p1.digest.clone(), p1.diff_id.clone()),
                     LayerRef::new(p2.digest.clone(), p2.diff_id.clone()),
                 ];
-                let top = cache.unpack_chain(&layers, &apply_opts(), None)?;
+                // With a lease the two layers are unpacked in parallel threads.
+                let lease = if rng.below(2) == 0 {
+                    Some(cache.lease()?)
+                } else {
+                    None
+                };
+                let top = cache.unpack_chain(&layers, &apply_opts(), lease.as_ref())?;
                 let mut r = LayerRecord::new(p2.diff_id.clone(), p2.uncompressed_size);
                 r.blobs.insert(
                     comp,

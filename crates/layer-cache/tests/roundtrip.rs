@@ -512,7 +512,9 @@ pub fn snapshots_mount_as_overlay_lowers() -> TestResult {
         LayerRef::new(p1.digest.clone(), p1.diff_id.clone()),
         LayerRef::new(p2.digest.clone(), p2.diff_id.clone()),
     ];
-    let top = cache.unpack_chain(&layers, &full_apply(), None)?;
+    // Under a lease both layers are unpacked at once.
+    let lease = cache.lease()?;
+    let top = cache.unpack_chain(&layers, &full_apply(), Some(&lease))?;
     let lowers = cache.snapshots().lowerdirs(&top.chain_id)?;
     ensure!(lowers.len() == 2 && lowers[0] == top.path, "{lowers:?}");
     let mnt = s.path().join("mnt");

@@ -261,6 +261,15 @@ impl Ctx {
         if self.cache.content().contains(&blob.digest) {
             return Ok(blob.clone());
         }
+        // Stages of this build that need the same blob wait here, without blocking a
+        // runtime thread; the content store's own lock (a blocking flock, taken on the
+        // blocking pool) then keeps other processes out.
+        let _guard = self
+            .key_lock(&CacheKey::derive(None, "pull", &blob.digest.to_string()))
+            .await;
+        if self.cache.content().contains(&blob.digest) {
+            return Ok(blob.clone());
+        }
         let Some(repo) = &layer.origin else {
             return Err(Error::from(layer_cache::Error::NotFound {
                 what: format!(
@@ -269,7 +278,11 @@ impl Ctx {
                 ),
             }));
         };
-        let mut w = match self.cache.content().ingest(&blob.digest, Some(blob.size))? {
+        let (store, digest, size) = (self.cache.content().clone(), blob.digest.clone(), blob.size);
+        let ingest = tokio::task::spawn_blocking(move || store.ingest(&digest, Some(size)))
+            .await
+            .map_err(|e| join_error(&e))??;
+        let mut w = match ingest {
             Ingest::Present(_) => return Ok(blob.clone()),
             Ingest::Writer(w) => w,
         };

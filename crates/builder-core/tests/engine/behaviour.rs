@@ -813,3 +813,53 @@ pub(crate) fn layers_are_compressed_only_for_an_output() -> R {
     ensure_eq!(warm.read("/small")?, "small\n");
     Ok(())
 }
+
+/// Four stages on one (two-layer) base with an empty cache: each blob is pulled once,
+/// the other stages wait for it without holding up the runtime (a blocking wait there
+/// once stalled a build for two minutes), and the build finishes promptly.
+pub(crate) fn stages_sharing_a_base_pull_it_once() -> R {
+    let c = Case::new();
+    let mut text = String::new();
+    for i in 0..4 {
+        text.push_str(&format!("FROM {{NODE}} AS s{i}\nRUN echo {i} > /s{i}\n"));
+    }
+    text.push_str("FROM {BUSYBOX}\n");
+    for i in 0..4 {
+        text.push_str(&format!("COPY --from=s{i} /s{i} /s{i}\n"));
+    }
+    let t = Instant::now();
+    let img = ok(c.build(&text))?;
+    let secs = t.elapsed().as_secs();
+    ensure!(secs < 60, "the build took {secs} s");
+    for i in 0..4 {
+        ensure_eq!(img.read(&format!("/s{i}"))?, format!("{i}\n"));
+    }
+    // A pull ends with a progress event whose current is its total: one per blob.
+    let mut finished: Vec<String> = img
+        .events
+        .iter()
+        .filter_map(|e| match e {
+            ProgressEvent::StepProgress {
+                activity: builder_core::Activity::Pull,
+                label,
+                current,
+                total: Some(total),
+                ..
+            } if current == total => Some(label.clone()),
+            _ => None,
+        })
+        .collect();
+    let pulls = finished.len();
+    finished.sort();
+    finished.dedup();
+    ensure!(
+        pulls >= 2,
+        "the node base's layers were not pulled: {finished:?}"
+    );
+    ensure_eq!(
+        pulls,
+        finished.len(),
+        "a blob was pulled twice: {finished:?}"
+    );
+    Ok(())
+}

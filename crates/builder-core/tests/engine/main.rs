@@ -769,6 +769,11 @@ fn main() {
             Needs::Nothing,
         ),
         (
+            "stages_sharing_a_base_pull_it_once",
+            behaviour::stages_sharing_a_base_pull_it_once,
+            Needs::Nothing,
+        ),
+        (
             "changed_run_reruns_from_there",
             behaviour::changed_run_reruns_from_there,
             Needs::Nothing,
