@@ -331,12 +331,12 @@ impl ImageConfig {
             .unwrap_or_default()
     }
 
-    /// Appends a layer's diff ID to `rootfs.diff_ids`.
-    pub fn push_diff_id(&mut self, diff_id: &str) {
-        let mut ids = self.diff_ids();
-        ids.push(diff_id.to_owned());
-        self.doc
-            .insert("rootfs".into(), json!({"type": "layers", "diff_ids": ids}));
+    /// Replaces `rootfs.diff_ids` (the layers' diffIDs, bottom first).
+    pub fn set_diff_ids(&mut self, diff_ids: &[String]) {
+        self.doc.insert(
+            "rootfs".into(),
+            json!({"type": "layers", "diff_ids": diff_ids}),
+        );
     }
 
     /// Appends a history entry with BuildKit's comment.

@@ -431,6 +431,10 @@ pub enum DepKind {
     Copy,
     /// `RUN --mount ... from=`.
     Mount,
+    /// `COPY --from` in an ONBUILD trigger of the stage's base stage, which runs in this
+    /// stage; [`StageDep::instruction`] is then the trigger's position among the base
+    /// stage's ONBUILD instructions.
+    Onbuild,
 }
 
 /// One edge: instruction `instruction` of the stage reads from `source`.
@@ -881,6 +885,44 @@ impl BuildPlan {
                     _ => {}
                 }
             }
+            // The base stage's ONBUILD triggers run in this stage: a `COPY --from` among
+            // them reads another stage, which this one then depends on (as BuildKit).
+            // A trigger that does not parse fails when it runs, with its own error.
+            if let StageBase::Stage(b) = stages[i].base {
+                let triggers = stages[b]
+                    .instructions
+                    .iter()
+                    .filter_map(|ins| match &ins.value {
+                        Instruction::Onbuild(o) => Some((o, ins.span)),
+                        _ => None,
+                    });
+                for (t, (o, span)) in triggers.enumerate() {
+                    let Ok(trigger) = o.trigger() else { continue };
+                    let Instruction::Copy(c) = &trigger.value else {
+                        continue;
+                    };
+                    let Some(from) = &c.from else { continue };
+                    let source = match go_atoi(&from.value) {
+                        Some(n) if n >= 0 && (n as usize) < stages.len() => {
+                            DepSource::Stage(n as usize)
+                        }
+                        Some(n) => {
+                            return Err(StageError::InvalidStageIndex { index: n, span });
+                        }
+                        None => match by_name(&from.value, &stages) {
+                            Some(j) => DepSource::Stage(j),
+                            None => DepSource::Image(from.value.clone()),
+                        },
+                    };
+                    deps.push(StageDep {
+                        source,
+                        kind: DepKind::Onbuild,
+                        instruction: t,
+                        from: from.value.clone(),
+                        span,
+                    });
+                }
+            }
             stages[i].deps = deps;
         }
 
@@ -914,7 +956,7 @@ impl BuildPlan {
                     continue;
                 }
                 return Err(match d.kind {
-                    DepKind::Copy => StageError::CopyFromLaterStage {
+                    DepKind::Copy | DepKind::Onbuild => StageError::CopyFromLaterStage {
                         from: d.from.clone(),
                         stage: stage.display_name(),
                         span: d.span,

@@ -31,20 +31,6 @@ impl LayerRef {
     }
 }
 
-/// A committed build step layer (see [`Cache::commit_upperdir_deferred`]).
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct CommittedLayer {
-    /// sha256 of the layer's uncompressed tar stream.
-    pub diff_id: Digest,
-    /// Size of that tar stream.
-    pub uncompressed_size: u64,
-    /// The compressed blob, when one was made.
-    pub blob: Option<PackedLayer>,
-    /// The snapshot holding the layer's files.
-    pub snapshot: Snapshot,
-}
-
 /// The on-disk cache: one directory shared safely by several processes.
 ///
 /// ```text
@@ -287,59 +273,46 @@ impl Cache {
         Ok((packed, snap))
     }
 
-    /// A build step's result without compressing it: hashes the overlay upper directory
-    /// `upper` as a layer tar stream (its diffID and size, nothing written) and registers
-    /// `upper` itself as the snapshot on top of `parent` (renamed into the store). The
-    /// compressed blob is made later, only when an exporter needs it, by
-    /// [`Cache::pack_snapshot`]. `opts` must be the options that blob will be packed with
-    /// (all but the compression count for the diffID). When `upper` is on another file
-    /// system, it falls back to [`Cache::commit_upperdir`] and the layer carries its blob.
-    pub fn commit_upperdir_deferred(
+    /// A build step's result, registered without reading it: the overlay upper directory
+    /// `upper` is renamed into the snapshot store as the child of `parent` under `id`, an
+    /// identifier the caller makes unique (it stands in for the diffID, which is computed
+    /// only when needed, by [`Cache::hash_snapshot`] or [`Cache::pack_snapshot`], as
+    /// BuildKit computes diffs only at export). `upper` must be on the cache's file system.
+    pub fn commit_upperdir_unhashed(
         &self,
         upper: &Path,
         parent: Option<&ChainId>,
-        opts: &PackOptions,
-        apply: &ApplyOptions,
+        id: &Digest,
         lease: Option<&Lease>,
-    ) -> Result<CommittedLayer> {
+    ) -> Result<Snapshot> {
+        if let Some(lease) = lease {
+            lease.hold(EntryRef::Snapshot(ChainId::child(parent, id)))?;
+        }
+        Ok(self.snapshots.import_dir(parent, id, upper)?.0)
+    }
+
+    /// The diffID and size of the snapshot `chain` as a layer (overlay-layer form: the
+    /// result of [`Cache::commit_upperdir_unhashed`] or an unpacked layer), without
+    /// storing anything. `opts` gives the timestamp clamp; compression is ignored.
+    pub fn hash_snapshot(&self, chain: &ChainId, opts: &PackOptions) -> Result<PackedLayer> {
+        let snap = self.snapshots.get(chain)?.ok_or_else(|| Error::NotFound {
+            what: format!("snapshot {chain}"),
+        })?;
         let mut o = opts.clone();
         o.source = SourceKind::OverlayUpper;
         o.compression = crate::compress::Compression::None;
         o.threads = 1;
-        let hashed = crate::pack::layer_digests(upper, &o)?;
-        let chain = ChainId::child(parent, &hashed.diff_id);
-        if let Some(lease) = lease {
-            lease.hold(EntryRef::Snapshot(chain))?;
-        }
-        match self.snapshots.import_dir(parent, &hashed.diff_id, upper) {
-            Ok((snapshot, _)) => Ok(CommittedLayer {
-                diff_id: hashed.diff_id,
-                uncompressed_size: hashed.uncompressed_size,
-                blob: None,
-                snapshot,
-            }),
-            Err(Error::Io { source, .. }) if source.raw_os_error() == Some(18) => {
-                // EXDEV: not on the cache's file system.
-                let (packed, snapshot) = self.commit_upperdir(upper, parent, opts, apply, lease)?;
-                Ok(CommittedLayer {
-                    diff_id: packed.diff_id.clone(),
-                    uncompressed_size: packed.uncompressed_size,
-                    blob: Some(packed),
-                    snapshot,
-                })
-            }
-            Err(e) => Err(e),
-        }
+        crate::pack::layer_digests(&snap.path, &o)
     }
 
-    /// Packs the snapshot `chain` (a layer committed by [`Cache::commit_upperdir_deferred`],
-    /// or any snapshot in overlay-layer form) into a blob in the content store. The tar
-    /// stream must hash to `expected_diff_id`, else nothing is stored and the error is
-    /// [`Error::DiffIdMismatch`]: the snapshot changed since it was recorded.
+    /// Packs the snapshot `chain` (see [`Cache::commit_upperdir_unhashed`]; any snapshot
+    /// in overlay-layer form) into a blob in the content store. With `expected_diff_id`
+    /// the tar stream must hash to it, else nothing is stored and the error is
+    /// [`Error::DiffIdMismatch`]: the snapshot changed since it was hashed.
     pub fn pack_snapshot(
         &self,
         chain: &ChainId,
-        expected_diff_id: &Digest,
+        expected_diff_id: Option<&Digest>,
         opts: &PackOptions,
         lease: Option<&Lease>,
     ) -> Result<PackedLayer> {
@@ -350,11 +323,13 @@ impl Cache {
         o.source = SourceKind::OverlayUpper;
         let w = self.content.writer()?;
         let (w, packed) = pack_dir(&snap.path, &o, w)?;
-        if packed.diff_id != *expected_diff_id {
-            return Err(Error::DiffIdMismatch {
-                expected: expected_diff_id.clone(),
-                actual: packed.diff_id,
-            });
+        if let Some(expected) = expected_diff_id {
+            if packed.diff_id != *expected {
+                return Err(Error::DiffIdMismatch {
+                    expected: expected.clone(),
+                    actual: packed.diff_id,
+                });
+            }
         }
         if let Some(lease) = lease {
             lease.hold(EntryRef::Blob(packed.digest.clone()))?;

@@ -38,9 +38,11 @@ impl BlobRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct LayerRecord {
-    /// The layer's diffID.
-    pub diff_id: Digest,
-    /// Size of the uncompressed tar stream.
+    /// The layer's diffID; `None` for a build step's layer not hashed yet (see
+    /// [`LayerRecord::unhashed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_id: Option<Digest>,
+    /// Size of the uncompressed tar stream (0 while the diffID is unknown).
     pub uncompressed_size: u64,
     /// The blobs, by compression.
     pub blobs: BTreeMap<Compression, BlobRef>,
@@ -61,10 +63,26 @@ impl LayerRecord {
     pub fn new(diff_id: Digest, uncompressed_size: u64) -> LayerRecord {
         let now = now_unix();
         LayerRecord {
-            diff_id,
+            diff_id: Some(diff_id),
             uncompressed_size,
             blobs: BTreeMap::new(),
             chain_id: None,
+            created: now,
+            last_used: now,
+            annotations: BTreeMap::new(),
+        }
+    }
+
+    /// A record of a build step's layer that lives only in the snapshot `chain_id`, not
+    /// hashed or packed yet: [`Cache::pack_snapshot`](crate::Cache::pack_snapshot) or
+    /// [`Cache::hash_snapshot`](crate::Cache::hash_snapshot) give its diffID when needed.
+    pub fn unhashed(chain_id: ChainId) -> LayerRecord {
+        let now = now_unix();
+        LayerRecord {
+            diff_id: None,
+            uncompressed_size: 0,
+            blobs: BTreeMap::new(),
+            chain_id: Some(chain_id),
             created: now,
             last_used: now,
             annotations: BTreeMap::new(),

@@ -38,7 +38,7 @@ pub use pack::{PackOptions, PackedLayer, SourceKind, layer_digests, pack_dir};
 pub use plan::{DeviceKind, EntryAction, Meta, plan_entry};
 pub use tar::{EntryHeader, EntryKind};
 // The cache on disk.
-pub use cache::{Cache, CommittedLayer, LayerRef};
+pub use cache::{Cache, LayerRef};
 pub use content::{BlobInfo, BlobWriter, ContentStore, Ingest};
 pub use gc::{KindUsage, PruneReport, RemovedEntry, Usage, UsageKind};
 pub use index::{BlobRef, CacheIndex, LayerRecord};

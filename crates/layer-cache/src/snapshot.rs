@@ -23,7 +23,9 @@ pub struct Snapshot {
     pub chain_id: ChainId,
     /// The chain below, `None` for a base layer.
     pub parent: Option<ChainId>,
-    /// This layer's diffID.
+    /// This layer's diffID, or for a build step's layer registered before it was hashed
+    /// ([`Cache::commit_upperdir_unhashed`](crate::Cache::commit_upperdir_unhashed)) the
+    /// unique id it was registered under.
     pub diff_id: Digest,
     /// The directory with this layer's files.
     pub path: PathBuf,

@@ -592,15 +592,15 @@ pub fn commit_upperdir_registers_the_snapshot() -> TestResult {
     Ok(())
 }
 
-/// A step's layer committed without compression is only hashed; packed later from its
-/// snapshot it is the very blob an immediate commit makes, and a snapshot changed since
-/// is refused without storing anything.
-pub fn deferred_commit_packs_later_to_the_same_layer() -> TestResult {
+/// A step's layer committed unhashed is only renamed into the store; hashed and packed
+/// later from its snapshot it is the very layer an immediate commit makes, and a snapshot
+/// changed since it was hashed is refused without storing anything.
+pub fn unhashed_commit_packs_later_to_the_same_layer() -> TestResult {
     let s = scratch();
     let o = opts(Compression::Gzip, SourceKind::OverlayUpper);
     let base = s.path().join("base");
     build_tree(&base, 9, false);
-    let commit = |name: &str, deferred: bool| -> Result<_, Box<dyn std::error::Error>> {
+    let setup = |name: &str| -> Result<_, Box<dyn std::error::Error>> {
         let cache = Cache::open(s.path().join(name))?;
         let p = cache.pack_dir(&base, &opts(Compression::Gzip, SourceKind::Directory), None)?;
         let parent = cache.unpack_chain(
@@ -610,51 +610,47 @@ pub fn deferred_commit_packs_later_to_the_same_layer() -> TestResult {
         )?;
         let upper = s.path().join(name).join("upper");
         upper_layer(&upper);
-        let blobs_before = cache.content().list()?.len();
-        let layer = if deferred {
-            Err(cache.commit_upperdir_deferred(
-                &upper,
-                Some(&parent.chain_id),
-                &o,
-                &full_apply(),
-                None,
-            )?)
-        } else {
-            Ok(cache.commit_upperdir(&upper, Some(&parent.chain_id), &o, &full_apply(), None)?)
-        };
-        ensure!(
-            !upper.exists(),
-            "the upper dir was not moved into the store"
-        );
-        Ok((cache, layer, blobs_before))
+        Ok((cache, parent.chain_id, upper))
     };
-    let (_, now, _) = commit("now", false)?;
-    let (packed_now, _) = now.expect("committed at once");
-    let (cache, later, blobs_before) = commit("later", true)?;
-    let later = later.expect_err("deferred");
+    let (cache, parent, upper) = setup("now")?;
+    let (packed_now, _) = cache.commit_upperdir(&upper, Some(&parent), &o, &full_apply(), None)?;
+
+    let (cache, parent, upper) = setup("later")?;
+    let blobs_before = cache.content().list()?.len();
+    let id = Digest::sha256_of(b"step 1, run 1");
+    let snap = cache.commit_upperdir_unhashed(&upper, Some(&parent), &id, None)?;
     ensure!(
-        later.blob.is_none(),
-        "a deferred commit compressed: {later:?}"
+        !upper.exists(),
+        "the upper dir was not moved into the store"
     );
     ensure!(
         cache.content().list()?.len() == blobs_before,
-        "a deferred commit stored a blob"
+        "an unhashed commit stored a blob"
     );
     ensure!(
-        later.diff_id == packed_now.diff_id
-            && later.uncompressed_size == packed_now.uncompressed_size,
-        "{later:?} vs {packed_now:?}"
+        snap.parent.as_ref() == Some(&parent) && snap.diff_id == id,
+        "{snap:?}"
     );
-    let chain = later.snapshot.chain_id.clone();
-    let packed = cache.pack_snapshot(&chain, &later.diff_id, &o, None)?;
+    let chain = snap.chain_id.clone();
+    let hashed = cache.hash_snapshot(&chain, &o)?;
+    ensure!(
+        hashed.diff_id == packed_now.diff_id
+            && hashed.uncompressed_size == packed_now.uncompressed_size,
+        "{hashed:?} vs {packed_now:?}"
+    );
+    ensure!(
+        cache.content().list()?.len() == blobs_before,
+        "hashing stored a blob"
+    );
+    let packed = cache.pack_snapshot(&chain, Some(&hashed.diff_id), &o, None)?;
     ensure!(packed == packed_now, "{packed:?} vs {packed_now:?}");
     ensure!(cache.content().contains(&packed.digest), "blob not stored");
 
-    // A record of the layer without any blob stays while its snapshot does.
+    // A record of the layer without diffID or blob stays while its snapshot does.
     let key = Digest::sha256_of(b"step");
-    let mut rec = LayerRecord::new(later.diff_id.clone(), later.uncompressed_size);
-    rec.chain_id = Some(chain.clone());
-    cache.index().put(&key, &rec)?;
+    cache
+        .index()
+        .put(&key, &LayerRecord::unhashed(chain.clone()))?;
     cache.prune(Some(u64::MAX), false)?;
     ensure!(
         cache.index().get(&key)?.is_some(),
@@ -662,15 +658,11 @@ pub fn deferred_commit_packs_later_to_the_same_layer() -> TestResult {
     );
 
     // The snapshot changed: no blob, a diffID error.
-    fs::write(later.snapshot.path.join("intruder"), b"x")?;
+    fs::write(snap.path.join("intruder"), b"x")?;
     let blobs = cache.content().list()?.len();
-    match cache.pack_snapshot(
-        &chain,
-        &later.diff_id,
-        &opts(Compression::Zstd, SourceKind::OverlayUpper),
-        None,
-    ) {
-        Err(layer_cache::Error::DiffIdMismatch { expected, .. }) if expected == later.diff_id => {}
+    let zstd = opts(Compression::Zstd, SourceKind::OverlayUpper);
+    match cache.pack_snapshot(&chain, Some(&hashed.diff_id), &zstd, None) {
+        Err(layer_cache::Error::DiffIdMismatch { expected, .. }) if expected == hashed.diff_id => {}
         other => ensure!(false, "a changed snapshot packed: {other:?}"),
     }
     ensure!(
@@ -679,7 +671,7 @@ pub fn deferred_commit_packs_later_to_the_same_layer() -> TestResult {
     );
 
     // Once the snapshot is gone, the record is dangling and goes.
-    fs::remove_dir_all(later.snapshot.path.parent().expect("snapshot dir"))?;
+    fs::remove_dir_all(snap.path.parent().expect("snapshot dir"))?;
     cache.prune(Some(u64::MAX), false)?;
     ensure!(cache.index().get(&key)?.is_none(), "dangling record kept");
     Ok(())

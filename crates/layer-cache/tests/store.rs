@@ -121,7 +121,7 @@ pub fn cache_index_records() -> TestResult {
         Some(r)
     })?;
     let got = idx.get(&key)?.ok_or("record vanished")?;
-    ensure!(got.blobs.len() == 2 && got.diff_id == diff, "{got:?}");
+    ensure!(got.blobs.len() == 2 && got.diff_id == Some(diff), "{got:?}");
     let json = fs::read_to_string(s.path().join(format!("index/sha256-{}.json", key.hex())))?;
     ensure!(
         json.contains("\"gzip\"") && json.contains("\"zstd\""),

@@ -118,9 +118,9 @@ fn main() {
             roundtrip::commit_upperdir_registers_the_snapshot,
         ),
         (
-            "roundtrip::deferred_commit_packs_later_to_the_same_layer",
+            "roundtrip::unhashed_commit_packs_later_to_the_same_layer",
             true,
-            roundtrip::deferred_commit_packs_later_to_the_same_layer,
+            roundtrip::unhashed_commit_packs_later_to_the_same_layer,
         ),
         (
             "store::ingest_resumes_and_verifies",

@@ -69,6 +69,10 @@ pub(crate) fn build(
         b = b.cache_dir(dir);
     }
     b = b.no_cache(opts.no_cache);
+    // Without an output the image ID costs hashing every new layer: only when asked for.
+    b = b.image_id(
+        opts.iidfile.is_some() || opts.metadata_file.is_some() || opts.progress == "quiet",
+    );
     for (k, v) in &opts.labels {
         b = b.label(k, v).map_err(usage)?;
     }
@@ -185,10 +189,11 @@ pub(crate) fn build(
             .map_err(|e| Failure::build(format!("writing --metadata-file {}: {e}", p.display())))?;
     }
     if opts.progress != "quiet" {
-        // Without an output there is no manifest: name the image ID(s) instead.
-        let what = match &report.digest {
-            Some(d) => format!("image {d}"),
-            None => format!("image ID {}", report.config_digests.join(", ")),
+        // Without an output there is no manifest: name the image ID(s) when computed.
+        let what = match (&report.digest, &report.config_digests[..]) {
+            (Some(d), _) => format!("image {d}"),
+            (None, []) => "build complete, the result is in the build cache".to_owned(),
+            (None, ids) => format!("image ID {}", ids.join(", ")),
         };
         eprintln!(
             "{what} ({} steps run, {} cached)",

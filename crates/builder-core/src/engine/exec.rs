@@ -22,7 +22,7 @@ use futures_util::FutureExt;
 use futures_util::future::{BoxFuture, Shared};
 use layer_cache::{
     ApplyMode, ApplyOptions, BlobRef as CacheBlobRef, Cache, ChainId, Compression, Digest, Ingest,
-    LayerRecord, LayerRef, Lease, PackOptions,
+    LayerRecord, LayerRef, Lease, PackOptions, PackedLayer,
 };
 use registry_client::{Client, Platform, Reference, Repository};
 use serde::Serialize;
@@ -45,7 +45,8 @@ pub struct BuildReport {
     /// when the build had no output (the result stays in the cache, its layers are not
     /// compressed, so there is no manifest).
     pub digest: Option<String>,
-    /// The config digest of each platform's image (its image ID), in platform order.
+    /// The config digest of each platform's image (its image ID), in platform order; empty
+    /// for a build without output unless [`Build::image_id`](super::Build::image_id) asked.
     pub config_digests: Vec<String>,
     /// The image documents and layers, when the build had an output.
     pub image: Option<BuiltImage>,
@@ -64,10 +65,16 @@ pub struct BuildReport {
 /// One layer of a stage's filesystem.
 #[derive(Debug, Clone)]
 struct Layer {
-    diff_id: Digest,
+    /// The diffID. `None` for a step's layer not hashed yet: a step's result is only
+    /// renamed into the snapshot store, and hashed (or packed) when an exporter or the
+    /// image ID needs it, so stages that are not exported are never read again.
+    diff_id: Option<Digest>,
+    /// The snapshot chain of the stack up to this layer. A step's layer is registered
+    /// before it is hashed, under a unique id, so this is not the chain of the diffIDs.
+    chain: ChainId,
     /// The compressed blob. `None` for a step's layer that was never compressed: its
     /// snapshot holds the files, and [`Ctx::ensure_blob`] packs it when an exporter needs
-    /// it (layers of stages that are not exported are never compressed).
+    /// it.
     blob: Option<CacheBlobRef>,
     /// Where to pull the blob from when it is not in the content store.
     origin: Option<Repository>,
@@ -135,6 +142,8 @@ struct Ctx {
     run_opts: super::mounts::RunOptions,
     /// Progress names carry the platform only when there are several.
     multi_platform: bool,
+    /// Some target platform runs under emulation (and native steps yield to it).
+    emulating: bool,
     /// The hostname RUN steps see (`BUILDKIT_SANDBOX_HOSTNAME`, else BuildKit's default).
     sandbox_hostname: String,
 }
@@ -251,15 +260,16 @@ impl Ctx {
         stack: &[Layer],
         i: usize,
         step: StepId,
-    ) -> Result<CacheBlobRef, Error> {
+    ) -> Result<(CacheBlobRef, Digest), Error> {
         let layer = &stack[i];
-        let Some(blob) = &layer.blob else {
+        let (Some(blob), Some(diff_id)) = (&layer.blob, &layer.diff_id) else {
             return self.pack_layer(stack, i, step).await;
         };
+        let done = || Ok((blob.clone(), diff_id.clone()));
         self.lease
             .hold(layer_cache::EntryRef::Blob(blob.digest.clone()))?;
         if self.cache.content().contains(&blob.digest) {
-            return Ok(blob.clone());
+            return done();
         }
         // Stages of this build that need the same blob wait here, without blocking a
         // runtime thread; the content store's own lock (a blocking flock, taken on the
@@ -268,7 +278,7 @@ impl Ctx {
             .key_lock(&CacheKey::derive(None, "pull", &blob.digest.to_string()))
             .await;
         if self.cache.content().contains(&blob.digest) {
-            return Ok(blob.clone());
+            return done();
         }
         let Some(repo) = &layer.origin else {
             return Err(Error::from(layer_cache::Error::NotFound {
@@ -283,7 +293,7 @@ impl Ctx {
             .await
             .map_err(|e| join_error(&e))??;
         let mut w = match ingest {
-            Ingest::Present(_) => return Ok(blob.clone()),
+            Ingest::Present(_) => return done(),
             Ingest::Writer(w) => w,
         };
         w.restart()?;
@@ -298,49 +308,68 @@ impl Ctx {
             .pull_blob(repo, &desc, &mut sink, &progress)
             .await?;
         w.commit(&blob.digest)?;
-        Ok(blob.clone())
+        done()
+    }
+
+    /// The cache record of a step's layer, when it still describes that layer's snapshot
+    /// (another build may have replaced it, under `--no-cache` for example).
+    fn layer_record(&self, layer: &Layer) -> Result<Option<(Digest, LayerRecord)>, Error> {
+        let Some(key) = &layer.key else {
+            return Ok(None);
+        };
+        let record_key = cache_digest(key);
+        Ok(self
+            .cache
+            .index()
+            .get(&record_key)?
+            .filter(|r| r.chain_id.as_ref() == Some(&layer.chain))
+            .map(|r| (record_key, r)))
+    }
+
+    /// Pack options for a step's layer: the SOURCE_DATE_EPOCH clamp it was made with.
+    fn layer_pack_options(&self, rec: Option<&LayerRecord>) -> PackOptions {
+        let mut opts = self.pack.clone();
+        opts.source_date_epoch = rec
+            .and_then(|r| r.annotations.get(EPOCH_ANNOTATION))
+            .and_then(|v| v.parse().ok());
+        opts
     }
 
     /// Compresses the layer `stack[i]` from its snapshot (once: another task or process
-    /// may have done it already) and records the blob in its step's cache record.
+    /// may have done it already) and records the blob and diffID in its step's cache
+    /// record.
     async fn pack_layer(
         self: &Arc<Self>,
         stack: &[Layer],
         i: usize,
         step: StepId,
-    ) -> Result<CacheBlobRef, Error> {
+    ) -> Result<(CacheBlobRef, Digest), Error> {
         let layer = &stack[i];
         let key = layer
             .key
             .clone()
             .ok_or_else(|| inner_error("a layer without a blob has no cache record"))?;
         let _guard = self.key_lock(&key).await;
-        let record_key = cache_digest(&key);
-        let rec = self
-            .cache
-            .index()
-            .get(&record_key)?
-            .filter(|r| r.diff_id == layer.diff_id);
-        if let Some(b) = rec
-            .as_ref()
-            .and_then(|r| pick_blob(r, self.pack.compression))
-        {
-            self.lease
-                .hold(layer_cache::EntryRef::Blob(b.digest.clone()))?;
-            if self.cache.content().contains(&b.digest) {
-                return Ok(b.clone());
+        let rec = self.layer_record(layer)?;
+        if let Some((_, r)) = &rec {
+            if let (Some(b), Some(d)) = (pick_blob(r, self.pack.compression), &r.diff_id) {
+                self.lease
+                    .hold(layer_cache::EntryRef::Blob(b.digest.clone()))?;
+                if self.cache.content().contains(&b.digest) {
+                    return Ok((b.clone(), d.clone()));
+                }
             }
         }
-        let diff_ids: Vec<Digest> = stack[..=i].iter().map(|l| l.diff_id.clone()).collect();
-        let chain = ChainId::of(&diff_ids).ok_or_else(|| inner_error("an empty layer stack"))?;
-        let mut opts = self.pack.clone();
-        // The diffID was computed with the step's SOURCE_DATE_EPOCH clamp: pack with it.
-        opts.source_date_epoch = rec
+        let expected = layer
+            .diff_id
+            .clone()
+            .or_else(|| rec.as_ref().and_then(|(_, r)| r.diff_id.clone()));
+        let opts = self.layer_pack_options(rec.as_ref().map(|(_, r)| r));
+        let label = short(&layer.chain.to_string());
+        let total = rec
             .as_ref()
-            .and_then(|r| r.annotations.get(EPOCH_ANNOTATION))
-            .and_then(|v| v.parse().ok());
-        let label = short(&layer.diff_id.to_string());
-        let total = rec.as_ref().map(|r| r.uncompressed_size);
+            .map(|(_, r)| r.uncompressed_size)
+            .filter(|n| *n > 0);
         self.emit(ProgressEvent::StepProgress {
             id: step,
             activity: crate::progress::Activity::Compress,
@@ -349,10 +378,10 @@ impl Ctx {
             total,
         });
         let me = self.clone();
-        let diff_id = layer.diff_id.clone();
+        let chain = layer.chain.clone();
         let packed = tokio::task::spawn_blocking(move || {
             me.cache
-                .pack_snapshot(&chain, &diff_id, &opts, Some(&me.lease))
+                .pack_snapshot(&chain, expected.as_ref(), &opts, Some(&me.lease))
         })
         .await
         .map_err(|e| join_error(&e))??;
@@ -364,15 +393,63 @@ impl Ctx {
             total: Some(packed.uncompressed_size),
         });
         let blob = CacheBlobRef::new(packed.digest.clone(), packed.media_type(), packed.size);
-        self.cache.index().update(&record_key, |r| {
+        if let Some((record_key, _)) = &rec {
+            self.record_layer(record_key, layer, &packed, Some(&blob))?;
+        }
+        Ok((blob, packed.diff_id))
+    }
+
+    /// The diffID of `stack[i]`, hashing its snapshot when it was never hashed (nothing
+    /// is stored but the diffID in its cache record).
+    async fn ensure_diff_id(self: &Arc<Self>, stack: &[Layer], i: usize) -> Result<Digest, Error> {
+        let layer = &stack[i];
+        if let Some(d) = &layer.diff_id {
+            return Ok(d.clone());
+        }
+        let key = layer
+            .key
+            .clone()
+            .ok_or_else(|| inner_error("a layer without a diffID has no cache record"))?;
+        let _guard = self.key_lock(&key).await;
+        let rec = self.layer_record(layer)?;
+        if let Some(d) = rec.as_ref().and_then(|(_, r)| r.diff_id.clone()) {
+            return Ok(d);
+        }
+        let opts = self.layer_pack_options(rec.as_ref().map(|(_, r)| r));
+        let me = self.clone();
+        let chain = layer.chain.clone();
+        let hashed = tokio::task::spawn_blocking(move || me.cache.hash_snapshot(&chain, &opts))
+            .await
+            .map_err(|e| join_error(&e))??;
+        if let Some((record_key, _)) = &rec {
+            self.record_layer(record_key, layer, &hashed, None)?;
+        }
+        Ok(hashed.diff_id)
+    }
+
+    /// Adds what hashing or packing a step's layer found to its cache record.
+    fn record_layer(
+        &self,
+        record_key: &Digest,
+        layer: &Layer,
+        packed: &PackedLayer,
+        blob: Option<&CacheBlobRef>,
+    ) -> Result<(), Error> {
+        self.cache.index().update(record_key, |r| {
             r.map(|mut r| {
-                if r.diff_id == packed.diff_id {
-                    r.blobs.insert(packed.compression, blob.clone());
+                if r.chain_id.as_ref() == Some(&layer.chain) {
+                    if r.diff_id.is_none() {
+                        r.diff_id = Some(packed.diff_id.clone());
+                        r.uncompressed_size = packed.uncompressed_size;
+                    }
+                    if let (Some(b), true) = (blob, r.diff_id.as_ref() == Some(&packed.diff_id)) {
+                        r.blobs.insert(packed.compression, b.clone());
+                    }
                 }
                 r
             })
         })?;
-        Ok(blob)
+        Ok(())
     }
 
     /// The snapshot directories (topmost first) of a stack of layers, unpacking as needed.
@@ -385,19 +462,19 @@ impl Ctx {
             return Ok(Vec::new());
         }
         // A chain already unpacked needs no blob.
-        let diff_ids: Vec<Digest> = layers.iter().map(|l| l.diff_id.clone()).collect();
-        if let Some(chain) = ChainId::of(&diff_ids) {
-            if let Ok(dirs) = self.cache.snapshots().lowerdirs(&chain) {
-                if dirs.len() == layers.len() {
-                    self.lease.hold(layer_cache::EntryRef::Snapshot(chain))?;
-                    return Ok(dirs);
-                }
+        let top = &layers[layers.len() - 1].chain;
+        if let Ok(dirs) = self.cache.snapshots().lowerdirs(top) {
+            if dirs.len() == layers.len() {
+                self.lease
+                    .hold(layer_cache::EntryRef::Snapshot(top.clone()))?;
+                return Ok(dirs);
             }
         }
+        // Otherwise from the blobs, as the chain of their diffIDs.
         let mut refs = Vec::new();
-        for (i, l) in layers.iter().enumerate() {
-            let blob = self.ensure_blob(layers, i, step).await?;
-            refs.push(LayerRef::new(blob.digest, l.diff_id.clone()));
+        for i in 0..layers.len() {
+            let (blob, diff_id) = self.ensure_blob(layers, i, step).await?;
+            refs.push(LayerRef::new(blob.digest, diff_id));
         }
         let me = self.clone();
         tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, Error> {
@@ -429,8 +506,7 @@ impl Ctx {
         dir: &Path,
         parent: &[Layer],
     ) -> Result<Option<LayerRecord>, Error> {
-        let parent_chain =
-            ChainId::of(&parent.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>());
+        let parent_chain = parent.last().map(|l| l.chain.clone());
         let empty = std::fs::read_dir(dir)
             .map_err(|e| {
                 Error::from(layer_cache::Error::Io {
@@ -445,27 +521,18 @@ impl Ctx {
             rec = LayerRecord::new(empty_diff_id(), 0);
             rec.annotations.insert("empty".into(), "true".into());
         } else {
-            // Only hashed now: the blob is compressed when an exporter needs it.
-            let apply = overlay_apply_options();
-            let layer = self.cache.commit_upperdir_deferred(
+            // Not read now: hashed and compressed when an exporter needs the layer.
+            let snap = self.cache.commit_upperdir_unhashed(
                 dir,
                 parent_chain.as_ref(),
-                &self.pack,
-                &apply,
+                &unique_snapshot_id(key),
                 Some(&self.lease),
             )?;
-            rec = LayerRecord::new(layer.diff_id.clone(), layer.uncompressed_size);
-            if let Some(packed) = &layer.blob {
-                rec.blobs.insert(
-                    packed.compression,
-                    CacheBlobRef::new(packed.digest.clone(), packed.media_type(), packed.size),
-                );
-            }
+            rec = LayerRecord::unhashed(snap.chain_id);
             if let Some(t) = self.pack.source_date_epoch {
                 rec.annotations
                     .insert(EPOCH_ANNOTATION.into(), t.to_string());
             }
-            rec.chain_id = Some(layer.snapshot.chain_id);
         }
         rec.created = self.created_now();
         self.cache.index().put(&cache_digest(key), &rec)?;
@@ -476,6 +543,61 @@ impl Ctx {
 /// The record annotation keeping the SOURCE_DATE_EPOCH a layer's diffID was computed
 /// with (its blob must be packed with the same clamp).
 const EPOCH_ANNOTATION: &str = "rbuild.source-date-epoch";
+
+/// What the ONBUILD trigger number `t` of the stage's base reads with `COPY --from`: the
+/// stage the plan found for it when the base is a stage of this Dockerfile, else an image
+/// (a base image's trigger cannot name a stage of this build, which its author never saw).
+fn trigger_dep(
+    plan: &BuildPlan,
+    stage: &dockerfile::Stage,
+    t: usize,
+    ins: &Spanned<Instruction>,
+) -> Result<Option<DepSource>, String> {
+    let Instruction::Copy(c) = &ins.value else {
+        return Ok(None);
+    };
+    let Some(from) = &c.from else {
+        return Ok(None);
+    };
+    if let Some(d) = stage
+        .deps
+        .iter()
+        .find(|d| d.kind == dockerfile::DepKind::Onbuild && d.instruction == t)
+    {
+        return Ok(Some(d.source.clone()));
+    }
+    let name = from.value.to_lowercase();
+    let names_a_stage = from.value.parse::<i64>().is_ok()
+        || plan
+            .stages()
+            .iter()
+            .any(|s| s.name.as_deref() == Some(name.as_str()));
+    if names_a_stage {
+        return Err(format!(
+            "COPY --from={} in an ONBUILD trigger of a base image names a stage of this \
+             Dockerfile: not supported (a trigger can read stages only when its base is a \
+             stage of the same Dockerfile)",
+            from.value
+        ));
+    }
+    Ok(Some(DepSource::Image(from.value.clone())))
+}
+
+/// The nice value of native RUN steps in a build that also emulates a platform. With
+/// two platforms on two cores, fair sharing slowed the emulated chain (the long one) by as
+/// much as the native steps took; at nice 10 they mostly run on what it leaves.
+const NATIVE_NICE_WHILE_EMULATING: u8 = 10;
+
+/// A new id for a step's snapshot: unique to this run of the step (a re-run under
+/// `--no-cache` must not find the previous run's files).
+fn unique_snapshot_id(key: &CacheKey) -> Digest {
+    static RUNS: AtomicU32 = AtomicU32::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let n = RUNS.fetch_add(1, Ordering::Relaxed);
+    Digest::sha256_of(format!("rbuild step {key} {} {nanos} {n}", std::process::id()).as_bytes())
+}
 
 /// How base and step layers are unpacked as overlay lower directories.
 fn overlay_apply_options() -> ApplyOptions {
@@ -702,6 +824,9 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         copy_context: Arc::new(copy_context),
         run_opts: super::mounts::RunOptions::new(&b),
         multi_platform: platforms.len() > 1,
+        emulating: platforms
+            .iter()
+            .any(|p| p.architecture() != host.architecture()),
         sandbox_hostname: b
             .build_args
             .get("BUILDKIT_SANDBOX_HOSTNAME")
@@ -809,13 +934,23 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .iter()
             .map(PlatformImage::config_digest)
             .collect(),
-        None => states
-            .iter()
-            .zip(&platforms)
-            .map(|(state, platform)| {
-                crate::oci::sha256_digest(&final_config(&ctx, state, platform).to_vec())
-            })
-            .collect(),
+        None if b.image_id => {
+            let ids = futures_util::future::try_join_all(
+                states
+                    .iter()
+                    .zip(&platforms)
+                    .map(|(state, platform)| image_id(&ctx, state, platform)),
+            );
+            tokio::pin!(ids);
+            loop {
+                tokio::select! {
+                    biased;
+                    Some(ev) = rx.recv() => sink.event(&ev),
+                    r = &mut ids => break r?,
+                }
+            }
+        }
+        None => Vec::new(),
     };
     let names: Vec<String> = b.tags.iter().map(ToString::to_string).collect();
     let base_repos = states_layers(&states);
@@ -1079,7 +1214,7 @@ async fn build_stage(
     let triggers = state.config.onbuild();
     if !triggers.is_empty() {
         state.config.clear_onbuild();
-        for trigger in triggers {
+        for (t, trigger) in triggers.into_iter().enumerate() {
             let df: Dockerfile = dockerfile::parse(&trigger).map_err(|e| {
                 step_failed(
                     &ctx,
@@ -1093,8 +1228,10 @@ async fn build_stage(
                     file: ctx.dockerfile_name.clone(),
                     source: Box::new(source),
                 })?;
-                let sid = ctx.step_id();
                 let text = format!("ONBUILD {trigger}");
+                let dep = trigger_dep(&plan, stage, t, &step.instruction)
+                    .map_err(|reason| step_failed(&ctx, stage.span, &text, reason))?;
+                let sid = ctx.step_id();
                 ctx.emit(ProgressEvent::StepStarted {
                     id: sid,
                     name: format!("[{stage_name}] {text}"),
@@ -1108,7 +1245,7 @@ async fn build_stage(
                     &deps,
                     &mut state,
                     &step.instruction,
-                    None,
+                    dep,
                     sid,
                     stage.span,
                     &text,
@@ -1141,7 +1278,7 @@ async fn build_stage(
         let dep = stage
             .deps
             .iter()
-            .find(|d| d.instruction == i)
+            .find(|d| d.instruction == i && d.kind != dockerfile::DepKind::Onbuild)
             .map(|d| d.source.clone());
         ctx.emit(ProgressEvent::StepStarted {
             id,
@@ -1261,7 +1398,7 @@ async fn resolve_image(
             ),
         });
     }
-    let mut layers = Vec::new();
+    let mut layers: Vec<Layer> = Vec::new();
     for (d, diff) in manifest.layers().iter().zip(&diff_ids) {
         let mt = d.media_type().to_string();
         if !(mt.contains("tar") || mt.contains("layer")) {
@@ -1270,8 +1407,11 @@ async fn resolve_image(
                 reason: format!("layer media type {mt} is not supported"),
             });
         }
+        let diff_id: Digest = diff.parse()?;
+        let chain = ChainId::child(layers.last().map(|l| &l.chain), &diff_id);
         layers.push(Layer {
-            diff_id: diff.parse()?,
+            diff_id: Some(diff_id),
+            chain,
             blob: Some(CacheBlobRef::new(
                 d.digest().to_string().parse()?,
                 mt,
@@ -1648,11 +1788,21 @@ where
     if !empty {
         // A blob pruned since (or never made) is packed again from the snapshot on demand.
         let blob = pick_blob(&rec, ctx.pack.compression)
-            .filter(|b| ctx.cache.content().contains(&b.digest))
+            .filter(|b| rec.diff_id.is_some() && ctx.cache.content().contains(&b.digest))
             .cloned();
-        state.config.push_diff_id(&rec.diff_id.to_string());
+        let parent = state.layers.last().map(|l| l.chain.clone());
+        let chain = match (&rec.chain_id, &rec.diff_id) {
+            (Some(c), _) => c.clone(),
+            (None, Some(d)) => ChainId::child(parent.as_ref(), d),
+            (None, None) => {
+                return Err(inner_error(format!(
+                    "cache record for {key} has neither a layer nor a snapshot"
+                )));
+            }
+        };
         state.layers.push(Layer {
             diff_id: rec.diff_id.clone(),
+            chain,
             blob,
             origin: None,
             key: Some(key.clone()),
@@ -1994,6 +2144,10 @@ async fn run_step(
             .with_insecure(insecure);
             if !native {
                 spec = spec.with_platform(&platform_s)?;
+            } else if ctx.emulating {
+                // The emulated platforms' steps, several times slower, are the build's
+                // critical path: native steps take the cores they leave.
+                spec = spec.with_nice(NATIVE_NICE_WHILE_EMULATING)?;
             }
             for (name, content) in &files {
                 let path = dir.join(format!("heredoc-{name}"));
@@ -2087,9 +2241,16 @@ impl Tail {
     }
 }
 
-/// The image config of a stage's final state for one platform.
-fn final_config(ctx: &Ctx, state: &StageState, platform: &Platform) -> ImageConfig {
+/// The image config of a stage's final state for one platform, with its layers' diffIDs.
+fn final_config(
+    ctx: &Ctx,
+    state: &StageState,
+    platform: &Platform,
+    diff_ids: &[Digest],
+) -> ImageConfig {
     let mut config = state.config.clone();
+    let ids: Vec<String> = diff_ids.iter().map(ToString::to_string).collect();
+    config.set_diff_ids(&ids);
     for (k, v) in &ctx.labels {
         config.set_label(k, v);
     }
@@ -2115,16 +2276,17 @@ async fn assemble(
     platform: &Platform,
     step: StepId,
 ) -> Result<PlatformImage, Error> {
-    let config = final_config(ctx, state, platform);
     let stack = &state.layers;
     let blobs = futures_util::future::try_join_all((0..stack.len()).map(|i| async move {
         let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
         ctx.ensure_blob(stack, i, step).await
     }))
     .await?;
+    let diff_ids: Vec<Digest> = blobs.iter().map(|(_, d)| d.clone()).collect();
+    let config = final_config(ctx, state, platform, &diff_ids);
     let layers = blobs
         .into_iter()
-        .map(|b| BlobRef {
+        .map(|(b, _)| BlobRef {
             digest: b.digest.to_string(),
             size: b.size,
             media_type: b.media_type.clone(),
@@ -2137,6 +2299,23 @@ async fn assemble(
         platform.variant().map(str::to_owned),
     );
     Ok(PlatformImage::new(p, config.to_vec(), layers))
+}
+
+/// The image ID (config digest) of a stage's final state without an output: the layers
+/// are hashed where they never were, nothing is compressed.
+async fn image_id(
+    ctx: &Arc<Ctx>,
+    state: &StageState,
+    platform: &Platform,
+) -> Result<String, Error> {
+    let stack = &state.layers;
+    let diff_ids = futures_util::future::try_join_all((0..stack.len()).map(|i| async move {
+        let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
+        ctx.ensure_diff_id(stack, i).await
+    }))
+    .await?;
+    let config = final_config(ctx, state, platform, &diff_ids);
+    Ok(crate::oci::sha256_digest(&config.to_vec()))
 }
 
 /// What a COPY reads from, before it is materialised.

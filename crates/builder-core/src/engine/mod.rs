@@ -174,6 +174,7 @@ pub struct Build {
     outputs: Vec<ExportSpec>,
     cache_dir: Option<PathBuf>,
     no_cache: bool,
+    image_id: bool,
     labels: BTreeMap<String, String>,
     network: crate::sandbox::NetworkMode,
     insecure_registries: Vec<String>,
@@ -262,6 +263,7 @@ impl Build {
             outputs: Vec::new(),
             cache_dir: None,
             no_cache: false,
+            image_id: false,
             labels: BTreeMap::new(),
             network: crate::sandbox::NetworkMode::Host,
             insecure_registries: Vec::new(),
@@ -352,6 +354,14 @@ impl Build {
     /// The cache directory (default `$XDG_CACHE_HOME/rbuild` or `~/.cache/rbuild`).
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Without an output, still compute the image ID ([`BuildReport::config_digests`]):
+    /// the layers are hashed (never compressed). Off by default: a build without output
+    /// then reads no layer back (for `--iidfile` and `--metadata-file`).
+    pub fn image_id(mut self, yes: bool) -> Self {
+        self.image_id = yes;
         self
     }
 

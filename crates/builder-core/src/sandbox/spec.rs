@@ -171,6 +171,9 @@ pub struct RunSpec {
     /// The architecture of the root (`arm64`, `amd64`, `arm`, ...: the platform's
     /// architecture); a foreign one runs under QEMU from binfmt_misc. `None` means the host's.
     pub arch: Option<String>,
+    /// Added to the process's nice value (0..=19): a lower scheduling priority, for work
+    /// that should yield the cores to work on the build's critical path.
+    pub nice: u8,
 }
 
 impl RunSpec {
@@ -193,6 +196,7 @@ impl RunSpec {
             mounts: Vec::new(),
             insecure: false,
             arch: None,
+            nice: 0,
         };
         spec.validate()?;
         Ok(spec)
@@ -221,7 +225,19 @@ impl RunSpec {
         self
     }
 
-    /// Sets the hostname.
+    /// Runs the command with its nice value raised by `nice` (at most 19).
+    pub fn with_nice(mut self, nice: u8) -> Result<Self, SandboxError> {
+        if nice > 19 {
+            return Err(SandboxError::InvalidSpec {
+                field: "nice",
+                reason: format!("{nice} is not in 0..=19"),
+            });
+        }
+        self.nice = nice;
+        Ok(self)
+    }
+
+    /// Sets the UTS hostname.
     pub fn with_hostname(mut self, hostname: impl Into<String>) -> Result<Self, SandboxError> {
         let hostname = hostname.into();
         if hostname.is_empty() || hostname.len() > 64 || hostname.contains(['\0', '/']) {

@@ -767,10 +767,11 @@ fn stored_blobs(c: &Case) -> Result<BTreeSet<String>, Failed> {
     Ok(out)
 }
 
-/// Layers are compressed only for an output, and only the exported image's: a build
-/// without output stores no layer blob; the same build with an output then packs the
-/// cached layers from their snapshots into exactly the image a direct build makes, and
-/// the stage it does not export is never compressed.
+/// Layers are read back only for an output, and only the exported image's: a build
+/// without output stores no layer blob (and hashes nothing unless the image ID is asked
+/// for); the same build with an output then packs the cached layers from their snapshots
+/// into exactly the image a direct build makes, and the stage it does not export is
+/// never compressed.
 pub(crate) fn layers_are_compressed_only_for_an_output() -> R {
     let text = "FROM {BUSYBOX} AS build\nRUN seq 1 30000 > /big && echo small > /small\n\
                 RUN echo more > /more\n\
@@ -783,9 +784,15 @@ pub(crate) fn layers_are_compressed_only_for_an_output() -> R {
     let b = epoch(Build::new(c.ctx())?.cache_dir(c.cache()))?;
     let (cold, _) = ok(run_build(b))?;
     ensure!(cold.digest.is_none() && cold.image.is_none(), "{cold:?}");
+    ensure!(cold.config_digests.is_empty(), "{cold:?}");
     ensure_eq!(cold.steps_run, 4);
-    ensure_eq!(cold.config_digests, direct.report.config_digests);
     let after_cold = stored_blobs(&c)?;
+    // The image ID, when asked for, hashes the layers but compresses nothing.
+    let b = epoch(Build::new(c.ctx())?.cache_dir(c.cache()))?.image_id(true);
+    let (id_only, _) = ok(run_build(b))?;
+    ensure_eq!(id_only.steps_run, 0);
+    ensure_eq!(id_only.config_digests, direct.report.config_digests);
+    ensure_eq!(stored_blobs(&c)?, after_cold);
 
     let warm = ok(c.build_with(text, epoch))?;
     ensure_eq!(warm.report.steps_run, 0);

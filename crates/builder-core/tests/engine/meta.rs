@@ -214,6 +214,36 @@ pub(crate) fn ob_04_onbuild_fires_for_a_stage() -> R {
         "FROM {BUSYBOX} AS src\nRUN mkdir -p /in && echo -n 12 > /in/file\nFROM {BUSYBOX} AS base\nONBUILD COPY --from=src /in/file /out/foo\nFROM base AS mid\nRUN cp /out/foo /out/bar\nFROM scratch\nCOPY --from=mid /out/bar /\n",
     ))?;
     ensure_eq!(img.read("/bar")?, "12");
+    // A base image's trigger cannot read a stage of this build: a clear error, not the
+    // context. Naming an image works.
+    let c = Case::new();
+    let base = format!(
+        "{}/enginetests/{}",
+        crate::util::REGISTRY,
+        unique("ob-from")
+    );
+    push(
+        &c,
+        "FROM {BUSYBOX}\nONBUILD COPY --from=src /etc/hostname /copied\n",
+        &base,
+    )?;
+    c.file("etc/hostname", "from the context\n");
+    expect_err(
+        c.build(&format!("FROM {{BUSYBOX}} AS src\nFROM {base}\n")),
+        "COPY --from=src in an ONBUILD trigger of a base image names a stage",
+    )?;
+    let img_base = format!("{}/enginetests/{}", crate::util::REGISTRY, unique("ob-img"));
+    let busybox = crate::util::BUSYBOX;
+    push(
+        &c,
+        &format!("FROM {{BUSYBOX}}\nONBUILD COPY --from={busybox} /bin/busybox /copied\n"),
+        &img_base,
+    )?;
+    let img = ok(c.build(&format!("FROM {img_base}\n")))?;
+    ensure!(
+        img.exists("/copied")?,
+        "the trigger did not copy from the image"
+    );
     Ok(())
 }
 
