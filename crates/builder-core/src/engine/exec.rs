@@ -142,8 +142,6 @@ struct Ctx {
     run_opts: super::mounts::RunOptions,
     /// Progress names carry the platform only when there are several.
     multi_platform: bool,
-    /// Some target platform runs under emulation (and native steps yield to it).
-    emulating: bool,
     /// The hostname RUN steps see (`BUILDKIT_SANDBOX_HOSTNAME`, else BuildKit's default).
     sandbox_hostname: String,
 }
@@ -583,11 +581,6 @@ fn trigger_dep(
     Ok(Some(DepSource::Image(from.value.clone())))
 }
 
-/// The nice value of native RUN steps in a build that also emulates a platform. With
-/// two platforms on two cores, fair sharing slowed the emulated chain (the long one) by as
-/// much as the native steps took; at nice 10 they mostly run on what it leaves.
-const NATIVE_NICE_WHILE_EMULATING: u8 = 10;
-
 /// A new id for a step's snapshot: unique to this run of the step (a re-run under
 /// `--no-cache` must not find the previous run's files).
 fn unique_snapshot_id(key: &CacheKey) -> Digest {
@@ -824,9 +817,6 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         copy_context: Arc::new(copy_context),
         run_opts: super::mounts::RunOptions::new(&b),
         multi_platform: platforms.len() > 1,
-        emulating: platforms
-            .iter()
-            .any(|p| p.architecture() != host.architecture()),
         sandbox_hostname: b
             .build_args
             .get("BUILDKIT_SANDBOX_HOSTNAME")
@@ -2144,10 +2134,6 @@ async fn run_step(
             .with_insecure(insecure);
             if !native {
                 spec = spec.with_platform(&platform_s)?;
-            } else if ctx.emulating {
-                // The emulated platforms' steps, several times slower, are the build's
-                // critical path: native steps take the cores they leave.
-                spec = spec.with_nice(NATIVE_NICE_WHILE_EMULATING)?;
             }
             for (name, content) in &files {
                 let path = dir.join(format!("heredoc-{name}"));
