@@ -65,6 +65,7 @@ fn main() {
             "nice_lowers_the_steps_priority",
             nice_lowers_the_steps_priority,
         ),
+        Trial::test("writable_overlay_is_volatile", writable_overlay_is_volatile),
         Trial::test("network_none_has_only_lo", network_none_has_only_lo),
         Trial::test("proc_dev_sys_and_masks", proc_dev_sys_and_masks),
         Trial::test("extra_mounts", extra_mounts),
@@ -1365,6 +1366,36 @@ fn nice_lowers_the_steps_priority() -> R {
             .with_nice(20)
             .is_err(),
         || "nice 20 accepted".into(),
+    )?;
+    Ok(())
+}
+
+/// A writable step's overlay is mounted `volatile` (the step's fsyncs do not reach the
+/// disk; the snapshot store syncs before publishing), and the scratch directory it used is
+/// emptied afterwards all the same.
+fn writable_overlay_is_volatile() -> R {
+    let sb = overlay();
+    let base = base_layer(host_arch());
+    let run = run_dirs();
+    let out = ok(
+        &sb,
+        &spec(
+            [base],
+            &run,
+            "grep ' / / ' /proc/self/mountinfo; sync; echo x > /f",
+        ),
+    )?;
+    check(out.contains("overlay") && out.contains("volatile"), || {
+        format!("root mount: {out}")
+    })?;
+    let left: Vec<_> = fs::read_dir(&run.scratch)
+        .map(|d| d.filter_map(Result::ok).map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    check(left.is_empty(), || format!("scratch not emptied: {left:?}"))?;
+    eq(
+        listing(&run.upper),
+        vec!["f file \"x\\n\" nlink=1 644 0:0".to_owned()],
+        "upper",
     )?;
     Ok(())
 }

@@ -442,10 +442,21 @@ fn mount_overlay(
     } else {
         MountFlags::empty()
     };
-    let data = std::ffi::CString::new(data)
-        .map_err(|e| fail("mount overlay", Some(mountpoint), io::Error::other(e)))?;
-    rustix::mount::mount("overlay", mountpoint, "overlay", flags, data.as_c_str())
-        .map_err(|e| fail("mount overlay", Some(mountpoint), e))?;
+    let mount = |data: &str| {
+        let data = std::ffi::CString::new(data)
+            .map_err(|e| fail("mount overlay", Some(mountpoint), io::Error::other(e)))?;
+        rustix::mount::mount("overlay", mountpoint, "overlay", flags, data.as_c_str())
+            .map_err(|e| fail("mount overlay", Some(mountpoint), e))
+    };
+    // A writable step's mount is `volatile` (Linux 5.10+): the step's fsync calls (dpkg
+    // makes one per file) do not reach the disk. Nothing is lost: the upper directory is
+    // published only after the snapshot store syncs the file system, and a step whose
+    // machine crashed is simply run again. Kernels without the option mount as before.
+    if upper_work.is_some() && mount(&format!("{data},volatile")).is_ok() {
+        drop(fds);
+        return Ok(());
+    }
+    mount(&data)?;
     drop(fds);
     Ok(())
 }
