@@ -295,9 +295,7 @@ impl Cache {
     /// result of [`Cache::commit_upperdir_unhashed`] or an unpacked layer), without
     /// storing anything. `opts` gives the timestamp clamp; compression is ignored.
     pub fn hash_snapshot(&self, chain: &ChainId, opts: &PackOptions) -> Result<PackedLayer> {
-        let snap = self.snapshots.get(chain)?.ok_or_else(|| Error::NotFound {
-            what: format!("snapshot {chain}"),
-        })?;
+        let snap = self.existing_snapshot(chain)?;
         let mut o = opts.clone();
         o.source = SourceKind::OverlayUpper;
         o.compression = crate::compress::Compression::None;
@@ -316,9 +314,7 @@ impl Cache {
         opts: &PackOptions,
         lease: Option<&Lease>,
     ) -> Result<PackedLayer> {
-        let snap = self.snapshots.get(chain)?.ok_or_else(|| Error::NotFound {
-            what: format!("snapshot {chain}"),
-        })?;
+        let snap = self.existing_snapshot(chain)?;
         let mut o = opts.clone();
         o.source = SourceKind::OverlayUpper;
         let w = self.content.writer()?;
@@ -336,6 +332,12 @@ impl Cache {
         }
         w.commit(&packed.digest)?;
         Ok(packed)
+    }
+
+    fn existing_snapshot(&self, chain: &ChainId) -> Result<Snapshot> {
+        self.snapshots.get(chain)?.ok_or_else(|| Error::NotFound {
+            what: format!("snapshot {chain}"),
+        })
     }
 
     /// Disk usage by kind.

@@ -276,6 +276,20 @@ impl Gc<'_> {
         Ok(usage)
     }
 
+    /// Removes `e` and, when it was removed, counts it in `report`.
+    fn remove_reported(&self, e: &Entry, report: &mut PruneReport) -> Result<bool> {
+        let removed = self.remove(e)?;
+        if removed {
+            report.removed.push(RemovedEntry {
+                kind: e.kind,
+                id: entry_name(&e.id),
+                bytes: e.bytes,
+            });
+            report.reclaimed_bytes += e.bytes;
+        }
+        Ok(removed)
+    }
+
     fn remove(&self, e: &Entry) -> Result<bool> {
         Ok(match &e.id {
             EntryRef::Blob(d) => {
@@ -402,14 +416,8 @@ impl Gc<'_> {
                 if gone.contains(&x.id) || protected.contains(&x.id) {
                     continue;
                 }
-                if self.remove(x)? {
+                if self.remove_reported(x, &mut report)? {
                     total = total.saturating_sub(x.bytes);
-                    report.reclaimed_bytes += x.bytes;
-                    report.removed.push(RemovedEntry {
-                        kind: x.kind,
-                        id: entry_name(&x.id),
-                        bytes: x.bytes,
-                    });
                 }
                 gone.insert(x.id.clone());
             }
@@ -428,14 +436,7 @@ impl Gc<'_> {
                     || !inv.snapshot_parent.contains_key(p)
                 {
                     if let Some(e) = by_id.get(&id) {
-                        if self.remove(e)? {
-                            report.removed.push(RemovedEntry {
-                                kind: e.kind,
-                                id: entry_name(&e.id),
-                                bytes: e.bytes,
-                            });
-                            report.reclaimed_bytes += e.bytes;
-                        }
+                        self.remove_reported(e, &mut report)?;
                     }
                     gone.insert(id);
                     changed = true;
@@ -460,13 +461,7 @@ impl Gc<'_> {
             });
             if has_layer && !blob_left && !snapshot_left {
                 if let Some(e) = by_id.get(&id) {
-                    self.remove(e)?;
-                    report.removed.push(RemovedEntry {
-                        kind: e.kind,
-                        id: entry_name(&e.id),
-                        bytes: e.bytes,
-                    });
-                    report.reclaimed_bytes += e.bytes;
+                    self.remove_reported(e, &mut report)?;
                     gone.insert(id);
                 }
             }
