@@ -306,19 +306,23 @@ impl Cache {
     /// Packs the snapshot `chain` (see [`Cache::commit_upperdir_unhashed`]; any snapshot
     /// in overlay-layer form) into a blob in the content store. With `expected_diff_id`
     /// the tar stream must hash to it, else nothing is stored and the error is
-    /// [`Error::DiffIdMismatch`]: the snapshot changed since it was hashed.
+    /// [`Error::DiffIdMismatch`]: the snapshot changed since it was hashed. `progress`
+    /// is told the tar stream's length so far (see [`pack_dir_with_progress`]).
+    ///
+    /// [`pack_dir_with_progress`]: crate::pack_dir_with_progress
     pub fn pack_snapshot(
         &self,
         chain: &ChainId,
         expected_diff_id: Option<&Digest>,
         opts: &PackOptions,
         lease: Option<&Lease>,
+        progress: &dyn Fn(u64),
     ) -> Result<PackedLayer> {
         let snap = self.existing_snapshot(chain)?;
         let mut o = opts.clone();
         o.source = SourceKind::OverlayUpper;
         let w = self.content.writer()?;
-        let (w, packed) = pack_dir(&snap.path, &o, w)?;
+        let (w, packed) = crate::pack::pack_dir_with_progress(&snap.path, &o, w, progress)?;
         if let Some(expected) = expected_diff_id {
             if packed.diff_id != *expected {
                 return Err(Error::DiffIdMismatch {

@@ -34,7 +34,9 @@ pub use apply::{
     Resolve, apply_layer, apply_layer_file,
 };
 pub use compress::Compression;
-pub use pack::{PackOptions, PackedLayer, SourceKind, layer_digests, pack_dir};
+pub use pack::{
+    PackOptions, PackedLayer, SourceKind, layer_digests, pack_dir, pack_dir_with_progress,
+};
 pub use plan::{DeviceKind, EntryAction, Meta, plan_entry};
 pub use tar::{EntryHeader, EntryKind};
 // The cache on disk.

@@ -111,6 +111,8 @@ struct Chunker<'s> {
     diff: Sha256Hasher,
     total: u64,
     sink: &'s mut dyn BlockSink,
+    /// Told the tar stream's length so far after each block.
+    progress: &'s dyn Fn(u64),
 }
 
 impl Chunker<'_> {
@@ -120,6 +122,7 @@ impl Chunker<'_> {
         self.diff.update(&block);
         self.total += self.len as u64;
         self.len = 0;
+        (self.progress)(self.total);
         self.sink.push(block)
     }
 
@@ -185,6 +188,17 @@ pub fn pack_dir<W: Write + Send>(
     opts: &PackOptions,
     out: W,
 ) -> Result<(W, PackedLayer)> {
+    pack_dir_with_progress(dir, opts, out, &|_| {})
+}
+
+/// [`pack_dir`], calling `progress` with the length of the tar stream written so far
+/// after every block (128 KiB), on the calling thread.
+pub fn pack_dir_with_progress<W: Write + Send>(
+    dir: &Path,
+    opts: &PackOptions,
+    out: W,
+    progress: &dyn Fn(u64),
+) -> Result<(W, PackedLayer)> {
     let root = openat(
         rustix::fs::CWD,
         dir,
@@ -201,6 +215,7 @@ pub fn pack_dir<W: Write + Send>(
                 diff: Sha256Hasher::default(),
                 total: 0,
                 sink: &mut comp,
+                progress,
             };
             let mut walker = Walker {
                 opts,

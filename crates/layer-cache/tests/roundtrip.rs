@@ -642,8 +642,17 @@ pub fn unhashed_commit_packs_later_to_the_same_layer() -> TestResult {
         cache.content().list()?.len() == blobs_before,
         "hashing stored a blob"
     );
-    let packed = cache.pack_snapshot(&chain, Some(&hashed.diff_id), &o, None)?;
+    let seen = std::cell::RefCell::new(Vec::new());
+    let packed = cache.pack_snapshot(&chain, Some(&hashed.diff_id), &o, None, &|n| {
+        seen.borrow_mut().push(n);
+    })?;
     ensure!(packed == packed_now, "{packed:?} vs {packed_now:?}");
+    let seen = seen.into_inner();
+    ensure!(
+        seen.windows(2).all(|w| w[0] < w[1]) && seen.last() == Some(&packed.uncompressed_size),
+        "progress {seen:?} for a {} byte stream",
+        packed.uncompressed_size
+    );
     ensure!(cache.content().contains(&packed.digest), "blob not stored");
 
     // A record of the layer without diffID or blob stays while its snapshot does.
@@ -661,7 +670,7 @@ pub fn unhashed_commit_packs_later_to_the_same_layer() -> TestResult {
     fs::write(snap.path.join("intruder"), b"x")?;
     let blobs = cache.content().list()?.len();
     let zstd = opts(Compression::Zstd, SourceKind::OverlayUpper);
-    match cache.pack_snapshot(&chain, Some(&hashed.diff_id), &zstd, None) {
+    match cache.pack_snapshot(&chain, Some(&hashed.diff_id), &zstd, None, &|_| {}) {
         Err(layer_cache::Error::DiffIdMismatch { expected, .. }) if expected == hashed.diff_id => {}
         other => ensure!(false, "a changed snapshot packed: {other:?}"),
     }

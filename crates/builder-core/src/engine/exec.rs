@@ -377,9 +377,24 @@ impl Ctx {
         });
         let me = self.clone();
         let chain = layer.chain.clone();
+        let tick = label.clone();
         let packed = tokio::task::spawn_blocking(move || {
+            // A progress event per 4 MiB of tar stream.
+            let last = std::cell::Cell::new(0u64);
+            let progress = |n: u64| {
+                if n >= last.get() + (4 << 20) {
+                    last.set(n);
+                    me.emit(ProgressEvent::StepProgress {
+                        id: step,
+                        activity: crate::progress::Activity::Compress,
+                        label: tick.clone(),
+                        current: n,
+                        total,
+                    });
+                }
+            };
             me.cache
-                .pack_snapshot(&chain, expected.as_ref(), &opts, Some(&me.lease))
+                .pack_snapshot(&chain, expected.as_ref(), &opts, Some(&me.lease), &progress)
         })
         .await
         .map_err(|e| join_error(&e))??;

@@ -816,6 +816,20 @@ pub(crate) fn layers_are_compressed_only_for_an_output() -> R {
         expected,
         "only the exported image's layers are compressed"
     );
+    // Each compression is shown, ending at the layer's full size.
+    let compressed = warm
+        .events
+        .iter()
+        .filter(|e| {
+            matches!(e, ProgressEvent::StepProgress {
+                activity: builder_core::Activity::Compress,
+                current,
+                total: Some(total),
+                ..
+            } if current == total && *total > 0)
+        })
+        .count();
+    ensure_eq!(compressed, 2, "compression progress: {:?}", warm.events);
     // And the layout is valid for a real client.
     ensure_eq!(warm.read("/small")?, "small\n");
     Ok(())
