@@ -142,6 +142,8 @@ struct Ctx {
     run_opts: super::mounts::RunOptions,
     /// Progress names carry the platform only when there are several.
     multi_platform: bool,
+    /// Background pulls of base images' blobs, by FROM step (stopped when the build ends).
+    prefetches: Mutex<Vec<(StepId, Instant, tokio::task::JoinHandle<()>)>>,
     /// The hostname RUN steps see (`BUILDKIT_SANDBOX_HOSTNAME`, else BuildKit's default).
     sandbox_hostname: String,
 }
@@ -152,7 +154,29 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Stops the build's background pulls when dropped.
+struct StopPrefetches(Arc<Ctx>);
+
+impl Drop for StopPrefetches {
+    fn drop(&mut self) {
+        self.0.stop_prefetches();
+    }
+}
+
 impl Ctx {
+    /// Aborts the background pulls still running; returns their FROM steps.
+    fn stop_prefetches(&self) -> Vec<(StepId, Instant)> {
+        let tasks = std::mem::take(&mut *self.prefetches.lock().unwrap_or_else(|e| e.into_inner()));
+        tasks
+            .into_iter()
+            .filter(|(_, _, task)| !task.is_finished())
+            .map(|(id, t0, task)| {
+                task.abort();
+                (id, t0)
+            })
+            .collect()
+    }
+
     fn emit(&self, ev: ProgressEvent) {
         let _ = self.events.send(ev);
     }
@@ -272,11 +296,27 @@ impl Ctx {
         // Stages of this build that need the same blob wait here, without blocking a
         // runtime thread; the content store's own lock (a blocking flock, taken on the
         // blocking pool) then keeps other processes out.
-        let _guard = self
-            .key_lock(&CacheKey::derive(None, "pull", &blob.digest.to_string()))
-            .await;
+        let _guard = self.pull_lock(blob).await;
+        self.pull_locked(layer, blob, step).await?;
+        done()
+    }
+
+    /// The lock one task of this build holds while it pulls `blob`.
+    async fn pull_lock(&self, blob: &CacheBlobRef) -> tokio::sync::OwnedMutexGuard<()> {
+        self.key_lock(&CacheKey::derive(None, "pull", &blob.digest.to_string()))
+            .await
+    }
+
+    /// Pulls `blob` of `layer` into the content store unless it is there; the caller
+    /// holds its [`Ctx::pull_lock`].
+    async fn pull_locked(
+        &self,
+        layer: &Layer,
+        blob: &CacheBlobRef,
+        step: StepId,
+    ) -> Result<(), Error> {
         if self.cache.content().contains(&blob.digest) {
-            return done();
+            return Ok(());
         }
         let Some(repo) = &layer.origin else {
             return Err(Error::from(layer_cache::Error::NotFound {
@@ -291,7 +331,7 @@ impl Ctx {
             .await
             .map_err(|e| join_error(&e))??;
         let mut w = match ingest {
-            Ingest::Present(_) => return done(),
+            Ingest::Present(_) => return Ok(()),
             Ingest::Writer(w) => w,
         };
         w.restart()?;
@@ -306,7 +346,7 @@ impl Ctx {
             .pull_blob(repo, &desc, &mut sink, &progress)
             .await?;
         w.commit(&blob.digest)?;
-        done()
+        Ok(())
     }
 
     /// The cache record of a step's layer, when it still describes that layer's snapshot
@@ -832,6 +872,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         copy_context: Arc::new(copy_context),
         run_opts: super::mounts::RunOptions::new(&b),
         multi_platform: platforms.len() > 1,
+        prefetches: Mutex::new(Vec::new()),
         sandbox_hostname: b
             .build_args
             .get("BUILDKIT_SANDBOX_HOSTNAME")
@@ -839,6 +880,8 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
     });
+    // However the build ends, no background pull outlives it.
+    let _prefetches = StopPrefetches(ctx.clone());
     let mode = ctx.sandbox.capabilities().describe();
     sink.event(&ProgressEvent::BuildStarted {
         platforms: platforms.iter().map(ToString::to_string).collect(),
@@ -982,6 +1025,16 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             sink.event(&ev);
         }
         r?;
+    }
+    // Base blobs no step needed: stop fetching them; their FROM steps end here.
+    for (id, t0) in ctx.stop_prefetches() {
+        sink.event(&ProgressEvent::StepDone {
+            id,
+            elapsed: t0.elapsed(),
+        });
+    }
+    while let Ok(ev) = rx.try_recv() {
+        sink.event(&ev);
     }
     ctx.copy_context
         .save()
@@ -1210,10 +1263,50 @@ async fn build_stage(
             ));
         }
     };
-    ctx.emit(ProgressEvent::StepDone {
-        id,
-        elapsed: t0.elapsed(),
-    });
+    let missing = matches!(stage.base, StageBase::Image(_))
+        && state.layers.iter().any(|l| {
+            l.blob
+                .as_ref()
+                .is_some_and(|b| !ctx.cache.content().contains(&b.digest))
+        });
+    if missing {
+        // The base's blobs are fetched in the background, under this FROM step, as
+        // BuildKit shows them: the first step that needs the files waits for them (one
+        // pull per blob), and a build whose steps are all cached does not wait. A failure
+        // here is not reported: the step that needs the blob reports it.
+        // The pull locks are taken here, before any step of this stage can ask.
+        let mut locked = Vec::new();
+        for l in &state.layers {
+            if let Some(b) = &l.blob {
+                ctx.lease
+                    .hold(layer_cache::EntryRef::Blob(b.digest.clone()))?;
+                locked.push((l.clone(), b.clone(), ctx.pull_lock(b).await));
+            }
+        }
+        let me = ctx.clone();
+        let task = tokio::spawn(async move {
+            for (layer, blob, guard) in locked {
+                let pulled = me.pull_locked(&layer, &blob, id).await;
+                drop(guard);
+                if pulled.is_err() {
+                    break;
+                }
+            }
+            me.emit(ProgressEvent::StepDone {
+                id,
+                elapsed: t0.elapsed(),
+            });
+        });
+        ctx.prefetches
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, t0, task));
+    } else {
+        ctx.emit(ProgressEvent::StepDone {
+            id,
+            elapsed: t0.elapsed(),
+        });
+    }
 
     // ONBUILD triggers of the base run first, then are cleared.
     let triggers = state.config.onbuild();

@@ -855,21 +855,38 @@ pub(crate) fn stages_sharing_a_base_pull_it_once() -> R {
     for i in 0..4 {
         ensure_eq!(img.read(&format!("/s{i}"))?, format!("{i}\n"));
     }
-    // A pull ends with a progress event whose current is its total: one per blob.
-    let mut finished: Vec<String> = img
+    // A pull ends with a progress event whose current is its total: one per blob, shown
+    // under a FROM step (as BuildKit), which ends once its pulls are done.
+    let names: std::collections::HashMap<_, _> = img
         .events
         .iter()
         .filter_map(|e| match e {
-            ProgressEvent::StepProgress {
-                activity: builder_core::Activity::Pull,
-                label,
-                current,
-                total: Some(total),
-                ..
-            } if current == total => Some(label.clone()),
+            ProgressEvent::StepStarted { id, name, .. } => Some((*id, name.clone())),
             _ => None,
         })
         .collect();
+    let mut finished: Vec<String> = Vec::new();
+    for (i, e) in img.events.iter().enumerate() {
+        if let ProgressEvent::StepProgress {
+            id,
+            activity: builder_core::Activity::Pull,
+            label,
+            current,
+            total: Some(total),
+        } = e
+        {
+            if current != total {
+                continue;
+            }
+            let name = names.get(id).cloned().unwrap_or_default();
+            ensure!(name.contains("FROM"), "{label} pulled under {name:?}");
+            let done_after = img.events[i..]
+                .iter()
+                .any(|e| matches!(e, ProgressEvent::StepDone { id: d, .. } if d == id));
+            ensure!(done_after, "{name:?} was done before its pull");
+            finished.push(label.clone());
+        }
+    }
     let pulls = finished.len();
     finished.sort();
     finished.dedup();
