@@ -607,6 +607,25 @@ fn levenshtein(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// What `COPY --from=<from>` reads: a stage by index (which must exist) or by name, else
+/// an image.
+fn copy_from_source(from: &str, span: Span, stages: &[Stage]) -> Result<DepSource, StageError> {
+    if let Some(n) = go_atoi(from) {
+        return match usize::try_from(n) {
+            Ok(i) if i < stages.len() => Ok(DepSource::Stage(i)),
+            _ => Err(StageError::InvalidStageIndex { index: n, span }),
+        };
+    }
+    let name = from.to_lowercase();
+    Ok(stages
+        .iter()
+        .find(|s| s.name.as_deref() == Some(name.as_str()))
+        .map_or_else(
+            || DepSource::Image(from.to_owned()),
+            |s| DepSource::Stage(s.index),
+        ))
+}
+
 /// Go's `strconv.Atoi` on the values `COPY --from` can take.
 fn go_atoi(s: &str) -> Option<i64> {
     let digits = s.strip_prefix(['+', '-']).unwrap_or(s);
@@ -838,21 +857,7 @@ impl BuildPlan {
                         if !same {
                             return Err(StageError::FromVariable { span: from.span });
                         }
-                        let source = match go_atoi(&from.value) {
-                            Some(n) => {
-                                if n < 0 || n as usize >= stages.len() {
-                                    return Err(StageError::InvalidStageIndex {
-                                        index: n,
-                                        span: from.span,
-                                    });
-                                }
-                                DepSource::Stage(n as usize)
-                            }
-                            None => match by_name(&from.value, &stages) {
-                                Some(j) => DepSource::Stage(j),
-                                None => DepSource::Image(from.value.clone()),
-                            },
-                        };
+                        let source = copy_from_source(&from.value, from.span, &stages)?;
                         deps.push(StageDep {
                             source,
                             kind: DepKind::Copy,
@@ -902,18 +907,7 @@ impl BuildPlan {
                         continue;
                     };
                     let Some(from) = &c.from else { continue };
-                    let source = match go_atoi(&from.value) {
-                        Some(n) if n >= 0 && (n as usize) < stages.len() => {
-                            DepSource::Stage(n as usize)
-                        }
-                        Some(n) => {
-                            return Err(StageError::InvalidStageIndex { index: n, span });
-                        }
-                        None => match by_name(&from.value, &stages) {
-                            Some(j) => DepSource::Stage(j),
-                            None => DepSource::Image(from.value.clone()),
-                        },
-                    };
+                    let source = copy_from_source(&from.value, span, &stages)?;
                     deps.push(StageDep {
                         source,
                         kind: DepKind::Onbuild,
