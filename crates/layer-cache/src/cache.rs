@@ -344,6 +344,21 @@ impl Cache {
         })
     }
 
+    /// Applies the snapshot `chain` (overlay-layer form) into `dest` as
+    /// [`flatten_chain`](Cache::flatten_chain) applies a blob, without compressing: the
+    /// snapshot is packed as a plain tar stream on another thread and applied as it comes.
+    /// `pack` gives the timestamp clamp the layer was made with.
+    pub fn flatten_snapshot(
+        &self,
+        chain: &ChainId,
+        dest: &Path,
+        opts: &ApplyOptions,
+        pack: &PackOptions,
+    ) -> Result<ApplyStats> {
+        let snap = self.existing_snapshot(chain)?;
+        flatten_layer_dir(&snap.path, dest, opts, pack)
+    }
+
     /// Disk usage by kind.
     pub fn du(&self) -> Result<Usage> {
         self.gc().du()
@@ -371,4 +386,89 @@ impl Cache {
             index: &self.index,
         }
     }
+}
+
+/// The writing end of a tar stream handed between threads in chunks.
+struct ChunkSender(std::sync::mpsc::SyncSender<Vec<u8>>);
+
+impl std::io::Write for ChunkSender {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .send(buf.to_vec())
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "reader gone"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The reading end: the chunks in order, then end of stream when the sender is gone.
+struct ChunkReader {
+    rx: std::sync::mpsc::Receiver<Vec<u8>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl std::io::Read for ChunkReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.recv() {
+                Ok(c) => {
+                    self.chunk = c;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Applies a layer directory in overlay-layer form (a snapshot's files, an overlay upper)
+/// into `dest` as [`Cache::flatten_chain`] applies a blob, without compressing: the
+/// directory is packed as a plain tar stream on another thread and applied as it comes.
+/// `pack` gives the timestamp clamp the layer was made with.
+pub fn flatten_layer_dir(
+    dir: &Path,
+    dest: &Path,
+    opts: &ApplyOptions,
+    pack: &PackOptions,
+) -> Result<ApplyStats> {
+    let mut p = pack.clone();
+    p.source = SourceKind::OverlayUpper;
+    p.compression = crate::compress::Compression::None;
+    p.threads = 1;
+    let mut o = opts.clone();
+    o.mode = ApplyMode::Flatten;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || pack_dir(dir, &p, ChunkSender(tx)).map(|_| ()));
+        let mut reader = ChunkReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        };
+        let applied = apply_layer(&mut reader, dest, &o);
+        if applied.is_ok() {
+            // The applier may stop at the end-of-archive marker: take the rest (padding)
+            // so that the writer finishes.
+            while reader.rx.recv().is_ok() {}
+        }
+        drop(reader);
+        let written = writer.join().unwrap_or_else(|_| {
+            Err(Error::InvalidArgument {
+                reason: "the snapshot packing thread panicked".into(),
+            })
+        });
+        // The applier's error first: once it stops reading, the writer only sees the
+        // stream closed.
+        let stats = applied?;
+        written?;
+        Ok(stats)
+    })
 }

@@ -40,7 +40,7 @@ pub use pack::{
 pub use plan::{DeviceKind, EntryAction, Meta, plan_entry};
 pub use tar::{EntryHeader, EntryKind};
 // The cache on disk.
-pub use cache::{Cache, LayerRef};
+pub use cache::{Cache, LayerRef, flatten_layer_dir};
 pub use content::{BlobInfo, BlobWriter, ContentStore, Ingest};
 pub use gc::{KindUsage, PruneReport, RemovedEntry, Usage, UsageKind};
 pub use index::{BlobRef, CacheIndex, LayerRecord};
