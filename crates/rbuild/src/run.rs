@@ -192,7 +192,10 @@ pub(crate) fn build(
         // Without an output there is no manifest: name the image ID(s) when computed.
         let what = match (&report.digest, &report.config_digests[..]) {
             (Some(d), _) => format!("image {d}"),
-            (None, []) => "build complete, the result is in the build cache".to_owned(),
+            (None, []) if opts.outputs.is_empty() && !opts.push => {
+                "build complete, the result is in the build cache".to_owned()
+            }
+            (None, []) => "build complete".to_owned(),
             (None, ids) => format!("image ID {}", ids.join(", ")),
         };
         eprintln!(

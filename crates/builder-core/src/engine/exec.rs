@@ -957,7 +957,12 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     // Assemble the images and export them.
     let export_step = ctx.step_id();
     // Without an output nothing needs compressed layers: only the configs are made.
-    let built = if b.outputs.is_empty() {
+    // Files only (`type=local`): copied from the snapshots, nothing compressed either.
+    let local_only = !b.outputs.is_empty()
+        && b.outputs
+            .iter()
+            .all(|o| matches!(o.kind, ExportKind::Local { .. }));
+    let built = if b.outputs.is_empty() || local_only {
         None
     } else {
         let assembled = futures_util::future::try_join_all(
@@ -1002,6 +1007,21 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     };
     let names: Vec<String> = b.tags.iter().map(ToString::to_string).collect();
     let base_repos = states_layers(&states);
+    if local_only {
+        let export = export_files(&ctx, &states, &platforms, &b.outputs, export_step);
+        tokio::pin!(export);
+        let r = loop {
+            tokio::select! {
+                biased;
+                Some(ev) = rx.recv() => sink.event(&ev),
+                r = &mut export => break r,
+            }
+        };
+        while let Ok(ev) = rx.try_recv() {
+            sink.event(&ev);
+        }
+        r?;
+    }
     if let Some(built) = &built {
         let export = super::export::export_all(
             &ctx.client,
@@ -2410,6 +2430,59 @@ async fn image_id(
     .await?;
     let config = final_config(ctx, state, platform, &diff_ids);
     Ok(crate::oci::sha256_digest(&config.to_vec()))
+}
+
+/// `type=local` outputs written from the final stages' snapshots (unpacked where needed),
+/// without compressing any layer.
+async fn export_files(
+    ctx: &Arc<Ctx>,
+    states: &[Arc<StageState>],
+    platforms: &[Platform],
+    outputs: &[super::ExportSpec],
+    step: StepId,
+) -> Result<(), Error> {
+    for out in outputs {
+        let ExportKind::Local { dest } = &out.kind else {
+            continue;
+        };
+        ctx.emit(ProgressEvent::StepStarted {
+            id: step,
+            name: format!("exporting files to {}", dest.display()),
+            platform: None,
+            location: None,
+        });
+        let t = Instant::now();
+        for (state, platform) in states.iter().zip(platforms) {
+            let p = (
+                platform.os().to_owned(),
+                platform.architecture().to_owned(),
+                platform.variant().map(str::to_owned),
+            );
+            let dir = super::export::local_dir(dest, &p, platforms.len());
+            let lowers = ctx.materialize(&state.layers, step).await?;
+            let mut pack = ctx.pack.clone();
+            pack.source_date_epoch = ctx.source_date_epoch;
+            tokio::task::spawn_blocking(move || -> Result<(), Error> {
+                std::fs::create_dir_all(&dir).map_err(|source| Error::Export {
+                    path: dir.clone(),
+                    source,
+                })?;
+                let mut opts = ApplyOptions::default();
+                opts.devices = layer_cache::DevicePolicy::Skip;
+                for layer in lowers.iter().rev() {
+                    layer_cache::flatten_layer_dir(layer, &dir, &opts, &pack)?;
+                }
+                Ok(())
+            })
+            .await
+            .map_err(|e| join_error(&e))??;
+        }
+        ctx.emit(ProgressEvent::StepDone {
+            id: step,
+            elapsed: t.elapsed(),
+        });
+    }
+    Ok(())
 }
 
 /// What a COPY reads from, before it is materialised.

@@ -95,15 +95,7 @@ pub(super) async fn export_all(
 /// The final filesystem as plain files (one directory per platform when there are several).
 fn export_local(cache: &Cache, img: &BuiltImage, dest: &Path) -> Result<(), Error> {
     for i in &img.images {
-        let dir = if img.images.len() > 1 {
-            let (os, arch, variant) = &i.platform;
-            dest.join(match variant {
-                Some(v) => format!("{os}_{arch}_{v}"),
-                None => format!("{os}_{arch}"),
-            })
-        } else {
-            dest.to_owned()
-        };
+        let dir = local_dir(dest, &i.platform, img.images.len());
         std::fs::create_dir_all(&dir).map_err(export_err(&dir))?;
         let config: serde_json::Value =
             serde_json::from_slice(&i.config).map_err(|e| Error::BadImage {
@@ -123,6 +115,23 @@ fn export_local(cache: &Cache, img: &BuiltImage, dest: &Path) -> Result<(), Erro
         cache.flatten_chain(&layers, &dir, &opts)?;
     }
     Ok(())
+}
+
+/// Where `type=local` puts a platform's files: `dest`, or `dest/os_arch[_variant]` when
+/// there are several platforms.
+pub(super) fn local_dir(
+    dest: &Path,
+    (os, arch, variant): &(String, String, Option<String>),
+    platforms: usize,
+) -> std::path::PathBuf {
+    if platforms > 1 {
+        dest.join(match variant {
+            Some(v) => format!("{os}_{arch}_{v}"),
+            None => format!("{os}_{arch}"),
+        })
+    } else {
+        dest.to_owned()
+    }
 }
 
 struct PushProgress<'a> {

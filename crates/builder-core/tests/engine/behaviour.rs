@@ -901,3 +901,46 @@ pub(crate) fn stages_sharing_a_base_pull_it_once() -> R {
     );
     Ok(())
 }
+
+/// `type=local` alone writes the files from the snapshots: deletions applied, owners and
+/// modes kept, and no layer compressed.
+pub(crate) fn local_output_compresses_nothing() -> R {
+    let c = Case::new();
+    c.dockerfile(
+        "FROM {BUSYBOX}\nRUN mkdir -p /d && echo keep > /d/keep && echo gone > /d/gone \
+         && chown 1001:1001 /d/keep && chmod 640 /d/keep\nRUN rm /d/gone /bin/ls\n",
+    );
+    let before = fs::read_dir(c.cache().join("blobs/sha256")).map_or(0, Iterator::count);
+    let dest = c.path().join("files");
+    let b = Build::new(c.ctx())?
+        .cache_dir(c.cache())
+        .output(format!("type=local,dest={}", dest.display()).parse()?);
+    let (report, _) = ok(run_build(b))?;
+    ensure!(report.digest.is_none(), "{report:?}");
+    ensure_eq!(fs::read_to_string(dest.join("d/keep"))?, "keep\n");
+    ensure!(!dest.join("d/gone").exists(), "a deleted file was exported");
+    ensure!(
+        !dest.join("bin/ls").exists(),
+        "a deleted base file was exported"
+    );
+    ensure!(
+        dest.join("bin/busybox").exists(),
+        "the base's files are missing"
+    );
+    use std::os::unix::fs::MetadataExt as _;
+    let md = fs::metadata(dest.join("d/keep"))?;
+    ensure_eq!(
+        (md.uid(), md.gid(), md.mode() & 0o7777),
+        (1001, 1001, 0o640)
+    );
+    // Only the base image's blob (and config) were stored: no layer was compressed.
+    let blobs: Vec<_> = fs::read_dir(c.cache().join("blobs/sha256"))?
+        .filter_map(Result::ok)
+        .collect();
+    ensure!(
+        before == 0 && blobs.len() <= 2,
+        "{} blobs stored for a files-only build",
+        blobs.len()
+    );
+    Ok(())
+}

@@ -772,6 +772,11 @@ fn main() {
             Needs::Nothing,
         ),
         (
+            "local_output_compresses_nothing",
+            behaviour::local_output_compresses_nothing,
+            Needs::Nothing,
+        ),
+        (
             "changed_run_reruns_from_there",
             behaviour::changed_run_reruns_from_there,
             Needs::Nothing,

@@ -226,10 +226,18 @@ pub fn cache_sharing_locked_serialises_processes() -> R {
         let c = Case::new();
         // The base image first, so both builds reach the step at about the same time.
         ok(c.build("FROM {BUSYBOX}\nRUN true\n"))?;
+        // Shared users wait (up to 10 s) for each other to start, so that the check does
+        // not depend on how fast a loaded machine starts the second build; the others
+        // hold the mount for 2 s.
+        let hold = if sharing == "shared" {
+            "i=0; while [ $(grep -c start /c/log) -lt 2 ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done"
+        } else {
+            "sleep 2"
+        };
         c.file(
             "Dockerfile",
             &crate::util::df(&format!(
-                "FROM {{BUSYBOX}}\nARG N\nRUN --mount=type=cache,target=/c,sharing={sharing} sh -c 'echo start $N >> /c/log; sleep 2; echo end $N >> /c/log'\n"
+                "FROM {{BUSYBOX}}\nARG N\nRUN --mount=type=cache,target=/c,sharing={sharing} sh -c 'echo start $N >> /c/log; {hold}; echo end $N >> /c/log'\n"
             )),
         );
         let children: Vec<_> = ["a", "b"]
