@@ -929,17 +929,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             Ok(states)
         }
     };
-    tokio::pin!(work);
-    let states = loop {
-        tokio::select! {
-            biased;
-            Some(ev) = rx.recv() => sink.event(&ev),
-            r = &mut work => break r,
-        }
-    };
-    while let Ok(ev) = rx.try_recv() {
-        sink.event(&ev);
-    }
+    let states = forwarding(work, &mut rx, sink).await;
     let states = states.map_err(|e| {
         let e = Arc::try_unwrap(e).unwrap_or_else(|e| clone_error(&e));
         // Cancelled because another stage failed: report that failure.
@@ -971,15 +961,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
                 .zip(&platforms)
                 .map(|(state, platform)| assemble(&ctx, state, platform, export_step)),
         );
-        tokio::pin!(assembled);
-        let images = loop {
-            tokio::select! {
-                biased;
-                Some(ev) = rx.recv() => sink.event(&ev),
-                r = &mut assembled => break r?,
-            }
-        };
-        Some(BuiltImage::new(images))
+        Some(BuiltImage::new(forwarding(assembled, &mut rx, sink).await?))
     };
     let config_digests: Vec<String> = match &built {
         Some(img) => img
@@ -994,14 +976,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
                     .zip(&platforms)
                     .map(|(state, platform)| image_id(&ctx, state, platform)),
             );
-            tokio::pin!(ids);
-            loop {
-                tokio::select! {
-                    biased;
-                    Some(ev) = rx.recv() => sink.event(&ev),
-                    r = &mut ids => break r?,
-                }
-            }
+            forwarding(ids, &mut rx, sink).await?
         }
         None => Vec::new(),
     };
@@ -1009,18 +984,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     let base_repos = states_layers(&states);
     if local_only {
         let export = export_files(&ctx, &states, &platforms, &b.outputs, export_step);
-        tokio::pin!(export);
-        let r = loop {
-            tokio::select! {
-                biased;
-                Some(ev) = rx.recv() => sink.event(&ev),
-                r = &mut export => break r,
-            }
-        };
-        while let Ok(ev) = rx.try_recv() {
-            sink.event(&ev);
-        }
-        r?;
+        forwarding(export, &mut rx, sink).await?;
     }
     if let Some(built) = &built {
         let export = super::export::export_all(
@@ -1033,18 +997,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             &ctx.events,
             export_step,
         );
-        tokio::pin!(export);
-        let r = loop {
-            tokio::select! {
-                biased;
-                Some(ev) = rx.recv() => sink.event(&ev),
-                r = &mut export => break r,
-            }
-        };
-        while let Ok(ev) = rx.try_recv() {
-            sink.event(&ev);
-        }
-        r?;
+        forwarding(export, &mut rx, sink).await?;
     }
     // Base blobs no step needed: stop fetching them; their FROM steps end here.
     for (id, t0) in ctx.stop_prefetches() {
@@ -1074,6 +1027,27 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         steps_cached: ctx.cached_steps.load(Ordering::Relaxed),
         names,
     })
+}
+
+/// Runs `fut` while handing the progress events the build's tasks send to `sink`, then
+/// the events still queued when it ends.
+async fn forwarding<T>(
+    fut: impl Future<Output = T>,
+    rx: &mut mpsc::UnboundedReceiver<ProgressEvent>,
+    sink: &mut dyn ProgressSink,
+) -> T {
+    tokio::pin!(fut);
+    let out = loop {
+        tokio::select! {
+            biased;
+            Some(ev) = rx.recv() => sink.event(&ev),
+            r = &mut fut => break r,
+        }
+    };
+    while let Ok(ev) = rx.try_recv() {
+        sink.event(&ev);
+    }
+    out
 }
 
 /// The layers of each platform's final stage with where they came from (for pushes).
