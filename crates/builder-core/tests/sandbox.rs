@@ -61,10 +61,6 @@ fn main() {
             user_resolution_and_credentials,
         ),
         Trial::test("workdir_created_and_owned", workdir_created_and_owned),
-        Trial::test(
-            "nice_lowers_the_steps_priority",
-            nice_lowers_the_steps_priority,
-        ),
         Trial::test("writable_overlay_is_volatile", writable_overlay_is_volatile),
         Trial::test("network_none_has_only_lo", network_none_has_only_lo),
         Trial::test("proc_dev_sys_and_masks", proc_dev_sys_and_masks),
@@ -1330,44 +1326,6 @@ fn child_main(mode: &str) -> i32 {
             2
         }
     }
-}
-
-/// `with_nice` lowers the step's priority (and only the step's: rbuild's is unchanged), as
-/// a non-root user too; an out-of-range value is refused.
-fn nice_lowers_the_steps_priority() -> R {
-    let sb = overlay();
-    let base = base_layer(host_arch());
-    let ours = rustix::process::getpriority_process(None).map_err(|e| e.to_string())?;
-    let user = resolve_user(std::slice::from_ref(&base), "1001:1001")?;
-    // Field 19 of /proc/self/stat is the nice value (the command is `cut`'s own process).
-    let script = "cut -d' ' -f19 /proc/self/stat";
-    let run = run_dirs();
-    let plain = ok(&sb, &spec([base.clone()], &run, script))?;
-    eq(
-        plain.trim(),
-        ours.to_string().as_str(),
-        "nice without with_nice",
-    )?;
-    let run = run_dirs();
-    let s = spec([base], &run, script).with_user(user).with_nice(10)?;
-    eq(
-        ok(&sb, &s)?.trim(),
-        (ours + 10).min(19).to_string().as_str(),
-        "nice with with_nice(10)",
-    )?;
-    eq(
-        rustix::process::getpriority_process(None).map_err(|e| e.to_string())?,
-        ours,
-        "rbuild's own nice value",
-    )?;
-    let run = run_dirs();
-    check(
-        spec([base_layer(host_arch())], &run, script)
-            .with_nice(20)
-            .is_err(),
-        || "nice 20 accepted".into(),
-    )?;
-    Ok(())
 }
 
 /// A writable step's overlay is mounted `volatile` (the step's fsyncs do not reach the

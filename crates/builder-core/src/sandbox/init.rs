@@ -889,15 +889,8 @@ fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
-/// Credentials and capabilities: bounding set, groups, gid, uid, then the sets. The nice
-/// value is raised first (lowering a priority needs no capability; raising would).
+/// Credentials and capabilities: bounding set, groups, gid, uid, then the sets.
 fn drop_privileges(plan: &InitPlan) -> Result<(), Fail> {
-    if plan.nice > 0 {
-        let now =
-            rustix::process::getpriority_process(None).map_err(|e| fail("getpriority", None, e))?;
-        rustix::process::setpriority_process(None, (now + i32::from(plan.nice)).min(19))
-            .map_err(|e| fail("setpriority", None, e))?;
-    }
     let current = rustix::thread::capabilities(None).map_err(|e| fail("capget", None, e))?;
     let allowed = if plan.insecure {
         current.permitted

@@ -414,7 +414,6 @@ pub(crate) fn prepare(
         hostname: spec.hostname.clone(),
         network_none: spec.network == NetworkMode::None,
         insecure: spec.insecure,
-        nice: spec.nice,
     };
     Ok(Prepared {
         plan,

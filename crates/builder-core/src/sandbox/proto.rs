@@ -41,8 +41,6 @@ pub(crate) struct InitPlan {
     pub(crate) hostname: Option<String>,
     pub(crate) network_none: bool,
     pub(crate) insecure: bool,
-    /// Raise the nice value by this much before running the command.
-    pub(crate) nice: u8,
 }
 
 /// How the root is made.

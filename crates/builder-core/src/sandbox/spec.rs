@@ -171,9 +171,6 @@ pub struct RunSpec {
     /// The architecture of the root (`arm64`, `amd64`, `arm`, ...: the platform's
     /// architecture); a foreign one runs under QEMU from binfmt_misc. `None` means the host's.
     pub arch: Option<String>,
-    /// Added to the process's nice value (0..=19): a lower scheduling priority, for work
-    /// that should yield the cores to work on the build's critical path.
-    pub nice: u8,
 }
 
 impl RunSpec {
@@ -196,7 +193,6 @@ impl RunSpec {
             mounts: Vec::new(),
             insecure: false,
             arch: None,
-            nice: 0,
         };
         spec.validate()?;
         Ok(spec)
@@ -223,18 +219,6 @@ impl RunSpec {
     pub fn with_user(mut self, user: User) -> Self {
         self.user = user;
         self
-    }
-
-    /// Runs the command with its nice value raised by `nice` (at most 19).
-    pub fn with_nice(mut self, nice: u8) -> Result<Self, SandboxError> {
-        if nice > 19 {
-            return Err(SandboxError::InvalidSpec {
-                field: "nice",
-                reason: format!("{nice} is not in 0..=19"),
-            });
-        }
-        self.nice = nice;
-        Ok(self)
     }
 
     /// Sets the UTS hostname.
