@@ -296,11 +296,7 @@ impl Cache {
     /// storing anything. `opts` gives the timestamp clamp; compression is ignored.
     pub fn hash_snapshot(&self, chain: &ChainId, opts: &PackOptions) -> Result<PackedLayer> {
         let snap = self.existing_snapshot(chain)?;
-        let mut o = opts.clone();
-        o.source = SourceKind::OverlayUpper;
-        o.compression = crate::compress::Compression::None;
-        o.threads = 1;
-        crate::pack::layer_digests(&snap.path, &o)
+        crate::pack::layer_digests(&snap.path, &plain_tar(opts))
     }
 
     /// Packs the snapshot `chain` (see [`Cache::commit_upperdir_unhashed`]; any snapshot
@@ -439,10 +435,7 @@ pub fn flatten_layer_dir(
     opts: &ApplyOptions,
     pack: &PackOptions,
 ) -> Result<ApplyStats> {
-    let mut p = pack.clone();
-    p.source = SourceKind::OverlayUpper;
-    p.compression = crate::compress::Compression::None;
-    p.threads = 1;
+    let p = plain_tar(pack);
     let mut o = opts.clone();
     o.mode = ApplyMode::Flatten;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(8);
@@ -471,4 +464,14 @@ pub fn flatten_layer_dir(
         written?;
         Ok(stats)
     })
+}
+
+/// `opts` for an overlay-form directory written as a plain tar stream (hashing, or
+/// flattening without compression): one thread, no compressor.
+fn plain_tar(opts: &PackOptions) -> PackOptions {
+    let mut o = opts.clone();
+    o.source = SourceKind::OverlayUpper;
+    o.compression = crate::compress::Compression::None;
+    o.threads = 1;
+    o
 }

@@ -372,34 +372,30 @@ impl Image {
             .unwrap_or_default())
     }
 
-    /// The entries of layer `i` (negative: from the end), as `tar -tv` lists them.
-    pub(crate) fn layer_listing(&self, i: isize) -> Result<Vec<String>, Failed> {
+    /// The blob file of layer `i` (negative: from the end) in the layout.
+    fn layer_blob(&self, i: isize) -> Result<PathBuf, Failed> {
         let layers = self.layers()?;
         let idx = if i < 0 { layers.len() as isize + i } else { i };
         let l = layers
             .get(usize::try_from(idx).map_err(|_| "no such layer")?)
             .ok_or_else(|| format!("no layer {i} among {}", layers.len()))?;
         let digest = l["digest"].as_str().unwrap_or_default();
-        let blob = self
+        Ok(self
             .layout
             .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"));
+            .join(digest.trim_start_matches("sha256:")))
+    }
+
+    /// The entries of layer `i` (negative: from the end), as `tar -tv` lists them.
+    pub(crate) fn layer_listing(&self, i: isize) -> Result<Vec<String>, Failed> {
+        let blob = self.layer_blob(i)?;
         let out = sh(Command::new("tar").arg("-tvf").arg(&blob))?;
         Ok(out.lines().map(str::to_owned).collect())
     }
 
     /// The entry names of layer `i` (negative: from the end), without a trailing slash.
     pub(crate) fn layer_names(&self, i: isize) -> Result<Vec<String>, Failed> {
-        let layers = self.layers()?;
-        let idx = if i < 0 { layers.len() as isize + i } else { i };
-        let l = layers
-            .get(usize::try_from(idx).map_err(|_| "no such layer")?)
-            .ok_or_else(|| format!("no layer {i} among {}", layers.len()))?;
-        let digest = l["digest"].as_str().unwrap_or_default();
-        let blob = self
-            .layout
-            .join("blobs/sha256")
-            .join(digest.trim_start_matches("sha256:"));
+        let blob = self.layer_blob(i)?;
         let out = sh(Command::new("tar").arg("-tf").arg(&blob))?;
         Ok(out
             .lines()
