@@ -340,21 +340,6 @@ impl Cache {
         })
     }
 
-    /// Applies the snapshot `chain` (overlay-layer form) into `dest` as
-    /// [`flatten_chain`](Cache::flatten_chain) applies a blob, without compressing: the
-    /// snapshot is packed as a plain tar stream on another thread and applied as it comes.
-    /// `pack` gives the timestamp clamp the layer was made with.
-    pub fn flatten_snapshot(
-        &self,
-        chain: &ChainId,
-        dest: &Path,
-        opts: &ApplyOptions,
-        pack: &PackOptions,
-    ) -> Result<ApplyStats> {
-        let snap = self.existing_snapshot(chain)?;
-        flatten_layer_dir(&snap.path, dest, opts, pack)
-    }
-
     /// Disk usage by kind.
     pub fn du(&self) -> Result<Usage> {
         self.gc().du()
