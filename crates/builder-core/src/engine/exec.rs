@@ -2434,8 +2434,8 @@ async fn export_files(
             );
             let dir = super::export::local_dir(dest, &p, platforms.len());
             let lowers = ctx.materialize(&state.layers, step).await?;
-            let mut pack = ctx.pack.clone();
-            pack.source_date_epoch = ctx.source_date_epoch;
+            // The build's options carry its SOURCE_DATE_EPOCH clamp.
+            let pack = ctx.pack.clone();
             tokio::task::spawn_blocking(move || -> Result<(), Error> {
                 std::fs::create_dir_all(&dir).map_err(|source| Error::Export {
                     path: dir.clone(),
