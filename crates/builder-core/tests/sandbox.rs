@@ -64,6 +64,14 @@ fn main() {
         Trial::test("writable_overlay_is_volatile", writable_overlay_is_volatile),
         Trial::test("network_none_has_only_lo", network_none_has_only_lo),
         Trial::test("proc_dev_sys_and_masks", proc_dev_sys_and_masks),
+        Trial::test(
+            "seccomp_denies_namespaces_keys_and_kernel_interfaces",
+            seccomp_denies_namespaces_keys_and_kernel_interfaces,
+        ),
+        Trial::test(
+            "device_nodes_made_by_a_step_do_not_open",
+            device_nodes_made_by_a_step_do_not_open,
+        ),
         Trial::test("extra_mounts", extra_mounts),
         Trial::test("mount_targets_cannot_escape", mount_targets_cannot_escape),
         Trial::test(
@@ -895,6 +903,180 @@ fn proc_dev_sys_and_masks() -> R {
         "masks and mounts",
     )?;
     eq(listing(&run.upper), Vec::<String>::new(), "upper")
+}
+
+/// A step keeps CAP_MKNOD (packages make device nodes), but a node it makes does not open:
+/// not in the root, not in /dev, not in a writable bind mount. Otherwise, with no device
+/// cgroup, `mknod` of the host disk's numbers would give the step the host's disk. /dev's own
+/// nodes still work, and with `insecure` (a privileged step) a made node opens.
+fn device_nodes_made_by_a_step_do_not_open() -> R {
+    let sb = overlay();
+    let base = base_layer(host_arch());
+    let host = workdir();
+    let cache = host.path().join("cache");
+    fs::create_dir(&cache)?;
+    // The block device holding this test's files: reading one byte of it is harmless, and
+    // is what the sandbox must refuse.
+    let st = rustix::fs::stat(host.path()).map_err(|e| e.to_string())?;
+    let (major, minor) = (rustix::fs::major(st.st_dev), rustix::fs::minor(st.st_dev));
+    let script = format!(
+        "try() {{ if head -c 1 \"$1\" > /dev/null 2>&1; then echo \"$2 opens\"; else echo \"$2 refused\"; fi; }}
+mknod /blk b {major} {minor} && echo made
+try /blk root-block
+mknod /chr c 1 3 && try /chr root-char
+mknod /dev/mine c 1 3 && try /dev/mine dev-char
+mknod /cache/n c 1 3 && try /cache/n bind-char
+try /dev/zero dev-zero
+echo x > /dev/null && echo dev-null-writes"
+    );
+    let run = run_dirs();
+    let s = spec([base.clone()], &run, &script).with_mount(Mount::bind(
+        MountSource::Host(cache.clone()),
+        "/cache",
+        BindAccess::ReadWrite,
+    ))?;
+    eq(
+        ok(&sb, &s)?.lines().collect::<Vec<_>>(),
+        vec![
+            "made",
+            "root-block refused",
+            "root-char refused",
+            "dev-char refused",
+            "bind-char refused",
+            "dev-zero opens",
+            "dev-null-writes",
+        ],
+        "device nodes",
+    )?;
+    // The nodes are made, and the one in the root is part of the step's diff.
+    let blk = fs::symlink_metadata(run.upper.join("blk"))?;
+    check(blk.file_type().is_block_device(), || {
+        format!("/blk in the upper: {:?}", blk.file_type())
+    })?;
+
+    let run = run_dirs();
+    let script = "mknod /chr c 1 3 && echo x > /chr && echo root-char opens";
+    let s = spec([base], &run, script).with_insecure(true);
+    eq(
+        ok(&sb, &s)?.trim(),
+        "root-char opens",
+        "insecure step and a made node",
+    )
+}
+
+/// A C probe making raw system calls, built static (the base image has no C library of
+/// ours) with the host's `cc`.
+const SECCOMP_PROBE: &str = r#"
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static void report(const char *name, long r, int err) {
+    if (r >= 0) printf("%s ok\n", name);
+    else printf("%s %s\n", name, err == EPERM ? "EPERM" : err == ENOSYS ? "ENOSYS" : strerror(err));
+}
+#define CALL(name, ...) do { long r_ = syscall(__VA_ARGS__); report(name, r_, errno); } while (0)
+
+static void clone_with(const char *name, unsigned long flags) {
+    long pid = syscall(SYS_clone, flags | SIGCHLD, 0, 0, 0, 0);
+    int err = errno;
+    if (pid == 0) _exit(0);
+    if (pid > 0) waitpid(pid, 0, 0);
+    report(name, pid, err);
+}
+
+int main(void) {
+    CALL("unshare-user", SYS_unshare, CLONE_NEWUSER);
+    CALL("unshare-files", SYS_unshare, CLONE_FILES);
+    clone_with("clone-newuser", CLONE_NEWUSER);
+    clone_with("clone-newns", CLONE_NEWNS);
+    clone_with("clone-plain", 0);
+    CALL("clone3", SYS_clone3, 0, 0);
+    CALL("keyctl", SYS_keyctl, 0, -3, 0);
+    CALL("add_key", SYS_add_key, "user", "k", "v", 1, -3);
+    CALL("bpf", SYS_bpf, 0, 0, 0);
+    CALL("perf_event_open", SYS_perf_event_open, 0, 0, -1, -1, 0);
+    CALL("io_uring_setup", SYS_io_uring_setup, 1, 0);
+    CALL("userfaultfd", SYS_userfaultfd, 0);
+    CALL("setns", SYS_setns, -1, 0);
+#ifdef __x86_64__
+    CALL("x32-getpid", SYS_getpid | 0x40000000);
+    long r;
+    __asm__ volatile ("int $0x80" : "=a"(r) : "a"(310L), "b"(0x10000000L) : "memory");
+    printf("i386-unshare %s\n", r == -EPERM ? "EPERM" : r == -ENOSYS ? "ENOSYS" : "allowed");
+#endif
+    CALL("getpid", SYS_getpid);
+    return 0;
+}
+"#;
+
+/// Outside `insecure`, a step runs under the seccomp filter: no new namespaces (unshare,
+/// setns, clone with namespace flags; clone3 says ENOSYS so the C library falls back to
+/// clone), no keyring, BPF, perf events, io_uring or userfaultfd, and neither the x32 ABI
+/// nor the i386 table gets around it; ordinary calls and a plain clone work. An insecure
+/// step has no filter.
+fn seccomp_denies_namespaces_keys_and_kernel_interfaces() -> R {
+    let sb = overlay();
+    let base = base_layer(host_arch());
+    let tools = workdir();
+    let layer = tools.path().join("layer");
+    fs::create_dir(&layer)?;
+    fs::write(tools.path().join("probe.c"), SECCOMP_PROBE)?;
+    let cc = Command::new("cc")
+        .args(["-static", "-O1", "-o"])
+        .arg(layer.join("probe"))
+        .arg(tools.path().join("probe.c"))
+        .output()?;
+    check(cc.status.success(), || {
+        format!("cc: {}", String::from_utf8_lossy(&cc.stderr))
+    })?;
+
+    let run = run_dirs();
+    let out = ok(&sb, &spec([layer.clone(), base.clone()], &run, "/probe"))?;
+    let mut expected = vec![
+        "unshare-user EPERM",
+        "unshare-files EPERM",
+        "clone-newuser EPERM",
+        "clone-newns EPERM",
+        "clone-plain ok",
+        "clone3 ENOSYS",
+        "keyctl EPERM",
+        "add_key EPERM",
+        "bpf EPERM",
+        "perf_event_open EPERM",
+        "io_uring_setup EPERM",
+        "userfaultfd EPERM",
+        "setns EPERM",
+    ];
+    let lines: Vec<&str> = out.lines().collect();
+    if cfg!(target_arch = "x86_64") {
+        expected.push("x32-getpid ENOSYS");
+        // ENOSYS where the kernel runs no i386 code at all (ia32_emulation=0).
+        let i386 = lines.iter().find(|l| l.starts_with("i386-unshare"));
+        check(
+            matches!(
+                i386,
+                Some(&"i386-unshare EPERM") | Some(&"i386-unshare ENOSYS")
+            ),
+            || format!("the i386 table: {i386:?}"),
+        )?;
+        expected.push(i386.copied().unwrap_or_default());
+    }
+    expected.push("getpid ok");
+    eq(lines, expected, "system calls under the filter")?;
+
+    let run = run_dirs();
+    let s = spec([layer, base], &run, "/probe").with_insecure(true);
+    let out = ok(&sb, &s)?;
+    check(out.lines().any(|l| l == "unshare-user ok"), || {
+        format!("an insecure step has no filter:\n{out}")
+    })
 }
 
 fn extra_mounts() -> R {

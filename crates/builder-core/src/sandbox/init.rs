@@ -552,7 +552,7 @@ fn clone_tree(dir: impl AsFd, path: &str, recursive: bool) -> rustix::io::Result
     rustix::mount::open_tree(dir, path, flags)
 }
 
-fn mount_one(root: &OwnedFd, m: &InitMount) -> Result<(), Fail> {
+fn mount_one(root: &OwnedFd, m: &InitMount, insecure: bool) -> Result<(), Fail> {
     let target = match in_root(root, &m.target, OFlags::PATH, ResolveFlags::NO_MAGICLINKS) {
         Ok(fd) => fd,
         Err(Errno::NOENT) if m.create.is_some() => {
@@ -628,6 +628,15 @@ fn mount_one(root: &OwnedFd, m: &InitMount) -> Result<(), Fail> {
             .map_err(|e| fail("mount tmpfs", Some(&Path::new("/").join(&m.target)), e))?
         }
     };
+    if !insecure {
+        sys::mount_setattr(
+            &tree,
+            MountAttrFlags::MOUNT_ATTR_NODEV,
+            MountAttrFlags::empty(),
+            true,
+        )
+        .map_err(|e| fail("make mount nodev", Some(&Path::new("/").join(&m.target)), e))?;
+    }
     attach(&tree, &target, "mount", &m.target)
 }
 
@@ -649,13 +658,20 @@ fn mount_system(root: &OwnedFd, insecure: bool) -> Result<(), Fail> {
     let proc = new_fs("proc", &[], &[], noexec).map_err(|e| fail("mount proc", None, e))?;
     attach(&proc, &dir("proc")?, "mount proc", "proc")?;
 
+    // /dev is `nodev` too: only the host's nodes bound below it (mounts of their own) open.
+    let dev_nodev = if insecure {
+        MountAttrFlags::empty()
+    } else {
+        MountAttrFlags::MOUNT_ATTR_NODEV
+    };
     let dev = new_fs(
         "tmpfs",
         &[("mode", "755"), ("size", "65536k")],
         &[],
         MountAttrFlags::MOUNT_ATTR_NOSUID
             | MountAttrFlags::MOUNT_ATTR_NOEXEC
-            | MountAttrFlags::MOUNT_ATTR_STRICTATIME,
+            | MountAttrFlags::MOUNT_ATTR_STRICTATIME
+            | dev_nodev,
     )
     .map_err(|e| fail("mount /dev tmpfs", None, e))?;
     attach(&dev, &dir("dev")?, "mount /dev", "dev")?;
@@ -837,10 +853,23 @@ fn setup_namespaced_root(plan: &InitPlan) -> Result<(), Fail> {
         }
     };
     let root = open_dir_path(mountpoint)?;
+    // Device nodes in the root cannot be opened (`nodev`): a step keeps CAP_MKNOD, as in
+    // BuildKit, so that packages can create nodes, but without a device cgroup nothing else
+    // would stop it from making `/dev/sda`'s node and writing the host's disk. The devices
+    // a step may use are the host's own nodes bound into /dev (their own mounts).
+    if !plan.insecure {
+        sys::mount_setattr(
+            &root,
+            MountAttrFlags::MOUNT_ATTR_NODEV,
+            MountAttrFlags::empty(),
+            false,
+        )
+        .map_err(|e| fail("make root nodev", Some(mountpoint), e))?;
+    }
     // The system mounts first: a step's mounts may go below /dev (heredoc files).
     mount_system(&root, plan.insecure)?;
     for m in &plan.mounts {
-        mount_one(&root, m)?;
+        mount_one(&root, m, plan.insecure)?;
     }
     if let Some(h) = &plan.hostname {
         rustix::system::sethostname(h.as_bytes()).map_err(|e| fail("sethostname", None, e))?;
@@ -894,6 +923,10 @@ fn drop_privileges(plan: &InitPlan) -> Result<(), Fail> {
     let current = rustix::thread::capabilities(None).map_err(|e| fail("capget", None, e))?;
     let allowed = if plan.insecure {
         current.permitted
+    } else if matches!(plan.root, InitRoot::Chroot { .. }) {
+        // A chroot root is the host's file system as it is: it cannot be made `nodev`, so
+        // a node made there would open the host's device. No CAP_MKNOD then.
+        default_capabilities() & current.permitted & !CapabilitySet::MKNOD
     } else {
         default_capabilities() & current.permitted
     };
@@ -1006,6 +1039,15 @@ fn prepare_command(plan: &InitPlan) -> Result<(), Fail> {
         rustix::process::chdir("/").map_err(|e| fail("chdir", Some(Path::new("/")), e))?;
     }
     make_cwd(&plan.cwd, plan.user.uid, plan.user.gid)?;
+    // The filter goes on while the process still has CAP_SYS_ADMIN (so `no_new_privs` is
+    // not needed and setuid programs in the image keep working); it allows every call
+    // `drop_privileges` and `exec` make.
+    if !plan.insecure {
+        if let Some(filter) = super::seccomp::default_filter() {
+            sys::install_seccomp_filter(&filter)
+                .map_err(|e| fail("install the seccomp filter", None, e))?;
+        }
+    }
     drop_privileges(plan)?;
     rustix::process::chdir(plan.cwd.as_str())
         .map_err(|e| fail("chdir", Some(Path::new(&plan.cwd)), e))?;

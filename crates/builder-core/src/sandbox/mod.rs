@@ -7,6 +7,7 @@ mod error;
 mod init;
 mod plan;
 mod proto;
+mod seccomp;
 mod spec;
 mod sys;
 mod user;

@@ -116,6 +116,43 @@ pub(crate) fn mount_setattr(
     }
 }
 
+/// Installs a seccomp-bpf filter on this (single-threaded) process; it stays for every
+/// process it executes or forks. Without CAP_SYS_ADMIN (a chroot-mode step of an
+/// unprivileged rbuild) the kernel wants `no_new_privs` first, which is then set.
+pub(crate) fn install_seccomp_filter(program: &[libc::sock_filter]) -> io::Result<()> {
+    let len =
+        u16::try_from(program.len()).map_err(|_| io::Error::other("seccomp program too long"))?;
+    let prog = libc::sock_fprog {
+        len,
+        filter: program.as_ptr().cast_mut(),
+    };
+    let install = || {
+        // SAFETY: `prog` points to `len` valid instructions that outlive the call (the
+        // kernel copies them); the remaining arguments are ignored for this operation.
+        let r = unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER as libc::c_ulong,
+                &prog as *const libc::sock_fprog,
+                0,
+                0,
+            )
+        };
+        if r == -1 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
+    match install() {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            rustix::thread::set_no_new_privs(true)?;
+            install()
+        }
+        r => r,
+    }
+}
+
 /// Marks every file descriptor from 3 up close-on-exec, so nothing the host process leaked
 /// reaches the sandboxed command.
 pub(crate) fn cloexec_from_3() -> io::Result<()> {
