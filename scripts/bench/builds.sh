@@ -26,7 +26,10 @@
 # BuildKit's figures are printed regardless.
 #
 # usage: scripts/bench/builds.sh [--only buildkit|rbuild] [--services a,b] [--no-multiarch]
-#                                [--rbuild PATH] [--out DIR]
+#                                [--multiarch-only] [--repeat N] [--rbuild PATH] [--out DIR]
+#   --multiarch-only  skip the single-platform rows
+#   --repeat N        run the multi-arch rows N times, the tools taking turns (default 1);
+#                     the table gives the median of each tool and every run
 # Needs the test environment (scripts/testenv/up.sh). Empties docker's build cache.
 set -euo pipefail
 
@@ -37,6 +40,8 @@ docker=/usr/bin/docker
 only=""
 services=auth-service,user-service
 multiarch=yes
+single=yes
+repeat=1
 rbuild=""
 out=""
 # The dependency the "dependency" row adds: small, no dependencies, not in either tree.
@@ -51,6 +56,8 @@ while [[ $# -gt 0 ]]; do
     --only) only=$2; [[ $only == buildkit || $only == rbuild ]] || usage; shift 2 ;;
     --services) services=$2; shift 2 ;;
     --no-multiarch) multiarch=""; shift ;;
+    --multiarch-only) single=""; shift ;;
+    --repeat) repeat=$2; [[ $repeat =~ ^[1-9][0-9]*$ ]] || usage; shift 2 ;;
     --rbuild) rbuild=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     -h | --help) usage ;;
@@ -84,6 +91,8 @@ load1() { cut -d' ' -f1 /proc/loadavg; }
 results=$out/results.tsv
 : >"$results"
 row_load=""
+# "-N" in the log names of the Nth multi-arch pass when --repeat is above 1.
+pass=""
 record() { printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$1" "$2" "$3" "$4" "$5" "$6" "${7:--}" "$row_load" >>"$results"; }
 
 # ---------------------------------------------------------------------------------------
@@ -173,9 +182,18 @@ bk_push() { # tag ctx service
   bk_build "push-$3" "$fresh" "$2" && $docker push "$fresh" >>"$out/buildkit-push-$3.log" 2>&1
 }
 
+# Each platform's build is also timed on its own into $parts: the arm64 build alone is the
+# floor of any one-command build of both platforms that runs the same emulated steps.
+parts=$out/parts.tsv
+: >"$parts"
 bk_multiarch() { # service ctx (caches emptied by the caller, outside the timing)
-  bk_build "multi-arch-$1-amd64" "bench-buildkit/$1:amd64" "$2" --platform linux/amd64 \
-    && bk_build "multi-arch-$1-arm64" "bench-buildkit/$1:arm64" "$2" --platform linux/arm64
+  local platform t0
+  for platform in amd64 arm64; do
+    t0=$(now)
+    bk_build "multi-arch-$1-$platform$pass" "bench-buildkit/$1:$platform" "$2" \
+      --platform "linux/$platform" || return 1
+    printf '%s\t%s\t%s\n' "$1" "$platform" "$(since "$t0")" >>"$parts"
+  done
 }
 
 run_buildkit() { # service
@@ -214,7 +232,7 @@ rb_sample_hwm() { # time_pid file
 }
 
 rb_row() { # row service cache_dir ctx [rbuild build args...]
-  local row=$1 service=$2 cache=$3 ctx=$4 t0 secs rss own logf=$out/rbuild-$1-$2.log first
+  local row=$1 service=$2 cache=$3 ctx=$4 t0 secs rss own logf=$out/rbuild-$1-$2$pass.log first
   local tpid spid status
   shift 4
   log "rbuild    $row  $service"
@@ -299,18 +317,23 @@ log "machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg); logs in $ou
 # ---------------------------------------------------------------------------------------
 # The runs
 
-for s in "${service_list[@]}"; do
-  want buildkit && run_buildkit "$s"
-  want rbuild && run_rbuild "$s"
-done
-if [[ -n $multiarch ]]; then
+if [[ -n $single ]]; then
   for s in "${service_list[@]}"; do
-    if want buildkit; then
-      ctx=$(copy_example buildkit "$s")
-      note=$(bk_empty_caches linux/amd64 linux/arm64)
-      bk_row multi-arch "$s" "$note" bk_multiarch "$s" "$ctx"
-    fi
-    want rbuild && rb_multiarch "$s"
+    want buildkit && run_buildkit "$s"
+    want rbuild && run_rbuild "$s"
+  done
+fi
+if [[ -n $multiarch ]]; then
+  for ((i = 1; i <= repeat; i++)); do
+    ((repeat > 1)) && pass=-$i
+    for s in "${service_list[@]}"; do
+      if want buildkit; then
+        ctx=$(copy_example buildkit "$s")
+        note=$(bk_empty_caches linux/amd64 linux/arm64)
+        bk_row multi-arch "$s" "$note" bk_multiarch "$s" "$ctx"
+      fi
+      want rbuild && rb_multiarch "$s"
+    done
   done
 fi
 
@@ -325,6 +348,23 @@ target_of() {
     *) echo "<= 0.9x" ;;
   esac
 }
+# A tool's seconds for a row: the one figure, or with --repeat the median of the runs that
+# succeeded; n/a when none did.
+seconds() { # row service tool
+  awk -F'\t' -v r="$1" -v s="$2" -v t="$3" '$1 == r && $2 == s && $3 == t {
+      n++; if ($4 ~ /^[0-9.]+$/) v[++ok] = $4 }
+    END {
+      if (n == 0) exit
+      if (ok == 0) { print "n/a"; exit }
+      for (i = 2; i <= ok; i++) for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { x = v[j]; v[j] = v[j - 1]; v[j - 1] = x }
+      printf "%s", (ok % 2 ? v[(ok + 1) / 2] : sprintf("%.2f", (v[ok / 2] + v[ok / 2 + 1]) / 2))
+    }' "$results"
+}
+# Every run of a repeated row: "tool row service: a, b, c".
+runs() {
+  awk -F'\t' '{ k = $3 " " $1 " " $2; if (!c[k]++) { order[++n] = k; all[k] = $4 } else all[k] = all[k] ", " $4 }
+    END { for (i = 1; i <= n; i++) if (c[order[i]] > 1) print order[i] ": " all[order[i]] }' "$results"
+}
 table() {
   local row service bk rb rss own note ratio mem load
   printf '| %-10s | %-12s | %12s | %10s | %15s | %-16s | %-28s | %s |\n' \
@@ -334,11 +374,11 @@ table() {
     ---------: --------------: ---------------- ---------------------------: --------------:
   for row in cold warm source dependency push multi-arch; do
     for service in "${service_list[@]}"; do
-      bk=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "buildkit" { print $4 }' "$results")
-      rb=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { print $4 }' "$results")
-      rss=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { print $5 }' "$results")
-      note=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { print $6 }' "$results")
-      own=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { print $7 }' "$results")
+      bk=$(seconds "$row" "$service" buildkit)
+      rb=$(seconds "$row" "$service" rbuild)
+      rss=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { v = $5 } END { print v }' "$results")
+      note=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { v = $6 } END { print v }' "$results")
+      own=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s && $3 == "rbuild" { v = $7 } END { print v }' "$results")
       load=$(awk -F'\t' -v r="$row" -v s="$service" '$1 == r && $2 == s { l[$3] = $8 }
         END { printf "%s / %s", (l["buildkit"] == "" ? "-" : l["buildkit"]), (l["rbuild"] == "" ? "-" : l["rbuild"]) }' "$results")
       [[ -z $bk && -z $rb ]] && continue
@@ -361,6 +401,9 @@ table() {
 {
   echo "rbuild benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, docker $($docker version --format '{{.Server.Version}}')"
   table
+  runs
+  awk -F'\t' '{ t[$1 " " $2] = t[$1 " " $2] (t[$1 " " $2] == "" ? "" : ", ") $3 }
+    END { for (k in t) print "BuildKit multi-arch part: " k " alone: " t[k] " s" }' "$parts" | sort
   awk -F'\t' '$6 != "" && $3 == "buildkit" { printf "note: %s %s, BuildKit: %s\n", $1, $2, $6 }' "$results"
 } | tee "$out/table.md"
 # Leave the engine as it was: without the bench's images, and so without the base layers
