@@ -68,6 +68,7 @@ fn main() {
             "seccomp_denies_namespaces_keys_and_kernel_interfaces",
             seccomp_denies_namespaces_keys_and_kernel_interfaces,
         ),
+        Trial::test("the_init_is_out_of_reach", the_init_is_out_of_reach),
         Trial::test(
             "device_nodes_made_by_a_step_do_not_open",
             device_nodes_made_by_a_step_do_not_open,
@@ -961,6 +962,30 @@ echo x > /dev/null && echo dev-null-writes"
         ok(&sb, &s)?.trim(),
         "root-char opens",
         "insecure step and a made node",
+    )
+}
+
+/// PID 1 of the step's namespace is rbuild's init, running the host's binary with the
+/// host's environment: the step cannot read its environment, memory, executable or
+/// descriptors.
+fn the_init_is_out_of_reach() -> R {
+    let sb = overlay();
+    let base = base_layer(host_arch());
+    let run = run_dirs();
+    let script = "for f in environ mem; do head -c 1 /proc/1/$f > /dev/null 2>&1 && echo $f readable || echo $f refused; done
+readlink /proc/1/exe > /dev/null 2>&1 && echo exe readable || echo exe refused
+readlink /proc/1/fd/0 > /dev/null 2>&1 && echo fd readable || echo fd refused";
+    eq(
+        ok(&sb, &spec([base], &run, script))?
+            .lines()
+            .collect::<Vec<_>>(),
+        vec![
+            "environ refused",
+            "mem refused",
+            "exe refused",
+            "fd refused",
+        ],
+        "/proc/1 from the step",
     )
 }
 

@@ -135,6 +135,9 @@ fn init_main() -> i32 {
     if rustix::process::set_parent_process_death_signal(Some(Signal::KILL)).is_err() {
         return 1;
     }
+    // Not dumpable: a step's processes cannot read this one's memory, environment (the
+    // host's) or descriptors through /proc, whatever capabilities they keep.
+    let _ = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable);
     // Our own session: a terminal's Ctrl-C goes to the host, which cancels cleanly.
     let _ = rustix::process::setsid();
     let ctrl = match rustix::io::fcntl_dupfd_cloexec(io::stdin().as_fd(), 3) {
