@@ -18,15 +18,11 @@
 
 use libc::sock_filter;
 
-/// `AUDIT_ARCH_*` of `<linux/audit.h>` (not in the libc crate).
+/// The host's `AUDIT_ARCH_*` (`<linux/audit.h>`; not in the libc crate).
 #[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
-#[cfg(target_arch = "x86_64")]
-const AUDIT_ARCH_I386: u32 = 0x4000_0003;
+const NATIVE_ARCH: u32 = 0xC000_003E; // AUDIT_ARCH_X86_64
 #[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH_AARCH64: u32 = 0xC000_00B7;
-#[cfg(target_arch = "aarch64")]
-const AUDIT_ARCH_ARM: u32 = 0x4000_0028;
+const NATIVE_ARCH: u32 = 0xC000_00B7; // AUDIT_ARCH_AARCH64
 
 /// The namespace flags of `clone`'s first argument (`CLONE_NEWNS` ... `CLONE_NEWNET`;
 /// `CLONE_NEWTIME` is 0x80, the exit-signal byte of `clone`, so only `clone3` and
@@ -55,11 +51,10 @@ struct Table {
     x32: bool,
 }
 
-// Calls numbered alike on every architecture (the generic table since Linux 5.1).
-const IO_URING: [u32; 3] = [425, 426, 427];
-const NEW_MOUNT_API: [u32; 6] = [428, 429, 430, 431, 432, 433]; // open_tree .. fspick
-const MOUNT_SETATTR: u32 = 442;
-const QUOTACTL_FD: u32 = 443;
+/// Calls numbered alike on every architecture (the generic table since Linux 5.1):
+/// io_uring_setup, _enter, _register, open_tree, move_mount, fsopen, fsconfig, fsmount,
+/// fspick, mount_setattr, quotactl_fd. Part of each compat table.
+const UNIFIED_DENIED: &[u32] = &[425, 426, 427, 428, 429, 430, 431, 432, 433, 442, 443];
 const CLONE3: u32 = 435;
 
 macro_rules! native {
@@ -115,118 +110,89 @@ const NATIVE_DENIED: &[u32] = {
 
 /// i386 (`arch/x86/entry/syscalls/syscall_32.tbl`).
 #[cfg(target_arch = "x86_64")]
-const COMPAT: Table = Table {
-    arch: AUDIT_ARCH_I386,
-    denied: &[
-        310, // unshare
-        346, // setns
-        286, // add_key
-        287, // request_key
-        288, // keyctl
-        357, // bpf
-        336, // perf_event_open
-        374, // userfaultfd
-        IO_URING[0],
-        IO_URING[1],
-        IO_URING[2],
-        283, // kexec_load
-        128, // init_module
-        350, // finit_module
-        129, // delete_module
-        103, // syslog
-        21,  // mount
-        22,  // umount
-        52,  // umount2
-        217, // pivot_root
-        NEW_MOUNT_API[0],
-        NEW_MOUNT_API[1],
-        NEW_MOUNT_API[2],
-        NEW_MOUNT_API[3],
-        NEW_MOUNT_API[4],
-        NEW_MOUNT_API[5],
-        MOUNT_SETATTR,
-        342, // open_by_handle_at
-        87,  // swapon
-        115, // swapoff
-        88,  // reboot
-        51,  // acct
-        131, // quotactl
-        QUOTACTL_FD,
-        253, // lookup_dcookie
-        110, // iopl
-        101, // ioperm
-        86,  // uselib
-        166, // vm86
-        113, // vm86old
-    ],
-    clone: 120,
-    clone3: CLONE3,
-    x32: false,
-};
+const COMPAT_OWN: &[u32] = &[
+    310, // unshare
+    346, // setns
+    286, // add_key
+    287, // request_key
+    288, // keyctl
+    357, // bpf
+    336, // perf_event_open
+    374, // userfaultfd
+    283, // kexec_load
+    128, // init_module
+    350, // finit_module
+    129, // delete_module
+    103, // syslog
+    21,  // mount
+    22,  // umount
+    52,  // umount2
+    217, // pivot_root
+    342, // open_by_handle_at
+    87,  // swapon
+    115, // swapoff
+    88,  // reboot
+    51,  // acct
+    131, // quotactl
+    253, // lookup_dcookie
+    110, // iopl
+    101, // ioperm
+    86,  // uselib
+    166, // vm86
+    113, // vm86old
+];
 
 /// AArch32 EABI (`arch/arm/tools/syscall.tbl`).
 #[cfg(target_arch = "aarch64")]
+const COMPAT_OWN: &[u32] = &[
+    337, // unshare
+    375, // setns
+    309, // add_key
+    310, // request_key
+    311, // keyctl
+    386, // bpf
+    364, // perf_event_open
+    388, // userfaultfd
+    347, // kexec_load
+    401, // kexec_file_load
+    128, // init_module
+    379, // finit_module
+    129, // delete_module
+    103, // syslog
+    21,  // mount
+    52,  // umount2
+    218, // pivot_root
+    371, // open_by_handle_at
+    87,  // swapon
+    115, // swapoff
+    88,  // reboot
+    51,  // acct
+    131, // quotactl
+    249, // lookup_dcookie
+    86,  // uselib
+];
+
+#[cfg(target_arch = "x86_64")]
+const COMPAT_ARCH: u32 = 0x4000_0003; // AUDIT_ARCH_I386
+#[cfg(target_arch = "aarch64")]
+const COMPAT_ARCH: u32 = 0x4000_0028; // AUDIT_ARCH_ARM
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const COMPAT: Table = Table {
-    arch: AUDIT_ARCH_ARM,
-    denied: &[
-        337, // unshare
-        375, // setns
-        309, // add_key
-        310, // request_key
-        311, // keyctl
-        386, // bpf
-        364, // perf_event_open
-        388, // userfaultfd
-        IO_URING[0],
-        IO_URING[1],
-        IO_URING[2],
-        347, // kexec_load
-        401, // kexec_file_load
-        128, // init_module
-        379, // finit_module
-        129, // delete_module
-        103, // syslog
-        21,  // mount
-        52,  // umount2
-        218, // pivot_root
-        NEW_MOUNT_API[0],
-        NEW_MOUNT_API[1],
-        NEW_MOUNT_API[2],
-        NEW_MOUNT_API[3],
-        NEW_MOUNT_API[4],
-        NEW_MOUNT_API[5],
-        MOUNT_SETATTR,
-        371, // open_by_handle_at
-        87,  // swapon
-        115, // swapoff
-        88,  // reboot
-        51,  // acct
-        131, // quotactl
-        QUOTACTL_FD,
-        249, // lookup_dcookie
-        86,  // uselib
-    ],
-    clone: 120,
+    arch: COMPAT_ARCH,
+    denied: &concat::<{ COMPAT_OWN.len() + UNIFIED_DENIED.len() }>(COMPAT_OWN, UNIFIED_DENIED),
+    clone: 120, // the same in both compat tables
     clone3: CLONE3,
     x32: false,
 };
 
-#[cfg(target_arch = "x86_64")]
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const NATIVE: Table = Table {
-    arch: AUDIT_ARCH_X86_64,
+    arch: NATIVE_ARCH,
     denied: NATIVE_DENIED,
     clone: libc::SYS_clone as u32,
-    clone3: libc::SYS_clone3 as u32,
-    x32: true,
-};
-
-#[cfg(target_arch = "aarch64")]
-const NATIVE: Table = Table {
-    arch: AUDIT_ARCH_AARCH64,
-    denied: NATIVE_DENIED,
-    clone: libc::SYS_clone as u32,
-    clone3: libc::SYS_clone3 as u32,
-    x32: false,
+    clone3: CLONE3,
+    x32: cfg!(target_arch = "x86_64"),
 };
 
 const fn concat<const N: usize>(a: &[u32], b: &[u32]) -> [u32; N] {
