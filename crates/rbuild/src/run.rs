@@ -150,10 +150,14 @@ pub(crate) fn build(
                 format!("{instruction}: ")
             };
             msg.push_str(&format!("error: failed to solve: {at}{ins}{reason}"));
+            msg.push_str(&not_root_hint(&reason));
             return Err(Failure::build(msg));
         }
         Err(builder_core::Error::Cancelled) => return Err(Failure::build("build cancelled")),
-        Err(e) => return Err(Failure::build(format!("failed to solve: {e}"))),
+        Err(e) => {
+            let hint = not_root_hint(&e.to_string());
+            return Err(Failure::build(format!("failed to solve: {e}{hint}")));
+        }
     };
     // One platform: the config digest (docker's image ID). Several: the index digest, or
     // without an output (no index was made) the config digests, one per line.
@@ -206,4 +210,18 @@ pub(crate) fn build(
         println!("{image_id}");
     }
     Ok(())
+}
+
+/// Unpacking layers (their owners) and the sandbox need root; run by another user, the
+/// first `EPERM` says that rather than only which file could not be chowned.
+fn not_root_hint(reason: &str) -> String {
+    let uid = rustix::process::geteuid();
+    if uid.is_root() || !reason.contains("Operation not permitted") {
+        return String::new();
+    }
+    format!(
+        "\nhint: rbuild runs as uid {}; building needs root (rootless builds, in a user \
+         namespace, are not implemented)",
+        uid.as_raw()
+    )
 }

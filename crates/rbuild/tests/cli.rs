@@ -420,3 +420,48 @@ fn relative_paths_for_cache_context_and_output() {
     assert_eq!(built, "built\n");
     assert!(dir.path().join("cache/snapshots").is_dir());
 }
+
+/// Run by a user other than root, a build fails at the first layer it unpacks (owners
+/// cannot be set) and says that root is needed, not only which file could not be chowned.
+#[test]
+fn non_root_run_says_root_is_needed() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let bin = dir.path().join("rbuild");
+    std::fs::copy(env!("CARGO_BIN_EXE_rbuild"), &bin).expect("copy rbuild");
+    let ctx = dir.path().join("app");
+    std::fs::create_dir(&ctx).expect("mkdir");
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM 127.0.0.1:5000/library/busybox:latest\nRUN echo built > /built\n",
+    )
+    .expect("write Dockerfile");
+    for (p, mode) in [(dir.path(), 0o777), (&ctx, 0o755), (&bin, 0o755)] {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let home = dir.path().to_str().expect("utf-8 path");
+    let cache = format!("{home}/cache");
+    let args = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "env",
+        &format!("HOME={home}"),
+        &format!("XDG_CACHE_HOME={cache}"),
+        bin.to_str().expect("utf-8 path"),
+        "build",
+        "--progress=plain",
+        ctx.to_str().expect("utf-8 path"),
+    ];
+    let out = Command::new("setpriv")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run setpriv");
+    expect_status(&out, 1, &args);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("hint: rbuild runs as uid 65534; building needs root"),
+        "stderr:\n{err}"
+    );
+}
