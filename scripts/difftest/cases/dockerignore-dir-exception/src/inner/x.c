@@ -1,0 +1,1 @@
+src/inner/x.c
