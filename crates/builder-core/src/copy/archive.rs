@@ -13,12 +13,55 @@ use super::error::CopyError;
 /// What a local ADD source turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sniffed {
-    /// A tar archive, plain or in a compression the applier reads.
+    /// A tar archive, plain or compressed (gzip, zstd, bzip2, xz).
     Tar,
     /// Anything else: copied as a file.
     NotArchive,
-    /// Compressed with a format rbuild cannot decompress (`bzip2`, `xz`).
-    Unsupported(&'static str),
+}
+
+/// The compressions of an ADD archive, by magic number (Docker's `DecompressStream`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Plain,
+    Gzip,
+    Zstd,
+    Bzip2,
+    Xz,
+}
+
+impl Format {
+    fn sniff(head: &[u8]) -> Format {
+        if head.starts_with(b"BZh") {
+            return Format::Bzip2;
+        }
+        if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+            return Format::Xz;
+        }
+        match Compression::sniff(head) {
+            Compression::Gzip => Format::Gzip,
+            Compression::Zstd => Format::Zstd,
+            _ => Format::Plain,
+        }
+    }
+}
+
+/// The file at `path`, decompressed. `None` when the decompressor rejects the stream's
+/// header (zstd checks it at once; the others fail on the first read).
+fn open_decompressed(path: &Path) -> Result<Option<Box<dyn Read + Send>>, CopyError> {
+    let mut f = File::open(path).map_err(CopyError::io("open", path))?;
+    let mut head = [0u8; 6];
+    let n = read_up_to(&mut f, &mut head).map_err(CopyError::io("read", path))?;
+    let f = io::BufReader::new(File::open(path).map_err(CopyError::io("open", path))?);
+    Ok(Some(match Format::sniff(&head[..n]) {
+        Format::Plain => Box::new(f),
+        Format::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(f)),
+        Format::Zstd => match zstd::stream::read::Decoder::with_buffer(f) {
+            Ok(d) => Box::new(d),
+            Err(_) => return Ok(None),
+        },
+        Format::Bzip2 => Box::new(bzip2::bufread::MultiBzDecoder::new(f)),
+        Format::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(f)),
+    }))
 }
 
 fn read_up_to(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
@@ -62,24 +105,8 @@ fn is_tar_header(block: &[u8]) -> bool {
 
 /// Looks at the file's content: compression magic, then a tar header.
 pub(crate) fn sniff(path: &Path) -> Result<Sniffed, CopyError> {
-    let mut f = File::open(path).map_err(CopyError::io("open", path))?;
-    let mut head = [0u8; 6];
-    let n = read_up_to(&mut f, &mut head).map_err(CopyError::io("read", path))?;
-    let head = &head[..n];
-    if head.starts_with(b"BZh") {
-        return Ok(Sniffed::Unsupported("bzip2"));
-    }
-    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
-        return Ok(Sniffed::Unsupported("xz"));
-    }
-    let f = File::open(path).map_err(CopyError::io("open", path))?;
-    let mut reader: Box<dyn Read> = match Compression::sniff(head) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(f)),
-        Compression::Zstd => match zstd::stream::read::Decoder::new(f) {
-            Ok(d) => Box::new(d),
-            Err(_) => return Ok(Sniffed::NotArchive),
-        },
-        _ => Box::new(f),
+    let Some(mut reader) = open_decompressed(path)? else {
+        return Ok(Sniffed::NotArchive);
     };
     let mut block = [0u8; 512];
     // A stream that fails to decompress is not an archive (BuildKit copies it as is).
@@ -95,7 +122,10 @@ pub(crate) fn sniff(path: &Path) -> Result<Sniffed, CopyError> {
 /// inside `dest` (symlinks in the archive are followed as if `dest` were the root);
 /// `..`, absolute paths and links leaving `dest` are rejected by the applier.
 pub(crate) fn unpack(source: &str, archive: &Path, dest: &Path) -> Result<(), CopyError> {
-    let f = File::open(archive).map_err(CopyError::io("open", archive))?;
+    let Some(tar) = open_decompressed(archive)? else {
+        let bad = io::Error::new(io::ErrorKind::InvalidData, "not a zstd stream");
+        return Err(CopyError::io("decompress", archive)(bad));
+    };
     let root = rustix::process::geteuid().is_root();
     let mut opts = ApplyOptions::default();
     opts.mode = ApplyMode::Flatten;
@@ -111,11 +141,9 @@ pub(crate) fn unpack(source: &str, archive: &Path, dest: &Path) -> Result<(), Co
         DevicePolicy::Skip
     };
     opts.xattrs = root;
-    layer_cache::apply_layer(io::BufReader::new(f), dest, &opts).map_err(|e| {
-        CopyError::Unpack {
-            path: source.to_owned(),
-            source: e,
-        }
+    layer_cache::apply_layer(tar, dest, &opts).map_err(|e| CopyError::Unpack {
+        path: source.to_owned(),
+        source: e,
     })?;
     Ok(())
 }
@@ -140,12 +168,20 @@ mod tests {
         std::fs::write(t.path().join("x.bin"), gz.finish().unwrap()).unwrap();
         std::fs::write(t.path().join("fake.tar.gz"), b"not an archive").unwrap();
         std::fs::write(t.path().join("zeros.tar"), [0u8; 1024]).unwrap();
-        std::fs::write(t.path().join("t.bz2"), b"BZh91AY&SY").unwrap();
+        std::fs::write(t.path().join("fake.bz2"), b"BZh91AY&SY").unwrap();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+        io::Write::write_all(&mut bz, &tar).unwrap();
+        std::fs::write(t.path().join("t.bz2"), bz.finish().unwrap()).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 6);
+        io::Write::write_all(&mut xz, &tar).unwrap();
+        std::fs::write(t.path().join("t.xz"), xz.finish().unwrap()).unwrap();
         let s = |n: &str| sniff(&t.path().join(n)).unwrap();
         assert_eq!(s("t.tar"), Sniffed::Tar);
         assert_eq!(s("x.bin"), Sniffed::Tar);
         assert_eq!(s("fake.tar.gz"), Sniffed::NotArchive);
         assert_eq!(s("zeros.tar"), Sniffed::NotArchive);
-        assert_eq!(s("t.bz2"), Sniffed::Unsupported("bzip2"));
+        assert_eq!(s("t.bz2"), Sniffed::Tar);
+        assert_eq!(s("t.xz"), Sniffed::Tar);
+        assert_eq!(s("fake.bz2"), Sniffed::NotArchive);
     }
 }

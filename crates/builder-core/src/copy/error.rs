@@ -198,17 +198,6 @@ pub(crate) enum CopyError {
         #[source]
         source: reqwest::Error,
     },
-    /// A local archive is compressed with a format rbuild cannot unpack.
-    #[error(
-        "ADD {path}: {format}-compressed archives cannot be unpacked yet (gzip, zstd and plain \
-         tar can); use ADD --unpack=false to copy the file as it is"
-    )]
-    UnsupportedArchive {
-        /// The source as written.
-        path: String,
-        /// `bzip2` or `xz`.
-        format: &'static str,
-    },
     /// Unpacking a local tar archive failed (hostile or corrupt archive included).
     #[error("ADD {path}: unpacking the archive failed: {source}")]
     Unpack {

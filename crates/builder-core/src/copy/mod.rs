@@ -10,8 +10,7 @@
 //! Deliberate differences from BuildKit, each in the user's favour:
 //! - several sources onto a destination that is not a directory fail with the classic
 //!   builder's message instead of silently keeping the last file (moby/buildkit#1853);
-//! - an unknown `--chown` name fails instead of silently meaning root;
-//! - bzip2 and xz archives given to ADD fail clearly instead of being unpacked.
+//! - an unknown `--chown` name fails instead of silently meaning root.
 
 mod archive;
 mod chmod;

@@ -384,10 +384,6 @@ impl<'a> Writer<'a> {
         match archive::sniff(&path)? {
             Sniffed::Tar => Ok(Some((path, shown))),
             Sniffed::NotArchive => Ok(None),
-            Sniffed::Unsupported(format) => Err(CopyError::UnsupportedArchive {
-                path: shown,
-                format,
-            }),
         }
     }
 
