@@ -1732,11 +1732,12 @@ async fn dispatch(
             state.config.add_onbuild(&o.expression);
         }
         Instruction::Workdir(w) => {
-            let dir = join_workdir(state.config.working_dir().as_deref(), &w.value);
-            state.config.set_working_dir(&dir);
+            let written = join_workdir(state.config.working_dir().as_deref(), &w.value);
+            state.config.set_working_dir(&written);
+            let created_by = format!("WORKDIR {written}");
+            let dir = clean_path(&written);
             let user = state.config.user().unwrap_or_default();
             let key = CacheKey::derive(Some(&state.key), "workdir", &(&dir, &user));
-            let created_by = format!("WORKDIR {dir}");
             if dir == "/" {
                 meta(state, created_by);
                 return Ok(());
@@ -1918,13 +1919,20 @@ fn resolve_owner(lowers: &[PathBuf], user: &str) -> Result<(u32, u32), Error> {
     Ok((u.uid, u.gid))
 }
 
+/// The working directory a `WORKDIR dir` leaves in the config, as BuildKit's
+/// `NormalizeWorkdir`: an absolute `dir` as written (a trailing `/` or a `..` stays), a
+/// relative one joined to the current directory and cleaned.
 fn join_workdir(current: Option<&str>, dir: &str) -> String {
-    let joined = if dir.starts_with('/') {
+    if dir.starts_with('/') {
         dir.to_owned()
     } else {
-        format!("{}/{}", current.unwrap_or("/").trim_end_matches('/'), dir)
-    };
-    let parts = crate::fsview::clean_components(Path::new(&joined));
+        clean_path(&format!("{}/{}", current.unwrap_or("/"), dir))
+    }
+}
+
+/// `path` (absolute) with `.`, `..` and repeated or trailing slashes cleaned away.
+fn clean_path(path: &str) -> String {
+    let parts = crate::fsview::clean_components(Path::new(path));
     let mut out = String::new();
     for p in parts {
         out.push('/');

@@ -471,6 +471,11 @@ fn main() {
             Needs::Nothing,
         ),
         (
+            "wd_absolute_workdir_kept_as_written",
+            runtime::wd_absolute_workdir_kept_as_written,
+            Needs::Nothing,
+        ),
+        (
             "usr_01_user_stored_as_written",
             runtime::usr_01_user_stored_as_written,
             Needs::Nothing,

@@ -40,6 +40,22 @@ pub(crate) fn wd_04_workdir_expands_env() -> R {
     Ok(())
 }
 
+/// An absolute WORKDIR goes into the config as written, trailing slash and `..` included
+/// (BuildKit's `NormalizeWorkdir` cleans only relative ones); the directory made, the RUN
+/// directory and the next relative WORKDIR use the cleaned path. Found by
+/// scripts/difftest (case workdir-symlink).
+pub(crate) fn wd_absolute_workdir_kept_as_written() -> R {
+    let img = ok(Case::new().build(
+        "FROM {BUSYBOX}\nWORKDIR /a/b/\nRUN [ \"$(pwd)\" = /a/b ]\nWORKDIR /x/../y/./z\nRUN [ \"$(pwd)\" = /y/z ]\n",
+    ))?;
+    ensure_eq!(img.cfg()?["WorkingDir"], "/x/../y/./z");
+    ensure!(img.stat("/a/b")?.is_dir(), "/a/b missing");
+    ensure!(img.stat("/y/z")?.is_dir(), "/y/z missing");
+    let img = ok(Case::new().build("FROM {BUSYBOX}\nWORKDIR /a/b/\nWORKDIR c/\n"))?;
+    ensure_eq!(img.cfg()?["WorkingDir"], "/a/b/c");
+    Ok(())
+}
+
 pub(crate) fn usr_01_user_stored_as_written() -> R {
     let img = ok(Case::new().build("FROM {BUSYBOX}\nUSER nobody\n"))?;
     ensure_eq!(img.cfg()?["User"], "nobody");
