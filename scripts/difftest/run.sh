@@ -17,6 +17,10 @@
 # 20.10 there (typically where newer BuildKit changed). Its difference is printed as `known`
 # and does not fail the run; a known case that comes out the same is flagged.
 #
+# Left out because docker 20.10's builtin frontend predates them: heredocs (RUN <<EOF,
+# COPY <<EOF), COPY --link/--parents/--exclude, ADD --checksum and git/HTTP sources (no
+# network), the ${var#...}/${var%...}/${var/...} modifiers, and `# syntax=` (it would pull).
+#
 # Prints one line per case, `same`, `known` or `DIFF` followed by a compact diff, then a
 # summary. Exits 1 when any case differs (other than known) or fails to build with either tool.
 #
