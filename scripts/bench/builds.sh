@@ -380,10 +380,10 @@ runs() {
 }
 table() {
   local row service bk rb rss own note ratio mem load
-  printf '| %-10s | %-12s | %12s | %10s | %15s | %-16s | %-28s | %s |\n' \
+  printf '| %-11s | %-12s | %12s | %10s | %15s | %-16s | %-28s | %s |\n' \
     row service "BuildKit (s)" "rbuild (s)" "rbuild/BuildKit" target \
     "rbuild peak RSS: own / steps" "load (bk / rb)"
-  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' ---------- ------------ -----------: \
+  printf '| %s | %s | %s | %s | %s | %s | %s | %s |\n' ----------- ------------ -----------: \
     ---------: --------------: ---------------- ---------------------------: --------------:
   for row in cold warm source dependency push multi-arch arm64-alone; do
     for service in "${service_list[@]}"; do
@@ -406,7 +406,7 @@ table() {
       [[ -z $rb ]] && rb="-"
       [[ -z $bk ]] && bk="-"
       [[ $bk == n/a ]] && bk="failed"
-      printf '| %-10s | %-12s | %12s | %10s | %15s | %-16s | %28s | %14s |\n' \
+      printf '| %-11s | %-12s | %12s | %10s | %15s | %-16s | %28s | %14s |\n' \
         "$row" "$service" "$bk" "$rb" "$ratio" "$(target_of "$row")" "$mem" "$load"
     done
   done
