@@ -158,11 +158,12 @@ impl Cache {
                             let parent = i.checked_sub(1).map(|p| &chains[p]);
                             let l = &layers[i];
                             scope.spawn(move || {
-                                self.snapshots.unpack_detached(
+                                self.snapshots.unpack_with(
                                     parent,
                                     &l.diff_id,
                                     || self.content.open_blob(&l.digest),
                                     opts,
+                                    false,
                                 )
                             })
                         })

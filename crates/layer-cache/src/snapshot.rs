@@ -158,25 +158,15 @@ impl SnapshotStore {
         open_layer: impl FnOnce() -> Result<R>,
         opts: &ApplyOptions,
     ) -> Result<(Snapshot, bool)> {
-        self.unpack_inner(parent, diff_id, open_layer, opts, true)
+        self.unpack_with(parent, diff_id, open_layer, opts, true)
     }
 
-    /// [`SnapshotStore::unpack`] without waiting for the parent snapshot to exist, so that
-    /// the layers of a chain can be unpacked at once (in overlay-layer form a layer's files
-    /// do not depend on its parent's). The caller must hold a lease on the whole chain, so
-    /// that no prune sees the child without its parent, and must make sure the parents are
-    /// created too.
-    pub(crate) fn unpack_detached<R: Read + Send>(
-        &self,
-        parent: Option<&ChainId>,
-        diff_id: &Digest,
-        open_layer: impl FnOnce() -> Result<R>,
-        opts: &ApplyOptions,
-    ) -> Result<(Snapshot, bool)> {
-        self.unpack_inner(parent, diff_id, open_layer, opts, false)
-    }
-
-    fn unpack_inner<R: Read + Send>(
+    /// [`SnapshotStore::unpack`]; with `parent_first` false it does not wait for the parent
+    /// snapshot to exist, so that the layers of a chain can be unpacked at once (in
+    /// overlay-layer form a layer's files do not depend on its parent's). The caller must
+    /// then hold a lease on the whole chain, so that no prune sees the child without its
+    /// parent, and must make sure the parents are created too.
+    pub(crate) fn unpack_with<R: Read + Send>(
         &self,
         parent: Option<&ChainId>,
         diff_id: &Digest,
