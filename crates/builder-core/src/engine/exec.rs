@@ -373,6 +373,17 @@ impl Ctx {
         opts
     }
 
+    /// A compression progress event of `step` for the layer `label`.
+    fn emit_compress(&self, step: StepId, label: &str, current: u64, total: Option<u64>) {
+        self.emit(ProgressEvent::StepProgress {
+            id: step,
+            activity: crate::progress::Activity::Compress,
+            label: label.to_string(),
+            current,
+            total,
+        });
+    }
+
     /// Compresses the layer `stack[i]` from its snapshot (once: another task or process
     /// may have done it already) and records the blob and diffID in its step's cache
     /// record.
@@ -408,13 +419,7 @@ impl Ctx {
             .as_ref()
             .map(|(_, r)| r.uncompressed_size)
             .filter(|n| *n > 0);
-        self.emit(ProgressEvent::StepProgress {
-            id: step,
-            activity: crate::progress::Activity::Compress,
-            label: label.clone(),
-            current: 0,
-            total,
-        });
+        self.emit_compress(step, &label, 0, total);
         let me = self.clone();
         let chain = layer.chain.clone();
         let tick = label.clone();
@@ -424,13 +429,7 @@ impl Ctx {
             let progress = |n: u64| {
                 if n >= last.get() + (4 << 20) {
                     last.set(n);
-                    me.emit(ProgressEvent::StepProgress {
-                        id: step,
-                        activity: crate::progress::Activity::Compress,
-                        label: tick.clone(),
-                        current: n,
-                        total,
-                    });
+                    me.emit_compress(step, &tick, n, total);
                 }
             };
             me.cache
@@ -438,13 +437,8 @@ impl Ctx {
         })
         .await
         .map_err(|e| join_error(&e))??;
-        self.emit(ProgressEvent::StepProgress {
-            id: step,
-            activity: crate::progress::Activity::Compress,
-            label,
-            current: packed.uncompressed_size,
-            total: Some(packed.uncompressed_size),
-        });
+        let done = packed.uncompressed_size;
+        self.emit_compress(step, &label, done, Some(done));
         let blob = CacheBlobRef::new(packed.digest.clone(), packed.media_type(), packed.size);
         if let Some((record_key, _)) = &rec {
             self.record_layer(record_key, layer, &packed, Some(&blob))?;
