@@ -3,7 +3,7 @@
 //! Extraction goes through the layer cache's applier, which never writes outside its root.
 
 use std::fs::File;
-use std::io::{self, Read};
+use std::io::{self, Read, Seek};
 use std::path::Path;
 
 use layer_cache::{ApplyMode, ApplyOptions, Compression, DevicePolicy, Ownership, ParentSymlinks};
@@ -51,7 +51,9 @@ fn open_decompressed(path: &Path) -> Result<Option<Box<dyn Read + Send>>, CopyEr
     let mut f = File::open(path).map_err(CopyError::io("open", path))?;
     let mut head = [0u8; 6];
     let n = read_up_to(&mut f, &mut head).map_err(CopyError::io("read", path))?;
-    let f = io::BufReader::new(File::open(path).map_err(CopyError::io("open", path))?);
+    f.seek(io::SeekFrom::Start(0))
+        .map_err(CopyError::io("seek", path))?;
+    let f = io::BufReader::new(f);
     Ok(Some(match Format::sniff(&head[..n]) {
         Format::Plain => Box::new(f),
         Format::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(f)),
