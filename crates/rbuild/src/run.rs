@@ -150,13 +150,15 @@ pub(crate) fn build(
                 format!("{instruction}: ")
             };
             msg.push_str(&format!("error: failed to solve: {at}{ins}{reason}"));
-            msg.push_str(&not_root_hint(&reason));
+            msg.push_str(&not_root_hint());
             return Err(Failure::build(msg));
         }
         Err(builder_core::Error::Cancelled) => return Err(Failure::build("build cancelled")),
         Err(e) => {
-            let hint = not_root_hint(&e.to_string());
-            return Err(Failure::build(format!("failed to solve: {e}{hint}")));
+            return Err(Failure::build(format!(
+                "failed to solve: {e}{}",
+                not_root_hint()
+            )));
         }
     };
     // One platform: the config digest (docker's image ID). Several: the index digest, or
@@ -212,11 +214,11 @@ pub(crate) fn build(
     Ok(())
 }
 
-/// Unpacking layers (their owners) and the sandbox need root; run by another user, the
-/// first `EPERM` says that rather than only which file could not be chowned.
-fn not_root_hint(reason: &str) -> String {
+/// Unpacking layers (their owners) and the sandbox need root: a build that fails when run
+/// by another user says so, rather than only which file could not be chowned.
+fn not_root_hint() -> String {
     let uid = rustix::process::geteuid();
-    if uid.is_root() || !reason.contains("Operation not permitted") {
+    if uid.is_root() {
         return String::new();
     }
     format!(
