@@ -351,6 +351,27 @@ impl Ctx {
 
     /// The cache record of a step's layer, when it still describes that layer's snapshot
     /// (another build may have replaced it, under `--no-cache` for example).
+    /// [`Ctx::layer_record`] under the lock of the layer's cache key, for work that
+    /// completes the record (hashing, packing) once. A step's layer always has a key; a
+    /// base layer has its diffID and blob and never comes here.
+    async fn locked_layer_record(
+        &self,
+        layer: &Layer,
+    ) -> Result<
+        (
+            tokio::sync::OwnedMutexGuard<()>,
+            Option<(Digest, LayerRecord)>,
+        ),
+        Error,
+    > {
+        let key = layer
+            .key
+            .as_ref()
+            .ok_or_else(|| inner_error("a layer without a diffID or blob has no cache record"))?;
+        let guard = self.key_lock(key).await;
+        Ok((guard, self.layer_record(layer)?))
+    }
+
     fn layer_record(&self, layer: &Layer) -> Result<Option<(Digest, LayerRecord)>, Error> {
         let Some(key) = &layer.key else {
             return Ok(None);
@@ -394,12 +415,7 @@ impl Ctx {
         step: StepId,
     ) -> Result<(CacheBlobRef, Digest), Error> {
         let layer = &stack[i];
-        let key = layer
-            .key
-            .clone()
-            .ok_or_else(|| inner_error("a layer without a blob has no cache record"))?;
-        let _guard = self.key_lock(&key).await;
-        let rec = self.layer_record(layer)?;
+        let (_guard, rec) = self.locked_layer_record(layer).await?;
         if let Some((_, r)) = &rec {
             if let (Some(b), Some(d)) = (pick_blob(r, self.pack.compression), &r.diff_id) {
                 self.lease
@@ -453,12 +469,7 @@ impl Ctx {
         if let Some(d) = &layer.diff_id {
             return Ok(d.clone());
         }
-        let key = layer
-            .key
-            .clone()
-            .ok_or_else(|| inner_error("a layer without a diffID has no cache record"))?;
-        let _guard = self.key_lock(&key).await;
-        let rec = self.layer_record(layer)?;
+        let (_guard, rec) = self.locked_layer_record(layer).await?;
         if let Some(d) = rec.as_ref().and_then(|(_, r)| r.diff_id.clone()) {
             return Ok(d);
         }
