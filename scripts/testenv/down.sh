@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # scripts/testenv/down.sh: stop the daemons that up.sh started (the registry, dockerd), by the
-# pids it recorded in $TESTENV_STATE/run. Daemons that up.sh found already running are not
+# pids it recorded in $TESTENV_STATE/run, and the reference BuildKit (its own down.sh). Daemons that up.sh found already running are not
 # touched. Registry storage and the image cache stay; the next up.sh starts from them.
 set -euo pipefail
 STATE=${TESTENV_STATE:-/var/lib/rbuild-testenv}
@@ -16,3 +16,5 @@ for name in registry dockerd; do
   fi
   rm -f "$pidfile"
 done
+REFERENCE_BUILDKIT=${REFERENCE_BUILDKIT:-$(cd "$(dirname "$0")" && pwd)/../../../shared/reference-buildkit}
+[ ! -x "$REFERENCE_BUILDKIT/down.sh" ] || "$REFERENCE_BUILDKIT/down.sh"

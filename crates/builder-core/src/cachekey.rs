@@ -10,7 +10,9 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 /// Bump when the meaning of any key input changes, so old cache entries stop matching.
-const KEY_FORMAT: &str = "rbuild-cachekey-v1";
+// v2: a step that changes nothing is an (empty) layer; a RUN layer holds the runtime's mount
+// points the parent lacked.
+const KEY_FORMAT: &str = "rbuild-cachekey-v2";
 
 /// The cache key of one build step.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

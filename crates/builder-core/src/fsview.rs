@@ -25,7 +25,7 @@ use std::path::{Component, Path, PathBuf};
 const MAX_HOPS: usize = 40;
 
 /// The opaque-directory xattrs we honour, in the order we check them.
-const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+pub(crate) const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
 /// Whether `meta` is an overlay whiteout (a character device 0/0).
 pub(crate) fn is_whiteout(meta: &Metadata) -> bool {
@@ -33,7 +33,7 @@ pub(crate) fn is_whiteout(meta: &Metadata) -> bool {
 }
 
 /// Whether the directory at `path` is marked opaque.
-fn is_opaque(path: &Path) -> bool {
+pub(crate) fn is_opaque(path: &Path) -> bool {
     OPAQUE_XATTRS.iter().any(|name| {
         let mut buf = [0u8; 8];
         matches!(rustix::fs::lgetxattr(path, *name, &mut buf), Ok(1) if buf[0] == b'y')

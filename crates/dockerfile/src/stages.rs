@@ -1308,8 +1308,12 @@ impl Scope {
                     .collect::<Result<_, _>>()?,
             ),
             Instruction::Expose(ports) => {
+                // BuildKit's parser sorts the words (as written, before expansion); the
+                // history text of EXPOSE shows the ports in that order.
+                let mut sorted: Vec<&Spanned<String>> = ports.iter().collect();
+                sorted.sort_by(|a, b| a.value.cmp(&b.value));
                 let mut out = Vec::new();
-                for p in ports {
+                for p in sorted {
                     let words =
                         self.expand_words(&p.value)
                             .map_err(|source| StageError::Expand {

@@ -179,8 +179,8 @@ impl Chunker<'_> {
 /// Writes a deterministic tar of `dir` to `out`, compressed as asked, in one pass.
 ///
 /// Entries are in sorted depth-first order (parents first, names compared as bytes), with
-/// mode, uid, gid, mtime (whole seconds, clamped to SOURCE_DATE_EPOCH when set) and xattrs
-/// (except `security.selinux` and overlayfs metadata); no user or group names, no atime or
+/// mode, uid, gid, mtime (whole seconds, clamped to SOURCE_DATE_EPOCH when set) and the
+/// `security.capability` xattr (no other: containerd's archive writer keeps only that one); no user or group names, no atime or
 /// ctime. A file with several links is written once, later paths become hard links. Sockets
 /// are skipped. A name starting with `.wh.` is an error: it would read back as a whiteout.
 pub fn pack_dir<W: Write + Send>(
@@ -441,7 +441,7 @@ impl Walker<'_> {
                     .map_err(|e| io_at(&path)(e.into()))?;
                     let mut xattrs = read_xattrs(XattrSource::Fd(&fd), &path)?;
                     let opaque = self.is_opaque(&xattrs, &path)?;
-                    xattrs.retain(|k, _| !is_overlay_xattr(k));
+                    xattrs.retain(|k, _| is_layer_xattr(k));
                     let mut h = self.header_from(rel.clone(), EntryKind::Directory, &st);
                     h.xattrs = xattrs;
                     self.emit(chunker, &h)?;
@@ -471,7 +471,7 @@ impl Walker<'_> {
                     .map_err(|e| io_at(&path)(e.into()))?;
                     let mut xattrs = read_xattrs(XattrSource::Fd(&fd), &path)?;
                     self.is_opaque(&xattrs, &path)?;
-                    xattrs.retain(|k, _| !is_overlay_xattr(k));
+                    xattrs.retain(|k, _| is_layer_xattr(k));
                     let size = st.st_size as u64;
                     let mut h = self.header_from(rel, EntryKind::Regular, &st);
                     h.size = size;
@@ -486,7 +486,7 @@ impl Walker<'_> {
                     let mut h = self.header_from(rel, EntryKind::Symlink, &st);
                     h.link_target = target.into_bytes();
                     h.xattrs = read_xattrs(XattrSource::At(&dirfd, &name), &path)?;
-                    h.xattrs.retain(|k, _| !is_overlay_xattr(k));
+                    h.xattrs.retain(|k, _| is_layer_xattr(k));
                     self.emit(chunker, &h)?;
                 }
                 FileType::CharacterDevice | FileType::BlockDevice | FileType::Fifo => {
@@ -501,7 +501,7 @@ impl Walker<'_> {
                         h.dev_minor = rustix::fs::minor(st.st_rdev);
                     }
                     h.xattrs = read_xattrs(XattrSource::At(&dirfd, &name), &path)?;
-                    h.xattrs.retain(|k, _| !is_overlay_xattr(k));
+                    h.xattrs.retain(|k, _| is_layer_xattr(k));
                     self.emit(chunker, &h)?;
                 }
                 // Sockets cannot be archived (tar skips them too).
@@ -512,8 +512,11 @@ impl Walker<'_> {
     }
 }
 
-fn is_overlay_xattr(k: &str) -> bool {
-    k.starts_with("trusted.overlay.") || k.starts_with("user.overlay.")
+/// The one xattr a layer carries, as containerd's archive writer (and so BuildKit) does:
+/// file capabilities. Others (`user.*` from an ADD'ed tar, SELinux labels, overlayfs
+/// metadata) stay out of the tar.
+fn is_layer_xattr(k: &str) -> bool {
+    k == "security.capability"
 }
 
 /// Packs `dir` and discards the output: only the digests and sizes (used to check

@@ -252,7 +252,7 @@ impl Ctx {
         };
         // A record whose layer is gone (pruned) is a miss: it needs its blob or, for a layer
         // never compressed, its snapshot.
-        if rec.annotations.get("empty").is_none_or(|v| v != "true") {
+        {
             match pick_blob(&rec, self.pack.compression) {
                 Some(blob) if self.cache.content().contains(&blob.digest) => {
                     self.lease
@@ -557,44 +557,31 @@ impl Ctx {
             })
     }
 
-    /// Packs an overlay-format diff directory as the layer of `key` on top of `parent`.
+    /// Packs an overlay-format diff directory as the layer of `key` on top of `parent`. A
+    /// diff that changed nothing is a layer too (the empty tar), as in BuildKit: the step
+    /// keeps its place in `rootfs.diff_ids`, with `empty_layer` unset in the history.
     fn commit_diff(
         &self,
         key: &CacheKey,
         dir: &Path,
         parent: &[Layer],
-    ) -> Result<Option<LayerRecord>, Error> {
+    ) -> Result<LayerRecord, Error> {
         let parent_chain = parent.last().map(|l| l.chain.clone());
-        let empty = std::fs::read_dir(dir)
-            .map_err(|e| {
-                Error::from(layer_cache::Error::Io {
-                    path: dir.to_owned(),
-                    source: e,
-                })
-            })?
-            .next()
-            .is_none();
-        let mut rec;
-        if empty {
-            rec = LayerRecord::new(empty_diff_id(), 0);
-            rec.annotations.insert("empty".into(), "true".into());
-        } else {
-            // Not read now: hashed and compressed when an exporter needs the layer.
-            let snap = self.cache.commit_upperdir_unhashed(
-                dir,
-                parent_chain.as_ref(),
-                &unique_snapshot_id(key),
-                Some(&self.lease),
-            )?;
-            rec = LayerRecord::unhashed(snap.chain_id);
-            if let Some(t) = self.pack.source_date_epoch {
-                rec.annotations
-                    .insert(EPOCH_ANNOTATION.into(), t.to_string());
-            }
+        // Not read now: hashed and compressed when an exporter needs the layer.
+        let snap = self.cache.commit_upperdir_unhashed(
+            dir,
+            parent_chain.as_ref(),
+            &unique_snapshot_id(key),
+            Some(&self.lease),
+        )?;
+        let mut rec = LayerRecord::unhashed(snap.chain_id);
+        if let Some(t) = self.pack.source_date_epoch {
+            rec.annotations
+                .insert(EPOCH_ANNOTATION.into(), t.to_string());
         }
         rec.created = self.created_now();
         self.cache.index().put(&cache_digest(key), &rec)?;
-        Ok((!empty).then_some(rec))
+        Ok(rec)
     }
 }
 
@@ -658,11 +645,6 @@ fn overlay_apply_options() -> ApplyOptions {
     o.mode = ApplyMode::OverlayLayer;
     o.devices = layer_cache::DevicePolicy::Create;
     o
-}
-
-/// The diffID recorded for steps that changed nothing (sha256 of an empty tar stream).
-fn empty_diff_id() -> Digest {
-    Digest::sha256_of(&[0u8; 1024])
 }
 
 fn pick_blob(rec: &LayerRecord, preferred: Compression) -> Option<&CacheBlobRef> {
@@ -1671,8 +1653,6 @@ async fn dispatch(
                     list.push(port);
                 }
             }
-            list.sort();
-            list.dedup();
             meta(state, format!("EXPOSE {}", history::go_plain_list(&list)));
         }
         Instruction::Volume(vols) => {
@@ -1728,10 +1708,7 @@ async fn dispatch(
         Instruction::Healthcheck(h) => {
             let hc = healthcheck(&state.config, h);
             state.config.set_healthcheck(&hc);
-            meta(
-                state,
-                format!("HEALTHCHECK {}", history::go_quoted_list(&hc.test)),
-            );
+            meta(state, format!("HEALTHCHECK {}", history::healthcheck(&hc)));
         }
         Instruction::Onbuild(o) => {
             state.config.add_onbuild(&o.expression);
@@ -1831,7 +1808,7 @@ fn inner_error(reason: impl Into<String>) -> Error {
 
 /// Looks the step up in the cache; on a miss runs `work` to fill a fresh diff directory
 /// (`<dir>/diff`, with `<dir>` free for scratch space) and stores the result. Either way the
-/// layer (unless empty) and a history entry are added to the stage.
+/// layer (the empty tar when nothing changed) and a history entry are added to the stage.
 async fn cached_or_run<F, Fut>(
     ctx: &Arc<Ctx>,
     state: &mut StageState,
@@ -1845,12 +1822,11 @@ where
     Fut: Future<Output = Result<(), Error>>,
 {
     let _guard = ctx.key_lock(&key).await;
-    let (rec, empty) = match ctx.lookup(&key)? {
+    let rec = match ctx.lookup(&key)? {
         Some(rec) => {
             ctx.emit(ProgressEvent::StepCached { id });
             ctx.cached_steps.fetch_add(1, Ordering::Relaxed);
-            let empty = rec.annotations.get("empty").is_some_and(|v| v == "true");
-            (rec, empty)
+            rec
         }
         None => {
             if ctx.cancel.is_cancelled() {
@@ -1872,18 +1848,11 @@ where
                 .await
                 .map_err(|e| join_error(&e))??;
             ctx.run_steps.fetch_add(1, Ordering::Relaxed);
-            match rec {
-                Some(r) => (r, false),
-                None => {
-                    let mut r = LayerRecord::new(empty_diff_id(), 0);
-                    r.created = ctx.created_now();
-                    (r, true)
-                }
-            }
+            rec
         }
     };
     let created = rfc3339(rec.created as i64, 0);
-    if !empty {
+    {
         // A blob pruned since (or never made) is packed again from the snapshot on demand.
         let blob = pick_blob(&rec, ctx.pack.compression)
             .filter(|b| rec.diff_id.is_some() && ctx.cache.content().contains(&b.digest))
@@ -1909,7 +1878,7 @@ where
     state.config.push_history(&HistoryEntry {
         created,
         created_by,
-        empty_layer: empty,
+        empty_layer: false,
     });
     state.key = key;
     Ok(())

@@ -11,6 +11,50 @@ pub(super) fn go_plain_list(items: &[String]) -> String {
     format!("[{}]", items.join(" "))
 }
 
+/// Go's `%+v` of the image's healthcheck struct, as BuildKit writes it:
+/// `{Test:[CMD-SHELL true] Interval:5s Timeout:0s StartPeriod:1m30s StartInterval:0s Retries:3}`.
+pub(super) fn healthcheck(hc: &crate::image::Healthcheck) -> String {
+    let d = |v: Option<u64>| go_duration(v.unwrap_or(0));
+    format!(
+        "{{Test:{} Interval:{} Timeout:{} StartPeriod:{} StartInterval:{} Retries:{}}}",
+        go_plain_list(&hc.test),
+        d(hc.interval),
+        d(hc.timeout),
+        d(hc.start_period),
+        d(hc.start_interval),
+        hc.retries.unwrap_or(0)
+    )
+}
+
+/// Go's `time.Duration.String()` of `ns` nanoseconds: `0s`, `250ms`, `1.5s`, `1h0m30s`.
+pub(super) fn go_duration(ns: u64) -> String {
+    // `int.frac` of `v` in units of 10^digits, trailing zeros of the fraction dropped.
+    fn frac(v: u64, digits: u32) -> String {
+        let unit = 10u64.pow(digits);
+        let (int, rest) = (v / unit, v % unit);
+        if rest == 0 {
+            return int.to_string();
+        }
+        let f = format!("{rest:0width$}", width = digits as usize);
+        format!("{int}.{}", f.trim_end_matches('0'))
+    }
+    match ns {
+        0 => "0s".into(),
+        n if n < 1_000 => format!("{n}ns"),
+        n if n < 1_000_000 => format!("{}µs", frac(n, 3)),
+        n if n < 1_000_000_000 => format!("{}ms", frac(n, 6)),
+        n => {
+            let (h, m) = (n / 3_600_000_000_000, (n / 60_000_000_000) % 60);
+            let s = frac(n % 60_000_000_000, 9);
+            match (h, m) {
+                (0, 0) => format!("{s}s"),
+                (0, m) => format!("{m}m{s}s"),
+                (h, m) => format!("{h}h{m}m{s}s"),
+            }
+        }
+    }
+}
+
 /// `RUN |2 a=1 b=2 /bin/sh -c cmd # buildkit` (the args prefix only when there are args).
 pub(super) fn run(args: &[(String, String)], argv: &[String]) -> String {
     let mut s = String::from("RUN ");
@@ -37,6 +81,41 @@ pub(super) fn copy(keyword: &str, flags: &[String], sources: &[String], dest: &s
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations() {
+        let cases = [
+            (0, "0s"),
+            (999, "999ns"),
+            (1_500, "1.5µs"),
+            (250_000_000, "250ms"),
+            (1_500_000_000, "1.5s"),
+            (5_000_000_000, "5s"),
+            (90_000_000_000, "1m30s"),
+            (3_600_000_000_000, "1h0m0s"),
+            (3_661_000_000_001, "1h1m1.000000001s"),
+        ];
+        for (ns, want) in cases {
+            assert_eq!(go_duration(ns), want, "{ns}");
+        }
+    }
+
+    #[test]
+    fn healthcheck_text() {
+        let hc = crate::image::Healthcheck {
+            test: vec!["CMD-SHELL".into(), "wget -q -O- localhost || exit 1".into()],
+            interval: Some(5_000_000_000),
+            timeout: Some(3_000_000_000),
+            start_period: Some(90_000_000_000),
+            start_interval: None,
+            retries: Some(4),
+        };
+        assert_eq!(
+            healthcheck(&hc),
+            "{Test:[CMD-SHELL wget -q -O- localhost || exit 1] Interval:5s Timeout:3s \
+             StartPeriod:1m30s StartInterval:0s Retries:4}"
+        );
+    }
 
     #[test]
     fn hist_01_and_03_shapes() {

@@ -278,3 +278,69 @@ fn read_full(f: &mut fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
     }
     Ok(n)
 }
+
+/// Rewrites the opaque directories of the overlay-format diff `upper` (over `lowers`) as
+/// explicit whiteouts, the form BuildKit's layers have: containerd's differ compares the
+/// merged trees, so a directory that was removed and made again lists a `.wh.NAME` for each
+/// entry of the lower directory it no longer has, never `.wh..wh..opq`. Below such a
+/// directory the same holds for every directory the lowers also have. The diff keeps its
+/// meaning as an overlay upper directory (the whiteouts hide what the opaque mark hid).
+pub(crate) fn expand_opaque_dirs(lowers: &LayeredView, upper: &Path) -> Result<(), SandboxError> {
+    let root = lowers.root();
+    expand_in(
+        lowers,
+        upper,
+        Path::new(""),
+        (!root.is_empty()).then_some(&root[..]),
+        false,
+    )
+}
+
+fn expand_in(
+    lowers: &LayeredView,
+    upper: &Path,
+    rel: &Path,
+    lower: Option<&[usize]>,
+    hidden: bool,
+) -> Result<(), SandboxError> {
+    for name in names(&upper.join(rel))? {
+        let child = rel.join(&name);
+        let path = upper.join(&child);
+        let meta = fs::symlink_metadata(&path).at("stat", &path)?;
+        if !meta.is_dir() {
+            continue;
+        }
+        let opaque = crate::fsview::is_opaque(&path);
+        if opaque {
+            for x in crate::fsview::OPAQUE_XATTRS {
+                match rustix::fs::lremovexattr(&path, x) {
+                    Ok(()) | Err(rustix::io::Errno::NODATA) => {}
+                    Err(rustix::io::Errno::NOTSUP | rustix::io::Errno::PERM)
+                        if x.starts_with("trusted.") => {}
+                    Err(e) => {
+                        return Err(SandboxError::io("remove the opaque mark", path, e.into()));
+                    }
+                }
+            }
+        }
+        let lower_dir = match lower {
+            Some(l) => match lowers.child(l, rel, &name)? {
+                Some(Node::Dir(layers)) => Some(layers),
+                _ => None,
+            },
+            None => None,
+        };
+        let hide = hidden || opaque;
+        if let (true, Some(layers)) = (hide, &lower_dir) {
+            for gone in lowers.list(layers, &child)?.keys() {
+                let p = path.join(gone);
+                if fs::symlink_metadata(&p).is_err() {
+                    rustix::fs::mknodat(CWD, &p, FileType::CharacterDevice, Mode::empty(), 0)
+                        .at("create whiteout", &p)?;
+                }
+            }
+        }
+        expand_in(lowers, upper, &child, lower_dir.as_deref(), hide)?;
+    }
+    Ok(())
+}

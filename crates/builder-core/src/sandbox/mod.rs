@@ -16,7 +16,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -32,6 +32,7 @@ pub use spec::{
 pub use user::resolve_user;
 
 use crate::Stream;
+use error::IoContext;
 use proto::{INIT_MARKER, InitMsg, InitRequest, ProbeResult};
 
 /// The environment variable that chooses the sandbox mode: `auto` (default), `overlay` or
@@ -340,8 +341,40 @@ impl Sandbox {
                 &prepared.excluded,
             )?;
         }
+        if let Rootfs::Layers { lowers, upper } = &spec.rootfs {
+            diff::expand_opaque_dirs(&crate::fsview::LayeredView::new(lowers.clone()), upper)?;
+            add_runtime_mount_points(lowers, upper)?;
+        }
         Ok(status)
     }
+}
+
+/// The mount points a container runtime creates in the root when the image lacks them:
+/// runc makes `/dev`, `/proc` and `/sys` directories in the rootfs before mounting over
+/// them, and BuildKit's layer keeps them. rbuild mounts over stubs outside the diff, so it
+/// adds the same three empty directories (0755, root) to the diff of a step whose parent
+/// lacks them: in every sandbox mode the layer is the one BuildKit writes.
+fn add_runtime_mount_points(lowers: &[PathBuf], upper: &Path) -> Result<(), SandboxError> {
+    let view = crate::fsview::LayeredView::new(lowers.to_vec());
+    for name in ["dev", "proc", "sys"] {
+        let found = view
+            .lookup(&[std::ffi::OsString::from(name)])
+            .map_err(|e| {
+                SandboxError::io(
+                    "look up a mount point",
+                    lowers.first().cloned().unwrap_or_default().join(name),
+                    e,
+                )
+            })?;
+        let p = upper.join(name);
+        if found.is_some() || p.symlink_metadata().is_ok() {
+            continue;
+        }
+        std::fs::create_dir(&p).at("create mount point", &p)?;
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .at("chmod", &p)?;
+    }
+    Ok(())
 }
 
 /// Removes everything inside `dir` (not `dir` itself).

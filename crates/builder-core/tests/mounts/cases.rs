@@ -48,6 +48,14 @@ fn cache_instances(cache: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// The new layers hold nothing but the runtime's mount points, which the first RUN on
+/// busybox (no `/dev`, `/proc`, `/sys`) adds as BuildKit's runc does.
+fn only_mount_points(names: &[String]) -> bool {
+    names
+        .iter()
+        .all(|n| ["dev/", "proc/", "sys/"].contains(&n.as_str()))
+}
+
 // ---- MNT-01, MNT-02: bind mounts ----------------------------------------------------
 
 pub fn mnt_01_context_bind_is_read_only() -> R {
@@ -59,7 +67,10 @@ pub fn mnt_01_context_bind_is_read_only() -> R {
     ensure!(!img.exists("/context"), "the mount point reached the image");
     ensure!(!img.exists("/testfile"), "a context file reached the image");
     let names = img.new_layer_entries(BUSYBOX_LAYERS)?;
-    ensure!(names.is_empty(), "the steps wrote layers: {names:?}");
+    ensure!(
+        only_mount_points(&names),
+        "the steps wrote layers: {names:?}"
+    );
     Ok(())
 }
 
@@ -161,7 +172,10 @@ pub fn mnt_03_cache_persists_and_stays_out_of_the_image() -> R {
         "the cache mount point reached the image"
     );
     let names = img.new_layer_entries(BUSYBOX_LAYERS)?;
-    ensure!(names.is_empty(), "cache steps wrote layers: {names:?}");
+    ensure!(
+        only_mount_points(&names),
+        "cache steps wrote layers: {names:?}"
+    );
     Ok(())
 }
 

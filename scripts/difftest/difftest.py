@@ -1,0 +1,479 @@
+#!/usr/bin/env python3
+"""Differential test of Dockerfile semantics against the reference BuildKit.
+
+Each case under scripts/difftest/cases/ is built by the reference BuildKit (buildkitd v0.32.2,
+Dockerfile frontend 1.26, driven by buildctl) and by rbuild, both to an OCI image layout
+(`--output type=oci`), and the two layouts are compared at the OCI level, per platform:
+
+  manifest   the media types of the manifest and of each layer, the number of layers
+  config     every field of the image config's `config` object, architecture, os, variant,
+             and the history pattern: one line per entry with empty_layer, created_by, comment
+  layers     for each layer whose diff ID differs between the two: every tar entry with its
+             type, mode, owner, size, sha256 of the content, link target, device numbers,
+             xattrs (whiteouts are entries like any other); mtimes only where the case holds a
+             `compare-mtimes` file (a SOURCE_DATE_EPOCH case). A layer with the same diff ID in
+             both is byte-identical and printed as such.
+
+A case is a directory holding a Dockerfile and its context, and optionally:
+  args            build flags on one line, buildx spelling: --build-arg K=V, --target T,
+                  --platform P[,P], --secret id=ID,src=FILE (FILE relative to the case),
+                  --no-cache, -f NAME (a Dockerfile of another name in the case)
+  output-opts     extra attributes for both OCI outputs, e.g. `rewrite-timestamp=true`
+  compare-mtimes  also compare the mtimes of layer entries and the config's created times
+  expect-fail     both tools must fail; line 1 is a Python regex that rbuild's output must
+                  match (say, the `Dockerfile:N` of the failing line); line 2, if present, one
+                  that BuildKit's output must match
+  port-of         the BuildKit integration test(s) this case checks the behaviour of, one per
+                  line: `dockerfile_copy_test.go testCopyChown` (frontend/dockerfile/ at
+                  dockerfile/1.26.0); the suite counts them
+  known-diff      why rbuild deliberately differs from BuildKit here (first line: a summary)
+  expected-diff   the changed lines that difference makes (`diff -U0` of BuildKit's listing
+                  against rbuild's, without hunk headers); any other difference fails the case
+
+While the suite runs, it serves scripts/difftest/http/ on http://127.0.0.1:18080/ (for ADD of
+URLs) and the repositories made from scripts/difftest/git/NAME/ on git://127.0.0.1:19418/NAME
+(for ADD of git sources; see git/README.md).
+
+Prints one line per case (`same`, `known`, `fails` for an expected failure, `DIFF`, `FAIL`)
+then a summary; exits 1 when a case differs without being known or fails unexpectedly.
+"""
+
+import argparse
+import concurrent.futures
+import difflib
+import gzip
+import hashlib
+import http.server
+import io
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+CASES = os.path.join(HERE, "cases")
+BUILDCTL = os.environ.get("BUILDCTL", "/var/tmp/reference-buildkit/bin/buildctl")
+BUILDKIT_ADDR = os.environ.get("BUILDKIT_ADDR", "unix:///run/reference-buildkitd.sock")
+HTTP_PORT = 18080
+GIT_PORT = 19418
+CASE_FILES = {"args", "output-opts", "compare-mtimes", "expect-fail", "known-diff", "expected-diff",
+              "port-of"}
+
+
+# ----------------------------------------------------------------------------- arguments
+
+
+class CaseError(Exception):
+    pass
+
+
+def translate_args(case_dir, words):
+    """buildx-style flags -> (buildctl flags, rbuild flags)."""
+    bk, rb = [], []
+    it = iter(words)
+    for w in it:
+        if "=" in w and w.startswith("--"):
+            flag, val = w.split("=", 1)
+        else:
+            flag = w
+            val = None
+        def value():
+            if val is not None:
+                return val
+            try:
+                return next(it)
+            except StopIteration:
+                raise CaseError(f"args: {flag} needs a value")
+        if flag == "--build-arg":
+            v = value()
+            bk += ["--opt", f"build-arg:{v}"]
+            rb += ["--build-arg", v]
+        elif flag == "--target":
+            v = value()
+            bk += ["--opt", f"target={v}"]
+            rb += ["--target", v]
+        elif flag == "--platform":
+            v = value()
+            bk += ["--opt", f"platform={v}"]
+            rb += ["--platform", v]
+        elif flag in ("-f", "--file"):
+            v = value()
+            bk += ["--opt", f"filename={v}"]
+            rb += ["-f", os.path.join(case_dir, v)]
+        elif flag == "--secret":
+            v = value()
+            fields = dict(f.split("=", 1) for f in v.split(","))
+            if "src" in fields:
+                fields["src"] = os.path.join(case_dir, fields["src"])
+            spec = ",".join(f"{k}={x}" for k, x in fields.items())
+            bk += ["--secret", spec]
+            rb += ["--secret", spec]
+        elif flag == "--no-cache":
+            bk += ["--no-cache"]
+            rb += ["--no-cache"]
+        else:
+            raise CaseError(f"args: flag {flag} is not known to the diff suite")
+    return bk, rb
+
+
+# ----------------------------------------------------------------------------- OCI listing
+
+
+def read_layout(path):
+    """An OCI layout tar -> {name: bytes} of its blobs and index.json."""
+    files = {}
+    with tarfile.open(path) as t:
+        for m in t:
+            if m.isreg():
+                files[m.name.lstrip("./")] = t.extractfile(m).read()
+    return files
+
+
+def blob(files, digest):
+    algo, hexd = digest.split(":", 1)
+    data = files.get(f"blobs/{algo}/{hexd}")
+    if data is None:
+        raise CaseError(f"layout lacks blob {digest}")
+    return data
+
+
+def images_of(files):
+    """[(platform, manifest, config)] of every image in the layout, attestations left out."""
+    out = []
+
+    def walk(desc):
+        doc = json.loads(blob(files, desc["digest"]))
+        mt = doc.get("mediaType") or desc.get("mediaType")
+        if "manifests" in doc:
+            for d in doc["manifests"]:
+                ann = d.get("annotations") or {}
+                if ann.get("vnd.docker.reference.type") == "attestation-manifest":
+                    continue
+                walk(d)
+        else:
+            cfg = json.loads(blob(files, doc["config"]["digest"]))
+            p = f"{cfg.get('os')}/{cfg.get('architecture')}"
+            if cfg.get("variant"):
+                p += "/" + cfg["variant"]
+            out.append((p, doc, cfg, mt))
+
+    index = json.loads(files["index.json"])
+    for d in index.get("manifests", []):
+        walk(d)
+    return sorted(out, key=lambda x: x[0])
+
+
+def decompress(data):
+    if data[:2] == b"\x1f\x8b":
+        return gzip.decompress(data)
+    if data[:4] == b"\x28\xb5\x2f\xfd":
+        return subprocess.run(["zstd", "-dcq"], input=data, capture_output=True, check=True).stdout
+    return data
+
+
+TYPES = {tarfile.REGTYPE: "f", tarfile.AREGTYPE: "f", tarfile.DIRTYPE: "d", tarfile.SYMTYPE: "l",
+         tarfile.LNKTYPE: "h", tarfile.CHRTYPE: "c", tarfile.BLKTYPE: "b", tarfile.FIFOTYPE: "p"}
+
+
+def layer_entries(data, mtimes):
+    rows = []
+    with tarfile.open(fileobj=io.BytesIO(decompress(data)), mode="r:") as t:
+        for m in t:
+            name = "/" + m.name.lstrip("./").rstrip("/")
+            if name == "/":
+                name = "/."
+            kind = TYPES.get(m.type, m.type.decode(errors="replace"))
+            row = [name, kind, f"{m.mode & 0o7777:04o}", f"{m.uid}:{m.gid}"]
+            if m.uname or m.gname:
+                row.append(f"names={m.uname}:{m.gname}")
+            if m.isreg():
+                row += [str(m.size), hashlib.sha256(t.extractfile(m).read()).hexdigest()[:16]]
+            if m.issym() or m.islnk():
+                row.append("-> " + m.linkname)
+            if m.ischr() or m.isblk():
+                row.append(f"dev={m.devmajor},{m.devminor}")
+            for k in sorted(m.pax_headers):
+                if k.startswith("SCHILY.xattr."):
+                    v = m.pax_headers[k].encode("utf-8", "surrogateescape")
+                    row.append(f"xattr {k[13:]}={hashlib.sha256(v).hexdigest()[:8]}")
+            if mtimes:
+                row.append(f"mtime={int(m.mtime)}")
+            rows.append(" ".join(row))
+    return sorted(rows)
+
+
+def listing(files, other_diff_ids, mtimes):
+    """Listing lines of a layout. other_diff_ids: {platform: [diff IDs]} of the other tool."""
+    lines = []
+    for platform, manifest, cfg, mt in images_of(files):
+        pre = f"[{platform}]"
+        lines.append(f"{pre} manifest {mt} layers={len(manifest.get('layers') or [])}")
+        c = cfg.get("config") or {}
+        for k in sorted(c):
+            v = c[k]
+            if v in ("", [], {}, None):
+                continue
+            lines.append(f"{pre} config {k} = {json.dumps(v, sort_keys=True)}")
+        for k in ("architecture", "os", "variant", "os.version", "os.features"):
+            if cfg.get(k):
+                lines.append(f"{pre} {k} = {json.dumps(cfg[k])}")
+        if mtimes and cfg.get("created"):
+            lines.append(f"{pre} created = {cfg['created']}")
+        for i, h in enumerate(cfg.get("history") or []):
+            s = f"{pre} history {'empty ' if h.get('empty_layer') else 'layer '}{h.get('created_by', '')}"
+            if h.get("comment"):
+                s += f"  # {h['comment']}"
+            if mtimes and h.get("created"):
+                s += f"  @{h['created']}"
+            lines.append(s)
+        diff_ids = (cfg.get("rootfs") or {}).get("diff_ids") or []
+        theirs = other_diff_ids.get(platform, [])
+        for i, ld in enumerate(manifest.get("layers") or []):
+            lines.append(f"{pre} layer {i} {ld.get('mediaType')}")
+            if i < len(diff_ids) and i < len(theirs) and diff_ids[i] == theirs[i]:
+                lines.append(f"{pre} layer {i} identical")
+                continue
+            for row in layer_entries(blob(files, ld["digest"]), mtimes):
+                lines.append(f"{pre} layer {i} {row}")
+    return lines
+
+
+def diff_ids_of(files):
+    return {p: (cfg.get("rootfs") or {}).get("diff_ids") or [] for p, _, cfg, _ in images_of(files)}
+
+
+# ----------------------------------------------------------------------------- servers
+
+
+def start_http():
+    root = os.path.join(HERE, "http")
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=root, **kw)
+
+        def log_message(self, *a):
+            pass
+
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", HTTP_PORT), Handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv
+
+
+def make_git_repos(work):
+    """Each directory under git/ becomes a bare repository with one commit (fixed dates) and
+    the tag v1; a `history` file in it (not committed) lists further commits, if any."""
+    src = os.path.join(HERE, "git")
+    base = os.path.join(work, "git")
+    os.makedirs(base, exist_ok=True)
+    if not os.path.isdir(src):
+        return base
+    env = dict(os.environ, GIT_AUTHOR_NAME="difftest", GIT_AUTHOR_EMAIL="d@example.invalid",
+               GIT_COMMITTER_NAME="difftest", GIT_COMMITTER_EMAIL="d@example.invalid",
+               GIT_AUTHOR_DATE="2025-01-01T00:00:00Z", GIT_COMMITTER_DATE="2025-01-01T00:00:00Z",
+               GIT_CONFIG_NOSYSTEM="1", HOME=work)
+    for name in sorted(os.listdir(src)):
+        d = os.path.join(src, name)
+        if not os.path.isdir(d):
+            continue
+        wt = os.path.join(work, "git-wt", name)
+        shutil.copytree(d, wt, symlinks=True)
+
+        def git(*a):
+            subprocess.run(["git", "-C", wt, *a], env=env, check=True, capture_output=True)
+        git("init", "-q", "-b", "main")
+        git("add", "-A")
+        git("commit", "-q", "-m", f"{name}: difftest fixture")
+        git("tag", "-a", "v1", "-m", "v1")
+        git("branch", "other")
+        subprocess.run(["git", "clone", "-q", "--bare", wt, os.path.join(base, name + ".git")],
+                       env=env, check=True, capture_output=True)
+        open(os.path.join(base, name + ".git", "git-daemon-export-ok"), "w").close()
+    return base
+
+
+def start_git_daemon(base):
+    if shutil.which("git") is None:
+        return None
+    p = subprocess.Popen(["git", "daemon", "--reuseaddr", "--listen=127.0.0.1", f"--port={GIT_PORT}",
+                          f"--base-path={base}", "--export-all", base],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return p
+
+
+# ----------------------------------------------------------------------------- one case
+
+
+def run(cmd, log, timeout=900):
+    with open(log, "wb") as f:
+        f.write(("$ " + shlex.join(cmd) + "\n").encode())
+        f.flush()
+        try:
+            r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                               timeout=timeout)
+            return r.returncode
+        except subprocess.TimeoutExpired:
+            f.write(b"\n[difftest] timed out\n")
+            return 124
+
+
+def first_error(log):
+    text = open(log, errors="replace").read().splitlines()
+    for line in text:
+        if re.search(r"error|failed", line, re.I) and not line.startswith("$ "):
+            return line.strip()[:200]
+    return (text[-1] if text else "").strip()[:200]
+
+
+def run_case(name, rbuild, work, cache_dir):
+    d = os.path.join(CASES, name)
+    out = os.path.join(work, name)
+    os.makedirs(out, exist_ok=True)
+    start = time.time()
+    words = []
+    if os.path.exists(os.path.join(d, "args")):
+        words = shlex.split(open(os.path.join(d, "args")).read())
+    try:
+        bk_args, rb_args = translate_args(d, words)
+    except CaseError as e:
+        return name, "FAIL", str(e), 0
+    oopts = ""
+    if os.path.exists(os.path.join(d, "output-opts")):
+        oopts = "," + open(os.path.join(d, "output-opts")).read().strip()
+    mtimes = os.path.exists(os.path.join(d, "compare-mtimes"))
+    # The context is copied without the case's own control files, so neither tool sees them.
+    ctx = os.path.join(out, "context")
+    shutil.rmtree(ctx, ignore_errors=True)
+    shutil.copytree(d, ctx, symlinks=True, ignore=lambda _d, names: [
+        n for n in names if _d == d and n in CASE_FILES])
+    bk_tar, rb_tar = os.path.join(out, "buildkit.tar"), os.path.join(out, "rbuild.tar")
+    bk_cmd = [BUILDCTL, "--addr", BUILDKIT_ADDR, "build", "--progress", "plain",
+              "--frontend", "dockerfile.v0", "--local", f"context={ctx}", "--local", f"dockerfile={ctx}",
+              "--output", f"type=oci,dest={bk_tar}{oopts}", *bk_args]
+    rb_cmd = [rbuild, "build", "--progress", "plain", "--network", "host", "--cache-dir", cache_dir,
+              "-o", f"type=oci,dest={rb_tar}{oopts}", *[a.replace(d, ctx) for a in rb_args], ctx]
+    bk_log, rb_log = os.path.join(out, "buildkit.log"), os.path.join(out, "rbuild.log")
+    bk_rc = run(bk_cmd, bk_log)
+    rb_rc = run(rb_cmd, rb_log)
+    secs = time.time() - start
+
+    expect_fail = os.path.join(d, "expect-fail")
+    if os.path.exists(expect_fail):
+        pats = [p for p in open(expect_fail).read().splitlines()]
+        if bk_rc == 0:
+            return name, "FAIL", "expected to fail, but BuildKit built it", secs
+        if rb_rc == 0:
+            return name, "FAIL", "expected to fail, but rbuild built it", secs
+        rb_text = open(rb_log, errors="replace").read()
+        if pats and pats[0] and not re.search(pats[0], rb_text):
+            return name, "FAIL", f"rbuild failed, but its output does not match /{pats[0]}/: {first_error(rb_log)}", secs
+        if len(pats) > 1 and pats[1] and not re.search(pats[1], open(bk_log, errors="replace").read()):
+            return name, "FAIL", f"BuildKit failed, but its output does not match /{pats[1]}/: {first_error(bk_log)}", secs
+        return name, "fails", first_error(rb_log), secs
+    if bk_rc != 0:
+        return name, "FAIL", "buildkit: " + first_error(bk_log), secs
+    if rb_rc != 0:
+        return name, "FAIL", "rbuild: " + first_error(rb_log), secs
+
+    try:
+        bk_files, rb_files = read_layout(bk_tar), read_layout(rb_tar)
+        bk_list = listing(bk_files, diff_ids_of(rb_files), mtimes)
+        rb_list = listing(rb_files, diff_ids_of(bk_files), mtimes)
+    except (CaseError, tarfile.TarError, KeyError, ValueError, OSError) as e:
+        return name, "FAIL", f"cannot read an output: {e}", secs
+    for tool, lines in (("buildkit", bk_list), ("rbuild", rb_list)):
+        with open(os.path.join(out, tool + ".txt"), "w") as f:
+            f.write("\n".join(lines) + "\n")
+    known = os.path.join(d, "known-diff")
+    if bk_list == rb_list:
+        note = "; marked known-diff but the same: remove the file" if os.path.exists(known) else ""
+        return name, "same" if not note else "FAIL", note.lstrip("; "), secs
+    delta = [l for l in difflib.unified_diff(bk_list, rb_list, lineterm="", n=0)
+             if l[:1] in "+-" and l[:3] not in ("---", "+++")]
+    with open(os.path.join(out, "diff.txt"), "w") as f:
+        f.write("\n".join(delta) + "\n")
+    if os.path.exists(known):
+        exp_path = os.path.join(d, "expected-diff")
+        expected = open(exp_path).read().splitlines() if os.path.exists(exp_path) else None
+        if expected == delta:
+            return name, "known", open(known).readline().strip(), secs
+        return name, "DIFF", "not the expected-diff of this known case; - buildkit, + rbuild\n" + \
+            "\n".join("    " + l for l in delta[:30]), secs
+    return name, "DIFF", "- buildkit, + rbuild\n" + "\n".join("    " + l for l in delta[:30]), secs
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main():
+    ap = argparse.ArgumentParser(description="rbuild vs the reference BuildKit, case by case")
+    ap.add_argument("--rbuild", default=os.path.join(os.environ.get("CARGO_TARGET_DIR", os.path.join(REPO, "target")), "release", "rbuild"))
+    ap.add_argument("--keep", help="keep logs, layouts and listings in this directory")
+    ap.add_argument("-j", "--jobs", type=int, default=3, help="cases built at once (default 3)")
+    ap.add_argument("--cache-dir", default="/var/tmp/difftest-cache", help="rbuild's cache")
+    ap.add_argument("cases", nargs="*", help="case names (default: all)")
+    a = ap.parse_args()
+    if not os.access(a.rbuild, os.X_OK):
+        print(f"no rbuild binary at {a.rbuild} (cargo build --release -p rbuild)", file=sys.stderr)
+        return 2
+    names = a.cases or sorted(n for n in os.listdir(CASES) if os.path.isdir(os.path.join(CASES, n)))
+    for n in names:
+        if not os.path.isfile(os.path.join(CASES, n, "Dockerfile")) and not os.path.isdir(os.path.join(CASES, n)):
+            print(f"no case named {n}", file=sys.stderr)
+            return 2
+    if subprocess.run([BUILDCTL, "--addr", BUILDKIT_ADDR, "debug", "workers"], capture_output=True).returncode != 0:
+        print(f"the reference BuildKit does not answer at {BUILDKIT_ADDR} (scripts/testenv/up.sh)", file=sys.stderr)
+        return 2
+    if a.keep:
+        os.makedirs(a.keep, exist_ok=True)
+        work = os.path.abspath(a.keep)
+    else:
+        work = tempfile.mkdtemp(prefix="rbuild-difftest.")
+    srv = start_http()
+    git = start_git_daemon(make_git_repos(work))
+    counts = {"same": 0, "known": 0, "fails": 0, "DIFF": 0, "FAIL": 0}
+    t0 = time.time()
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=a.jobs) as ex:
+            futs = [(n, ex.submit(run_case, n, a.rbuild, work, a.cache_dir)) for n in names]
+            for n, f in futs:
+                try:
+                    name, status, detail, secs = f.result()
+                except Exception as e:  # a harness bug must not hide the other cases
+                    name, status, detail, secs = n, "FAIL", f"difftest error: {e!r}", 0
+                counts[status] += 1
+                line = f"{name:34} {status:5} ({secs:.0f}s)"
+                if detail:
+                    line += (": " if "\n" not in detail else "; ") + detail
+                print(line, flush=True)
+    finally:
+        srv.shutdown()
+        if git:
+            git.terminate()
+            git.wait()
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    ported = set()
+    for n in names:
+        f = os.path.join(CASES, n, "port-of")
+        if os.path.exists(f):
+            ported.update(l.strip() for l in open(f) if l.strip() and not l.startswith("#"))
+    print(f"summary: {len(names)} cases ({len(ported)} BuildKit integration tests ported) "
+          f"in {time.time() - t0:.0f}s: {counts['same']} same, "
+          f"{counts['known']} known differences, {counts['fails']} fail in both as expected, "
+          f"{counts['DIFF']} differ, {counts['FAIL']} failed")
+    if a.keep:
+        print(f"logs, layouts and listings in {work}")
+    return 1 if counts["DIFF"] or counts["FAIL"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
