@@ -248,6 +248,18 @@ fn ok(sb: &Sandbox, spec: &RunSpec) -> Result<String, Failed> {
     Ok(o.stdout)
 }
 
+/// The runtime's mount points that a run adds to the upper when the lowers lack them (as
+/// runc's `/dev`, `/proc`, `/sys` reach BuildKit's layers).
+const RUNTIME_MOUNT_POINTS: [&str; 3] = ["dev dir 755 0:0", "proc dir 755 0:0", "sys dir 755 0:0"];
+
+/// [`listing`] of an upper directory without the [`RUNTIME_MOUNT_POINTS`] (the test
+/// images lack them; `proc_dev_sys_and_masks` checks that they are there).
+fn upper_listing(upper: &Path) -> Vec<String> {
+    let mut l = listing(upper);
+    l.retain(|e| !RUNTIME_MOUNT_POINTS.contains(&e.as_str()));
+    l
+}
+
 /// A tree as a sorted listing: path, type, mode, owner, content or target, opaque flag.
 /// Times are left out (two runs of the same commands differ there).
 fn listing(root: &Path) -> Vec<String> {
@@ -469,7 +481,7 @@ fn two_steps(req: ModeRequest) -> Result<(Vec<String>, Vec<String>), Failed> {
         "ok\n",
         "step 2",
     )?;
-    Ok((listing(&r1.upper), listing(&r2.upper)))
+    Ok((upper_listing(&r1.upper), upper_listing(&r2.upper)))
 }
 
 fn upper_is_the_exact_diff(req: ModeRequest) -> R {
@@ -481,10 +493,10 @@ fn upper_is_the_exact_diff(req: ModeRequest) -> R {
         "bin dir 755 0:0",
         "bin/arch whiteout 0 0:0",
         "etc dir 755 0:0",
-        "etc/group dir opaque 755 0:0",
+        "etc/group dir 755 0:0",
         "etc/group/y file \"\" nlink=1 644 0:0",
         "hard.txt file \"hello\\n\" nlink=2 644 0:0",
-        "home dir opaque 755 0:0",
+        "home dir 755 0:0",
         "home/x file \"\" nlink=1 644 0:0",
         "new.txt file \"hello\\n\" nlink=2 644 0:0",
         "sym link -> /new.txt 0 0:0",
@@ -636,7 +648,7 @@ fn the_host_umask_does_not_leak() -> R {
             "umask and modes in the step",
         )?;
         eq(
-            listing(&run.upper),
+            upper_listing(&run.upper),
             [
                 "d dir 755 0:0",
                 "f file \"\" nlink=1 644 0:0",
@@ -674,7 +686,7 @@ fn resolv_conf_and_hosts_never_captured() -> R {
             || rest.into(),
         )?;
         check(rest.ends_with("buildbox\n"), || format!("hostname: {rest}"))?;
-        eq(listing(&run.upper), Vec::<String>::new(), "upper")?;
+        eq(upper_listing(&run.upper), Vec::<String>::new(), "upper")?;
         eq(
             fs::read_to_string("/etc/hosts").unwrap_or_default(),
             host_hosts.clone(),
@@ -705,7 +717,7 @@ fn resolv_conf_and_hosts_never_captured() -> R {
             || out.clone(),
         )?;
         eq(
-            listing(&run.upper),
+            upper_listing(&run.upper),
             vec![
                 "etc dir 755 0:0".to_string(),
                 "etc/new file \"new\\n\" nlink=1 644 0:0".into(),
@@ -815,7 +827,7 @@ fn workdir_created_and_owned() -> R {
         "output",
     )?;
     eq(
-        listing(&run.upper),
+        upper_listing(&run.upper),
         [
             "app dir 755 1001:1001",
             "app/src dir 755 1001:1001",
@@ -903,7 +915,13 @@ fn proc_dev_sys_and_masks() -> R {
         ],
         "masks and mounts",
     )?;
-    eq(listing(&run.upper), Vec::<String>::new(), "upper")
+    // The base has no /dev, /proc or /sys: the upper holds them as empty directories (the
+    // mount points runc leaves in BuildKit's layer), and nothing of what was mounted there.
+    eq(
+        listing(&run.upper),
+        RUNTIME_MOUNT_POINTS.map(String::from).to_vec(),
+        "upper",
+    )
 }
 
 /// A step keeps CAP_MKNOD (packages make device nodes), but a node it makes does not open:
@@ -1215,7 +1233,7 @@ cat /dev/pipes/EOF";
         "read-only source written".into()
     })?;
     // Only /root (copied up for nothing? no: untouched) — mount points never reach the upper.
-    eq(listing(&run.upper), Vec::<String>::new(), "upper")
+    eq(upper_listing(&run.upper), Vec::<String>::new(), "upper")
 }
 
 fn mount_targets_cannot_escape() -> R {
@@ -1248,7 +1266,7 @@ fn mount_targets_cannot_escape() -> R {
         BindAccess::ReadOnly,
     ))?;
     eq(ok(&sb, &s)?.as_str(), "m\n", "symlinked target")?;
-    eq(listing(&run.upper), Vec::<String>::new(), "upper")
+    eq(upper_listing(&run.upper), Vec::<String>::new(), "upper")
 }
 
 fn nothing_left_after_success_and_failure() -> R {
@@ -1308,7 +1326,7 @@ fn nothing_left_after_success_and_failure() -> R {
         other => return Err(format!("{:?}", other.map(|o| o.status)).into()),
     }
     assert_nothing_left(marker, &run.scratch, Duration::ZERO)?;
-    eq(listing(&run.upper), Vec::<String>::new(), "upper")?;
+    eq(upper_listing(&run.upper), Vec::<String>::new(), "upper")?;
     eq(fs::read_dir(&run.scratch)?.count(), 0, "scratch emptied")
 }
 
@@ -1404,7 +1422,7 @@ fn arm64_runs_under_qemu() -> R {
     let s = spec([base], &run, "uname -m; echo hi > /f").with_platform("linux/arm64")?;
     eq(ok(&sb, &s)?.as_str(), "aarch64\n", "uname -m")?;
     eq(
-        listing(&run.upper),
+        upper_listing(&run.upper),
         vec!["f file \"hi\\n\" nlink=1 644 0:0".to_string()],
         "upper",
     )
@@ -1460,8 +1478,8 @@ fn child_main(mode: &str) -> i32 {
             let o3 = exec(&sb, &s3).unwrap();
             let v = serde_json::json!({
                 "describe": sb.capabilities().describe(),
-                "listings": [listing(&r1.upper), listing(&r2.upper)],
-                "mounts": [format!("{}\n{}{}", o3.status, o3.stdout, o3.stderr), listing(&r3.upper)],
+                "listings": [upper_listing(&r1.upper), upper_listing(&r2.upper)],
+                "mounts": [format!("{}\n{}{}", o3.status, o3.stdout, o3.stderr), upper_listing(&r3.upper)],
                 "cache": fs::read_dir(&cache).unwrap().count(),
             });
             println!("{v}");
@@ -1570,7 +1588,7 @@ fn writable_overlay_is_volatile() -> R {
         .unwrap_or_default();
     check(left.is_empty(), || format!("scratch not emptied: {left:?}"))?;
     eq(
-        listing(&run.upper),
+        upper_listing(&run.upper),
         vec!["f file \"x\\n\" nlink=1 644 0:0".to_owned()],
         "upper",
     )?;
