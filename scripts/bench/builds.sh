@@ -1,24 +1,23 @@
 #!/usr/bin/env bash
-# Whole-build benchmark (issues 7 and 8): BuildKit (Debian's docker 20.10 client,
-# DOCKER_BUILDKIT=1) against rbuild on the example services, on this machine, in one run.
+# Whole-build benchmark (issues 7, 8 and 14): the reference BuildKit (buildkitd v0.32.2 from
+# ../shared/reference-buildkit, OCI worker, driven by buildctl) against rbuild on the example
+# services, on this machine, in one run.
 #
 # Rows, per service, each tool starting from the state the previous row left:
 #   cold          caches emptied, base image pulled during the build
-#                 (BuildKit: `docker builder prune -af` and the base image removed from the
-#                 engine; rbuild: a fresh --cache-dir)
+#                 (BuildKit: `buildctl prune --all`; rbuild: a fresh --cache-dir). Neither
+#                 tool exports the image in the cold/warm/source/dependency rows: buildctl
+#                 runs without --output, rbuild without -o/--push (so it packs no layer).
 #   warm          the same build again, nothing changed
 #   source        one .ts file edited (in a temporary copy of the example, never the
 #                 committed files)
 #   dependency    one small dependency added to package.json and the lockfile
-#   push          the image pushed to an empty repository on the local registry
-#                 (BuildKit: the warm `docker build -t` plus `docker push`; rbuild: a warm
-#                 `rbuild build --push`)
-#   multi-arch    cold, linux/amd64 and linux/arm64 (issue 8). Docker 20.10 builds one
-#                 platform per `docker build`, so BuildKit's figure is the sum of two builds
-#                 sharing one cache; rbuild builds both in one command.
-#   arm64-alone   the floor of the multi-arch row: BuildKit's arm64 build (its second in
-#                 that row), and a cold rbuild build of linux/arm64 alone. Both tools run
-#                 the same emulated steps under the machine's QEMU (binfmt_misc).
+#   push          the image pushed to an empty repository on the local registry, warm
+#                 (BuildKit: `--output type=image,name=REF,push=true`; rbuild: `--push`)
+#   multi-arch    cold, linux/amd64 and linux/arm64 in one build each (issue 8)
+#   arm64-alone   the floor of the multi-arch row: a cold build of linux/arm64 alone by
+#                 each tool. Both run the same emulated steps under the machine's QEMU
+#                 (binfmt_misc).
 #
 # Prints seconds per tool, the ratio rbuild/BuildKit and rbuild's peak memory, twice: rbuild's
 # own (VmHWM of the rbuild process, sampled every 0.1 s) and with its RUN steps (maximum RSS
@@ -33,13 +32,15 @@
 #   --multiarch-only  skip the single-platform rows
 #   --repeat N        run the multi-arch rows N times, the tools taking turns (default 1);
 #                     the table gives the median of each tool and every run
-# Needs the test environment (scripts/testenv/up.sh). Empties docker's build cache.
+# Needs the test environment (scripts/testenv/up.sh). Empties the reference BuildKit's cache.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 registry=127.0.0.1:5000
 base_image=$registry/library/node:20-slim
-docker=/usr/bin/docker
+buildctl_bin=${BUILDCTL:-/var/tmp/reference-buildkit/bin/buildctl}
+buildkit_addr=${BUILDKIT_ADDR:-unix:///run/reference-buildkitd.sock}
+buildctl() { "$buildctl_bin" --addr "$buildkit_addr" "$@"; }
 only=""
 services=auth-service,user-service
 multiarch=yes
@@ -80,7 +81,6 @@ trap 'rm -rf "$work"' EXIT
 run_id=$(date +%Y%m%d%H%M%S)-$$
 # Every image the bench builds carries this label, so the next cold row can remove them all.
 bench_label=org.rbuild.bench=1
-host_platform=linux/$(uname -m | sed 's/x86_64/amd64/; s/aarch64/arm64/')
 log() { echo "[bench] $*" >&2; }
 
 now() { date +%s.%N; }
@@ -134,36 +134,24 @@ add_dependency() { cp "$2/package.json" "$2/package-lock.json" "$1/"; }
 # ---------------------------------------------------------------------------------------
 # BuildKit
 
-bk_build() { # log_name tag context [extra docker build args...]
-  local name=$1 tag=$2 ctx=$3
-  shift 3
-  DOCKER_BUILDKIT=1 $docker build --network host --progress plain --label "$bench_label" \
-    -t "$tag" "$@" "$ctx" >"$out/buildkit-$name.log" 2>&1
+bk_build() { # log_name context [extra buildctl build args...]
+  local name=$1 ctx=$2
+  shift 2
+  buildctl build --progress plain --frontend dockerfile.v0 --local "context=$ctx" \
+    --local "dockerfile=$ctx" "$@" >"$out/buildkit-$name.log" 2>&1
 }
 
-# Empties BuildKit's cache and takes the base image's layers out of the engine, so that the
-# next build pulls them. Images of earlier bench runs go too (they carry $bench_label); an
-# image someone else keeps that shares the base's layers would keep them, and is reported.
-# Prints a note for the row when the engine could not be emptied.
-bk_empty_caches() { # platform...
-  local platform first_layer holders="" img
-  $docker image prune -af --filter "label=$bench_label" >/dev/null
-  $docker builder prune -af >/dev/null
-  $docker rmi "$base_image" >/dev/null 2>&1 || true
-  $docker image inspect "$base_image" >/dev/null 2>&1 && holders="$base_image (used by a container)"
-  for platform in "$@"; do
-    first_layer=$(skopeo inspect --config --tls-verify=false --override-os linux \
-      --override-arch "${platform#linux/}" "docker://$base_image" | jq -r '.rootfs.diff_ids[0]')
-    for img in $($docker images -q --no-trunc | sort -u); do
-      if $docker image inspect --format '{{json .RootFS.Layers}}' "$img" | grep -q "$first_layer"; then
-        holders+=" $($docker image inspect --format '{{join .RepoTags ","}}' "$img"):${img:7:12}"
-      fi
-    done
-  done
-  if [[ -n $holders ]]; then
-    log "warning: the base image's layers stay in the engine, held by:$holders"
-    echo "not cold: base layers held by$holders"
+# Empties BuildKit's cache (build records, snapshots and the pulled base layers), so that
+# the next build pulls the base image. Prints a note for the row when that failed.
+bk_empty_caches() {
+  if ! buildctl prune --all >/dev/null 2>&1; then
+    log "warning: buildctl prune --all failed"
+    echo "not cold: buildctl prune failed"
+    return
   fi
+  local left
+  left=$(buildctl du 2>/dev/null | awk '/^Total:/ { print $2 }')
+  [[ -z $left || $left == 0B || $left == 0 ]] || echo "not cold: $left left in BuildKit's cache"
 }
 
 bk_row() { # row service note command...
@@ -181,37 +169,34 @@ bk_row() { # row service note command...
   fi
 }
 
-bk_push() { # tag ctx service
-  local fresh=$registry/bench-$run_id/$3-buildkit:latest
-  bk_build "push-$3" "$fresh" "$2" && $docker push "$fresh" >>"$out/buildkit-push-$3.log" 2>&1
+bk_push() { # ctx service
+  local fresh=$registry/bench-$run_id/$2-buildkit:latest
+  bk_build "push-$2" "$1" --output "type=image,name=$fresh,push=true"
 }
 
-# The arm64 build, BuildKit's second, is also recorded on its own as the arm64-alone row.
 bk_multiarch() { # service ctx (caches emptied by the caller, outside the timing)
-  local t0
-  bk_build "multi-arch-$1-amd64$pass" "bench-buildkit/$1:amd64" "$2" --platform linux/amd64 \
-    || return 1
-  t0=$(now)
-  bk_build "multi-arch-$1-arm64$pass" "bench-buildkit/$1:arm64" "$2" --platform linux/arm64 \
-    || return 1
-  record arm64-alone "$1" buildkit "$(since "$t0")" - ""
+  bk_build "multi-arch-$1$pass" "$2" --opt platform=linux/amd64,linux/arm64
+}
+
+bk_arm64_alone() { # service ctx (caches emptied by the caller, outside the timing)
+  bk_build "arm64-alone-$1$pass" "$2" --opt platform=linux/arm64
 }
 
 run_buildkit() { # service
-  local service=$1 ctx tag=bench-buildkit/$1:latest note
+  local service=$1 ctx note
   ctx=$(copy_example buildkit "$service")
-  note=$(bk_empty_caches "$host_platform")
-  bk_row cold "$service" "$note" bk_build "cold-$service" "$tag" "$ctx"
-  bk_row warm "$service" "" bk_build "warm-$service" "$tag" "$ctx"
+  note=$(bk_empty_caches)
+  bk_row cold "$service" "$note" bk_build "cold-$service" "$ctx"
+  bk_row warm "$service" "" bk_build "warm-$service" "$ctx"
   edit_source "$ctx"
-  bk_row source "$service" "" bk_build "source-$service" "$tag" "$ctx"
+  bk_row source "$service" "" bk_build "source-$service" "$ctx"
   if [[ -n ${dep_dir[$service]} ]]; then
     add_dependency "$ctx" "${dep_dir[$service]}"
-    bk_row dependency "$service" "" bk_build "dependency-$service" "$tag" "$ctx"
+    bk_row dependency "$service" "" bk_build "dependency-$service" "$ctx"
   else
     record dependency "$service" buildkit n/a - "npm could not prepare the dependency"
   fi
-  bk_row push "$service" "" bk_push "$tag" "$ctx" "$service"
+  bk_row push "$service" "" bk_push "$ctx" "$service"
 }
 
 # ---------------------------------------------------------------------------------------
@@ -304,7 +289,7 @@ rb_multiarch() { # service
 # ---------------------------------------------------------------------------------------
 # Set-up
 
-$docker info >/dev/null 2>&1 || { echo "no docker engine: run scripts/testenv/up.sh" >&2; exit 1; }
+buildctl debug workers >/dev/null 2>&1 || { echo "the reference BuildKit does not answer at $buildkit_addr: run scripts/testenv/up.sh" >&2; exit 1; }
 curl -fsS "http://$registry/v2/" >/dev/null || { echo "no registry on $registry: run scripts/testenv/up.sh" >&2; exit 1; }
 
 rbuild_error="not built"
@@ -340,8 +325,10 @@ if [[ -n $multiarch ]]; then
     for s in "${service_list[@]}"; do
       if want buildkit; then
         ctx=$(copy_example buildkit "$s")
-        note=$(bk_empty_caches linux/amd64 linux/arm64)
+        note=$(bk_empty_caches)
         bk_row multi-arch "$s" "$note" bk_multiarch "$s" "$ctx"
+        note=$(bk_empty_caches)
+        bk_row arm64-alone "$s" "$note" bk_arm64_alone "$s" "$ctx"
       fi
       want rbuild && rb_multiarch "$s"
     want rbuild && rb_arm64_alone "$s"
@@ -412,12 +399,11 @@ table() {
   done
 }
 {
-  echo "rbuild benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, docker $($docker version --format '{{.Server.Version}}')"
+  echo "rbuild benchmark, $(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores, $(buildctl debug info 2>/dev/null | tr -s ' \n' ' ')"
   table
   runs
   awk -F'\t' '$6 != "" && $3 == "buildkit" { printf "note: %s %s, BuildKit: %s\n", $1, $2, $6 }' "$results"
 } | tee "$out/table.md"
-# Leave the engine as it was: without the bench's images, and so without the base layers
-# they held.
-if want buildkit; then $docker image prune -af --filter "label=$bench_label" >/dev/null; fi
+# Leave the reference BuildKit without the bench's cache.
+if want buildkit; then buildctl prune --all >/dev/null 2>&1 || true; fi
 log "logs and results: $out"
