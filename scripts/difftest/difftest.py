@@ -149,7 +149,7 @@ def images_of(files):
     """[(platform, manifest, config)] of every image in the layout, attestations left out."""
     out = []
 
-    def walk(desc):
+    def walk(desc, dplat=None):
         doc = json.loads(blob(files, desc["digest"]))
         mt = doc.get("mediaType") or desc.get("mediaType")
         if "manifests" in doc:
@@ -157,13 +157,13 @@ def images_of(files):
                 ann = d.get("annotations") or {}
                 if ann.get("vnd.docker.reference.type") == "attestation-manifest":
                     continue
-                walk(d)
+                walk(d, d.get("platform"))
         else:
             cfg = json.loads(blob(files, doc["config"]["digest"]))
             p = f"{cfg.get('os')}/{cfg.get('architecture')}"
             if cfg.get("variant"):
                 p += "/" + cfg["variant"]
-            out.append((p, doc, cfg, mt))
+            out.append((p, doc, cfg, mt, dplat))
 
     index = json.loads(files["index.json"])
     for d in index.get("manifests", []):
@@ -213,9 +213,11 @@ def layer_entries(data, mtimes):
 def listing(files, other_diff_ids, mtimes):
     """Listing lines of a layout. other_diff_ids: {platform: [diff IDs]} of the other tool."""
     lines = []
-    for platform, manifest, cfg, mt in images_of(files):
+    for platform, manifest, cfg, mt, dplat in images_of(files):
         pre = f"[{platform}]"
         lines.append(f"{pre} manifest {mt} layers={len(manifest.get('layers') or [])}")
+        if dplat:
+            lines.append(f"{pre} index platform {json.dumps(dplat, sort_keys=True)}")
         c = cfg.get("config") or {}
         for k in sorted(c):
             v = c[k]
@@ -247,7 +249,7 @@ def listing(files, other_diff_ids, mtimes):
 
 
 def diff_ids_of(files):
-    return {p: (cfg.get("rootfs") or {}).get("diff_ids") or [] for p, _, cfg, _ in images_of(files)}
+    return {p: (cfg.get("rootfs") or {}).get("diff_ids") or [] for p, _, cfg, _, _ in images_of(files)}
 
 
 # ----------------------------------------------------------------------------- servers

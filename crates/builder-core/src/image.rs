@@ -59,12 +59,18 @@ impl ImageConfig {
         if let Some(v) = variant {
             doc.insert("variant".into(), json!(v));
         }
-        // BuildKit's empty image (`emptyImage` in dockerfile2llb) has WorkingDir "/".
-        doc.insert("config".into(), json!({"WorkingDir": "/"}));
+        // BuildKit's empty image (`emptyImage` in dockerfile2llb) has WorkingDir "/",
+        // which its first dispatch normalises for the OS ("\\" on Windows), and the
+        // default PATH except on Windows, where it is left to the OS.
+        let windows = os == "windows";
+        let workdir = if windows { "\\" } else { "/" };
+        doc.insert("config".into(), json!({ "WorkingDir": workdir }));
         doc.insert("rootfs".into(), json!({"type": "layers", "diff_ids": []}));
         doc.insert("history".into(), json!([]));
         let mut c = Self { doc };
-        c.set_env("PATH", DEFAULT_PATH);
+        if !windows {
+            c.set_env("PATH", DEFAULT_PATH);
+        }
         c
     }
 

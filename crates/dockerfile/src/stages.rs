@@ -194,16 +194,6 @@ pub enum StageError {
         /// The flag.
         span: Span,
     },
-    /// Two stages with the same name (names are case-insensitive).
-    #[error("{span}: duplicate stage name {name:?}, first defined at {first}")]
-    DuplicateStageName {
-        /// The name.
-        name: String,
-        /// The second definition.
-        span: Span,
-        /// The first definition.
-        first: Span,
-    },
     /// `--target` names no stage.
     #[error("target stage {target:?} could not be found{}", did_you_mean(.suggestion))]
     UnknownTarget {
@@ -283,7 +273,6 @@ impl StageError {
             | Self::Expand { span, .. }
             | Self::BlankBaseName { span, .. }
             | Self::EmptyPlatform { span, .. }
-            | Self::DuplicateStageName { span, .. }
             | Self::FromVariable { span }
             | Self::InvalidStageIndex { span, .. }
             | Self::Cycle { span, .. }
@@ -619,7 +608,7 @@ fn copy_from_source(from: &str, span: Span, stages: &[Stage]) -> Result<DepSourc
     let name = from.to_lowercase();
     Ok(stages
         .iter()
-        .find(|s| s.name.as_deref() == Some(name.as_str()))
+        .rfind(|s| s.name.as_deref() == Some(name.as_str()))
         .map_or_else(
             || DepSource::Image(from.to_owned()),
             |s| DepSource::Stage(s.index),
@@ -675,20 +664,24 @@ impl BuildPlan {
             return Err(StageError::NoStages);
         }
 
-        // Stage names are unique (case-insensitively; the parser lower-cases them).
-        let mut seen: BTreeMap<String, Span> = BTreeMap::new();
+        // Stage names should be unique (case-insensitively; the parser lower-cases them).
+        // As in BuildKit a repeated name is a warning: a later FROM, COPY --from, a mount
+        // and --target then mean the last stage of that name defined before them (for
+        // FROM) or at all.
+        let mut seen: BTreeSet<String> = BTreeSet::new();
         for (ins, _) in &headers {
             if let Instruction::From(f) = &ins.value {
                 if let Some(name) = &f.name {
-                    let key = name.value.to_lowercase();
-                    if let Some(first) = seen.get(&key) {
-                        return Err(StageError::DuplicateStageName {
-                            name: name.value.clone(),
-                            span: name.span,
-                            first: *first,
+                    if !seen.insert(name.value.to_lowercase()) {
+                        warnings.push(PlanWarning {
+                            rule: "DuplicateStageName",
+                            message: format!(
+                                "Duplicate stage name {}, stage names should be unique",
+                                crate::goquote(&name.value)
+                            ),
+                            span: Some(ins.span),
                         });
                     }
-                    seen.insert(key, name.span);
                 }
             }
         }
@@ -798,7 +791,7 @@ impl BuildPlan {
             };
             let base = match stages
                 .iter()
-                .find(|s| s.name.as_deref() == Some(image.as_str()))
+                .rfind(|s| s.name.as_deref() == Some(image.as_str()))
             {
                 Some(s) => StageBase::Stage(s.index),
                 None if image == "scratch" => StageBase::Scratch,
@@ -824,7 +817,7 @@ impl BuildPlan {
                 let wanted = t.to_lowercase();
                 stages
                     .iter()
-                    .find(|s| s.name.as_deref() == Some(wanted.as_str()))
+                    .rfind(|s| s.name.as_deref() == Some(wanted.as_str()))
                     .map(|s| s.index)
                     .ok_or_else(|| StageError::UnknownTarget {
                         target: t.clone(),
@@ -842,7 +835,7 @@ impl BuildPlan {
             let name = name.to_lowercase();
             stages
                 .iter()
-                .find(|s| s.name.as_deref() == Some(name.as_str()))
+                .rfind(|s| s.name.as_deref() == Some(name.as_str()))
                 .map(|s| s.index)
         };
         for i in 0..stages.len() {
@@ -1501,10 +1494,32 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_stage_names_are_errors() {
-        let err = plan("FROM scratch AS a\nFROM scratch AS A\n", &opts()).unwrap_err();
-        assert!(matches!(err, StageError::DuplicateStageName { ref name, .. } if name == "a"));
-        assert_eq!(err.span().map(|s| s.start_line), Some(2));
+    fn duplicate_stage_names_warn_and_the_last_wins() {
+        let p = plan(
+            "FROM scratch AS a\nFROM a AS b\nFROM scratch AS A\nFROM a\n",
+            &opts(),
+        )
+        .unwrap();
+        let w: Vec<_> = p
+            .warnings()
+            .iter()
+            .map(|w| (w.rule, w.message.as_str()))
+            .collect();
+        assert_eq!(
+            w,
+            [(
+                "DuplicateStageName",
+                "Duplicate stage name \"a\", stage names should be unique"
+            )]
+        );
+        // FROM a means the last stage named a defined before it.
+        assert!(matches!(p.stages()[1].base, StageBase::Stage(0)));
+        assert!(matches!(p.stages()[3].base, StageBase::Stage(2)));
+        let p = plan(
+            "FROM scratch AS a\nFROM scratch AS a\n",
+            &opts().target("a"),
+        );
+        assert_eq!(p.unwrap().target(), 1);
     }
 
     #[test]
@@ -1793,7 +1808,6 @@ FROM scratch
     #[test]
     fn every_error_displays_with_location() {
         let errors = [
-            plan("FROM scratch AS a\nFROM scratch AS a\n", &opts()).unwrap_err(),
             plan("ARG I\nFROM $I\n", &opts()).unwrap_err(),
             plan("FROM ${x\n", &opts()).unwrap_err(),
         ];

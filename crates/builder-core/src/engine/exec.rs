@@ -131,6 +131,9 @@ struct Ctx {
     network: NetworkMode,
     allow_insecure: bool,
     build_platform: Platform,
+    /// `--platform` was given: the images get the target's os and architecture whatever
+    /// their base says (BuildKit's `implicitTarget` false).
+    explicit_platform: bool,
     source_date_epoch: Option<i64>,
     /// The first step failure: it cancels the other stages and is what the build reports.
     first_error: Mutex<Option<Error>>,
@@ -737,6 +740,15 @@ fn platform_spec(p: &Platform) -> PlatformSpec {
     PlatformSpec::new(p.os(), p.architecture(), variant)
 }
 
+/// The variant an image and its index entry carry for the target `p`: containerd's
+/// normalisation, arm64 without its default `v8`.
+fn oci_variant(p: &Platform) -> Option<&str> {
+    match (p.architecture(), p.variant()) {
+        ("arm64", Some("v8")) => None,
+        (_, v) => v,
+    }
+}
+
 fn step_failed(
     ctx: &Ctx,
     span: dockerfile::Span,
@@ -851,6 +863,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         network: b.network,
         allow_insecure: b.allow_insecure,
         build_platform: host.clone(),
+        explicit_platform: !b.platforms.is_empty(),
         source_date_epoch,
         first_error: Mutex::new(None),
         images: tokio::sync::Mutex::new(HashMap::new()),
@@ -1185,8 +1198,10 @@ async fn build_stage(
     let t0 = Instant::now();
     let mut state = match &stage.base {
         StageBase::Scratch => {
-            let target = stage_platform(&plan, stage, &platform)?;
-            let config = ImageConfig::scratch(target.os(), target.architecture(), target.variant());
+            let target = stage_platform(&plan, stage, &platform)
+                .map_err(|e| step_failed(&ctx, stage.span, &from_text, e.to_string()))?;
+            let config =
+                ImageConfig::scratch(target.os(), target.architecture(), oci_variant(&target));
             StageState {
                 key: CacheKey::derive(None, "scratch", &target.to_string()),
                 scope: plan.image_scope(
@@ -1205,7 +1220,8 @@ async fn build_stage(
             }
         }
         StageBase::Image(r) => {
-            let target = stage_platform(&plan, stage, &platform)?;
+            let target = stage_platform(&plan, stage, &platform)
+                .map_err(|e| step_failed(&ctx, stage.span, &from_text, e.to_string()))?;
             let base = resolve_image(&ctx, r, &target, id)
                 .await
                 .map_err(|e| step_failed(&ctx, stage.span, &from_text, e.to_string()))?;
@@ -1773,6 +1789,25 @@ async fn dispatch(
     Ok(())
 }
 
+/// The working directory as a path in the stage's filesystem: Windows images record it
+/// with backslashes (`\\`, `C:\\app`), file operations use forward slashes.
+fn fs_workdir(state: &StageState) -> String {
+    let wd = state.config.working_dir().unwrap_or_else(|| "/".into());
+    if state.platform.os() != "windows" {
+        return wd;
+    }
+    let wd = wd.replace('\\', "/");
+    let wd = match wd.split_once(':') {
+        Some((drive, rest)) if drive.len() == 1 => rest.to_owned(),
+        _ => wd,
+    };
+    if wd.starts_with('/') {
+        wd
+    } else {
+        format!("/{wd}")
+    }
+}
+
 /// Attaches the instruction's location to an error raised inside a step.
 fn locate(ctx: &Ctx, span: dockerfile::Span, text: &str, e: Error) -> Error {
     match e {
@@ -2046,6 +2081,19 @@ async fn run_step(
             "RUN --device is not supported",
         ));
     }
+    // Images of other systems (a `darwin` or `windows` scratch stage holding binaries that
+    // linux stages built) are assembled like any other; only their RUN steps cannot run.
+    if platform.os() != "linux" {
+        return Err(step_failed(
+            ctx,
+            span,
+            text,
+            format!(
+                "RUN for platform {platform} is not supported: rbuild runs linux steps only \
+                 (build such a stage with FROM --platform=$BUILDPLATFORM)"
+            ),
+        ));
+    }
     let insecure = matches!(
         r.security.as_ref().map(|s| s.value),
         Some(dockerfile::SecurityMode::Insecure)
@@ -2134,7 +2182,7 @@ async fn run_step(
         env.insert(k, v);
     }
     let user = state.config.user().unwrap_or_default();
-    let cwd = state.config.working_dir().unwrap_or_else(|| "/".into());
+    let cwd = fs_workdir(state);
     let network_name = match network {
         NetworkMode::None => "none",
         _ => "host",
@@ -2332,8 +2380,27 @@ fn final_config(
             .unwrap_or_else(|| rfc3339(ctx.created_now() as i64, 0)),
     };
     config.set_created(&created);
-    if config.as_json().get("architecture").is_none() {
-        config.set_platform(platform.os(), platform.architecture(), platform.variant());
+    let doc = config.as_json();
+    let field = |k: &str| doc.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+    let (os, arch, variant) = (field("os"), field("architecture"), field("variant"));
+    if arch.is_none() {
+        config.set_platform(
+            platform.os(),
+            platform.architecture(),
+            oci_variant(platform),
+        );
+    } else if ctx.explicit_platform {
+        // As BuildKit: with `--platform`, the image is the target's whatever its base
+        // says; the base's variant stays only when os and architecture already matched
+        // and the target names none.
+        let same = os.as_deref() == Some(platform.os())
+            && arch.as_deref() == Some(platform.architecture());
+        let variant = match oci_variant(platform) {
+            Some(v) => Some(v.to_owned()),
+            None if same => variant,
+            None => None,
+        };
+        config.set_platform(platform.os(), platform.architecture(), variant.as_deref());
     }
     config
 }
@@ -2366,7 +2433,7 @@ async fn assemble(
     let p = (
         platform.os().to_owned(),
         platform.architecture().to_owned(),
-        platform.variant().map(str::to_owned),
+        oci_variant(platform).map(str::to_owned),
     );
     Ok(PlatformImage::new(p, config.to_vec(), layers))
 }
@@ -2412,7 +2479,7 @@ async fn export_files(
             let p = (
                 platform.os().to_owned(),
                 platform.architecture().to_owned(),
-                platform.variant().map(str::to_owned),
+                oci_variant(platform).map(str::to_owned),
             );
             let dir = super::export::local_dir(dest, &p, platforms.len());
             let lowers = ctx.materialize(&state.layers, step).await?;
@@ -2459,7 +2526,7 @@ async fn copy_step(
     span: dockerfile::Span,
     text: &str,
 ) -> Result<(), Error> {
-    let workdir = state.config.working_dir().unwrap_or_else(|| "/".into());
+    let workdir = fs_workdir(state);
     let fail = |e: crate::copy::CopyError| step_failed(ctx, span, text, e.to_string());
     let (params, keyword, flags, shown) = match &ins.value {
         Instruction::Copy(c) => {

@@ -310,9 +310,6 @@ impl Build {
             let parsed: Platform = p
                 .parse()
                 .map_err(|e: registry_client::Error| invalid("platform", p, e.to_string()))?;
-            if parsed.os() != "linux" {
-                return Err(invalid("platform", p, "only linux platforms can be built"));
-            }
             if !out.contains(&parsed) {
                 out.push(parsed);
             }

@@ -172,6 +172,11 @@ fn create_missing(
     for (i, name) in missing.iter().enumerate() {
         p.push(name);
         let is_dir = want_dir || i + 1 < missing.len();
+        if is_dir && record.is_none() && p.is_dir() {
+            // The stub layer already holds this directory for an earlier mount point
+            // (`/etc` for both resolv.conf and hosts on an image without `/etc`).
+            continue;
+        }
         if is_dir {
             fs::create_dir(&p).at("create mount point", &p)?;
         } else {
