@@ -265,7 +265,13 @@ def start_http():
         def log_message(self, *a):
             pass
 
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", HTTP_PORT), Handler)
+    try:
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", HTTP_PORT), Handler)
+    except OSError as e:
+        # Another difftest (another checkout) serves the same fixtures; ours would be equal.
+        print(f"difftest: not serving http on 127.0.0.1:{HTTP_PORT} ({e}); using the server there",
+              file=sys.stderr)
+        return None
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     return srv
 
@@ -457,7 +463,8 @@ def main():
                     line += (": " if "\n" not in detail else "; ") + detail
                 print(line, flush=True)
     finally:
-        srv.shutdown()
+        if srv is not None:
+            srv.shutdown()
         if git:
             git.terminate()
             git.wait()
