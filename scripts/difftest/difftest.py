@@ -26,6 +26,9 @@ A case is a directory holding a Dockerfile and its context, and optionally:
   port-of         the BuildKit integration test(s) this case checks the behaviour of, one per
                   line: `dockerfile_copy_test.go testCopyChown` (frontend/dockerfile/ at
                   dockerfile/1.26.0); the suite counts them
+  expect-fail-rbuild, expect-fail-buildkit
+                  only that tool fails (line 1: a regex its output must match), the other
+                  must build; needs a known-diff with the reason
   known-diff      why rbuild deliberately differs from BuildKit here (first line: a summary)
   expected-diff   the changed lines that difference makes (`diff -U0` of BuildKit's listing
                   against rbuild's, without hunk headers); any other difference fails the case
@@ -65,7 +68,7 @@ BUILDKIT_ADDR = os.environ.get("BUILDKIT_ADDR", "unix:///run/reference-buildkitd
 HTTP_PORT = 18080
 GIT_PORT = 19418
 CASE_FILES = {"args", "output-opts", "compare-mtimes", "expect-fail", "known-diff", "expected-diff",
-              "port-of"}
+              "port-of", "expect-fail-rbuild", "expect-fail-buildkit"}
 
 
 # ----------------------------------------------------------------------------- arguments
@@ -372,6 +375,23 @@ def run_case(name, rbuild, work, cache_dir):
     bk_rc = run(bk_cmd, bk_log)
     rb_rc = run(rb_cmd, rb_log)
     secs = time.time() - start
+
+    for tool, ctl, rc, log, other_rc in (("rbuild", "expect-fail-rbuild", rb_rc, rb_log, bk_rc),
+                                         ("BuildKit", "expect-fail-buildkit", bk_rc, bk_log, rb_rc)):
+        path = os.path.join(d, ctl)
+        if not os.path.exists(path):
+            continue
+        if not os.path.exists(os.path.join(d, "known-diff")):
+            return name, "FAIL", f"{ctl} needs a known-diff file with the reason", secs
+        pat = open(path).readline().rstrip("\n")
+        other, other_log = ("BuildKit", bk_log) if tool == "rbuild" else ("rbuild", rb_log)
+        if rc == 0:
+            return name, "FAIL", f"expected {tool} to fail, but it built it", secs
+        if other_rc != 0:
+            return name, "FAIL", f"expected {other} to build it: {first_error(other_log)}", secs
+        if pat and not re.search(pat, open(log, errors="replace").read()):
+            return name, "FAIL", f"{tool} failed, but its output does not match /{pat}/: {first_error(log)}", secs
+        return name, "known", open(os.path.join(d, "known-diff")).readline().strip(), secs
 
     expect_fail = os.path.join(d, "expect-fail")
     if os.path.exists(expect_fail):

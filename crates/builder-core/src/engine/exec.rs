@@ -763,6 +763,23 @@ fn step_failed(
     }
 }
 
+/// Whether a `syntax` directive's image is the Dockerfile frontend (`docker/dockerfile`
+/// or `docker/dockerfile-upstream`, from Docker Hub under any of its spellings, any tag or
+/// digest), whose syntax rbuild implements itself.
+fn is_dockerfile_frontend(reference: &str) -> bool {
+    let name = reference.split_once('@').map_or(reference, |(n, _)| n);
+    // A tag follows the last `:` after the last `/` (a `:` before it is a registry port).
+    let name = match name.rsplit_once(':') {
+        Some((n, tag)) if !tag.contains('/') => n,
+        _ => name,
+    };
+    let name = ["docker.io/", "index.docker.io/", "registry-1.docker.io/"]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))
+        .unwrap_or(name);
+    matches!(name, "docker/dockerfile" | "docker/dockerfile-upstream")
+}
+
 /// Runs a whole build.
 pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
     let started = Instant::now();
@@ -774,6 +791,15 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             (p.display().to_string(), read_dockerfile(&p)?)
         }
     };
+    if let Some(syntax) = dockerfile::detect_syntax(&text) {
+        if !is_dockerfile_frontend(&syntax.reference) {
+            return Err(Error::UnsupportedFrontend {
+                file: name,
+                line: syntax.line.max(1),
+                reference: syntax.reference,
+            });
+        }
+    }
     let df = dockerfile::parse(&text).map_err(|source| Error::Parse {
         file: name.clone(),
         source: Box::new(source),
@@ -2658,4 +2684,31 @@ fn source_names(sources: &[dockerfile::Source], dest: &str) -> (Vec<String>, Str
         })
         .collect();
     (names, dest.to_owned())
+}
+
+#[cfg(test)]
+mod frontend_tests {
+    use super::is_dockerfile_frontend;
+
+    #[test]
+    fn the_dockerfile_frontend_under_its_spellings() {
+        for r in [
+            "docker/dockerfile:1",
+            "docker/dockerfile:1.7-labs",
+            "docker.io/docker/dockerfile:1.26",
+            "docker/dockerfile-upstream:master",
+            "docker/dockerfile@sha256:0123",
+            "docker/dockerfile",
+        ] {
+            assert!(is_dockerfile_frontend(r), "{r}");
+        }
+        for r in [
+            "127.0.0.1:5000/library/nosuchfrontend",
+            "tonistiigi/dockerfile:x",
+            "example.com:5000/docker/dockerfile:1",
+            "docker/dockerfile2",
+        ] {
+            assert!(!is_dockerfile_frontend(r), "{r}");
+        }
+    }
 }

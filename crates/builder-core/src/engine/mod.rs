@@ -56,6 +56,20 @@ pub enum Error {
         /// The parse error (with line and column).
         source: Box<dockerfile::Error>,
     },
+    /// The `syntax` directive names a frontend other than the Dockerfile frontend.
+    #[error(
+        "{file}:{line}: the syntax directive asks for the frontend {reference:?}: rbuild builds \
+         with its own Dockerfile frontend (the syntax of docker/dockerfile:1.26) and cannot run \
+         frontend images; remove the directive or name docker/dockerfile"
+    )]
+    UnsupportedFrontend {
+        /// The Dockerfile's name.
+        file: String,
+        /// The directive's line.
+        line: usize,
+        /// The frontend image named.
+        reference: String,
+    },
     /// The stages do not make a valid build (unknown target, cycle, bad expansion...).
     #[error("{file}:{}: {}", .source.span().map_or_else(String::new, |s| s.to_string()), .source.message())]
     Stages {
