@@ -44,7 +44,7 @@ ARGS=(build --progress=plain --no-cache --build-arg SOURCE_DATE_EPOCH=0)
 run_mode() { # name, then the command line up to rbuild's arguments; /ctx and /out mapped
   local name=$1; shift
   local log=$WORK/$name.log
-  if ! "$@" "${ARGS[@]}" --cache-dir "/tmp/rbuild-modes-cache-$name" \
+  if ! "$@" "${ARGS[@]}" --cache-dir "/out/cache-$name" \
       -o "type=oci,dest=/out/$name.tar" --metadata-file "/out/$name.json" /ctx > "$log" 2>&1; then
     echo "$name: build failed:" >&2; tail -n 20 "$log" >&2; return 1
   fi
