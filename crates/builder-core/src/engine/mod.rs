@@ -56,6 +56,14 @@ pub enum Error {
         /// The parse error (with line and column).
         source: Box<dockerfile::Error>,
     },
+    /// `# check=error=true` (or `BUILDKIT_DOCKERFILE_CHECK`) and build checks failed.
+    #[error("{location}: lint violation found for rules: {}", .rules.join(", "))]
+    LintViolations {
+        /// `file:line` of the first violation.
+        location: String,
+        /// The rules violated, in order of first violation.
+        rules: Vec<String>,
+    },
     /// The `syntax` directive names a frontend other than the Dockerfile frontend.
     #[error(
         "{file}:{line}: the syntax directive asks for the frontend {reference:?}: rbuild builds \
