@@ -49,6 +49,9 @@ pub enum ProgressEvent {
         platforms: Vec<String>,
         /// The sandbox mode (for example `namespaces+overlayfs` or `chroot`).
         sandbox: String,
+        /// The privilege mode and why ([`Privilege::describe`](crate::Privilege::describe):
+        /// `root`, `rootless (...)`, ...).
+        privilege: String,
     },
     /// A step started (or was found in the cache: then [`ProgressEvent::StepCached`] follows).
     StepStarted {

@@ -68,10 +68,14 @@ impl Renderer {
 
     fn plain(&mut self, ev: &ProgressEvent, err: &mut impl Write) {
         match ev {
-            ProgressEvent::BuildStarted { platforms, sandbox } => {
+            ProgressEvent::BuildStarted {
+                platforms,
+                sandbox,
+                privilege,
+            } => {
                 let _ = writeln!(
                     err,
-                    "#0 building for {} (sandbox: {sandbox})",
+                    "#0 building for {} (sandbox: {sandbox}) as {privilege}",
                     platforms.join(", ")
                 );
             }
@@ -142,10 +146,14 @@ impl Renderer {
 
     fn tty(&mut self, ev: &ProgressEvent, err: &mut impl Write) {
         match ev {
-            ProgressEvent::BuildStarted { platforms, sandbox } => {
+            ProgressEvent::BuildStarted {
+                platforms,
+                sandbox,
+                privilege,
+            } => {
                 let _ = writeln!(
                     err,
-                    "[+] Building for {} (sandbox: {sandbox})",
+                    "[+] Building for {} (sandbox: {sandbox}) as {privilege}",
                     platforms.join(", ")
                 );
             }

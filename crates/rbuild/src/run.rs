@@ -214,16 +214,18 @@ pub(crate) fn build(
     Ok(())
 }
 
-/// Unpacking layers (their owners) and the sandbox need root: a build that fails when run
-/// by another user says so, rather than only which file could not be chowned.
+/// Unpacking layers (their owners) and the sandbox need root (real, or of the rootless
+/// user namespace): a build that fails when run by a user who stays so says so, rather than only which file could not be chowned.
 fn not_root_hint() -> String {
     let uid = rustix::process::geteuid();
     if uid.is_root() {
         return String::new();
     }
     format!(
-        "\nhint: rbuild runs as uid {}; building needs root (rootless builds, in a user \
-         namespace, are not implemented)",
-        uid.as_raw()
+        "\nhint: rbuild runs as uid {} without a user namespace ({}=0): unpacking layers \
+         and RUN steps need root or the rootless mode (unset {} to use it)",
+        uid.as_raw(),
+        builder_core::ROOTLESS_ENV,
+        builder_core::ROOTLESS_ENV
     )
 }

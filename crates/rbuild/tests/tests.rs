@@ -5,3 +5,6 @@ mod cli;
 
 /// The seed's acceptance criteria on the example services built by rbuild (issues 7, 8).
 mod e2e;
+
+/// Rootless builds as a non-root user (issue 16): digests equal to root's.
+mod rootless;

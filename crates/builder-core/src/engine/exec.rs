@@ -647,6 +647,17 @@ fn overlay_apply_options() -> ApplyOptions {
     let mut o = ApplyOptions::default();
     o.mode = ApplyMode::OverlayLayer;
     o.devices = layer_cache::DevicePolicy::Create;
+    let privilege = crate::Privilege::current();
+    if privilege.in_user_namespace() {
+        // overlayfs mounted with `userxattr` reads user.overlay.opaque.
+        o.overlay_xattr = layer_cache::OverlayXattr::User;
+        // mknod of a real device is refused there; the nodes stay out of the lowers.
+        o.devices = layer_cache::DevicePolicy::Skip;
+    }
+    if privilege.single_id() {
+        // No uid but 0 exists: the files stay root-owned (said at build start).
+        o.ownership = layer_cache::Ownership::Current;
+    }
     o
 }
 
@@ -951,6 +962,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     sink.event(&ProgressEvent::BuildStarted {
         platforms: platforms.iter().map(ToString::to_string).collect(),
         sandbox: mode.clone(),
+        privilege: crate::Privilege::current().describe(),
     });
     let mut seen_warnings = std::collections::BTreeSet::new();
     let checks = CheckConfig::from_directive(&text, b.build_args.get("BUILDKIT_DOCKERFILE_CHECK"));
