@@ -17,7 +17,7 @@ Dockerfile frontend 1.26, driven by buildctl) and by rbuild, both to an OCI imag
 A case is a directory holding a Dockerfile and its context, and optionally:
   args            build flags on one line, buildx spelling: --build-arg K=V, --target T,
                   --platform P[,P], --secret id=ID,src=FILE (FILE relative to the case),
-                  --no-cache, -f NAME (a Dockerfile of another name in the case)
+                  --label K=V, --no-cache, -f NAME (a Dockerfile of another name in the case)
   output-opts     extra attributes for both OCI outputs, e.g. `rewrite-timestamp=true`
   compare-mtimes  also compare the mtimes of layer entries and the config's created times
   expect-fail     both tools must fail; line 1 is a Python regex that rbuild's output must
@@ -119,6 +119,10 @@ def translate_args(case_dir, words):
             spec = ",".join(f"{k}={x}" for k, x in fields.items())
             bk += ["--secret", spec]
             rb += ["--secret", spec]
+        elif flag == "--label":
+            v = value()
+            bk += ["--opt", f"label:{v}"]
+            rb += ["--label", v]
         elif flag == "--no-cache":
             bk += ["--no-cache"]
             rb += ["--no-cache"]

@@ -16,6 +16,7 @@ mod sandbox;
 pub use cachekey::CacheKey;
 pub use engine::{
     Build, BuildReport, Error, ExportKind, ExportSpec, SecretSource, SshSource, default_cache_dir,
+    default_dockerfile,
 };
 pub use image::{
     ConfigParseError, DEFAULT_PATH, HISTORY_COMMENT, Healthcheck, HistoryEntry, ImageConfig,

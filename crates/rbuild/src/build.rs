@@ -428,7 +428,7 @@ fn read_dockerfile(opts: &BuildOpts) -> Result<Source, Failure> {
             })
             .map_err(|e| Failure::usage(format!("invalid value '{path}' for '--file': {e}"))),
         None => {
-            let path = opts.context.join("Dockerfile");
+            let path = builder_core::default_dockerfile(&opts.context);
             std::fs::read(&path)
                 .map(|bytes| Source {
                     name: path.display().to_string(),

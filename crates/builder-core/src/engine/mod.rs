@@ -502,8 +502,9 @@ fn exec_join(e: &tokio::task::JoinError) -> Error {
     }
 }
 
-/// `Dockerfile` in the context, else `dockerfile` when only that exists (as BuildKit).
-fn default_dockerfile(context: &Path) -> PathBuf {
+/// The Dockerfile a build reads when none is named: `Dockerfile` in the context, else
+/// `dockerfile` when only that exists (as BuildKit's frontend does).
+pub fn default_dockerfile(context: &Path) -> PathBuf {
     let upper = context.join("Dockerfile");
     let lower = context.join("dockerfile");
     if !upper.exists() && lower.is_file() {
