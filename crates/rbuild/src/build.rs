@@ -235,7 +235,8 @@ fn parse_output(s: &str) -> Result<OutputSpec, String> {
         match k.to_lowercase().as_str() {
             "type" => kind = Some(v.to_owned()),
             "dest" => dest = Some(v.to_owned()),
-            key @ ("tar" | "push" | "oci-mediatypes" | "force-compression") => {
+            key @ ("tar" | "push" | "oci-mediatypes" | "force-compression"
+            | "rewrite-timestamp") => {
                 let b = call::parse_bool(v)?;
                 attrs.insert(key.to_owned(), b.to_string());
             }
@@ -448,6 +449,10 @@ fn read_dockerfile(opts: &BuildOpts) -> Result<Source, Failure> {
 /// is dropped when the environment has none.
 fn build_arg_map(opts: &BuildOpts) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
+    // buildx: SOURCE_DATE_EPOCH from the environment, unless a --build-arg sets it.
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        out.insert("SOURCE_DATE_EPOCH".to_owned(), v);
+    }
     for (k, v) in &opts.build_args {
         match v {
             Some(v) => {

@@ -135,6 +135,9 @@ struct Ctx {
     /// their base says (BuildKit's `implicitTarget` false).
     explicit_platform: bool,
     source_date_epoch: Option<i64>,
+    /// `rewrite-timestamp=true`: the epoch the new layers are marked with
+    /// (`buildkit/rewritten-timestamp`).
+    rewritten_timestamp: Option<i64>,
     /// The first step failure: it cancels the other stages and is what the build reports.
     first_error: Mutex<Option<Error>>,
     images: tokio::sync::Mutex<HashMap<(String, String), Arc<BaseImage>>>,
@@ -253,6 +256,15 @@ impl Ctx {
         let Some(rec) = self.cache.index().get(&d)? else {
             return Ok(None);
         };
+        // A layer packed with another SOURCE_DATE_EPOCH clamp (or none) has other bytes:
+        // the step runs again rather than export mtimes this build did not ask for.
+        let rec_epoch = rec
+            .annotations
+            .get(EPOCH_ANNOTATION)
+            .and_then(|v| v.parse::<i64>().ok());
+        if rec_epoch != self.pack.source_date_epoch {
+            return Ok(None);
+        }
         // A record whose layer is gone (pruned) is a miss: it needs its blob or, for a layer
         // never compressed, its snapshot.
         {
@@ -911,7 +923,10 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         .as_ref()
         .map_or(Compression::Gzip, |o| o.compression);
     pack.level = first_output.as_ref().and_then(|o| o.compression_level);
-    pack.source_date_epoch = source_date_epoch;
+    // The clamp of the new layers' mtimes: on with SOURCE_DATE_EPOCH unless the output
+    // says `rewrite-timestamp=false` (see `ExportSpec::rewrite_timestamp`).
+    let rewrite_timestamp = first_output.as_ref().and_then(|o| o.rewrite_timestamp);
+    pack.source_date_epoch = source_date_epoch.filter(|_| rewrite_timestamp != Some(false));
     let stat_cache = cache.stat_cache(&format!("context:{}", b.context.display()))?;
     let copy_context =
         crate::copy::BuildContext::open(&b.context, b.dockerfile_path().as_deref(), stat_cache)
@@ -941,6 +956,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         build_platform: host.clone(),
         explicit_platform: !b.platforms.is_empty(),
         source_date_epoch,
+        rewritten_timestamp: source_date_epoch.filter(|_| rewrite_timestamp == Some(true)),
         first_error: Mutex::new(None),
         images: tokio::sync::Mutex::new(HashMap::new()),
         tmp,
@@ -1195,22 +1211,35 @@ fn read_dockerfile(p: &Path) -> Result<String, Error> {
     })
 }
 
-/// SOURCE_DATE_EPOCH from `--build-arg`, or the default of a global `ARG`.
+/// SOURCE_DATE_EPOCH from `--build-arg`, or the default of a global `ARG`, read as
+/// Dockerfile 1.26 reads it: whole seconds; `context` (the main context's source time:
+/// none for a local directory, so unset); a stage to take the time from is refused as not supported yet; anything else is BuildKit's
+/// `invalid SOURCE_DATE_EPOCH` error.
 fn source_date_epoch(b: &Build, plan: &BuildPlan) -> Result<Option<i64>, Error> {
     let v = b.build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| {
         plan.global_args()
             .get("SOURCE_DATE_EPOCH")
             .map(str::to_owned)
     });
+    let invalid = |reason: String| super::invalid("build arg", "SOURCE_DATE_EPOCH", reason);
     match v.as_deref() {
-        None | Some("") => Ok(None),
-        Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
-            super::invalid(
-                "build arg",
-                "SOURCE_DATE_EPOCH",
-                format!("{s:?} is not a whole number of seconds"),
-            )
-        }),
+        None | Some("") | Some("context") => Ok(None),
+        Some(s) => {
+            if let Ok(t) = s.parse::<i64>() {
+                return Ok(Some(t));
+            }
+            let stage = plan.stages().iter().any(|st| {
+                st.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(s))
+            });
+            if stage {
+                return Err(invalid(format!(
+                    "taking the epoch from the stage {s:?} (Dockerfile 1.24) is not supported yet; give whole seconds"
+                )));
+            }
+            Err(invalid(format!("invalid SOURCE_DATE_EPOCH: {s}")))
+        }
     }
 }
 
@@ -2525,11 +2554,20 @@ async fn assemble(
     let config = final_config(ctx, state, platform, &diff_ids);
     let layers = blobs
         .into_iter()
-        .map(|(b, _)| BlobRef {
-            digest: b.digest.to_string(),
-            size: b.size,
-            media_type: b.media_type.clone(),
-            path: ctx.cache.content().path(&b.digest),
+        .zip(stack)
+        .map(|((b, _), layer)| {
+            let mut annotations = BTreeMap::new();
+            // As BuildKit's rewrite-timestamp: every layer but the base image's.
+            if let (Some(t), Some(_)) = (ctx.rewritten_timestamp, &layer.key) {
+                annotations.insert("buildkit/rewritten-timestamp".to_owned(), t.to_string());
+            }
+            BlobRef {
+                digest: b.digest.to_string(),
+                size: b.size,
+                media_type: b.media_type.clone(),
+                path: ctx.cache.content().path(&b.digest),
+                annotations,
+            }
         })
         .collect();
     let p = (
