@@ -7,6 +7,7 @@ mod copy;
 mod engine;
 #[allow(dead_code)] // Used by COPY in the engine, which lands next.
 mod fsview;
+pub mod graph;
 mod image;
 mod oci;
 mod passwd;
@@ -16,6 +17,9 @@ mod sandbox;
 pub use cachekey::CacheKey;
 pub use engine::{
     Build, BuildReport, Error, ExportKind, ExportSpec, SecretSource, SshSource, default_cache_dir,
+};
+pub use graph::{
+    Edge, EdgeKind, Graph, GraphResult, ImageResolver, Op, RegistryResolver, ResolvedImage, Vertex,
 };
 pub use image::{
     ConfigParseError, DEFAULT_PATH, HISTORY_COMMENT, Healthcheck, HistoryEntry, ImageConfig,
