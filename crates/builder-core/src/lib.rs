@@ -7,6 +7,7 @@ mod copy;
 mod engine;
 #[allow(dead_code)] // Used by COPY in the engine, which lands next.
 mod fsview;
+pub mod graph;
 mod image;
 mod oci;
 mod passwd;
@@ -17,6 +18,9 @@ pub use cachekey::CacheKey;
 pub use engine::{
     Build, BuildReport, Error, ExportKind, ExportSpec, SecretSource, SshSource, default_cache_dir,
     default_dockerfile,
+};
+pub use graph::{
+    Edge, EdgeKind, Graph, GraphResult, ImageResolver, Op, RegistryResolver, ResolvedImage, Vertex,
 };
 pub use image::{
     ConfigParseError, DEFAULT_PATH, HISTORY_COMMENT, Healthcheck, HistoryEntry, ImageConfig,

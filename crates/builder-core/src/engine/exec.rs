@@ -211,26 +211,7 @@ impl Ctx {
 
     /// The instruction's source text, continuation lines joined, for step names.
     fn source_text(&self, span: dockerfile::Span) -> String {
-        let raw = self.text.get(span.range()).unwrap_or_default();
-        let first = raw.lines().next().unwrap_or_default().trim();
-        let mut s: String = raw
-            .lines()
-            .map(|l| l.trim().trim_end_matches('\\').trim())
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join(" ");
-        if s.is_empty() {
-            s = first.to_owned();
-        }
-        if s.len() > 200 {
-            let mut cut = 200;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            s.truncate(cut);
-            s.push_str("...");
-        }
-        s
+        source_text(&self.text, span)
     }
 
     fn created_now(&self) -> u64 {
@@ -607,6 +588,31 @@ const EPOCH_ANNOTATION: &str = "rbuild.source-date-epoch";
 /// What the ONBUILD trigger number `t` of the stage's base reads with `COPY --from`: the
 /// stage the plan found for it when the base is a stage of this Dockerfile, else an image
 /// (a base image's trigger cannot name a stage of this build, which its author never saw).
+/// The source text of the instruction at `span` of `text`, continuation lines joined, for
+/// step names.
+pub(crate) fn source_text(text: &str, span: dockerfile::Span) -> String {
+    let raw = text.get(span.range()).unwrap_or_default();
+    let first = raw.lines().next().unwrap_or_default().trim();
+    let mut s: String = raw
+        .lines()
+        .map(|l| l.trim().trim_end_matches('\\').trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if s.is_empty() {
+        s = first.to_owned();
+    }
+    if s.len() > 200 {
+        let mut cut = 200;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
 fn trigger_dep(
     plan: &BuildPlan,
     stage: &dockerfile::Stage,
@@ -755,7 +761,7 @@ impl registry_client::TransferProgress for PullProgress<'_> {
 
 /// The platform as the TARGET*/BUILD* args show it: like BuildKit (containerd's
 /// `platforms.Normalize`), arm64 without its default `v8` variant.
-fn platform_spec(p: &Platform) -> PlatformSpec {
+pub(crate) fn platform_spec(p: &Platform) -> PlatformSpec {
     let variant = match (p.architecture(), p.variant()) {
         ("arm64", Some("v8")) => "",
         (_, v) => v.unwrap_or_default(),
@@ -765,7 +771,7 @@ fn platform_spec(p: &Platform) -> PlatformSpec {
 
 /// The variant an image and its index entry carry for the target `p`: containerd's
 /// normalisation, arm64 without its default `v8`.
-fn oci_variant(p: &Platform) -> Option<&str> {
+pub(crate) fn oci_variant(p: &Platform) -> Option<&str> {
     match (p.architecture(), p.variant()) {
         ("arm64", Some("v8")) => None,
         (_, v) => v,
@@ -843,8 +849,8 @@ fn is_dockerfile_frontend(reference: &str) -> bool {
 }
 
 /// Runs a whole build.
-pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
-    let started = Instant::now();
+/// The Dockerfile's name, text and parse (after checking its `syntax` directive).
+pub(crate) fn load_dockerfile(b: &Build) -> Result<(String, String, Dockerfile), Error> {
     let (name, text) = match &b.dockerfile {
         Some(DockerfileSource::Text { name, text }) => (name.clone(), text.clone()),
         Some(DockerfileSource::Path(p)) => (p.display().to_string(), read_dockerfile(p)?),
@@ -866,6 +872,12 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         file: name.clone(),
         source: Box::new(source),
     })?;
+    Ok((name, text, df))
+}
+
+pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
+    let started = Instant::now();
+    let (name, text, df) = load_dockerfile(&b)?;
     let host = Platform::host();
     let platforms = if b.platforms.is_empty() {
         vec![host.clone()]
@@ -1542,7 +1554,7 @@ async fn build_stage(
     Ok(state)
 }
 
-fn stage_platform(
+pub(crate) fn stage_platform(
     plan: &BuildPlan,
     stage: &dockerfile::Stage,
     platform: &Platform,
@@ -1682,17 +1694,17 @@ fn pinned_from_store(
 
 /// Inputs of a RUN step's cache key.
 #[derive(Serialize)]
-struct RunKey<'a> {
-    argv: &'a [String],
-    env: &'a BTreeMap<String, String>,
-    user: &'a str,
-    cwd: &'a str,
-    network: &'a str,
-    insecure: bool,
-    files: &'a [(String, String)],
+pub(crate) struct RunKey<'a> {
+    pub(crate) argv: &'a [String],
+    pub(crate) env: &'a BTreeMap<String, String>,
+    pub(crate) user: &'a str,
+    pub(crate) cwd: &'a str,
+    pub(crate) network: &'a str,
+    pub(crate) insecure: bool,
+    pub(crate) files: &'a [(String, String)],
     /// RUN --mount definitions (left out when there are none, so older keys still match).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    mounts: &'a [serde_json::Value],
+    pub(crate) mounts: &'a [serde_json::Value],
 }
 
 /// The stage or image each `RUN --mount` names with `from` (`None` for the others): its
@@ -1923,8 +1935,13 @@ async fn dispatch(
 /// The working directory as a path in the stage's filesystem: Windows images record it
 /// with backslashes (`\\`, `C:\\app`), file operations use forward slashes.
 fn fs_workdir(state: &StageState) -> String {
-    let wd = state.config.working_dir().unwrap_or_else(|| "/".into());
-    if state.platform.os() != "windows" {
+    workdir_path(&state.config, &state.platform)
+}
+
+/// [`fs_workdir`] of a config for a platform.
+pub(crate) fn workdir_path(config: &ImageConfig, platform: &Platform) -> String {
+    let wd = config.working_dir().unwrap_or_else(|| "/".into());
+    if platform.os() != "windows" {
         return wd;
     }
     let wd = wd.replace('\\', "/");
@@ -1963,7 +1980,7 @@ fn locate(ctx: &Ctx, span: dockerfile::Span, text: &str, e: Error) -> Error {
     }
 }
 
-fn inner_error(reason: impl Into<String>) -> Error {
+pub(crate) fn inner_error(reason: impl Into<String>) -> Error {
     Error::Step {
         location: String::new(),
         instruction: String::new(),
@@ -2062,7 +2079,7 @@ fn resolve_owner(lowers: &[PathBuf], user: &str) -> Result<(u32, u32), Error> {
 /// The working directory a `WORKDIR dir` leaves in the config, as BuildKit's
 /// `NormalizeWorkdir`: an absolute `dir` as written (a trailing `/` or a `..` stays), a
 /// relative one joined to the current directory and cleaned.
-fn join_workdir(current: Option<&str>, dir: &str) -> String {
+pub(crate) fn join_workdir(current: Option<&str>, dir: &str) -> String {
     if dir.starts_with('/') {
         dir.to_owned()
     } else {
@@ -2071,7 +2088,7 @@ fn join_workdir(current: Option<&str>, dir: &str) -> String {
 }
 
 /// `path` (absolute) with `.`, `..` and repeated or trailing slashes cleaned away.
-fn clean_path(path: &str) -> String {
+pub(crate) fn clean_path(path: &str) -> String {
     let parts = crate::fsview::clean_components(Path::new(path));
     let mut out = String::new();
     for p in parts {
@@ -2180,7 +2197,7 @@ fn validate_signal(s: &str) -> Result<(), String> {
 }
 
 /// The heredoc marker word alone (`<<EOF`, `<<-EOF`, `<<"EOF"`).
-fn is_lone_heredoc(cmd: &str, name: &str) -> bool {
+pub(crate) fn is_lone_heredoc(cmd: &str, name: &str) -> bool {
     let w = cmd.trim();
     let Some(rest) = w.strip_prefix("<<") else {
         return false;
@@ -2190,6 +2207,61 @@ fn is_lone_heredoc(cmd: &str, name: &str) -> bool {
         .filter(|c| *c != '"' && *c != '\'')
         .collect::<String>()
         == name
+}
+
+/// A RUN's argv (the shell form wrapped in the config's shell, heredocs resolved) and the
+/// heredoc files it reads from `/dev/pipes/<name>`.
+pub(crate) fn run_argv(
+    config: &ImageConfig,
+    r: &dockerfile::RunInstruction,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let shell = config
+        .shell()
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+    let mut files: Vec<(String, String)> = Vec::new();
+    let argv: Vec<String> = match &r.command {
+        Command::Exec(v) => v.iter().map(|s| s.value.clone()).collect(),
+        Command::Shell(cmd) if !r.heredocs.is_empty() => {
+            let body = |h: &dockerfile::Heredoc| {
+                if h.chomp {
+                    dockerfile::chomp_heredoc(&h.content)
+                } else {
+                    h.content.clone()
+                }
+            };
+            if r.heredocs.len() == 1 && is_lone_heredoc(&cmd.value, &r.heredocs[0].name) {
+                // As BuildKit: a body with a shebang becomes an executable file run by
+                // path; any other body is the shell's argument itself, so that a SHELL
+                // like `["/bin/awk"]` gets the program text (SH-04).
+                let h = &r.heredocs[0];
+                let data = body(h);
+                let mut a = shell.clone();
+                if data.starts_with("#!") {
+                    a.push(format!("/dev/pipes/{}", h.name));
+                    files.push((h.name.clone(), data));
+                } else {
+                    a.push(data);
+                }
+                a
+            } else {
+                let mut script = cmd.value.clone();
+                for h in &r.heredocs {
+                    script.push('\n');
+                    script.push_str(&h.content);
+                    script.push_str(&h.name);
+                }
+                let mut a = shell.clone();
+                a.push(script);
+                a
+            }
+        }
+        Command::Shell(cmd) => {
+            let mut a = shell.clone();
+            a.push(cmd.value.clone());
+            a
+        }
+    };
+    (argv, files)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -2251,53 +2323,7 @@ async fn run_step(
         }
         Some(_) => return Err(step_failed(ctx, span, text, "unsupported --network mode")),
     };
-    let shell = state
-        .config
-        .shell()
-        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-    let mut files: Vec<(String, String)> = Vec::new();
-    let argv: Vec<String> = match &r.command {
-        Command::Exec(v) => v.iter().map(|s| s.value.clone()).collect(),
-        Command::Shell(cmd) if !r.heredocs.is_empty() => {
-            let body = |h: &dockerfile::Heredoc| {
-                if h.chomp {
-                    dockerfile::chomp_heredoc(&h.content)
-                } else {
-                    h.content.clone()
-                }
-            };
-            if r.heredocs.len() == 1 && is_lone_heredoc(&cmd.value, &r.heredocs[0].name) {
-                // As BuildKit: a body with a shebang becomes an executable file run by
-                // path; any other body is the shell's argument itself, so that a SHELL
-                // like `["/bin/awk"]` gets the program text (SH-04).
-                let h = &r.heredocs[0];
-                let data = body(h);
-                let mut a = shell.clone();
-                if data.starts_with("#!") {
-                    a.push(format!("/dev/pipes/{}", h.name));
-                    files.push((h.name.clone(), data));
-                } else {
-                    a.push(data);
-                }
-                a
-            } else {
-                let mut script = cmd.value.clone();
-                for h in &r.heredocs {
-                    script.push('\n');
-                    script.push_str(&h.content);
-                    script.push_str(&h.name);
-                }
-                let mut a = shell.clone();
-                a.push(script);
-                a
-            }
-        }
-        Command::Shell(cmd) => {
-            let mut a = shell.clone();
-            a.push(cmd.value.clone());
-            a
-        }
-    };
+    let (argv, files) = run_argv(&state.config, r);
     if argv.is_empty() {
         return Err(step_failed(ctx, span, text, "RUN needs a command"));
     }

@@ -1,11 +1,12 @@
 //! The build engine: the public [`Build`] builder, and the executor that turns a
 //! Dockerfile's stages into images.
 
-mod exec;
+pub(crate) mod exec;
 mod export;
 mod export_spec;
 mod history;
-mod mounts;
+pub(crate) mod mounts;
+mod plan;
 mod workdir;
 
 use std::collections::BTreeMap;
