@@ -10,6 +10,7 @@ mod fsview;
 mod image;
 mod oci;
 mod passwd;
+pub mod plan;
 mod progress;
 mod sandbox;
 

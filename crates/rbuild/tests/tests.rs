@@ -5,3 +5,6 @@ mod cli;
 
 /// The seed's acceptance criteria on the example services built by rbuild (issues 7, 8).
 mod e2e;
+
+/// `rbuild build --call plan`: the CI planner (issue 17).
+mod plan;
