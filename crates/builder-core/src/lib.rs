@@ -11,6 +11,7 @@ pub mod graph;
 mod image;
 mod oci;
 mod passwd;
+pub mod plan;
 mod progress;
 mod sandbox;
 

@@ -47,7 +47,7 @@ pub(crate) struct BuildOpts {
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub(crate) cache_dir: Option<PathBuf>,
 
-    /// Set method for evaluating build ("check", "outline", "targets") (default "build")
+    /// Set method for evaluating build ("check", "outline", "targets", "plan") (default "build")
     #[arg(long = "call", value_name = "METHOD", default_value = "build", hide_default_value = true, value_parser = call::parse_call)]
     call: CallFunc,
 
@@ -547,6 +547,19 @@ pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
         } else {
             print!("{}", call::targets_text(&targets));
         }
+        return Ok(());
+    }
+
+    if call.name == "plan" {
+        let mut req = builder_core::plan::PlanRequest::new(
+            opts.platforms.iter().flatten().cloned().collect(),
+        );
+        req.build_args = build_arg_map(opts);
+        req.target = opts.target.clone();
+        let plan = builder_core::plan::ci_plan(&df, &req).map_err(stage_error)?;
+        let json = serde_json::to_string_pretty(&plan)
+            .map_err(|e| Failure::build(format!("failed to encode the plan: {e}")))?;
+        println!("{json}");
         return Ok(());
     }
 

@@ -8,3 +8,6 @@ mod e2e;
 
 /// Rootless builds as a non-root user (issue 16): digests equal to root's.
 mod rootless;
+
+/// `rbuild build --call plan`: the CI planner (issue 17).
+mod plan;
