@@ -109,6 +109,18 @@ struct BaseImage {
     layers: Vec<Layer>,
 }
 
+/// One lock per cache key being computed. Builds of one [`super::BuildGroup`] share the
+/// table, so a step (or a pull) that several of them need runs once: the others wait on its
+/// lock and then find its result in the cache.
+#[derive(Clone, Default)]
+pub(super) struct KeyLocks(Arc<Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl std::fmt::Debug for KeyLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyLocks")
+    }
+}
+
 /// Shared by every task of a build.
 struct Ctx {
     cache: Cache,
@@ -122,7 +134,7 @@ struct Ctx {
     run_steps: AtomicU32,
     no_cache: bool,
     /// One lock per cache key being computed: identical steps run once.
-    key_locks: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
+    key_locks: KeyLocks,
     /// Bounds concurrent layer compression to the cores.
     cpu: Semaphore,
     dockerfile_name: String,
@@ -223,7 +235,7 @@ impl Ctx {
 
     async fn key_lock(&self, key: &CacheKey) -> tokio::sync::OwnedMutexGuard<()> {
         let m = {
-            let mut locks = self.key_locks.lock().unwrap_or_else(|e| e.into_inner());
+            let mut locks = self.key_locks.0.lock().unwrap_or_else(|e| e.into_inner());
             locks.entry(key.clone()).or_default().clone()
         };
         m.lock_owned().await
@@ -958,7 +970,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         cached_steps: AtomicU32::new(0),
         run_steps: AtomicU32::new(0),
         no_cache: b.no_cache,
-        key_locks: Mutex::new(HashMap::new()),
+        key_locks: b.key_locks.clone(),
         cpu: Semaphore::new(cores),
         dockerfile_name: name.clone(),
         text: text.clone(),

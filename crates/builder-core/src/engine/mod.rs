@@ -4,6 +4,7 @@
 pub(crate) mod exec;
 mod export;
 mod export_spec;
+mod group;
 mod history;
 pub(crate) mod mounts;
 mod plan;
@@ -16,6 +17,7 @@ use registry_client::{Platform, Reference};
 
 pub use exec::BuildReport;
 pub use export_spec::{ExportKind, ExportSpec};
+pub use group::{BuildGroup, GroupSink, TargetResult};
 
 use crate::progress::ProgressSink;
 
@@ -206,6 +208,8 @@ pub struct Build {
     allow_insecure: bool,
     allow_network_host: bool,
     cancel: crate::sandbox::CancelHandle,
+    /// The per-cache-key locks, shared with the other builds of a [`BuildGroup`].
+    key_locks: exec::KeyLocks,
 }
 
 /// Where a `--secret` comes from.
@@ -295,6 +299,7 @@ impl Build {
             allow_insecure: false,
             allow_network_host: false,
             cancel: crate::sandbox::CancelHandle::new(),
+            key_locks: exec::KeyLocks::default(),
         })
     }
 
