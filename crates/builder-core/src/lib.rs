@@ -11,6 +11,7 @@ mod image;
 mod oci;
 mod passwd;
 mod progress;
+pub mod remote_cache;
 mod sandbox;
 
 pub use cachekey::CacheKey;
