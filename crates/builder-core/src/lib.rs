@@ -13,6 +13,7 @@ mod oci;
 mod passwd;
 pub mod plan;
 mod progress;
+pub mod remote_cache;
 mod sandbox;
 
 pub use cachekey::CacheKey;

@@ -69,6 +69,14 @@ pub enum ProgressEvent {
         /// The step.
         id: StepId,
     },
+    /// The step's result came from a remote cache (`--cache-from`), after
+    /// [`ProgressEvent::StepCached`].
+    StepCachedRemote {
+        /// The step.
+        id: StepId,
+        /// The cache it came from.
+        source: String,
+    },
     /// Output of a RUN step.
     StepLog {
         /// The step.

@@ -47,6 +47,14 @@ pub(crate) struct BuildOpts {
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub(crate) cache_dir: Option<PathBuf>,
 
+    /// External cache sources (e.g., "user/app:cache", "type=registry,ref=user/app:cache")
+    #[arg(long = "cache-from", value_name = "SPEC", value_parser = parse_cache_from)]
+    pub(crate) cache_from: Vec<builder_core::remote_cache::CacheImportSpec>,
+
+    /// Cache export destinations (e.g., "user/app:cache", "type=registry,ref=user/app:cache,mode=max")
+    #[arg(long = "cache-to", value_name = "SPEC", value_parser = parse_cache_to)]
+    pub(crate) cache_to: Vec<builder_core::remote_cache::CacheExportSpec>,
+
     /// Set method for evaluating build ("check", "outline", "targets", "plan") (default "build")
     #[arg(long = "call", value_name = "METHOD", default_value = "build", hide_default_value = true, value_parser = call::parse_call)]
     call: CallFunc,
@@ -271,6 +279,22 @@ fn parse_output(s: &str) -> Result<OutputSpec, String> {
         dest,
         attrs,
         export,
+    })
+}
+
+/// A `--cache-from`, judged by builder-core (only the reason of an error is kept).
+fn parse_cache_from(s: &str) -> Result<builder_core::remote_cache::CacheImportSpec, String> {
+    s.parse().map_err(|e| match e {
+        builder_core::Error::InvalidCache { reason, .. } => reason,
+        e => e.to_string(),
+    })
+}
+
+/// A `--cache-to`, judged by builder-core (only the reason of an error is kept).
+fn parse_cache_to(s: &str) -> Result<builder_core::remote_cache::CacheExportSpec, String> {
+    s.parse().map_err(|e| match e {
+        builder_core::Error::InvalidCache { reason, .. } => reason,
+        e => e.to_string(),
     })
 }
 

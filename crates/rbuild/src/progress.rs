@@ -94,6 +94,10 @@ impl Renderer {
                 let n = self.number(*id);
                 let _ = writeln!(err, "#{n} CACHED");
             }
+            ProgressEvent::StepCachedRemote { id, source } => {
+                let n = self.number(*id);
+                let _ = writeln!(err, "#{n} from remote cache {source}");
+            }
             ProgressEvent::StepLog { id, data, .. } => {
                 let n = self.number(*id);
                 let t = self

@@ -69,6 +69,12 @@ pub(crate) fn build(
         b = b.cache_dir(dir);
     }
     b = b.no_cache(opts.no_cache);
+    for c in &opts.cache_from {
+        b = b.cache_from(c.clone());
+    }
+    for c in &opts.cache_to {
+        b = b.cache_to(c.clone());
+    }
     // Without an output the image ID costs hashing every new layer: only when asked for.
     b = b.image_id(
         opts.iidfile.is_some() || opts.metadata_file.is_some() || opts.progress == "quiet",

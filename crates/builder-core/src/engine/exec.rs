@@ -37,6 +37,8 @@ use crate::oci::{BlobRef, BuiltImage, PlatformImage};
 use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
+mod remote;
+
 /// What a finished build produced.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -164,6 +166,11 @@ struct Ctx {
     prefetches: Mutex<Vec<(StepId, Instant, tokio::task::JoinHandle<()>)>>,
     /// The hostname RUN steps see (`BUILDKIT_SANDBOX_HOSTNAME`, else BuildKit's default).
     sandbox_hostname: String,
+    /// The caches `--cache-from` imported (manifests and configs only).
+    remote: remote::RemoteCaches,
+    /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
+    note_steps: bool,
+    noted: Mutex<Vec<Vec<Layer>>>,
 }
 
 fn now_secs() -> u64 {
@@ -947,6 +954,32 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         .as_ref()
         .map_or(Compression::Gzip, |o| o.compression);
     pack.level = first_output.as_ref().and_then(|o| o.compression_level);
+    for c in &b.cache_to {
+        match (c.compression, &first_output) {
+            (Some(cc), None) => {
+                pack.compression = cc;
+                pack.level = c.compression_level.or(pack.level);
+            }
+            (Some(cc), Some(o)) if cc != o.compression => {
+                return Err(Error::InvalidCache {
+                    spec: c.location.to_string(),
+                    reason: format!(
+                        "compression {cc:?} differs from the output's {:?}: rbuild exports the \
+                         layers it made, in one compression (recompressing is not supported yet)",
+                        o.compression
+                    ),
+                });
+            }
+            _ => {}
+        }
+    }
+    let mut next_step = 1;
+    let remote = if b.cache_from.is_empty() || b.no_cache {
+        remote::RemoteCaches::default()
+    } else {
+        next_step += b.cache_from.len() as u32;
+        remote::import_caches(&client, &b.cache_from, sink, StepId(1)).await
+    };
     // The clamp of the new layers' mtimes: on with SOURCE_DATE_EPOCH unless the output
     // says `rewrite-timestamp=false` (see `ExportSpec::rewrite_timestamp`).
     let rewrite_timestamp = first_output.as_ref().and_then(|o| o.rewrite_timestamp);
@@ -966,7 +999,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         sandbox,
         cancel: b.cancel.clone(),
         events: tx,
-        next_step: AtomicU32::new(1),
+        next_step: AtomicU32::new(next_step),
         cached_steps: AtomicU32::new(0),
         run_steps: AtomicU32::new(0),
         no_cache: b.no_cache,
@@ -995,6 +1028,12 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .filter(|h| !h.is_empty())
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
+        remote,
+        note_steps: b
+            .cache_to
+            .iter()
+            .any(|c| c.mode == crate::remote_cache::CacheMode::Max),
+        noted: Mutex::new(Vec::new()),
     });
     // However the build ends, no background pull outlives it.
     let _prefetches = StopPrefetches(ctx.clone());
@@ -1139,6 +1178,20 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             &ctx.events,
             export_step,
         );
+        forwarding(export, &mut rx, sink).await?;
+    }
+    if !b.cache_to.is_empty() {
+        let pushed_to: Vec<Repository> = if b
+            .outputs
+            .iter()
+            .any(|o| matches!(o.kind, ExportKind::Registry))
+        {
+            b.tags.iter().map(|t| t.repository().clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let step = ctx.step_id();
+        let export = remote::export_caches(&ctx, &states, &b.cache_to, &pushed_to, step);
         forwarding(export, &mut rx, sink).await?;
     }
     // Base blobs no step needed: stop fetching them; their FROM steps end here.
@@ -2017,9 +2070,23 @@ where
     Fut: Future<Output = Result<(), Error>>,
 {
     let _guard = ctx.key_lock(&key).await;
-    let rec = match ctx.lookup(&key)? {
+    let (mut origin, mut source) = (None, None);
+    let local = ctx.lookup(&key)?;
+    let remote = match local {
+        Some(_) => None,
+        None => ctx.remote_lookup(&key)?,
+    };
+    let rec = match local.or_else(|| {
+        remote.map(|(rec, repo, from)| {
+            (origin, source) = (Some(repo), Some(from));
+            rec
+        })
+    }) {
         Some(rec) => {
             ctx.emit(ProgressEvent::StepCached { id });
+            if let Some(source) = source {
+                ctx.emit(ProgressEvent::StepCachedRemote { id, source });
+            }
             ctx.cached_steps.fetch_add(1, Ordering::Relaxed);
             rec
         }
@@ -2049,8 +2116,12 @@ where
     let created = rfc3339(rec.created as i64, 0);
     {
         // A blob pruned since (or never made) is packed again from the snapshot on demand.
+        // A remote cache's blob is pulled from `origin` when something needs it.
         let blob = pick_blob(&rec, ctx.pack.compression)
-            .filter(|b| rec.diff_id.is_some() && ctx.cache.content().contains(&b.digest))
+            .filter(|b| {
+                rec.diff_id.is_some()
+                    && (origin.is_some() || ctx.cache.content().contains(&b.digest))
+            })
             .cloned();
         let parent = state.layers.last().map(|l| l.chain.clone());
         let chain = match (&rec.chain_id, &rec.diff_id) {
@@ -2066,10 +2137,11 @@ where
             diff_id: rec.diff_id.clone(),
             chain,
             blob,
-            origin: None,
+            origin,
             key: Some(key.clone()),
         });
     }
+    ctx.note_stack(&state.layers);
     state.config.push_history(&HistoryEntry {
         created,
         created_by,
