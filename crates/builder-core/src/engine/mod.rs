@@ -1,11 +1,13 @@
 //! The build engine: the public [`Build`] builder, and the executor that turns a
 //! Dockerfile's stages into images.
 
-mod exec;
+pub(crate) mod exec;
 mod export;
 mod export_spec;
+mod group;
 mod history;
-mod mounts;
+pub(crate) mod mounts;
+mod plan;
 mod workdir;
 
 use std::collections::BTreeMap;
@@ -15,6 +17,7 @@ use registry_client::{Platform, Reference};
 
 pub use exec::BuildReport;
 pub use export_spec::{ExportKind, ExportSpec};
+pub use group::{BuildGroup, GroupSink, TargetResult};
 
 use crate::progress::ProgressSink;
 
@@ -38,6 +41,22 @@ pub enum Error {
         /// The specification.
         spec: String,
         /// Why.
+        reason: String,
+    },
+    /// A `--cache-to` / `--cache-from` specification is invalid (a usage error).
+    #[error("invalid cache {spec:?}: {reason}")]
+    InvalidCache {
+        /// The specification.
+        spec: String,
+        /// Why.
+        reason: String,
+    },
+    /// A remote cache is not usable.
+    #[error("cache {reference}: {reason}")]
+    BadCache {
+        /// The cache reference.
+        reference: String,
+        /// What is wrong.
         reason: String,
     },
     /// The Dockerfile could not be read.
@@ -151,7 +170,7 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Error::InvalidOption { .. } | Error::InvalidOutput { .. }
+            Error::InvalidOption { .. } | Error::InvalidOutput { .. } | Error::InvalidCache { .. }
         )
     }
 }
@@ -195,6 +214,8 @@ pub struct Build {
     tags: Vec<Reference>,
     outputs: Vec<ExportSpec>,
     cache_dir: Option<PathBuf>,
+    cache_to: Vec<crate::remote_cache::CacheExportSpec>,
+    cache_from: Vec<crate::remote_cache::CacheImportSpec>,
     no_cache: bool,
     image_id: bool,
     labels: BTreeMap<String, String>,
@@ -205,6 +226,8 @@ pub struct Build {
     allow_insecure: bool,
     allow_network_host: bool,
     cancel: crate::sandbox::CancelHandle,
+    /// The per-cache-key locks, shared with the other builds of a [`BuildGroup`].
+    key_locks: exec::KeyLocks,
 }
 
 /// Where a `--secret` comes from.
@@ -284,6 +307,8 @@ impl Build {
             tags: Vec::new(),
             outputs: Vec::new(),
             cache_dir: None,
+            cache_to: Vec::new(),
+            cache_from: Vec::new(),
             no_cache: false,
             image_id: false,
             labels: BTreeMap::new(),
@@ -294,6 +319,7 @@ impl Build {
             allow_insecure: false,
             allow_network_host: false,
             cancel: crate::sandbox::CancelHandle::new(),
+            key_locks: exec::KeyLocks::default(),
         })
     }
 
@@ -373,6 +399,22 @@ impl Build {
     /// The cache directory (default `$XDG_CACHE_HOME/rbuild` or `~/.cache/rbuild`).
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Exports the build's cache (`--cache-to`; several may be given). With
+    /// [`CacheMode::Max`](crate::remote_cache::CacheMode::Max) every step of every stage
+    /// built is exported, else the final image's steps.
+    pub fn cache_to(mut self, spec: crate::remote_cache::CacheExportSpec) -> Self {
+        self.cache_to.push(spec);
+        self
+    }
+
+    /// Imports a remote cache (`--cache-from`; several are searched in the order given).
+    /// Only its manifest and config are read before the build; a cache that does not
+    /// exist is a warning.
+    pub fn cache_from(mut self, spec: crate::remote_cache::CacheImportSpec) -> Self {
+        self.cache_from.push(spec);
         self
     }
 
