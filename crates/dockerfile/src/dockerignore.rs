@@ -8,7 +8,7 @@
 //! below it; `!pattern` re-includes what earlier patterns excluded; the last pattern that
 //! matches a path decides.
 
-mod gopath;
+pub(crate) mod gopath;
 mod regex;
 mod walk;
 

@@ -15,6 +15,9 @@ mod dockerignore;
 mod shell;
 mod stages;
 
+// Build checks (BuildKit's linter rules).
+pub mod lint;
+
 // ---- public interface: parser ----
 // Line parser (BuildKit's `parser`), typed instructions (BuildKit's `instructions`).
 pub use ast::{
@@ -47,3 +50,5 @@ pub use stages::{
     PROXY_ARGS, PlanOptions, PlanWarning, PlatformSpec, Scope, Stage, StageBase, StageDep,
     StageError, Step, TargetInfo, list_targets,
 };
+// Build checks: rules, configuration and the linter.
+pub use lint::{LintConfig, LintConfigError, LintOptions, LintWarning, Rule, lint};

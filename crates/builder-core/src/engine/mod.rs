@@ -1,12 +1,13 @@
 //! The build engine: the public [`Build`] builder, and the executor that turns a
 //! Dockerfile's stages into images.
 
-mod exec;
+pub(crate) mod exec;
 mod export;
 mod export_spec;
 mod group;
 mod history;
-mod mounts;
+pub(crate) mod mounts;
+mod plan;
 mod workdir;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,22 @@ pub enum Error {
         /// The specification.
         spec: String,
         /// Why.
+        reason: String,
+    },
+    /// A `--cache-to` / `--cache-from` specification is invalid (a usage error).
+    #[error("invalid cache {spec:?}: {reason}")]
+    InvalidCache {
+        /// The specification.
+        spec: String,
+        /// Why.
+        reason: String,
+    },
+    /// A remote cache is not usable.
+    #[error("cache {reference}: {reason}")]
+    BadCache {
+        /// The cache reference.
+        reference: String,
+        /// What is wrong.
         reason: String,
     },
     /// The Dockerfile could not be read.
@@ -153,7 +170,7 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Error::InvalidOption { .. } | Error::InvalidOutput { .. }
+            Error::InvalidOption { .. } | Error::InvalidOutput { .. } | Error::InvalidCache { .. }
         )
     }
 }
@@ -197,6 +214,8 @@ pub struct Build {
     tags: Vec<Reference>,
     outputs: Vec<ExportSpec>,
     cache_dir: Option<PathBuf>,
+    cache_to: Vec<crate::remote_cache::CacheExportSpec>,
+    cache_from: Vec<crate::remote_cache::CacheImportSpec>,
     no_cache: bool,
     image_id: bool,
     labels: BTreeMap<String, String>,
@@ -288,6 +307,8 @@ impl Build {
             tags: Vec::new(),
             outputs: Vec::new(),
             cache_dir: None,
+            cache_to: Vec::new(),
+            cache_from: Vec::new(),
             no_cache: false,
             image_id: false,
             labels: BTreeMap::new(),
@@ -378,6 +399,22 @@ impl Build {
     /// The cache directory (default `$XDG_CACHE_HOME/rbuild` or `~/.cache/rbuild`).
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Exports the build's cache (`--cache-to`; several may be given). With
+    /// [`CacheMode::Max`](crate::remote_cache::CacheMode::Max) every step of every stage
+    /// built is exported, else the final image's steps.
+    pub fn cache_to(mut self, spec: crate::remote_cache::CacheExportSpec) -> Self {
+        self.cache_to.push(spec);
+        self
+    }
+
+    /// Imports a remote cache (`--cache-from`; several are searched in the order given).
+    /// Only its manifest and config are read before the build; a cache that does not
+    /// exist is a warning.
+    pub fn cache_from(mut self, spec: crate::remote_cache::CacheImportSpec) -> Self {
+        self.cache_from.push(spec);
         self
     }
 
@@ -507,8 +544,9 @@ fn exec_join(e: &tokio::task::JoinError) -> Error {
     }
 }
 
-/// `Dockerfile` in the context, else `dockerfile` when only that exists (as BuildKit).
-fn default_dockerfile(context: &Path) -> PathBuf {
+/// The Dockerfile a build reads when none is named: `Dockerfile` in the context, else
+/// `dockerfile` when only that exists (as BuildKit's frontend does).
+pub fn default_dockerfile(context: &Path) -> PathBuf {
     let upper = context.join("Dockerfile");
     let lower = context.join("dockerfile");
     if !upper.exists() && lower.is_file() {

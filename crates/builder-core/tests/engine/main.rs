@@ -757,6 +757,11 @@ fn main() {
             Needs::Nothing,
         ),
         (
+            "cfg_02_source_date_epoch_rewrite_timestamp",
+            layers::cfg_02_source_date_epoch_rewrite_timestamp,
+            Needs::Nothing,
+        ),
+        (
             "cfg_03_empty_values_kept",
             layers::cfg_03_empty_values_kept,
             Needs::Nothing,
