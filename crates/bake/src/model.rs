@@ -1,0 +1,130 @@
+//! Resolved bake definitions, in the shape `docker buildx bake --print` writes them.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+/// A `key=value,...` attribute list (a cache source, an output, a secret, an SSH agent), as
+/// buildx prints it: an object with the keys in order.
+pub type Attrs = BTreeMap<String, String>;
+
+/// One target, every field resolved. Unset fields are `None` (or empty) and left out of
+/// `--print`, as buildx leaves them out.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Target {
+    /// The build context directory (relative to the working directory, or absolute).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub context: Option<String>,
+    /// Named contexts (`FROM name`, `COPY --from=name`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub contexts: BTreeMap<String, String>,
+    /// The Dockerfile, relative to the context.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dockerfile: Option<String>,
+    /// The Dockerfile's text, instead of a file.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dockerfile_inline: Option<String>,
+    /// Build arguments.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub args: BTreeMap<String, String>,
+    /// OCI annotations.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub annotations: Vec<String>,
+    /// Cache sources.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_from: Vec<Attrs>,
+    /// Cache destinations.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub cache_to: Vec<Attrs>,
+    /// Image labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Image names.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// The stage to build.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Secrets exposed to RUN.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub secret: Vec<Attrs>,
+    /// SSH agents exposed to RUN.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ssh: Vec<Attrs>,
+    /// Target platforms.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<String>,
+    /// Outputs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub output: Vec<Attrs>,
+    /// Always pull base images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pull: Option<bool>,
+    /// Build without the cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub no_cache: Option<bool>,
+}
+
+/// A named list of targets (or other groups).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Group {
+    /// The members.
+    pub targets: Vec<String>,
+}
+
+/// Every group and target of the files read, merged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Definition {
+    /// The groups.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub group: BTreeMap<String, Group>,
+    /// The targets.
+    pub target: BTreeMap<String, Target>,
+}
+
+/// Parses a `key=value,...` attribute list; `default_key` names a bare value (`ref` for a
+/// cache source: `user/app:cache` is `type=registry,ref=user/app:cache`).
+pub fn parse_attrs(s: &str, default_key: Option<&str>) -> Result<Attrs, String> {
+    let mut out = Attrs::new();
+    if !s.contains('=') {
+        match default_key {
+            Some("ref") => {
+                out.insert("type".into(), "registry".into());
+                out.insert("ref".into(), s.to_owned());
+                return Ok(out);
+            }
+            Some("id") => {
+                out.insert("id".into(), s.to_owned());
+                return Ok(out);
+            }
+            Some("type") => {
+                out.insert("type".into(), s.to_owned());
+                return Ok(out);
+            }
+            _ => return Err(format!("{s:?} is not a key=value list")),
+        }
+    }
+    for field in s.split(',') {
+        let (k, v) = field
+            .split_once('=')
+            .ok_or_else(|| format!("invalid field {field:?}: must be a key=value pair"))?;
+        let k = match k.trim() {
+            "source" => "src",
+            k => k,
+        };
+        out.insert(k.to_owned(), v.trim().to_owned());
+    }
+    Ok(out)
+}
+
+/// An SSH spec (`default`, `id=path,path`) as buildx prints it.
+pub fn parse_ssh(s: &str) -> Attrs {
+    let mut out = Attrs::new();
+    let (id, paths) = s.split_once('=').unwrap_or((s, ""));
+    out.insert("id".into(), id.to_owned());
+    if !paths.is_empty() {
+        out.insert("paths".into(), paths.to_owned());
+    }
+    out
+}
