@@ -15,7 +15,8 @@ mod sandbox;
 
 pub use cachekey::CacheKey;
 pub use engine::{
-    Build, BuildReport, Error, ExportKind, ExportSpec, SecretSource, SshSource, default_cache_dir,
+    Build, BuildReport, CheckReport, Error, ExportKind, ExportSpec, SecretSource, SshSource,
+    default_cache_dir,
 };
 pub use image::{
     ConfigParseError, DEFAULT_PATH, HISTORY_COMMENT, Healthcheck, HistoryEntry, ImageConfig,
