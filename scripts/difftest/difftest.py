@@ -5,7 +5,8 @@ Each case under scripts/difftest/cases/ is built by the reference BuildKit (buil
 Dockerfile frontend 1.26, driven by buildctl) and by rbuild, both to an OCI image layout
 (`--output type=oci`), and the two layouts are compared at the OCI level, per platform:
 
-  manifest   the media types of the manifest and of each layer, the number of layers
+  manifest   the media types of the manifest and of each layer, the layers' annotations
+             (e.g. buildkit/rewritten-timestamp), the number of layers
   config     every field of the image config's `config` object, architecture, os, variant,
              and the history pattern: one line per entry with empty_layer, created_by, comment
   layers     for each layer whose diff ID differs between the two: every tar entry with its
@@ -17,7 +18,7 @@ Dockerfile frontend 1.26, driven by buildctl) and by rbuild, both to an OCI imag
 A case is a directory holding a Dockerfile and its context, and optionally:
   args            build flags on one line, buildx spelling: --build-arg K=V, --target T,
                   --platform P[,P], --secret id=ID,src=FILE (FILE relative to the case),
-                  --no-cache, -f NAME (a Dockerfile of another name in the case)
+                  --label K=V, --no-cache, -f NAME (a Dockerfile of another name in the case)
   output-opts     extra attributes for both OCI outputs, e.g. `rewrite-timestamp=true`
   compare-mtimes  also compare the mtimes of layer entries and the config's created times
   expect-fail     both tools must fail; line 1 is a Python regex that rbuild's output must
@@ -119,6 +120,10 @@ def translate_args(case_dir, words):
             spec = ",".join(f"{k}={x}" for k, x in fields.items())
             bk += ["--secret", spec]
             rb += ["--secret", spec]
+        elif flag == "--label":
+            v = value()
+            bk += ["--opt", f"label:{v}"]
+            rb += ["--label", v]
         elif flag == "--no-cache":
             bk += ["--no-cache"]
             rb += ["--no-cache"]
@@ -243,6 +248,8 @@ def listing(files, other_diff_ids, mtimes):
         theirs = other_diff_ids.get(platform, [])
         for i, ld in enumerate(manifest.get("layers") or []):
             lines.append(f"{pre} layer {i} {ld.get('mediaType')}")
+            for k, v in sorted((ld.get("annotations") or {}).items()):
+                lines.append(f"{pre} layer {i} annotation {k}={v}")
             if i < len(diff_ids) and i < len(theirs) and diff_ids[i] == theirs[i]:
                 lines.append(f"{pre} layer {i} identical")
                 continue

@@ -6,7 +6,7 @@
 
 use std::fmt;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 /// Bump when the meaning of any key input changes, so old cache entries stop matching.
@@ -15,7 +15,7 @@ use sha2::{Digest as _, Sha256};
 const KEY_FORMAT: &str = "rbuild-cachekey-v2";
 
 /// The cache key of one build step.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct CacheKey(String);
 

@@ -7,16 +7,22 @@ mod copy;
 mod engine;
 #[allow(dead_code)] // Used by COPY in the engine, which lands next.
 mod fsview;
+pub mod graph;
 mod image;
 mod oci;
 mod passwd;
+pub mod plan;
 mod progress;
+pub mod remote_cache;
 mod sandbox;
 
 pub use cachekey::CacheKey;
 pub use engine::{
-    Build, BuildReport, CheckReport, Error, ExportKind, ExportSpec, SecretSource, SshSource,
-    default_cache_dir,
+    Build, BuildGroup, BuildReport, CheckReport, Error, ExportKind, ExportSpec, GroupSink, SecretSource,
+    SshSource, TargetResult, default_cache_dir, default_dockerfile,
+};
+pub use graph::{
+    Edge, EdgeKind, Graph, GraphResult, ImageResolver, Op, RegistryResolver, ResolvedImage, Vertex,
 };
 pub use image::{
     ConfigParseError, DEFAULT_PATH, HISTORY_COMMENT, Healthcheck, HistoryEntry, ImageConfig,
@@ -28,9 +34,9 @@ pub use oci::{
 };
 pub use progress::{Activity, CollectSink, NullSink, ProgressEvent, ProgressSink, StepId, Stream};
 pub use sandbox::{
-    BindAccess, CancelHandle, Capabilities, ExitStatus, Mode, ModeRequest, Mount, MountKind,
-    MountSource, NetworkMode, Rootfs, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, User,
-    maybe_run_init, resolve_user,
+    BindAccess, CancelHandle, Capabilities, ExitStatus, IdRange, Mode, ModeRequest, Mount,
+    MountKind, MountSource, NetworkMode, Privilege, ROOTLESS_ENV, Rootfs, RunSpec,
+    SANDBOX_MODE_ENV, Sandbox, SandboxError, User, enter_rootless, maybe_run_init, resolve_user,
 };
 
 pub use dockerfile;

@@ -36,6 +36,9 @@ pub struct BlobRef {
     pub media_type: String,
     /// The file holding the (verified) bytes.
     pub path: PathBuf,
+    /// The descriptor's annotations in the manifest (e.g. BuildKit's
+    /// `buildkit/rewritten-timestamp`); empty for none.
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// One platform's image: config, layers and the manifest that ties them.
@@ -79,7 +82,13 @@ impl PlatformImage {
         );
         let layer_descs: Vec<Value> = layers
             .iter()
-            .map(|l| Value::Object(descriptor(&l.media_type, &l.digest, l.size)))
+            .map(|l| {
+                let mut d = descriptor(&l.media_type, &l.digest, l.size);
+                if !l.annotations.is_empty() {
+                    d.insert("annotations".into(), json!(l.annotations));
+                }
+                Value::Object(d)
+            })
             .collect();
         m.insert("layers".into(), Value::Array(layer_descs));
         let manifest = serde_json::to_vec(&Value::Object(m)).expect("a JSON map serialises");

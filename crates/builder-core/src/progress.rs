@@ -49,6 +49,9 @@ pub enum ProgressEvent {
         platforms: Vec<String>,
         /// The sandbox mode (for example `namespaces+overlayfs` or `chroot`).
         sandbox: String,
+        /// The privilege mode and why ([`Privilege::describe`](crate::Privilege::describe):
+        /// `root`, `rootless (...)`, ...).
+        privilege: String,
     },
     /// A step started (or was found in the cache: then [`ProgressEvent::StepCached`] follows).
     StepStarted {
@@ -65,6 +68,14 @@ pub enum ProgressEvent {
     StepCached {
         /// The step.
         id: StepId,
+    },
+    /// The step's result came from a remote cache (`--cache-from`), after
+    /// [`ProgressEvent::StepCached`].
+    StepCachedRemote {
+        /// The step.
+        id: StepId,
+        /// The cache it came from.
+        source: String,
     },
     /// Output of a RUN step.
     StepLog {

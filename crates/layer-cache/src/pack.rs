@@ -227,7 +227,7 @@ pub fn pack_dir_with_progress<W: Write + Send>(
             let root_stat = rustix::fs::fstat(&root).map_err(|e| io_at(dir)(e.into()))?;
             let root_xattrs = read_xattrs(XattrSource::Fd(&root), dir)?;
             if walker.is_opaque(&root_xattrs, dir)? {
-                walker.emit_marker(&mut chunker, b"", OPAQUE_MARKER, &root_stat)?;
+                walker.emit_marker(&mut chunker, b"", OPAQUE_MARKER, &root_stat, None)?;
             }
             walker.walk(&mut chunker, root, &[])?;
             chunker.zeros(1024)?;
@@ -354,18 +354,19 @@ impl Walker<'_> {
     }
 
     /// Writes a whiteout or opaque marker: an empty regular file, mode 0, owned by root,
-    /// with the (clamped) mtime of what it stands for.
+    /// with the (clamped) mtime of what it stands for, or `mtime` when given.
     fn emit_marker(
         &mut self,
         chunker: &mut Chunker<'_>,
         dir: &[u8],
         name: &[u8],
         st: &Stat,
+        mtime: Option<i64>,
     ) -> Result<()> {
         let mut path = dir.to_vec();
         path.extend_from_slice(name);
         let mut h = EntryHeader::new(path, EntryKind::Regular);
-        h.mtime = self.clamp(st.st_mtime);
+        h.mtime = mtime.unwrap_or_else(|| self.clamp(st.st_mtime));
         self.emit(chunker, &h)
     }
 
@@ -419,7 +420,9 @@ impl Walker<'_> {
             if ftype == FileType::CharacterDevice && overlay && st.st_rdev == 0 {
                 let mut wh = WHITEOUT_PREFIX.to_vec();
                 wh.extend_from_slice(&name);
-                self.emit_marker(chunker, prefix, &wh, &st)?;
+                // As BuildKit's differ: a whiteout's mtime is the epoch (0), whenever the
+                // file was deleted, so that deletions do not make layers differ by clock.
+                self.emit_marker(chunker, prefix, &wh, &st, Some(0))?;
                 continue;
             }
             if name.starts_with(WHITEOUT_PREFIX) {
@@ -447,7 +450,7 @@ impl Walker<'_> {
                     self.emit(chunker, &h)?;
                     rel.push(b'/');
                     if opaque {
-                        self.emit_marker(chunker, &rel, OPAQUE_MARKER, &st)?;
+                        self.emit_marker(chunker, &rel, OPAQUE_MARKER, &st, None)?;
                     }
                     self.walk(chunker, fd, &rel)?;
                 }

@@ -47,7 +47,15 @@ pub(crate) struct BuildOpts {
     #[arg(long = "cache-dir", value_name = "DIR")]
     pub(crate) cache_dir: Option<PathBuf>,
 
-    /// Set method for evaluating build ("check", "outline", "targets") (default "build")
+    /// External cache sources (e.g., "user/app:cache", "type=registry,ref=user/app:cache")
+    #[arg(long = "cache-from", value_name = "SPEC", value_parser = parse_cache_from)]
+    pub(crate) cache_from: Vec<builder_core::remote_cache::CacheImportSpec>,
+
+    /// Cache export destinations (e.g., "user/app:cache", "type=registry,ref=user/app:cache,mode=max")
+    #[arg(long = "cache-to", value_name = "SPEC", value_parser = parse_cache_to)]
+    pub(crate) cache_to: Vec<builder_core::remote_cache::CacheExportSpec>,
+
+    /// Set method for evaluating build ("check", "outline", "targets", "plan") (default "build")
     #[arg(long = "call", value_name = "METHOD", default_value = "build", hide_default_value = true, value_parser = call::parse_call)]
     call: CallFunc,
 
@@ -235,7 +243,8 @@ fn parse_output(s: &str) -> Result<OutputSpec, String> {
         match k.to_lowercase().as_str() {
             "type" => kind = Some(v.to_owned()),
             "dest" => dest = Some(v.to_owned()),
-            key @ ("tar" | "push" | "oci-mediatypes" | "force-compression") => {
+            key @ ("tar" | "push" | "oci-mediatypes" | "force-compression"
+            | "rewrite-timestamp") => {
                 let b = call::parse_bool(v)?;
                 attrs.insert(key.to_owned(), b.to_string());
             }
@@ -270,6 +279,22 @@ fn parse_output(s: &str) -> Result<OutputSpec, String> {
         dest,
         attrs,
         export,
+    })
+}
+
+/// A `--cache-from`, judged by builder-core (only the reason of an error is kept).
+fn parse_cache_from(s: &str) -> Result<builder_core::remote_cache::CacheImportSpec, String> {
+    s.parse().map_err(|e| match e {
+        builder_core::Error::InvalidCache { reason, .. } => reason,
+        e => e.to_string(),
+    })
+}
+
+/// A `--cache-to`, judged by builder-core (only the reason of an error is kept).
+fn parse_cache_to(s: &str) -> Result<builder_core::remote_cache::CacheExportSpec, String> {
+    s.parse().map_err(|e| match e {
+        builder_core::Error::InvalidCache { reason, .. } => reason,
+        e => e.to_string(),
     })
 }
 
@@ -428,7 +453,7 @@ fn read_dockerfile(opts: &BuildOpts) -> Result<Source, Failure> {
             })
             .map_err(|e| Failure::usage(format!("invalid value '{path}' for '--file': {e}"))),
         None => {
-            let path = opts.context.join("Dockerfile");
+            let path = builder_core::default_dockerfile(&opts.context);
             std::fs::read(&path)
                 .map(|bytes| Source {
                     name: path.display().to_string(),
@@ -448,6 +473,10 @@ fn read_dockerfile(opts: &BuildOpts) -> Result<Source, Failure> {
 /// is dropped when the environment has none.
 fn build_arg_map(opts: &BuildOpts) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
+    // buildx: SOURCE_DATE_EPOCH from the environment, unless a --build-arg sets it.
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
+        out.insert("SOURCE_DATE_EPOCH".to_owned(), v);
+    }
     for (k, v) in &opts.build_args {
         match v {
             Some(v) => {
@@ -542,6 +571,19 @@ pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
         } else {
             print!("{}", call::targets_text(&targets));
         }
+        return Ok(());
+    }
+
+    if call.name == "plan" {
+        let mut req = builder_core::plan::PlanRequest::new(
+            opts.platforms.iter().flatten().cloned().collect(),
+        );
+        req.build_args = build_arg_map(opts);
+        req.target = opts.target.clone();
+        let plan = builder_core::plan::ci_plan(&df, &req).map_err(stage_error)?;
+        let json = serde_json::to_string_pretty(&plan)
+            .map_err(|e| Failure::build(format!("failed to encode the plan: {e}")))?;
+        println!("{json}");
         return Ok(());
     }
 

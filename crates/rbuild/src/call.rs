@@ -1,5 +1,6 @@
 //! `--call outline|targets`: the text and JSON that buildx prints for BuildKit's
-//! `frontend.outline` and `frontend.targets` subrequests.
+//! `frontend.outline` and `frontend.targets` subrequests; `--call plan`: rbuild's CI
+//! planner ([`builder_core::plan`]), JSON only.
 
 use base64::Engine as _;
 use dockerfile::{Outline, Span, TargetInfo};
@@ -8,7 +9,7 @@ use serde_json::{Value, json};
 /// What `--call` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CallFunc {
-    /// `build`, `outline`, `targets` or `check`.
+    /// `build`, `outline`, `targets`, `plan` or `check`.
     pub(crate) name: String,
     /// `json` for `format=json`; text otherwise.
     pub(crate) json: bool,
@@ -35,10 +36,10 @@ pub(crate) fn parse_call(s: &str) -> Result<CallFunc, String> {
     }
     let name = match name.as_deref().unwrap_or("build") {
         "check" | "lint" => "check",
-        n @ ("build" | "outline" | "targets") => n,
+        n @ ("build" | "outline" | "targets" | "plan") => n,
         other => {
             return Err(format!(
-                "unknown method {other:?} (build, check, outline, targets)"
+                "unknown method {other:?} (build, check, outline, plan, targets)"
             ));
         }
     }

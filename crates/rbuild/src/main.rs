@@ -46,6 +46,16 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return exit::clap_error(&e),
     };
+    // Not root: become root of a user namespace of our own before any thread starts
+    // (builds, and the cache commands, which delete files the namespace's uids own).
+    if !matches!(cli.command, Command::Inspect(_)) {
+        if let Err(e) = builder_core::enter_rootless() {
+            return exit::report(Err(exit::Failure::build(format!(
+                "{e}\n(set {}=0 to run without a user namespace: RUN steps are refused then)",
+                builder_core::ROOTLESS_ENV
+            ))));
+        }
+    }
     let result = match cli.command {
         Command::Build(opts) => build::run(&opts),
         Command::Inspect(opts) => inspect::run(&opts),

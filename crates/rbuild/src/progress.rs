@@ -68,10 +68,14 @@ impl Renderer {
 
     fn plain(&mut self, ev: &ProgressEvent, err: &mut impl Write) {
         match ev {
-            ProgressEvent::BuildStarted { platforms, sandbox } => {
+            ProgressEvent::BuildStarted {
+                platforms,
+                sandbox,
+                privilege,
+            } => {
                 let _ = writeln!(
                     err,
-                    "#0 building for {} (sandbox: {sandbox})",
+                    "#0 building for {} (sandbox: {sandbox}) as {privilege}",
                     platforms.join(", ")
                 );
             }
@@ -89,6 +93,10 @@ impl Renderer {
             ProgressEvent::StepCached { id } => {
                 let n = self.number(*id);
                 let _ = writeln!(err, "#{n} CACHED");
+            }
+            ProgressEvent::StepCachedRemote { id, source } => {
+                let n = self.number(*id);
+                let _ = writeln!(err, "#{n} from remote cache {source}");
             }
             ProgressEvent::StepLog { id, data, .. } => {
                 let n = self.number(*id);
@@ -142,10 +150,14 @@ impl Renderer {
 
     fn tty(&mut self, ev: &ProgressEvent, err: &mut impl Write) {
         match ev {
-            ProgressEvent::BuildStarted { platforms, sandbox } => {
+            ProgressEvent::BuildStarted {
+                platforms,
+                sandbox,
+                privilege,
+            } => {
                 let _ = writeln!(
                     err,
-                    "[+] Building for {} (sandbox: {sandbox})",
+                    "[+] Building for {} (sandbox: {sandbox}) as {privilege}",
                     platforms.join(", ")
                 );
             }

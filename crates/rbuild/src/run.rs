@@ -69,6 +69,12 @@ pub(crate) fn build(
         b = b.cache_dir(dir);
     }
     b = b.no_cache(opts.no_cache);
+    for c in &opts.cache_from {
+        b = b.cache_from(c.clone());
+    }
+    for c in &opts.cache_to {
+        b = b.cache_to(c.clone());
+    }
     // Without an output the image ID costs hashing every new layer: only when asked for.
     b = b.image_id(
         opts.iidfile.is_some() || opts.metadata_file.is_some() || opts.progress == "quiet",
@@ -214,16 +220,18 @@ pub(crate) fn build(
     Ok(())
 }
 
-/// Unpacking layers (their owners) and the sandbox need root: a build that fails when run
-/// by another user says so, rather than only which file could not be chowned.
+/// Unpacking layers (their owners) and the sandbox need root (real, or of the rootless
+/// user namespace): a build that fails when run by a user who stays so says so, rather than only which file could not be chowned.
 fn not_root_hint() -> String {
     let uid = rustix::process::geteuid();
     if uid.is_root() {
         return String::new();
     }
     format!(
-        "\nhint: rbuild runs as uid {}; building needs root (rootless builds, in a user \
-         namespace, are not implemented)",
-        uid.as_raw()
+        "\nhint: rbuild runs as uid {} without a user namespace ({}=0): unpacking layers \
+         and RUN steps need root or the rootless mode (unset {} to use it)",
+        uid.as_raw(),
+        builder_core::ROOTLESS_ENV,
+        builder_core::ROOTLESS_ENV
     )
 }

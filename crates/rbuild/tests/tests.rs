@@ -5,3 +5,9 @@ mod cli;
 
 /// The seed's acceptance criteria on the example services built by rbuild (issues 7, 8).
 mod e2e;
+
+/// Rootless builds as a non-root user (issue 16): digests equal to root's.
+mod rootless;
+
+/// `rbuild build --call plan`: the CI planner (issue 17).
+mod plan;

@@ -37,6 +37,8 @@ use crate::oci::{BlobRef, BuiltImage, PlatformImage};
 use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
+mod remote;
+
 /// What a finished build produced.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -109,6 +111,18 @@ struct BaseImage {
     layers: Vec<Layer>,
 }
 
+/// One lock per cache key being computed. Builds of one [`super::BuildGroup`] share the
+/// table, so a step (or a pull) that several of them need runs once: the others wait on its
+/// lock and then find its result in the cache.
+#[derive(Clone, Default)]
+pub(super) struct KeyLocks(Arc<Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>>);
+
+impl std::fmt::Debug for KeyLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyLocks")
+    }
+}
+
 /// Shared by every task of a build.
 struct Ctx {
     /// The build-check configuration (`UndefinedVar` is found while the stages run).
@@ -124,7 +138,7 @@ struct Ctx {
     run_steps: AtomicU32,
     no_cache: bool,
     /// One lock per cache key being computed: identical steps run once.
-    key_locks: Mutex<HashMap<CacheKey, Arc<tokio::sync::Mutex<()>>>>,
+    key_locks: KeyLocks,
     /// Bounds concurrent layer compression to the cores.
     cpu: Semaphore,
     dockerfile_name: String,
@@ -137,6 +151,9 @@ struct Ctx {
     /// their base says (BuildKit's `implicitTarget` false).
     explicit_platform: bool,
     source_date_epoch: Option<i64>,
+    /// `rewrite-timestamp=true`: the epoch the new layers are marked with
+    /// (`buildkit/rewritten-timestamp`).
+    rewritten_timestamp: Option<i64>,
     /// The first step failure: it cancels the other stages and is what the build reports.
     first_error: Mutex<Option<Error>>,
     images: tokio::sync::Mutex<HashMap<(String, String), Arc<BaseImage>>>,
@@ -151,6 +168,11 @@ struct Ctx {
     prefetches: Mutex<Vec<(StepId, Instant, tokio::task::JoinHandle<()>)>>,
     /// The hostname RUN steps see (`BUILDKIT_SANDBOX_HOSTNAME`, else BuildKit's default).
     sandbox_hostname: String,
+    /// The caches `--cache-from` imported (manifests and configs only).
+    remote: remote::RemoteCaches,
+    /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
+    note_steps: bool,
+    noted: Mutex<Vec<Vec<Layer>>>,
 }
 
 fn now_secs() -> u64 {
@@ -210,26 +232,7 @@ impl Ctx {
 
     /// The instruction's source text, continuation lines joined, for step names.
     fn source_text(&self, span: dockerfile::Span) -> String {
-        let raw = self.text.get(span.range()).unwrap_or_default();
-        let first = raw.lines().next().unwrap_or_default().trim();
-        let mut s: String = raw
-            .lines()
-            .map(|l| l.trim().trim_end_matches('\\').trim())
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .collect::<Vec<_>>()
-            .join(" ");
-        if s.is_empty() {
-            s = first.to_owned();
-        }
-        if s.len() > 200 {
-            let mut cut = 200;
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            s.truncate(cut);
-            s.push_str("...");
-        }
-        s
+        source_text(&self.text, span)
     }
 
     fn created_now(&self) -> u64 {
@@ -241,7 +244,7 @@ impl Ctx {
 
     async fn key_lock(&self, key: &CacheKey) -> tokio::sync::OwnedMutexGuard<()> {
         let m = {
-            let mut locks = self.key_locks.lock().unwrap_or_else(|e| e.into_inner());
+            let mut locks = self.key_locks.0.lock().unwrap_or_else(|e| e.into_inner());
             locks.entry(key.clone()).or_default().clone()
         };
         m.lock_owned().await
@@ -255,6 +258,15 @@ impl Ctx {
         let Some(rec) = self.cache.index().get(&d)? else {
             return Ok(None);
         };
+        // A layer packed with another SOURCE_DATE_EPOCH clamp (or none) has other bytes:
+        // the step runs again rather than export mtimes this build did not ask for.
+        let rec_epoch = rec
+            .annotations
+            .get(EPOCH_ANNOTATION)
+            .and_then(|v| v.parse::<i64>().ok());
+        if rec_epoch != self.pack.source_date_epoch {
+            return Ok(None);
+        }
         // A record whose layer is gone (pruned) is a miss: it needs its blob or, for a layer
         // never compressed, its snapshot.
         {
@@ -597,6 +609,31 @@ const EPOCH_ANNOTATION: &str = "rbuild.source-date-epoch";
 /// What the ONBUILD trigger number `t` of the stage's base reads with `COPY --from`: the
 /// stage the plan found for it when the base is a stage of this Dockerfile, else an image
 /// (a base image's trigger cannot name a stage of this build, which its author never saw).
+/// The source text of the instruction at `span` of `text`, continuation lines joined, for
+/// step names.
+pub(crate) fn source_text(text: &str, span: dockerfile::Span) -> String {
+    let raw = text.get(span.range()).unwrap_or_default();
+    let first = raw.lines().next().unwrap_or_default().trim();
+    let mut s: String = raw
+        .lines()
+        .map(|l| l.trim().trim_end_matches('\\').trim())
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if s.is_empty() {
+        s = first.to_owned();
+    }
+    if s.len() > 200 {
+        let mut cut = 200;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
+}
+
 fn trigger_dep(
     plan: &BuildPlan,
     stage: &dockerfile::Stage,
@@ -649,6 +686,17 @@ fn overlay_apply_options() -> ApplyOptions {
     let mut o = ApplyOptions::default();
     o.mode = ApplyMode::OverlayLayer;
     o.devices = layer_cache::DevicePolicy::Create;
+    let privilege = crate::Privilege::current();
+    if privilege.in_user_namespace() {
+        // overlayfs mounted with `userxattr` reads user.overlay.opaque.
+        o.overlay_xattr = layer_cache::OverlayXattr::User;
+        // mknod of a real device is refused there; the nodes stay out of the lowers.
+        o.devices = layer_cache::DevicePolicy::Skip;
+    }
+    if privilege.single_id() {
+        // No uid but 0 exists: the files stay root-owned (said at build start).
+        o.ownership = layer_cache::Ownership::Current;
+    }
     o
 }
 
@@ -734,7 +782,7 @@ impl registry_client::TransferProgress for PullProgress<'_> {
 
 /// The platform as the TARGET*/BUILD* args show it: like BuildKit (containerd's
 /// `platforms.Normalize`), arm64 without its default `v8` variant.
-pub(super) fn platform_spec(p: &Platform) -> PlatformSpec {
+pub(crate) fn platform_spec(p: &Platform) -> PlatformSpec {
     let variant = match (p.architecture(), p.variant()) {
         ("arm64", Some("v8")) => "",
         (_, v) => v.unwrap_or_default(),
@@ -744,7 +792,7 @@ pub(super) fn platform_spec(p: &Platform) -> PlatformSpec {
 
 /// The variant an image and its index entry carry for the target `p`: containerd's
 /// normalisation, arm64 without its default `v8`.
-fn oci_variant(p: &Platform) -> Option<&str> {
+pub(crate) fn oci_variant(p: &Platform) -> Option<&str> {
     match (p.architecture(), p.variant()) {
         ("arm64", Some("v8")) => None,
         (_, v) => v,
@@ -783,8 +831,8 @@ fn is_dockerfile_frontend(reference: &str) -> bool {
 }
 
 /// Runs a whole build.
-pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
-    let started = Instant::now();
+/// The Dockerfile's name, text and parse (after checking its `syntax` directive).
+pub(crate) fn load_dockerfile(b: &Build) -> Result<(String, String, Dockerfile), Error> {
     let (name, text) = match &b.dockerfile {
         Some(DockerfileSource::Text { name, text }) => (name.clone(), text.clone()),
         Some(DockerfileSource::Path(p)) => (p.display().to_string(), read_dockerfile(p)?),
@@ -806,6 +854,12 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         file: name.clone(),
         source: Box::new(source),
     })?;
+    Ok((name, text, df))
+}
+
+pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
+    let started = Instant::now();
+    let (name, text, df) = load_dockerfile(&b)?;
     let host = Platform::host();
     let platforms = if b.platforms.is_empty() {
         vec![host.clone()]
@@ -863,7 +917,36 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         .as_ref()
         .map_or(Compression::Gzip, |o| o.compression);
     pack.level = first_output.as_ref().and_then(|o| o.compression_level);
-    pack.source_date_epoch = source_date_epoch;
+    for c in &b.cache_to {
+        match (c.compression, &first_output) {
+            (Some(cc), None) => {
+                pack.compression = cc;
+                pack.level = c.compression_level.or(pack.level);
+            }
+            (Some(cc), Some(o)) if cc != o.compression => {
+                return Err(Error::InvalidCache {
+                    spec: c.location.to_string(),
+                    reason: format!(
+                        "compression {cc:?} differs from the output's {:?}: rbuild exports the \
+                         layers it made, in one compression (recompressing is not supported yet)",
+                        o.compression
+                    ),
+                });
+            }
+            _ => {}
+        }
+    }
+    let mut next_step = 1;
+    let remote = if b.cache_from.is_empty() || b.no_cache {
+        remote::RemoteCaches::default()
+    } else {
+        next_step += b.cache_from.len() as u32;
+        remote::import_caches(&client, &b.cache_from, sink, StepId(1)).await
+    };
+    // The clamp of the new layers' mtimes: on with SOURCE_DATE_EPOCH unless the output
+    // says `rewrite-timestamp=false` (see `ExportSpec::rewrite_timestamp`).
+    let rewrite_timestamp = first_output.as_ref().and_then(|o| o.rewrite_timestamp);
+    pack.source_date_epoch = source_date_epoch.filter(|_| rewrite_timestamp != Some(false));
     let stat_cache = cache.stat_cache(&format!("context:{}", b.context.display()))?;
     let copy_context =
         crate::copy::BuildContext::open(&b.context, b.dockerfile_path().as_deref(), stat_cache)
@@ -880,11 +963,11 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         sandbox,
         cancel: b.cancel.clone(),
         events: tx,
-        next_step: AtomicU32::new(1),
+        next_step: AtomicU32::new(next_step),
         cached_steps: AtomicU32::new(0),
         run_steps: AtomicU32::new(0),
         no_cache: b.no_cache,
-        key_locks: Mutex::new(HashMap::new()),
+        key_locks: b.key_locks.clone(),
         cpu: Semaphore::new(cores),
         dockerfile_name: name.clone(),
         text: text.clone(),
@@ -895,6 +978,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         build_platform: host.clone(),
         explicit_platform: !b.platforms.is_empty(),
         source_date_epoch,
+        rewritten_timestamp: source_date_epoch.filter(|_| rewrite_timestamp == Some(true)),
         first_error: Mutex::new(None),
         images: tokio::sync::Mutex::new(HashMap::new()),
         tmp,
@@ -909,6 +993,12 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .filter(|h| !h.is_empty())
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
+        remote,
+        note_steps: b
+            .cache_to
+            .iter()
+            .any(|c| c.mode == crate::remote_cache::CacheMode::Max),
+        noted: Mutex::new(Vec::new()),
     });
     // However the build ends, no background pull outlives it.
     let _prefetches = StopPrefetches(ctx.clone());
@@ -916,6 +1006,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     sink.event(&ProgressEvent::BuildStarted {
         platforms: platforms.iter().map(ToString::to_string).collect(),
         sandbox: mode.clone(),
+        privilege: crate::Privilege::current().describe(),
     });
     // Build checks, before anything runs (error=true stops the build here).
     super::check::report(
@@ -1020,6 +1111,20 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         );
         forwarding(export, &mut rx, sink).await?;
     }
+    if !b.cache_to.is_empty() {
+        let pushed_to: Vec<Repository> = if b
+            .outputs
+            .iter()
+            .any(|o| matches!(o.kind, ExportKind::Registry))
+        {
+            b.tags.iter().map(|t| t.repository().clone()).collect()
+        } else {
+            Vec::new()
+        };
+        let step = ctx.step_id();
+        let export = remote::export_caches(&ctx, &states, &b.cache_to, &pushed_to, step);
+        forwarding(export, &mut rx, sink).await?;
+    }
     // Base blobs no step needed: stop fetching them; their FROM steps end here.
     for (id, t0) in ctx.stop_prefetches() {
         sink.event(&ProgressEvent::StepDone {
@@ -1114,22 +1219,35 @@ pub(super) fn read_dockerfile(p: &Path) -> Result<String, Error> {
     })
 }
 
-/// SOURCE_DATE_EPOCH from `--build-arg`, or the default of a global `ARG`.
+/// SOURCE_DATE_EPOCH from `--build-arg`, or the default of a global `ARG`, read as
+/// Dockerfile 1.26 reads it: whole seconds; `context` (the main context's source time:
+/// none for a local directory, so unset); a stage to take the time from is refused as not supported yet; anything else is BuildKit's
+/// `invalid SOURCE_DATE_EPOCH` error.
 fn source_date_epoch(b: &Build, plan: &BuildPlan) -> Result<Option<i64>, Error> {
     let v = b.build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| {
         plan.global_args()
             .get("SOURCE_DATE_EPOCH")
             .map(str::to_owned)
     });
+    let invalid = |reason: String| super::invalid("build arg", "SOURCE_DATE_EPOCH", reason);
     match v.as_deref() {
-        None | Some("") => Ok(None),
-        Some(s) => s.parse::<i64>().map(Some).map_err(|_| {
-            super::invalid(
-                "build arg",
-                "SOURCE_DATE_EPOCH",
-                format!("{s:?} is not a whole number of seconds"),
-            )
-        }),
+        None | Some("") | Some("context") => Ok(None),
+        Some(s) => {
+            if let Ok(t) = s.parse::<i64>() {
+                return Ok(Some(t));
+            }
+            let stage = plan.stages().iter().any(|st| {
+                st.name
+                    .as_deref()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(s))
+            });
+            if stage {
+                return Err(invalid(format!(
+                    "taking the epoch from the stage {s:?} (Dockerfile 1.24) is not supported yet; give whole seconds"
+                )));
+            }
+            Err(invalid(format!("invalid SOURCE_DATE_EPOCH: {s}")))
+        }
     }
 }
 
@@ -1443,7 +1561,7 @@ async fn build_stage(
     Ok(state)
 }
 
-fn stage_platform(
+pub(crate) fn stage_platform(
     plan: &BuildPlan,
     stage: &dockerfile::Stage,
     platform: &Platform,
@@ -1583,17 +1701,17 @@ fn pinned_from_store(
 
 /// Inputs of a RUN step's cache key.
 #[derive(Serialize)]
-struct RunKey<'a> {
-    argv: &'a [String],
-    env: &'a BTreeMap<String, String>,
-    user: &'a str,
-    cwd: &'a str,
-    network: &'a str,
-    insecure: bool,
-    files: &'a [(String, String)],
+pub(crate) struct RunKey<'a> {
+    pub(crate) argv: &'a [String],
+    pub(crate) env: &'a BTreeMap<String, String>,
+    pub(crate) user: &'a str,
+    pub(crate) cwd: &'a str,
+    pub(crate) network: &'a str,
+    pub(crate) insecure: bool,
+    pub(crate) files: &'a [(String, String)],
     /// RUN --mount definitions (left out when there are none, so older keys still match).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    mounts: &'a [serde_json::Value],
+    pub(crate) mounts: &'a [serde_json::Value],
 }
 
 /// The stage or image each `RUN --mount` names with `from` (`None` for the others): its
@@ -1824,8 +1942,13 @@ async fn dispatch(
 /// The working directory as a path in the stage's filesystem: Windows images record it
 /// with backslashes (`\\`, `C:\\app`), file operations use forward slashes.
 fn fs_workdir(state: &StageState) -> String {
-    let wd = state.config.working_dir().unwrap_or_else(|| "/".into());
-    if state.platform.os() != "windows" {
+    workdir_path(&state.config, &state.platform)
+}
+
+/// [`fs_workdir`] of a config for a platform.
+pub(crate) fn workdir_path(config: &ImageConfig, platform: &Platform) -> String {
+    let wd = config.working_dir().unwrap_or_else(|| "/".into());
+    if platform.os() != "windows" {
         return wd;
     }
     let wd = wd.replace('\\', "/");
@@ -1864,7 +1987,7 @@ fn locate(ctx: &Ctx, span: dockerfile::Span, text: &str, e: Error) -> Error {
     }
 }
 
-fn inner_error(reason: impl Into<String>) -> Error {
+pub(crate) fn inner_error(reason: impl Into<String>) -> Error {
     Error::Step {
         location: String::new(),
         instruction: String::new(),
@@ -1889,9 +2012,23 @@ where
     Fut: Future<Output = Result<(), Error>>,
 {
     let _guard = ctx.key_lock(&key).await;
-    let rec = match ctx.lookup(&key)? {
+    let (mut origin, mut source) = (None, None);
+    let local = ctx.lookup(&key)?;
+    let remote = match local {
+        Some(_) => None,
+        None => ctx.remote_lookup(&key)?,
+    };
+    let rec = match local.or_else(|| {
+        remote.map(|(rec, repo, from)| {
+            (origin, source) = (Some(repo), Some(from));
+            rec
+        })
+    }) {
         Some(rec) => {
             ctx.emit(ProgressEvent::StepCached { id });
+            if let Some(source) = source {
+                ctx.emit(ProgressEvent::StepCachedRemote { id, source });
+            }
             ctx.cached_steps.fetch_add(1, Ordering::Relaxed);
             rec
         }
@@ -1921,8 +2058,12 @@ where
     let created = rfc3339(rec.created as i64, 0);
     {
         // A blob pruned since (or never made) is packed again from the snapshot on demand.
+        // A remote cache's blob is pulled from `origin` when something needs it.
         let blob = pick_blob(&rec, ctx.pack.compression)
-            .filter(|b| rec.diff_id.is_some() && ctx.cache.content().contains(&b.digest))
+            .filter(|b| {
+                rec.diff_id.is_some()
+                    && (origin.is_some() || ctx.cache.content().contains(&b.digest))
+            })
             .cloned();
         let parent = state.layers.last().map(|l| l.chain.clone());
         let chain = match (&rec.chain_id, &rec.diff_id) {
@@ -1938,10 +2079,11 @@ where
             diff_id: rec.diff_id.clone(),
             chain,
             blob,
-            origin: None,
+            origin,
             key: Some(key.clone()),
         });
     }
+    ctx.note_stack(&state.layers);
     state.config.push_history(&HistoryEntry {
         created,
         created_by,
@@ -1963,7 +2105,7 @@ fn resolve_owner(lowers: &[PathBuf], user: &str) -> Result<(u32, u32), Error> {
 /// The working directory a `WORKDIR dir` leaves in the config, as BuildKit's
 /// `NormalizeWorkdir`: an absolute `dir` as written (a trailing `/` or a `..` stays), a
 /// relative one joined to the current directory and cleaned.
-fn join_workdir(current: Option<&str>, dir: &str) -> String {
+pub(crate) fn join_workdir(current: Option<&str>, dir: &str) -> String {
     if dir.starts_with('/') {
         dir.to_owned()
     } else {
@@ -1972,7 +2114,7 @@ fn join_workdir(current: Option<&str>, dir: &str) -> String {
 }
 
 /// `path` (absolute) with `.`, `..` and repeated or trailing slashes cleaned away.
-fn clean_path(path: &str) -> String {
+pub(crate) fn clean_path(path: &str) -> String {
     let parts = crate::fsview::clean_components(Path::new(path));
     let mut out = String::new();
     for p in parts {
@@ -2081,7 +2223,7 @@ fn validate_signal(s: &str) -> Result<(), String> {
 }
 
 /// The heredoc marker word alone (`<<EOF`, `<<-EOF`, `<<"EOF"`).
-fn is_lone_heredoc(cmd: &str, name: &str) -> bool {
+pub(crate) fn is_lone_heredoc(cmd: &str, name: &str) -> bool {
     let w = cmd.trim();
     let Some(rest) = w.strip_prefix("<<") else {
         return false;
@@ -2091,6 +2233,61 @@ fn is_lone_heredoc(cmd: &str, name: &str) -> bool {
         .filter(|c| *c != '"' && *c != '\'')
         .collect::<String>()
         == name
+}
+
+/// A RUN's argv (the shell form wrapped in the config's shell, heredocs resolved) and the
+/// heredoc files it reads from `/dev/pipes/<name>`.
+pub(crate) fn run_argv(
+    config: &ImageConfig,
+    r: &dockerfile::RunInstruction,
+) -> (Vec<String>, Vec<(String, String)>) {
+    let shell = config
+        .shell()
+        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+    let mut files: Vec<(String, String)> = Vec::new();
+    let argv: Vec<String> = match &r.command {
+        Command::Exec(v) => v.iter().map(|s| s.value.clone()).collect(),
+        Command::Shell(cmd) if !r.heredocs.is_empty() => {
+            let body = |h: &dockerfile::Heredoc| {
+                if h.chomp {
+                    dockerfile::chomp_heredoc(&h.content)
+                } else {
+                    h.content.clone()
+                }
+            };
+            if r.heredocs.len() == 1 && is_lone_heredoc(&cmd.value, &r.heredocs[0].name) {
+                // As BuildKit: a body with a shebang becomes an executable file run by
+                // path; any other body is the shell's argument itself, so that a SHELL
+                // like `["/bin/awk"]` gets the program text (SH-04).
+                let h = &r.heredocs[0];
+                let data = body(h);
+                let mut a = shell.clone();
+                if data.starts_with("#!") {
+                    a.push(format!("/dev/pipes/{}", h.name));
+                    files.push((h.name.clone(), data));
+                } else {
+                    a.push(data);
+                }
+                a
+            } else {
+                let mut script = cmd.value.clone();
+                for h in &r.heredocs {
+                    script.push('\n');
+                    script.push_str(&h.content);
+                    script.push_str(&h.name);
+                }
+                let mut a = shell.clone();
+                a.push(script);
+                a
+            }
+        }
+        Command::Shell(cmd) => {
+            let mut a = shell.clone();
+            a.push(cmd.value.clone());
+            a
+        }
+    };
+    (argv, files)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -2152,53 +2349,7 @@ async fn run_step(
         }
         Some(_) => return Err(step_failed(ctx, span, text, "unsupported --network mode")),
     };
-    let shell = state
-        .config
-        .shell()
-        .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
-    let mut files: Vec<(String, String)> = Vec::new();
-    let argv: Vec<String> = match &r.command {
-        Command::Exec(v) => v.iter().map(|s| s.value.clone()).collect(),
-        Command::Shell(cmd) if !r.heredocs.is_empty() => {
-            let body = |h: &dockerfile::Heredoc| {
-                if h.chomp {
-                    dockerfile::chomp_heredoc(&h.content)
-                } else {
-                    h.content.clone()
-                }
-            };
-            if r.heredocs.len() == 1 && is_lone_heredoc(&cmd.value, &r.heredocs[0].name) {
-                // As BuildKit: a body with a shebang becomes an executable file run by
-                // path; any other body is the shell's argument itself, so that a SHELL
-                // like `["/bin/awk"]` gets the program text (SH-04).
-                let h = &r.heredocs[0];
-                let data = body(h);
-                let mut a = shell.clone();
-                if data.starts_with("#!") {
-                    a.push(format!("/dev/pipes/{}", h.name));
-                    files.push((h.name.clone(), data));
-                } else {
-                    a.push(data);
-                }
-                a
-            } else {
-                let mut script = cmd.value.clone();
-                for h in &r.heredocs {
-                    script.push('\n');
-                    script.push_str(&h.content);
-                    script.push_str(&h.name);
-                }
-                let mut a = shell.clone();
-                a.push(script);
-                a
-            }
-        }
-        Command::Shell(cmd) => {
-            let mut a = shell.clone();
-            a.push(cmd.value.clone());
-            a
-        }
-    };
+    let (argv, files) = run_argv(&state.config, r);
     if argv.is_empty() {
         return Err(step_failed(ctx, span, text, "RUN needs a command"));
     }
@@ -2455,11 +2606,20 @@ async fn assemble(
     let config = final_config(ctx, state, platform, &diff_ids);
     let layers = blobs
         .into_iter()
-        .map(|(b, _)| BlobRef {
-            digest: b.digest.to_string(),
-            size: b.size,
-            media_type: b.media_type.clone(),
-            path: ctx.cache.content().path(&b.digest),
+        .zip(stack)
+        .map(|((b, _), layer)| {
+            let mut annotations = BTreeMap::new();
+            // As BuildKit's rewrite-timestamp: every layer but the base image's.
+            if let (Some(t), Some(_)) = (ctx.rewritten_timestamp, &layer.key) {
+                annotations.insert("buildkit/rewritten-timestamp".to_owned(), t.to_string());
+            }
+            BlobRef {
+                digest: b.digest.to_string(),
+                size: b.size,
+                media_type: b.media_type.clone(),
+                path: ctx.cache.content().path(&b.digest),
+                annotations,
+            }
         })
         .collect();
     let p = (

@@ -45,6 +45,12 @@ pub struct ExportSpec {
     pub compression_level: Option<i32>,
     /// Extra image names (`name=a,b`), besides the `--tag`s.
     pub names: Vec<String>,
+    /// `rewrite-timestamp=`: `Some(true)` clamps the new layers' mtimes to
+    /// SOURCE_DATE_EPOCH and marks them with BuildKit's `buildkit/rewritten-timestamp`
+    /// layer annotation (a manifest identical to BuildKit's); `Some(false)` keeps the files'
+    /// own mtimes (BuildKit's default); `None` (not given) clamps without the annotation,
+    /// so that a build with SOURCE_DATE_EPOCH is reproducible by default.
+    pub rewrite_timestamp: Option<bool>,
 }
 
 impl ExportSpec {
@@ -55,6 +61,7 @@ impl ExportSpec {
             compression: Compression::Gzip,
             compression_level: None,
             names: Vec::new(),
+            rewrite_timestamp: None,
         }
     }
 }
@@ -91,6 +98,7 @@ impl FromStr for ExportSpec {
                 compression: Compression::Gzip,
                 compression_level: None,
                 names: Vec::new(),
+                rewrite_timestamp: None,
             });
         }
         let mut kind = None;
@@ -100,6 +108,7 @@ impl FromStr for ExportSpec {
         let mut compression = Compression::Gzip;
         let mut level = None;
         let mut names = Vec::new();
+        let mut rewrite_timestamp = None;
         for field in spec.split(',') {
             let (k, v) = field
                 .split_once('=')
@@ -114,6 +123,7 @@ impl FromStr for ExportSpec {
                 }
                 "tar" => tar = parse_bool(spec, k, v)?,
                 "push" => push = parse_bool(spec, k, v)?,
+                "rewrite-timestamp" => rewrite_timestamp = Some(parse_bool(spec, k, v)?),
                 "name" => names.extend(v.split_terminator(';').map(str::to_owned)),
                 "compression" => {
                     compression = match v {
@@ -200,6 +210,7 @@ impl FromStr for ExportSpec {
             compression,
             compression_level: level,
             names,
+            rewrite_timestamp,
         })
     }
 }

@@ -2,11 +2,13 @@
 //! Dockerfile's stages into images.
 
 mod check;
-mod exec;
+pub(crate) mod exec;
 mod export;
 mod export_spec;
+mod group;
 mod history;
-mod mounts;
+pub(crate) mod mounts;
+mod plan;
 mod workdir;
 
 use std::collections::BTreeMap;
@@ -17,6 +19,7 @@ use registry_client::{Platform, Reference};
 pub use check::CheckReport;
 pub use exec::BuildReport;
 pub use export_spec::{ExportKind, ExportSpec};
+pub use group::{BuildGroup, GroupSink, TargetResult};
 
 use crate::progress::ProgressSink;
 
@@ -40,6 +43,22 @@ pub enum Error {
         /// The specification.
         spec: String,
         /// Why.
+        reason: String,
+    },
+    /// A `--cache-to` / `--cache-from` specification is invalid (a usage error).
+    #[error("invalid cache {spec:?}: {reason}")]
+    InvalidCache {
+        /// The specification.
+        spec: String,
+        /// Why.
+        reason: String,
+    },
+    /// A remote cache is not usable.
+    #[error("cache {reference}: {reason}")]
+    BadCache {
+        /// The cache reference.
+        reference: String,
+        /// What is wrong.
         reason: String,
     },
     /// The Dockerfile could not be read.
@@ -153,7 +172,7 @@ impl Error {
     pub fn is_usage(&self) -> bool {
         matches!(
             self,
-            Error::InvalidOption { .. } | Error::InvalidOutput { .. }
+            Error::InvalidOption { .. } | Error::InvalidOutput { .. } | Error::InvalidCache { .. }
         )
     }
 }
@@ -197,6 +216,8 @@ pub struct Build {
     tags: Vec<Reference>,
     outputs: Vec<ExportSpec>,
     cache_dir: Option<PathBuf>,
+    cache_to: Vec<crate::remote_cache::CacheExportSpec>,
+    cache_from: Vec<crate::remote_cache::CacheImportSpec>,
     no_cache: bool,
     image_id: bool,
     labels: BTreeMap<String, String>,
@@ -207,6 +228,8 @@ pub struct Build {
     allow_insecure: bool,
     allow_network_host: bool,
     cancel: crate::sandbox::CancelHandle,
+    /// The per-cache-key locks, shared with the other builds of a [`BuildGroup`].
+    key_locks: exec::KeyLocks,
 }
 
 /// Where a `--secret` comes from.
@@ -286,6 +309,8 @@ impl Build {
             tags: Vec::new(),
             outputs: Vec::new(),
             cache_dir: None,
+            cache_to: Vec::new(),
+            cache_from: Vec::new(),
             no_cache: false,
             image_id: false,
             labels: BTreeMap::new(),
@@ -296,6 +321,7 @@ impl Build {
             allow_insecure: false,
             allow_network_host: false,
             cancel: crate::sandbox::CancelHandle::new(),
+            key_locks: exec::KeyLocks::default(),
         })
     }
 
@@ -375,6 +401,22 @@ impl Build {
     /// The cache directory (default `$XDG_CACHE_HOME/rbuild` or `~/.cache/rbuild`).
     pub fn cache_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.cache_dir = Some(dir.into());
+        self
+    }
+
+    /// Exports the build's cache (`--cache-to`; several may be given). With
+    /// [`CacheMode::Max`](crate::remote_cache::CacheMode::Max) every step of every stage
+    /// built is exported, else the final image's steps.
+    pub fn cache_to(mut self, spec: crate::remote_cache::CacheExportSpec) -> Self {
+        self.cache_to.push(spec);
+        self
+    }
+
+    /// Imports a remote cache (`--cache-from`; several are searched in the order given).
+    /// Only its manifest and config are read before the build; a cache that does not
+    /// exist is a warning.
+    pub fn cache_from(mut self, spec: crate::remote_cache::CacheImportSpec) -> Self {
+        self.cache_from.push(spec);
         self
     }
 
@@ -504,8 +546,9 @@ fn exec_join(e: &tokio::task::JoinError) -> Error {
     }
 }
 
-/// `Dockerfile` in the context, else `dockerfile` when only that exists (as BuildKit).
-fn default_dockerfile(context: &Path) -> PathBuf {
+/// The Dockerfile a build reads when none is named: `Dockerfile` in the context, else
+/// `dockerfile` when only that exists (as BuildKit's frontend does).
+pub fn default_dockerfile(context: &Path) -> PathBuf {
     let upper = context.join("Dockerfile");
     let lower = context.join("dockerfile");
     if !upper.exists() && lower.is_file() {

@@ -72,7 +72,7 @@ impl RunOptions {
 }
 
 /// The `from` of a bind or cache mount: a stage or an image the engine must resolve.
-pub(super) fn mount_from(spec: &MountSpec) -> Option<&str> {
+pub(crate) fn mount_from(spec: &MountSpec) -> Option<&str> {
     match spec.literal.as_ref()? {
         DfMount::Bind(b) => b.from.as_deref(),
         DfMount::Cache(c) => c.from.as_deref(),
@@ -142,7 +142,7 @@ enum CacheInit {
 
 /// The mounts of one RUN, validated and described for its cache key.
 #[derive(Debug, Clone, Default)]
-pub(super) struct Prepared {
+pub(crate) struct Prepared {
     planned: Vec<Planned>,
     key: Vec<Value>,
 }
@@ -150,7 +150,7 @@ pub(super) struct Prepared {
 impl Prepared {
     /// What the mounts add to the RUN's cache key (definitions, never secret or cache
     /// contents), in the order written.
-    pub(super) fn key(&self) -> &[Value] {
+    pub(crate) fn key(&self) -> &[Value] {
         &self.key
     }
 }
@@ -158,7 +158,7 @@ impl Prepared {
 /// Validates the mounts of a RUN and describes them for its cache key. `from_keys[i]` is the
 /// cache key of the stage or image that mount `i` names with `from` (`None` without one);
 /// `cwd` is the step's working directory (relative targets are below it).
-pub(super) async fn prepare(
+pub(crate) async fn prepare(
     specs: &[MountSpec],
     from_keys: &[Option<CacheKey>],
     cwd: &str,

@@ -12,6 +12,14 @@ use crate::fsview::ViewError;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SandboxError {
+    /// Setting up the rootless user namespace failed.
+    #[error("rootless mode: {step}: {reason}")]
+    Rootless {
+        /// The step (`newuidmap/newgidmap`, `unshare(CLONE_NEWUSER)`, ...).
+        step: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// A field of the [`RunSpec`](super::RunSpec) is unusable.
     #[error("invalid run spec: {field}: {reason}")]
     InvalidSpec {

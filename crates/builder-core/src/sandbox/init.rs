@@ -109,10 +109,13 @@ const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 pub fn maybe_run_init() {
     let mut args = std::env::args_os();
     let _ = args.next();
-    if args.next().as_deref() != Some(OsStr::new(INIT_MARKER)) {
-        return;
+    match args.next() {
+        Some(a) if a == OsStr::new(INIT_MARKER) => std::process::exit(init_main()),
+        Some(a) if a == OsStr::new(super::userns::MAP_HELPER_MARKER) => {
+            std::process::exit(super::userns::map_helper_main(args.collect()))
+        }
+        _ => {}
     }
-    std::process::exit(init_main());
 }
 
 type Fail = InitFailure;
@@ -432,7 +435,15 @@ fn mount_overlay(
     }
     // Keep the upper a faithful diff: no metadata-only copy-ups, no redirects for renamed
     // directories (rename gives EXDEV and tools copy), no index, no inode-number xattrs.
-    data.push_str(",index=off,metacopy=off,redirect_dir=off,xino=off");
+    data.push_str(",index=off,metacopy=off,xino=off");
+    // In a user namespace trusted.* xattrs are out of reach: overlayfs keeps its metadata
+    // in user.overlay.* (`userxattr`, Linux 5.11+), where `redirect_dir=off` (which may
+    // follow redirects) is refused and `nofollow` is the same for a fresh upper.
+    if super::Privilege::current().in_user_namespace() {
+        data.push_str(",userxattr,redirect_dir=nofollow");
+    } else {
+        data.push_str(",redirect_dir=off");
+    }
     if data.len() >= 4000 {
         return Err(fail(
             "mount overlay",
@@ -722,9 +733,15 @@ fn mount_system(root: &OwnedFd, insecure: bool) -> Result<(), Fail> {
         )
         .map_err(|e| fail("open", Some(&Path::new("/dev").join(name)), e))
     };
+    // gid 5 (tty) does not exist in a single-id user namespace: the ptys stay gid 0 there.
+    let pts_opts: &[(&str, &str)] = if super::Privilege::current().single_id() {
+        &[("ptmxmode", "0666"), ("mode", "0620")]
+    } else {
+        &[("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5")]
+    };
     let pts = new_fs(
         "devpts",
-        &[("ptmxmode", "0666"), ("mode", "0620"), ("gid", "5")],
+        pts_opts,
         &["newinstance"],
         MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NOEXEC,
     )
@@ -951,7 +968,10 @@ fn drop_privileges(plan: &InitPlan) -> Result<(), Fail> {
         .iter()
         .map(|g| rustix::process::Gid::from_raw(*g))
         .collect();
-    rustix::thread::set_thread_groups(&groups).map_err(|e| fail("setgroups", None, e))?;
+    // A single-id user namespace denies setgroups (and has no group but 0 to set).
+    if !super::Privilege::current().single_id() {
+        rustix::thread::set_thread_groups(&groups).map_err(|e| fail("setgroups", None, e))?;
+    }
     rustix::thread::set_thread_res_gid(
         rustix::process::Gid::from_raw(u.gid),
         rustix::process::Gid::from_raw(u.gid),

@@ -11,6 +11,7 @@ mod seccomp;
 mod spec;
 mod sys;
 mod user;
+mod userns;
 
 use std::fmt;
 use std::io;
@@ -30,6 +31,7 @@ pub use spec::{
     BindAccess, ExitStatus, Mount, MountKind, MountSource, NetworkMode, Rootfs, RunSpec, User,
 };
 pub use user::resolve_user;
+pub use userns::{IdRange, Privilege, ROOTLESS_ENV, enter_rootless};
 
 use crate::Stream;
 use error::IoContext;
@@ -279,7 +281,9 @@ impl Sandbox {
             return Err(SandboxError::Unsupported {
                 feature: "running as a non-root user".into(),
                 mode: self.caps.mode,
-                reason: "rootless operation (user namespaces) is not implemented; run as root"
+                reason: "this process is not root and not in a user namespace of its own; call \
+                         builder_core::enter_rootless() first in main (rbuild does unless \
+                         RBUILD_ROOTLESS=0), or run as root"
                     .into(),
             });
         }

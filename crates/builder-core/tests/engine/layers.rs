@@ -278,6 +278,62 @@ pub(crate) fn cfg_02_source_date_epoch_without_copy() -> R {
     Ok(())
 }
 
+/// CFG-02 with the exporter's `rewrite-timestamp`: `true` marks the new layers (not the
+/// base's) with BuildKit's `buildkit/rewritten-timestamp` and clamps their mtimes; `false`
+/// keeps the files' own mtimes; and the epoch's other spellings (Dockerfile 1.26).
+pub(crate) fn cfg_02_source_date_epoch_rewrite_timestamp() -> R {
+    const T: i64 = 1445412480;
+    let text = "FROM {BUSYBOX}\nRUN touch -d '2030-01-01 00:00:00' /future && touch /now\n";
+    let epoch = |b: builder_core::Build| b.build_arg("SOURCE_DATE_EPOCH", &T.to_string());
+    let img = ok(Case::new().build_output(text, "rewrite-timestamp=true", epoch))?;
+    let layers = img.layers()?;
+    ensure_eq!(layers[0].get("annotations"), None, "the base layer is kept");
+    ensure_eq!(
+        layers[layers.len() - 1]["annotations"],
+        json!({"buildkit/rewritten-timestamp": T.to_string()})
+    );
+    for f in ["future", "now"] {
+        let m = img.stat(f)?;
+        ensure_eq!(std::os::unix::fs::MetadataExt::mtime(&m), T, "/{f}");
+    }
+    // Not given: clamped (reproducible by default) but not marked.
+    let img = ok(Case::new().build_with(text, epoch))?;
+    ensure!(
+        img.layers()?.iter().all(|l| l.get("annotations").is_none()),
+        "marked without rewrite-timestamp"
+    );
+    ensure_eq!(
+        std::os::unix::fs::MetadataExt::mtime(&img.stat("future")?),
+        T
+    );
+    // `false`: the files' own times, the config still at the epoch.
+    let img = ok(Case::new().build_output(text, "rewrite-timestamp=false", epoch))?;
+    ensure!(
+        std::os::unix::fs::MetadataExt::mtime(&img.stat("future")?) > T,
+        "rewrite-timestamp=false clamped"
+    );
+    ensure_eq!(img.config()?["created"], EPOCH_TIME);
+    // `context` on a local context resolves to nothing, as in BuildKit.
+    let img = ok(Case::new().build_with(text, |b| b.build_arg("SOURCE_DATE_EPOCH", "context")))?;
+    ensure!(
+        img.config()?["created"] != EPOCH_TIME,
+        "SOURCE_DATE_EPOCH=context was read as a time"
+    );
+    crate::util::expect_err(
+        Case::new().build_with(text, |b| {
+            b.build_arg("SOURCE_DATE_EPOCH", "not-a-timestamp")
+        }),
+        "invalid SOURCE_DATE_EPOCH: not-a-timestamp",
+    )?;
+    crate::util::expect_err(
+        Case::new().build(
+            "ARG SOURCE_DATE_EPOCH=src\nFROM scratch AS src\nADD http://127.0.0.1:1/x /x\nFROM {BUSYBOX}\n",
+        ),
+        "is not supported yet",
+    )?;
+    Ok(())
+}
+
 pub(crate) fn cfg_03_empty_values_kept() -> R {
     let img = ok(Case::new().build("FROM scratch\nENV E=\nLABEL l=\"\"\n"))?;
     ensure!(img.env()?.contains(&"E=".to_owned()), "{:?}", img.env()?);

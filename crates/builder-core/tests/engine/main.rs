@@ -18,6 +18,7 @@ mod args;
 mod behaviour;
 mod copy;
 mod env;
+mod group;
 mod heredoc;
 mod http;
 mod layers;
@@ -756,6 +757,11 @@ fn main() {
             Needs::Nothing,
         ),
         (
+            "cfg_02_source_date_epoch_rewrite_timestamp",
+            layers::cfg_02_source_date_epoch_rewrite_timestamp,
+            Needs::Nothing,
+        ),
+        (
             "cfg_03_empty_values_kept",
             layers::cfg_03_empty_values_kept,
             Needs::Nothing,
@@ -850,6 +856,16 @@ fn main() {
             "copy_cache_key_ignores_mtime_but_not_mode",
             behaviour::copy_cache_key_ignores_mtime_but_not_mode,
             Needs::Copy,
+        ),
+        (
+            "group_shared_step_runs_once_across_builds",
+            group::shared_step_runs_once_across_builds,
+            Needs::Nothing,
+        ),
+        (
+            "group_first_failure_stops_the_group_unless_keep_going",
+            group::first_failure_stops_the_group_unless_keep_going,
+            Needs::Nothing,
         ),
         (
             "local_output_writes_the_tree",

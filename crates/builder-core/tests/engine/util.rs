@@ -194,9 +194,34 @@ impl Case {
         &self,
         f: impl FnOnce(Build) -> Result<Build, Error>,
     ) -> Result<Image, Error> {
+        self.run_output("", f)
+    }
+
+    /// Writes the Dockerfile and builds it with extra attributes of the OCI output
+    /// (`rewrite-timestamp=true`).
+    pub(crate) fn build_output(
+        &self,
+        text: &str,
+        output_opts: &str,
+        f: impl FnOnce(Build) -> Result<Build, Error>,
+    ) -> Result<Image, Error> {
+        self.dockerfile(text);
+        self.run_output(output_opts, f)
+    }
+
+    /// [`Case::run`] with extra attributes of the OCI output (`,`-separated).
+    pub(crate) fn run_output(
+        &self,
+        output_opts: &str,
+        f: impl FnOnce(Build) -> Result<Build, Error>,
+    ) -> Result<Image, Error> {
         let n = self.builds.fetch_add(1, Ordering::Relaxed);
         let layout = self.dir.path().join(format!("out-{n}"));
-        let spec = format!("type=oci,dest={},tar=false", layout.display());
+        let mut spec = format!("type=oci,dest={},tar=false", layout.display());
+        if !output_opts.is_empty() {
+            spec.push(',');
+            spec.push_str(output_opts);
+        }
         let b = Build::new(self.ctx())?
             .cache_dir(&self.cache)
             .output(spec.parse()?)

@@ -1,0 +1,346 @@
+//! The engine's side of the remote cache (`--cache-from` / `--cache-to`): the caches
+//! imported before solving, the lookup a step makes after a local miss, and the export
+//! after the build. Kept apart from the executor so the hook into it stays small: a step
+//! looks here when the local index misses ([`Ctx::remote_lookup`]) and notes its stack
+//! for `mode=max` ([`Ctx::note_stack`]).
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use layer_cache::{Digest, LayerRecord};
+use registry_client::{BlobSource, PushedBlob, Reference, Repository};
+
+use super::{Ctx, Error, Layer, StageState, cache_digest, pick_blob};
+use crate::progress::{Activity, ProgressEvent, ProgressSink, StepId, Stream};
+use crate::remote_cache::{
+    CacheEntry, CacheExportSpec, CacheImportSpec, CacheLocation, CacheMode, ImportedCache,
+    fetch_registry_cache, push_registry_cache,
+};
+
+/// The caches imported for a build, searched in order.
+#[derive(Debug, Default)]
+pub(super) struct RemoteCaches {
+    caches: Vec<(String, ImportedCache)>,
+}
+
+impl RemoteCaches {
+    fn find(&self, key: &Digest) -> Option<(&str, &LayerRecord, &Repository)> {
+        self.caches.iter().find_map(|(name, c)| {
+            let rec = c.records.get(key)?;
+            Some((name.as_str(), rec, c.repo.as_ref()?))
+        })
+    }
+}
+
+fn human(n: u64) -> String {
+    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < UNITS.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+fn log(sink: &mut dyn ProgressSink, id: StepId, line: String) {
+    sink.event(&ProgressEvent::StepLog {
+        id,
+        stream: Stream::Stdout,
+        data: format!("{line}\n").into_bytes(),
+    });
+}
+
+/// Reads the manifest and config of every `--cache-from` (no layer), before solving. A
+/// cache that does not exist or cannot be read is a warning, as in buildx. Spec `n` reports
+/// as step `first + n`.
+pub(super) async fn import_caches(
+    client: &registry_client::Client,
+    specs: &[CacheImportSpec],
+    sink: &mut dyn ProgressSink,
+    first: StepId,
+) -> RemoteCaches {
+    let mut out = RemoteCaches::default();
+    for (n, spec) in specs.iter().enumerate() {
+        let id = StepId(first.0 + n as u32);
+        let CacheLocation::Registry(reference) = &spec.location;
+        let t = Instant::now();
+        sink.event(&ProgressEvent::StepStarted {
+            id,
+            name: format!("importing cache manifest from {reference}"),
+            platform: None,
+            location: None,
+        });
+        match fetch_registry_cache(client, reference).await {
+            Ok(Some(c)) => {
+                log(
+                    sink,
+                    id,
+                    format!(
+                        "{} records, {} of metadata read; layers referenced: {} (pulled only when needed)",
+                        c.records.len(),
+                        human(c.metadata_bytes),
+                        human(c.layer_bytes)
+                    ),
+                );
+                out.caches.push((reference.to_string(), c));
+            }
+            Ok(None) => sink.event(&ProgressEvent::Warning {
+                message: format!("cache {reference} not found: building without it"),
+                location: None,
+            }),
+            Err(e) => sink.event(&ProgressEvent::Warning {
+                message: format!("cannot import cache {reference}: {e}"),
+                location: None,
+            }),
+        }
+        sink.event(&ProgressEvent::StepDone {
+            id,
+            elapsed: t.elapsed(),
+        });
+    }
+    out
+}
+
+impl Ctx {
+    /// A step's key in the imported caches, after a local miss: the record (its blob not
+    /// pulled) and the repository its blob comes from. The record is added to the local
+    /// index too, where it becomes a local hit once its blob is pulled.
+    pub(super) fn remote_lookup(
+        &self,
+        key: &crate::cachekey::CacheKey,
+    ) -> Result<Option<(LayerRecord, Repository, String)>, Error> {
+        if self.no_cache {
+            return Ok(None);
+        }
+        let d = cache_digest(key);
+        let Some((source, rec, repo)) = self.remote.find(&d) else {
+            return Ok(None);
+        };
+        if rec.diff_id.is_none() || pick_blob(rec, self.pack.compression).is_none() {
+            return Ok(None);
+        }
+        let (rec, repo) = (rec.clone(), repo.clone());
+        self.cache.index().update(&d, |old| match old {
+            Some(o) if o.diff_id.is_some() => Some(o),
+            _ => Some(rec.clone()),
+        })?;
+        Ok(Some((rec, repo, source.to_owned())))
+    }
+
+    /// Remembers a stage's layers after a step, for a `mode=max` export.
+    pub(super) fn note_stack(&self, layers: &[Layer]) {
+        if self.note_steps {
+            self.noted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(layers.to_vec());
+        }
+    }
+}
+
+struct PushCount<'a> {
+    ctx: &'a Ctx,
+    step: StepId,
+}
+
+impl registry_client::TransferProgress for PushCount<'_> {
+    fn event(&self, ev: &registry_client::TransferEvent<'_>) {
+        if let registry_client::TransferEvent::Progress {
+            digest,
+            done,
+            total,
+        } = ev
+        {
+            self.ctx.emit(ProgressEvent::StepProgress {
+                id: self.step,
+                activity: Activity::Push,
+                label: digest.hex().chars().take(12).collect(),
+                current: *done,
+                total: Some(*total),
+            });
+        }
+    }
+}
+
+/// Exports the cache of the build to every `--cache-to`. `image_repos` are repositories the
+/// image was pushed to (blobs are mounted from there rather than uploaded again).
+pub(super) async fn export_caches(
+    ctx: &Arc<Ctx>,
+    states: &[Arc<StageState>],
+    specs: &[CacheExportSpec],
+    image_repos: &[Repository],
+    step: StepId,
+) -> Result<(), Error> {
+    for spec in specs {
+        let CacheLocation::Registry(reference) = &spec.location;
+        let mode = match spec.mode {
+            CacheMode::Min => "min",
+            CacheMode::Max => "max",
+        };
+        ctx.emit(ProgressEvent::StepStarted {
+            id: step,
+            name: format!("exporting cache to {reference} (mode={mode})"),
+            platform: None,
+            location: None,
+        });
+        let t = Instant::now();
+        match export_one(ctx, states, spec, reference, image_repos, step).await {
+            Ok(line) => ctx.emit(ProgressEvent::StepLog {
+                id: step,
+                stream: Stream::Stdout,
+                data: format!("{line}\n").into_bytes(),
+            }),
+            Err(e) if spec.ignore_error => ctx.emit(ProgressEvent::Warning {
+                message: format!("exporting cache to {reference} failed (ignore-error=true): {e}"),
+                location: None,
+            }),
+            Err(e) => return Err(e),
+        }
+        ctx.emit(ProgressEvent::StepDone {
+            id: step,
+            elapsed: t.elapsed(),
+        });
+    }
+    Ok(())
+}
+
+async fn export_one(
+    ctx: &Arc<Ctx>,
+    states: &[Arc<StageState>],
+    spec: &CacheExportSpec,
+    reference: &Reference,
+    image_repos: &[Repository],
+    step: StepId,
+) -> Result<String, Error> {
+    let repo = reference.repository();
+    let mut stacks: Vec<Vec<Layer>> = states.iter().map(|s| s.layers.clone()).collect();
+    if spec.mode == CacheMode::Max {
+        stacks.extend(
+            ctx.noted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned(),
+        );
+    }
+    // One entry per step key: the stack it sits on and its place in it.
+    let mut seen = HashSet::new();
+    let mut wanted: Vec<(Arc<Vec<Layer>>, usize)> = Vec::new();
+    for stack in stacks {
+        let stack = Arc::new(stack);
+        for (i, l) in stack.iter().enumerate() {
+            if let Some(k) = &l.key {
+                if seen.insert(k.clone()) {
+                    wanted.push((stack.clone(), i));
+                }
+            }
+        }
+    }
+    let mount_hint = image_repos
+        .iter()
+        .find(|r| r.registry() == repo.registry() && *r != repo)
+        .cloned();
+    let results = futures_util::future::try_join_all(
+        wanted
+            .iter()
+            .map(|(stack, i)| push_layer(ctx, stack, *i, repo, mount_hint.as_ref(), step)),
+    )
+    .await?;
+    let (mut uploaded, mut reused) = (0u64, 0u64);
+    let mut entries = Vec::new();
+    for (entry, pushed) in results {
+        match pushed {
+            PushedBlob::Uploaded => uploaded += entry.blob.size,
+            _ => reused += entry.blob.size,
+        }
+        entries.push(entry);
+    }
+    let meta = push_registry_cache(&ctx.client, reference, &entries).await?;
+    Ok(format!(
+        "{} records; layers uploaded {}, already there or mounted {}; manifest and config {}",
+        entries.len(),
+        human(uploaded),
+        human(reused),
+        human(meta)
+    ))
+}
+
+/// Puts the blob of `stack[i]` into `repo`: mounted from where it came from when this
+/// build never pulled it, else from the content store (packing it first if needed).
+async fn push_layer(
+    ctx: &Arc<Ctx>,
+    stack: &[Layer],
+    i: usize,
+    repo: &Repository,
+    mount_hint: Option<&Repository>,
+    step: StepId,
+) -> Result<(CacheEntry, PushedBlob), Error> {
+    let layer = &stack[i];
+    let key = layer
+        .key
+        .as_ref()
+        .ok_or_else(|| super::inner_error("a base image layer has no cache key"))?;
+    let kd = cache_digest(key);
+    let progress = PushCount { ctx, step };
+    // A layer from an imported cache that was never pulled: mount it, never download it.
+    if let (Some(b), Some(d), Some(origin)) = (&layer.blob, &layer.diff_id, &layer.origin) {
+        if !ctx.cache.content().contains(&b.digest) && origin.registry() == repo.registry() {
+            let digest: registry_client::Digest = b.digest.to_string().parse()?;
+            let pushed = if origin == repo {
+                ctx.client
+                    .blob_exists(repo, &digest)
+                    .await?
+                    .map(|_| PushedBlob::Existed)
+            } else {
+                let missing = BlobSource::File(ctx.cache.content().path(&b.digest));
+                ctx.client
+                    .push_blob(repo, &digest, b.size, &missing, Some(origin), &progress)
+                    .await
+                    .ok()
+            };
+            if let Some(pushed) = pushed {
+                let mut rec = ctx
+                    .cache
+                    .index()
+                    .get(&kd)?
+                    .filter(|r| r.diff_id.as_ref() == Some(d))
+                    .unwrap_or_else(|| LayerRecord::new(d.clone(), 0));
+                rec.diff_id = Some(d.clone());
+                let entry = CacheEntry {
+                    key: kd,
+                    record: rec,
+                    blob: b.clone(),
+                };
+                return Ok((entry, pushed));
+            }
+        }
+    }
+    let (blob, diff_id) = {
+        let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
+        ctx.ensure_blob(stack, i, step).await?
+    };
+    let digest: registry_client::Digest = blob.digest.to_string().parse()?;
+    let source = BlobSource::File(ctx.cache.content().path(&blob.digest));
+    let pushed = ctx
+        .client
+        .push_blob(repo, &digest, blob.size, &source, mount_hint, &progress)
+        .await?;
+    let mut rec = ctx
+        .cache
+        .index()
+        .get(&kd)?
+        .unwrap_or_else(|| LayerRecord::new(diff_id.clone(), 0));
+    rec.diff_id = Some(diff_id);
+    let entry = CacheEntry {
+        key: kd,
+        record: rec,
+        blob,
+    };
+    Ok((entry, pushed))
+}

@@ -1,0 +1,222 @@
+use std::collections::{BTreeMap, HashSet};
+
+use futures_util::future::BoxFuture;
+use registry_client::Platform;
+
+use super::*;
+use crate::engine::exec::RunKey;
+use crate::engine::{Build, Error};
+use crate::image::ImageConfig;
+
+/// Resolves every reference to a digest made of the reference and the platform, with a
+/// config holding only `PATH`.
+struct Fixed;
+
+fn fixed_digest(reference: &str, platform: &Platform) -> String {
+    CacheKey::derive(None, "test-manifest", &(reference, platform.to_string()))
+        .as_str()
+        .to_owned()
+}
+
+impl ImageResolver for Fixed {
+    fn resolve<'a>(
+        &'a self,
+        reference: &'a str,
+        platform: &'a Platform,
+    ) -> BoxFuture<'a, Result<ResolvedImage, Error>> {
+        Box::pin(async move {
+            let config = ImageConfig::from_slice(
+                br#"{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/usr/bin:/bin"]},"rootfs":{"type":"layers","diff_ids":[]}}"#,
+            )
+            .expect("config parses");
+            Ok(ResolvedImage {
+                manifest_digest: fixed_digest(reference, platform),
+                config,
+            })
+        })
+    }
+}
+
+const DOCKERFILE: &str = r#"FROM base AS deps
+RUN apt-get install -y curl
+WORKDIR /app
+COPY package.json ./
+RUN npm ci
+
+FROM deps AS test
+RUN npm test
+
+FROM base AS app
+RUN apt-get install -y curl
+COPY --from=deps /app/node_modules /app/node_modules
+CMD ["node", "server.js"]
+"#;
+
+fn graph(targets: &[&str]) -> Graph {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("package.json"), "{}").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let build = Build::new(dir.path())
+        .unwrap()
+        .dockerfile_text("Dockerfile", DOCKERFILE.to_owned())
+        .platforms(["linux/amd64", "linux/arm64"])
+        .unwrap()
+        .cache_dir(cache.path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(build.graph_with(&Fixed, targets)).unwrap()
+}
+
+#[test]
+fn two_platforms_and_two_targets_share_their_common_steps() {
+    let g = graph(&["test", "app"]);
+    // Per platform: the base image, deps' RUN apt / WORKDIR / COPY / RUN npm ci, test's
+    // RUN npm test, app's COPY --from and CMD: 8. app's RUN apt is deps' one. The context
+    // files (package.json) are one vertex for both platforms: 2 × 8 + 1.
+    assert_eq!(g.vertices.len(), 17, "{}", g.to_text());
+    let keys: HashSet<&CacheKey> = g.vertices.iter().map(|v| &v.key).collect();
+    assert_eq!(keys.len(), g.vertices.len(), "keys are unique");
+    assert_eq!(g.results.len(), 4);
+
+    // Topological: every input comes before the vertex reading it.
+    for (i, v) in g.vertices.iter().enumerate() {
+        for e in &v.inputs {
+            let at = g.vertices.iter().position(|w| w.key == e.key).unwrap();
+            assert!(at < i, "{} reads a later vertex", v.name);
+        }
+    }
+
+    for platform in ["linux/amd64", "linux/arm64"] {
+        let p: Platform = platform.parse().unwrap();
+        let platform = p.to_string();
+        let platform = platform.as_str();
+        // The source's key is the engine's: the manifest digest.
+        let image = CacheKey::derive(None, "image", &fixed_digest("base", &p));
+        assert!(matches!(g.vertex(&image).unwrap().op, Op::Image { .. }));
+        // The RUN on it is the engine's key too, and appears once though two stages
+        // (deps and app) run it.
+        let env = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
+        let argv: Vec<String> = ["/bin/sh", "-c", "apt-get install -y curl"]
+            .map(String::from)
+            .to_vec();
+        let apt = CacheKey::derive(
+            Some(&image),
+            "run",
+            &RunKey {
+                argv: &argv,
+                env: &env,
+                user: "",
+                cwd: "/",
+                network: "host",
+                insecure: false,
+                files: &[],
+                mounts: &[],
+            },
+        );
+        let apt_runs: Vec<&Vertex> = g
+            .vertices
+            .iter()
+            .filter(|v| v.platform == platform && v.name.ends_with("apt-get install -y curl"))
+            .collect();
+        assert_eq!(apt_runs.len(), 1, "{}", g.to_text());
+        assert_eq!(apt_runs[0].key, apt);
+        // WORKDIR /app on it: the engine's workdir key.
+        let workdir = CacheKey::derive(Some(&apt), "workdir", &("/app", ""));
+        assert!(g.vertex(&workdir).is_some(), "{}", g.to_text());
+
+        // Results: test's image is its last RUN; app's ends with CMD (a metadata vertex)
+        // over the COPY --from, which reads deps' filesystem.
+        let test = g
+            .results
+            .iter()
+            .find(|r| r.target == "test" && r.platform == platform)
+            .unwrap();
+        assert_eq!(test.key, test.rootfs);
+        assert!(matches!(g.vertex(&test.key).unwrap().op, Op::Exec { .. }));
+        let app = g
+            .results
+            .iter()
+            .find(|r| r.target == "app" && r.platform == platform)
+            .unwrap();
+        let cmd = g.vertex(&app.key).unwrap();
+        assert!(matches!(cmd.op, Op::Meta { .. }));
+        assert_eq!(cmd.inputs[0].key, app.rootfs);
+        let copy = g.vertex(&app.rootfs).unwrap();
+        assert_eq!(
+            copy.inputs[0].key, apt,
+            "COPY --from builds on app's RUN apt"
+        );
+        assert_eq!(copy.inputs[1].kind, EdgeKind::Copy);
+        let npm_ci = g.vertex(&copy.inputs[1].key).unwrap();
+        assert!(npm_ci.name.ends_with("RUN npm ci"), "{}", npm_ci.name);
+    }
+    // Platforms differ everywhere but in the context files.
+    let amd: HashSet<&CacheKey> = g
+        .vertices
+        .iter()
+        .filter(|v| v.platform == "linux/amd64")
+        .map(|v| &v.key)
+        .collect();
+    assert!(
+        g.vertices
+            .iter()
+            .filter(|v| v.platform.starts_with("linux/arm64"))
+            .all(|v| !amd.contains(&v.key))
+    );
+}
+
+#[test]
+fn merging_graphs_keeps_one_vertex_per_key_and_serialises_stably() {
+    let both = graph(&["test", "app"]);
+    let mut merged = graph(&["test"]);
+    merged.merge(graph(&["app"]));
+    assert_eq!(merged.vertices.len(), both.vertices.len());
+    let mut a: Vec<&CacheKey> = merged.vertices.iter().map(|v| &v.key).collect();
+    let mut b: Vec<&CacheKey> = both.vertices.iter().map(|v| &v.key).collect();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    // Same input, same JSON; and it reads back.
+    let json = serde_json::to_string(&both).unwrap();
+    assert_eq!(
+        json,
+        serde_json::to_string(&graph(&["test", "app"])).unwrap()
+    );
+    let back: Graph = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, both);
+    // The text form has a line per vertex and per result.
+    assert_eq!(
+        both.to_text().lines().count(),
+        both.vertices.len() + both.results.len()
+    );
+}
+
+#[test]
+fn a_changed_context_file_changes_the_copy_and_what_follows_only() {
+    let g1 = graph(&["test"]);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("package.json"), "{\"changed\":1}").unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let build = Build::new(dir.path())
+        .unwrap()
+        .dockerfile_text("Dockerfile", DOCKERFILE.to_owned())
+        .platforms(["linux/amd64", "linux/arm64"])
+        .unwrap()
+        .cache_dir(cache.path());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let g2 = rt.block_on(build.graph_with(&Fixed, &["test"])).unwrap();
+    let k1: HashSet<&CacheKey> = g1.vertices.iter().map(|v| &v.key).collect();
+    let same: Vec<&str> = g2
+        .vertices
+        .iter()
+        .filter(|v| k1.contains(&v.key))
+        .map(|v| v.name.as_str())
+        .collect();
+    // Per platform the image, RUN apt and WORKDIR stay; context, COPY, npm ci, npm test change.
+    assert_eq!(same.len(), 6, "{same:?}");
+}

@@ -1,0 +1,302 @@
+//! `--cache-to` / `--cache-from` specifications in buildx's syntax
+//! (`type=registry,ref=REF,mode=max`), parsed and validated when they are given.
+
+use std::str::FromStr;
+
+use layer_cache::Compression;
+use registry_client::Reference;
+
+use crate::engine::Error;
+
+/// Which steps an export carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CacheMode {
+    /// The steps of the final image only (buildx's default).
+    #[default]
+    Min,
+    /// Every step of every stage that was built.
+    Max,
+}
+
+/// Where a remote cache lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CacheLocation {
+    /// A cache artifact in a registry, under a tag (`type=registry,ref=REF`).
+    Registry(Reference),
+}
+
+impl std::fmt::Display for CacheLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CacheLocation::Registry(r) => write!(f, "{r}"),
+        }
+    }
+}
+
+/// One `--cache-to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheExportSpec {
+    /// Where the cache goes.
+    pub location: CacheLocation,
+    /// Which steps.
+    pub mode: CacheMode,
+    /// Compression of the layers, when given (it must agree with the build's outputs).
+    pub compression: Option<Compression>,
+    /// Compression level, when given.
+    pub compression_level: Option<i32>,
+    /// A failed export is a warning, not a failed build (`ignore-error=true`).
+    pub ignore_error: bool,
+}
+
+/// One `--cache-from`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct CacheImportSpec {
+    /// Where the cache is read from.
+    pub location: CacheLocation,
+}
+
+fn bad(spec: &str, reason: impl Into<String>) -> Error {
+    Error::InvalidCache {
+        spec: spec.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+fn parse_bool(spec: &str, key: &str, v: &str) -> Result<bool, Error> {
+    match v {
+        "true" | "1" => Ok(true),
+        "false" | "0" => Ok(false),
+        _ => Err(bad(spec, format!("{key}={v:?}: expected true or false"))),
+    }
+}
+
+/// The `key=value` fields of a spec; a bare value is buildx's shorthand for
+/// `type=registry,ref=VALUE`.
+fn fields(spec: &str) -> Result<Vec<(&str, &str)>, Error> {
+    if spec.is_empty() {
+        return Err(bad(spec, "empty cache specification"));
+    }
+    if !spec.contains('=') {
+        return Ok(vec![("type", "registry"), ("ref", spec)]);
+    }
+    spec.split(',')
+        .map(|f| {
+            f.split_once('=')
+                .ok_or_else(|| bad(spec, format!("{f:?} is not key=value")))
+        })
+        .collect()
+}
+
+fn location(
+    spec: &str,
+    kind: Option<&str>,
+    reference: Option<&str>,
+) -> Result<CacheLocation, Error> {
+    match kind.unwrap_or("registry") {
+        "registry" => {
+            let r = reference.ok_or_else(|| bad(spec, "type=registry needs ref="))?;
+            let r: Reference = r
+                .parse()
+                .map_err(|e: registry_client::Error| bad(spec, format!("ref={r:?}: {e}")))?;
+            if r.digest().is_some() && r.tag().is_none() {
+                return Err(bad(spec, "ref= must name a tag, not a digest"));
+            }
+            Ok(CacheLocation::Registry(r))
+        }
+        "local" => Err(bad(
+            spec,
+            "type=local cache is not supported by rbuild yet; use type=registry",
+        )),
+        "inline" => Err(bad(
+            spec,
+            "type=inline cache is not supported by rbuild yet; use type=registry",
+        )),
+        k @ ("gha" | "s3" | "azblob") => Err(bad(
+            spec,
+            format!("type={k} cache is not supported by rbuild; use type=registry"),
+        )),
+        k => Err(bad(
+            spec,
+            format!("unknown cache type {k:?} (expected registry)"),
+        )),
+    }
+}
+
+impl FromStr for CacheExportSpec {
+    type Err = Error;
+
+    fn from_str(spec: &str) -> Result<Self, Error> {
+        let (mut kind, mut reference) = (None, None);
+        let mut mode = CacheMode::Min;
+        let mut compression = None;
+        let mut level = None;
+        let mut ignore_error = false;
+        for (k, v) in fields(spec)? {
+            match k {
+                "type" => kind = Some(v),
+                "ref" => reference = Some(v),
+                "mode" => {
+                    mode = match v {
+                        "min" => CacheMode::Min,
+                        "max" => CacheMode::Max,
+                        _ => return Err(bad(spec, format!("mode={v:?}: expected min or max"))),
+                    }
+                }
+                "compression" => {
+                    compression = Some(match v {
+                        "gzip" => Compression::Gzip,
+                        "zstd" => Compression::Zstd,
+                        "uncompressed" => Compression::None,
+                        "estargz" => {
+                            return Err(bad(
+                                spec,
+                                "compression=estargz is not supported by rbuild",
+                            ));
+                        }
+                        _ => {
+                            return Err(bad(
+                                spec,
+                                format!("compression={v:?}: expected gzip, zstd or uncompressed"),
+                            ));
+                        }
+                    })
+                }
+                "compression-level" => {
+                    let n: i32 = v
+                        .parse()
+                        .map_err(|_| bad(spec, format!("compression-level={v:?}: not a number")))?;
+                    level = Some(n);
+                }
+                "force-compression" => {
+                    if parse_bool(spec, k, v)? {
+                        return Err(bad(
+                            spec,
+                            "force-compression=true is not supported by rbuild yet (layers \
+                             keep the compression they were made with)",
+                        ));
+                    }
+                }
+                "oci-mediatypes" => {
+                    if !parse_bool(spec, k, v)? {
+                        return Err(bad(
+                            spec,
+                            "oci-mediatypes=false is not supported: rbuild writes the cache \
+                             with OCI media types",
+                        ));
+                    }
+                }
+                "image-manifest" => {
+                    if !parse_bool(spec, k, v)? {
+                        return Err(bad(
+                            spec,
+                            "image-manifest=false is not supported: rbuild writes the cache as \
+                             an OCI image manifest",
+                        ));
+                    }
+                }
+                "ignore-error" => ignore_error = parse_bool(spec, k, v)?,
+                "cache-mounts" => {
+                    if parse_bool(spec, k, v)? {
+                        return Err(bad(
+                            spec,
+                            "cache-mounts=true: exporting RUN --mount=type=cache content is not \
+                             supported by rbuild yet",
+                        ));
+                    }
+                }
+                "dest" | "src" | "tag" | "digest" => {
+                    return Err(bad(spec, format!("{k}= is only for type=local")));
+                }
+                _ => return Err(bad(spec, format!("unknown cache option {k:?}"))),
+            }
+        }
+        let location = location(spec, kind, reference)?;
+        if let Some(l) = level {
+            let ok = match compression.unwrap_or_default() {
+                Compression::Gzip => (0..=9).contains(&l),
+                Compression::Zstd => (-7..=22).contains(&l),
+                _ => false,
+            };
+            if !ok {
+                return Err(bad(spec, format!("compression-level={l} is out of range")));
+            }
+        }
+        Ok(Self {
+            location,
+            mode,
+            compression,
+            compression_level: level,
+            ignore_error,
+        })
+    }
+}
+
+impl FromStr for CacheImportSpec {
+    type Err = Error;
+
+    fn from_str(spec: &str) -> Result<Self, Error> {
+        let (mut kind, mut reference) = (None, None);
+        for (k, v) in fields(spec)? {
+            match k {
+                "type" => kind = Some(v),
+                "ref" => reference = Some(v),
+                "mode" | "compression" | "compression-level" | "force-compression"
+                | "oci-mediatypes" | "image-manifest" | "ignore-error" | "cache-mounts" => {
+                    return Err(bad(spec, format!("{k}= is an option of --cache-to")));
+                }
+                _ => return Err(bad(spec, format!("unknown cache option {k:?}"))),
+            }
+        }
+        Ok(Self {
+            location: location(spec, kind, reference)?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_specs() {
+        let e: CacheExportSpec = "type=registry,ref=127.0.0.1:5000/c/app:cache,mode=max"
+            .parse()
+            .unwrap();
+        assert_eq!(e.mode, CacheMode::Max);
+        assert_eq!(e.location.to_string(), "127.0.0.1:5000/c/app:cache");
+        let i: CacheImportSpec = "127.0.0.1:5000/c/app:cache".parse().unwrap();
+        assert_eq!(i.location, e.location);
+        let e: CacheExportSpec =
+            "type=registry,ref=r:5000/a:b,ignore-error=true,oci-mediatypes=true"
+                .parse()
+                .unwrap();
+        assert!(e.ignore_error);
+        assert_eq!(e.mode, CacheMode::Min);
+    }
+
+    #[test]
+    fn refused_specs() {
+        for s in [
+            "type=registry",
+            "type=registry,ref=a/b,mode=all",
+            "type=registry,ref=a/b,force-compression=true",
+            "type=registry,ref=a/b,image-manifest=false",
+            "type=registry,ref=a/b,bogus=1",
+            "type=gha",
+            "type=local,dest=/tmp/x",
+            "type=inline",
+            "type=registry,ref=a/b,cache-mounts=true",
+        ] {
+            let e = s.parse::<CacheExportSpec>().unwrap_err();
+            assert!(e.is_usage(), "{s}: {e}");
+        }
+        assert!(
+            "type=registry,ref=a/b,mode=max"
+                .parse::<CacheImportSpec>()
+                .is_err()
+        );
+    }
+}
