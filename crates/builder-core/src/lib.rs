@@ -18,7 +18,7 @@ mod sandbox;
 
 pub use cachekey::CacheKey;
 pub use engine::{
-    Build, BuildGroup, BuildReport, Error, ExportKind, ExportSpec, GroupSink, SecretSource,
+    Build, BuildGroup, BuildReport, CheckReport, Error, ExportKind, ExportSpec, GroupSink, SecretSource,
     SshSource, TargetResult, default_cache_dir, default_dockerfile,
 };
 pub use graph::{

@@ -125,6 +125,8 @@ impl std::fmt::Debug for KeyLocks {
 
 /// Shared by every task of a build.
 struct Ctx {
+    /// The build-check configuration (`UndefinedVar` is found while the stages run).
+    checks: dockerfile::LintConfig,
     cache: Cache,
     lease: Lease,
     client: Client,
@@ -811,45 +813,6 @@ fn step_failed(
     }
 }
 
-/// The `# check=skip=A,B|all;error=true` directive, overridden by the
-/// `BUILDKIT_DOCKERFILE_CHECK` build argument (same syntax), as BuildKit reads them.
-#[derive(Debug, Default)]
-struct CheckConfig {
-    skip_all: bool,
-    skip: Vec<String>,
-    error: bool,
-}
-
-impl CheckConfig {
-    fn from_directive(text: &str, arg: Option<&String>) -> Self {
-        let value = match arg {
-            Some(a) => Some(a.clone()),
-            None => dockerfile::parse_directive("check", text).map(|d| d.cmdline),
-        };
-        let mut c = Self::default();
-        for part in value.as_deref().unwrap_or_default().split(';') {
-            match part.trim().split_once('=') {
-                Some(("skip", v)) => {
-                    for r in v.split(',').map(str::trim).filter(|r| !r.is_empty()) {
-                        if r == "all" {
-                            c.skip_all = true;
-                        } else {
-                            c.skip.push(r.to_owned());
-                        }
-                    }
-                }
-                Some(("error", v)) => c.error = matches!(v.trim(), "true" | "1" | "True" | "TRUE"),
-                _ => {}
-            }
-        }
-        c
-    }
-
-    fn skips(&self, rule: &str) -> bool {
-        self.skip_all || self.skip.iter().any(|r| r == rule)
-    }
-}
-
 /// Whether a `syntax` directive's image is the Dockerfile frontend (`docker/dockerfile`
 /// or `docker/dockerfile-upstream`, from Docker Hub under any of its spellings, any tag or
 /// digest), whose syntax rbuild implements itself.
@@ -990,6 +953,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .map_err(|e| {
                 super::invalid("context", &b.context.display().to_string(), e.to_string())
             })?;
+    let checks = super::check::config(&text, &b.build_args)?;
     let (tx, mut rx) = mpsc::unbounded_channel();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let ctx = Arc::new(Ctx {
@@ -1007,6 +971,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         cpu: Semaphore::new(cores),
         dockerfile_name: name.clone(),
         text: text.clone(),
+        checks,
         pack,
         network: b.network,
         allow_insecure: b.allow_insecure,
@@ -1043,50 +1008,16 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         sandbox: mode.clone(),
         privilege: crate::Privilege::current().describe(),
     });
-    let mut seen_warnings = std::collections::BTreeSet::new();
-    let checks = CheckConfig::from_directive(&text, b.build_args.get("BUILDKIT_DOCKERFILE_CHECK"));
-    let mut violations: Vec<(String, String)> = Vec::new();
-    // The parser's own warnings (NoEmptyContinuation...), then the plans'.
-    for w in &df.warnings {
-        let location = format!("{name}:{}", w.span.start_line);
-        if checks.skips(w.rule) {
-            continue;
-        }
-        violations.push((w.rule.to_owned(), location.clone()));
-        sink.event(&ProgressEvent::Warning {
-            message: format!("{}: {}", w.rule, w.message),
-            location: Some(location),
-        });
-    }
-    for plan in &plans {
-        for w in plan.warnings() {
-            let location = w.span.map(|s| format!("{name}:{}", s.start_line));
-            if w.rule != "UnusedBuildArgs" && checks.skips(w.rule) {
-                continue;
-            }
-            if seen_warnings.insert((w.message.clone(), location.clone())) {
-                if w.rule != "UnusedBuildArgs" {
-                    violations.push((w.rule.to_owned(), location.clone().unwrap_or_default()));
-                }
-                sink.event(&ProgressEvent::Warning {
-                    message: format!("{}: {}", w.rule, w.message),
-                    location,
-                });
-            }
-        }
-    }
-    if checks.error && !violations.is_empty() {
-        let mut rules: Vec<String> = Vec::new();
-        for (r, _) in &violations {
-            if !rules.contains(r) {
-                rules.push(r.clone());
-            }
-        }
-        return Err(Error::LintViolations {
-            location: violations[0].1.clone(),
-            rules,
-        });
-    }
+    // Build checks, before anything runs (error=true stops the build here).
+    super::check::report(
+        &name,
+        &text,
+        &df,
+        &plans,
+        &ctx.checks,
+        ctx.copy_context.ignore_patterns(),
+        sink,
+    )?;
 
     let work = {
         let ctx = ctx.clone();
@@ -1274,7 +1205,7 @@ fn clone_error(e: &Error) -> Error {
     }
 }
 
-fn read_dockerfile(p: &Path) -> Result<String, Error> {
+pub(super) fn read_dockerfile(p: &Path) -> Result<String, Error> {
     let bytes = std::fs::read(p).map_err(|source| Error::ReadDockerfile {
         path: p.to_owned(),
         source,
@@ -1572,11 +1503,22 @@ async fn build_stage(
             file: ctx.dockerfile_name.clone(),
             source: Box::new(source),
         })?;
-        for w in &step.warnings {
+        for w in step
+            .warnings
+            .iter()
+            .filter(|w| ctx.checks.enabled_name(w.rule))
+        {
+            let location = w.span.map(|s| ctx.location(s));
             ctx.emit(ProgressEvent::Warning {
                 message: format!("{}: {}", w.rule, w.message),
-                location: w.span.map(|s| ctx.location(s)),
+                location: location.clone(),
             });
+            if ctx.checks.error {
+                return Err(Error::LintViolations {
+                    location: location.unwrap_or_default(),
+                    rules: vec![w.rule.to_owned()],
+                });
+            }
         }
         let dep = stage
             .deps

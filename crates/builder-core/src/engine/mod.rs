@@ -1,6 +1,7 @@
 //! The build engine: the public [`Build`] builder, and the executor that turns a
 //! Dockerfile's stages into images.
 
+mod check;
 pub(crate) mod exec;
 mod export;
 mod export_spec;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use registry_client::{Platform, Reference};
 
+pub use check::CheckReport;
 pub use exec::BuildReport;
 pub use export_spec::{ExportKind, ExportSpec};
 pub use group::{BuildGroup, GroupSink, TargetResult};
