@@ -18,8 +18,8 @@ mod sandbox;
 
 pub use cachekey::CacheKey;
 pub use engine::{
-    Build, BuildGroup, BuildReport, CheckReport, Error, ExportKind, ExportSpec, GroupSink, SecretSource,
-    SshSource, TargetResult, default_cache_dir, default_dockerfile,
+    Build, BuildGroup, BuildReport, CheckReport, Error, ExportKind, ExportSpec, GroupSink,
+    SecretSource, SshSource, TargetResult, default_cache_dir, default_dockerfile,
 };
 pub use graph::{
     Edge, EdgeKind, Graph, GraphResult, ImageResolver, Op, RegistryResolver, ResolvedImage, Vertex,
