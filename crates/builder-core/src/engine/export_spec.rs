@@ -73,12 +73,18 @@ fn bad(spec: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-fn parse_bool(spec: &str, key: &str, v: &str) -> Result<bool, Error> {
+/// A boolean field of a buildx `key=value` spec (`--output`, `--cache-to`, ...): the
+/// reason string on a bad value, for the caller's own error type.
+pub(crate) fn bool_field(key: &str, v: &str) -> Result<bool, String> {
     match v {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
-        _ => Err(bad(spec, format!("{key}={v:?}: expected true or false"))),
+        _ => Err(format!("{key}={v:?}: expected true or false")),
     }
+}
+
+fn parse_bool(spec: &str, key: &str, v: &str) -> Result<bool, Error> {
+    bool_field(key, v).map_err(|reason| bad(spec, reason))
 }
 
 impl FromStr for ExportSpec {

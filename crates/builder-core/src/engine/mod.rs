@@ -4,7 +4,7 @@
 mod check;
 pub(crate) mod exec;
 mod export;
-mod export_spec;
+pub(crate) mod export_spec;
 mod group;
 mod history;
 pub(crate) mod mounts;

@@ -66,11 +66,7 @@ fn bad(spec: &str, reason: impl Into<String>) -> Error {
 }
 
 fn parse_bool(spec: &str, key: &str, v: &str) -> Result<bool, Error> {
-    match v {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
-        _ => Err(bad(spec, format!("{key}={v:?}: expected true or false"))),
-    }
+    crate::engine::export_spec::bool_field(key, v).map_err(|reason| bad(spec, reason))
 }
 
 /// The `key=value` fields of a spec; a bare value is buildx's shorthand for
