@@ -1,6 +1,7 @@
 //! Build graph, cache keys, sandboxed RUN, COPY/ADD, image assembly and exporters.
 #![deny(unsafe_code)]
 
+pub mod bake;
 mod cachekey;
 #[allow(dead_code)] // COPY/ADD: called by the engine once it wires them in.
 mod copy;

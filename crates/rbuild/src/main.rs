@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bake_cmd;
 mod build;
 mod cache_cmd;
 mod call;
@@ -34,6 +35,8 @@ struct Cli {
 enum Command {
     /// Start a build
     Build(Box<build::BuildOpts>),
+    /// Build from a file
+    Bake(Box<bake_cmd::BakeOpts>),
     Inspect(inspect::InspectOpts),
     Du(cache_cmd::DuOpts),
     Prune(cache_cmd::PruneOpts),
@@ -58,6 +61,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Build(opts) => build::run(&opts),
+        Command::Bake(opts) => bake_cmd::run(&opts),
         Command::Inspect(opts) => inspect::run(&opts),
         Command::Du(opts) => cache_cmd::du(&opts),
         Command::Prune(opts) => cache_cmd::prune(&opts),

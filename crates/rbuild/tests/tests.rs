@@ -11,3 +11,6 @@ mod rootless;
 
 /// `rbuild build --call plan`: the CI planner (issue 17).
 mod plan;
+
+/// `rbuild bake`: compose and bake files, many targets in one process (issue 18).
+mod bake;
