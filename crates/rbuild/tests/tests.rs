@@ -11,3 +11,6 @@ mod rootless;
 
 /// `rbuild build --call plan`: the CI planner (issue 17).
 mod plan;
+
+/// Push by digest per runner and `imagetools create` (issue 17).
+mod scaleout;

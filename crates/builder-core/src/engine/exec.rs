@@ -60,8 +60,34 @@ pub struct BuildReport {
     pub steps_cached: u32,
     /// The descriptor of the image (for `--metadata-file`), when the build had an output.
     pub descriptor: Option<serde_json::Value>,
-    /// The image names written or pushed.
+    /// The image names written or pushed, as given (BuildKit's `image.name`).
     pub names: Vec<String>,
+    /// This build's reference, `rbuild/local/<id>` (a unique id, shaped like buildx's
+    /// `buildx.build.ref`, `builder/node/ref`).
+    pub build_ref: String,
+}
+
+/// A unique build id of 25 lowercase letters and digits, like BuildKit's build refs: a hash
+/// of the time, the process and a counter.
+fn new_build_ref() -> String {
+    use sha2::Digest as _;
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut h = sha2::Sha256::new();
+    h.update(now.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let id: String = h
+        .finalize()
+        .iter()
+        .take(25)
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    format!("rbuild/local/{id}")
 }
 
 /// One layer of a stage's filesystem.
@@ -876,15 +902,14 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             reason: "docker exporter does not currently support exporting manifest lists; build one platform".into(),
         });
     }
-    if b.outputs
-        .iter()
-        .any(|o| matches!(o.kind, ExportKind::Registry))
-        && b.tags.is_empty()
-    {
-        return Err(Error::InvalidOutput {
-            spec: "type=registry".into(),
-            reason: "pushing needs at least one --tag".into(),
-        });
+    // Every registry output's names, checked before anything runs.
+    let mut push_repos: Vec<Repository> = Vec::new();
+    for o in b.outputs.iter().filter(|o| o.kind == ExportKind::Registry) {
+        for t in super::export::push_targets(o, &b.tag_names)? {
+            if !push_repos.contains(&t.repo) {
+                push_repos.push(t.repo);
+            }
+        }
     }
 
     // Plans first: every stage error is reported before anything runs.
@@ -1092,7 +1117,18 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         }
         None => Vec::new(),
     };
-    let names: Vec<String> = b.tags.iter().map(ToString::to_string).collect();
+    // The names as given, as BuildKit's `image.name` (the `-t`s, else the outputs' `name=`).
+    let mut names: Vec<String> = Vec::new();
+    for o in &b.outputs {
+        for n in super::export::output_names(o, &b.tag_names) {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    if b.outputs.is_empty() {
+        names.clone_from(&b.tag_names);
+    }
     let base_repos = states_layers(&states);
     if local_only {
         let export = export_files(&ctx, &states, &platforms, &b.outputs, export_step);
@@ -1106,23 +1142,15 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             &base_repos,
             &b.outputs,
             &b.tags,
+            &b.tag_names,
             &ctx.events,
             export_step,
         );
         forwarding(export, &mut rx, sink).await?;
     }
     if !b.cache_to.is_empty() {
-        let pushed_to: Vec<Repository> = if b
-            .outputs
-            .iter()
-            .any(|o| matches!(o.kind, ExportKind::Registry))
-        {
-            b.tags.iter().map(|t| t.repository().clone()).collect()
-        } else {
-            Vec::new()
-        };
         let step = ctx.step_id();
-        let export = remote::export_caches(&ctx, &states, &b.cache_to, &pushed_to, step);
+        let export = remote::export_caches(&ctx, &states, &b.cache_to, &push_repos, step);
         forwarding(export, &mut rx, sink).await?;
     }
     // Base blobs no step needed: stop fetching them; their FROM steps end here.
@@ -1143,15 +1171,18 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     });
     Ok(BuildReport {
         digest: built.as_ref().map(BuiltImage::digest),
-        descriptor: built
-            .as_ref()
-            .map(|b| serde_json::Value::Object(b.root_descriptor())),
+        // BuildKit's descriptor: a single platform's manifest carries its platform.
+        descriptor: built.as_ref().map(|b| match &b.images[..] {
+            [one] => serde_json::Value::Object(one.descriptor(true)),
+            _ => serde_json::Value::Object(b.root_descriptor()),
+        }),
         config_digests,
         image: built,
         sandbox_mode: mode,
         steps_run: ctx.run_steps.load(Ordering::Relaxed),
         steps_cached: ctx.cached_steps.load(Ordering::Relaxed),
         names,
+        build_ref: new_build_ref(),
     })
 }
 

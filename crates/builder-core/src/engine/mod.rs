@@ -214,6 +214,8 @@ pub struct Build {
     build_args: BTreeMap<String, String>,
     target: Option<String>,
     tags: Vec<Reference>,
+    /// The `-t` names as given (`tags` fills in `latest`): a push by digest refuses a tag.
+    tag_names: Vec<String>,
     outputs: Vec<ExportSpec>,
     cache_dir: Option<PathBuf>,
     cache_to: Vec<crate::remote_cache::CacheExportSpec>,
@@ -307,6 +309,7 @@ impl Build {
             build_args: BTreeMap::new(),
             target: None,
             tags: Vec::new(),
+            tag_names: Vec::new(),
             outputs: Vec::new(),
             cache_dir: None,
             cache_to: Vec::new(),
@@ -389,6 +392,7 @@ impl Build {
             .parse()
             .map_err(|e: registry_client::Error| invalid("tag", tag, e.to_string()))?;
         self.tags.push(r);
+        self.tag_names.push(tag.to_owned());
         Ok(self)
     }
 
