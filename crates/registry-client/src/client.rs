@@ -26,7 +26,7 @@ use crate::platform::Platform;
 use crate::progress::{TransferEvent, TransferProgress};
 use crate::reference::{DOCKER_HUB, Reference, Repository};
 use crate::retry::{Outcome, RetryPolicy};
-use crate::transport::{Body, ReadError, ResponseBody, Transport};
+use crate::transport::{Body, FinalUrl, ReadError, ResponseBody, Transport};
 use crate::upload::{Next, Upload, UploadError, UploadOutcome};
 
 /// Where Docker Hub's registry API is (references say `docker.io`).
@@ -1001,6 +1001,7 @@ impl Client {
             attempt += 1;
             let (method, url, mut headers, body) = make();
             let sent_token = self.authorize(op, &mut headers).await?;
+            let asked = url.clone();
             let mut request = Request::builder().method(method).uri(url.as_str());
             if let Some(h) = request.headers_mut() {
                 h.extend(headers);
@@ -1009,6 +1010,26 @@ impl Client {
                 .body(body)
                 .map_err(|e| self.protocol(op.repo, format!("building {}: {e}", op.what)))?;
             let (reason, delay) = match self.inner.transport.send(request).await {
+                Ok(response)
+                    if response.status() == StatusCode::UNAUTHORIZED
+                        && !came_from(&response, &asked) =>
+                {
+                    // a redirect led elsewhere and that host wants credentials: they are
+                    // the registry's, so it gets none
+                    let at = response
+                        .extensions()
+                        .get::<FinalUrl>()
+                        .map(|u| u.0.to_string())
+                        .unwrap_or_default();
+                    return Err(Error::Auth {
+                        registry: registry.to_owned(),
+                        reason: format!(
+                            "{}: redirected to {at}, which asks for credentials; \
+                             credentials for {registry} are only sent to {registry}",
+                            op.what
+                        ),
+                    });
+                }
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !rechallenged => {
                     rechallenged = true;
                     attempt -= 1; // a challenge is not a failure
@@ -1360,6 +1381,14 @@ fn parse_error_body(body: &[u8]) -> (Option<String>, String) {
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     (None, text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+/// Whether `response` came from the origin of `asked` (no redirect left it).
+fn came_from(response: &http::Response<ResponseBody>, asked: &Url) -> bool {
+    response
+        .extensions()
+        .get::<FinalUrl>()
+        .is_none_or(|u| crate::transport::same_origin(&u.0, asked))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
