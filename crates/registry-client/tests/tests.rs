@@ -7,6 +7,8 @@ mod real_registry;
 mod faults;
 // Credentials and redirects: only the registry's own origin gets them.
 mod redirects;
+// Size caps on what is read into memory.
+mod limits;
 // `inspect` output against the registry's own bytes.
 mod inspect;
 // Helpers: blobs, images, clients, progress recorders.
