@@ -37,6 +37,7 @@ use crate::oci::{BlobRef, BuiltImage, PlatformImage};
 use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
+mod attest;
 mod remote;
 
 /// What a finished build produced.
@@ -124,6 +125,9 @@ struct StageState {
     /// The platform the stage's filesystem is for (`FROM --platform` may differ from the
     /// build's target platform).
     platform: Platform,
+    /// The build's target platform this stage is built for (whose provenance records
+    /// what it uses).
+    build_target: Platform,
 }
 
 type StageFuture = Shared<BoxFuture<'static, Result<Arc<StageState>, Arc<Error>>>>;
@@ -132,6 +136,9 @@ type StageFuture = Shared<BoxFuture<'static, Result<Arc<StageState>, Arc<Error>>
 #[derive(Debug)]
 struct BaseImage {
     repo: Repository,
+    /// What the reference resolved to: the index's digest if it named one, else the
+    /// manifest's (the provenance's dependency digest, as BuildKit's).
+    resolved_digest: String,
     manifest_digest: String,
     config: Vec<u8>,
     layers: Vec<Layer>,
@@ -199,6 +206,8 @@ struct Ctx {
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
     noted: Mutex<Vec<Vec<Layer>>>,
+    /// What the provenance records (base images, downloads, steps), when one is made.
+    recorder: Option<crate::attest::provenance::Recorder>,
 }
 
 fn now_secs() -> u64 {
@@ -885,6 +894,7 @@ pub(crate) fn load_dockerfile(b: &Build) -> Result<(String, String, Dockerfile),
 
 pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
     let started = Instant::now();
+    let wall_start = attest::Started::now();
     let (name, text, df) = load_dockerfile(&b)?;
     let host = Platform::host();
     let platforms = if b.platforms.is_empty() {
@@ -910,6 +920,19 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
                 push_repos.push(t.repo);
             }
         }
+    }
+
+    let image_outputs = b
+        .outputs
+        .iter()
+        .any(|o| !matches!(o.kind, ExportKind::Local { .. }));
+    if b.attestations.any() && !image_outputs {
+        return Err(super::invalid(
+            "attest",
+            "type=local",
+            "attestations are attached to images: give a registry, oci or docker output \
+             (writing them as files of a local output is not supported yet)",
+        ));
     }
 
     // Plans first: every stage error is reported before anything runs.
@@ -1024,6 +1047,11 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .iter()
             .any(|c| c.mode == crate::remote_cache::CacheMode::Max),
         noted: Mutex::new(Vec::new()),
+        recorder: b
+            .attestations
+            .provenance
+            .as_ref()
+            .map(|_| crate::attest::provenance::Recorder::default()),
     });
     // However the build ends, no background pull outlives it.
     let _prefetches = StopPrefetches(ctx.clone());
@@ -1098,7 +1126,29 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
                 .zip(&platforms)
                 .map(|(state, platform)| assemble(&ctx, state, platform, export_step)),
         );
-        Some(BuiltImage::new(forwarding(assembled, &mut rx, sink).await?))
+        let images = forwarding(assembled, &mut rx, sink).await?;
+        let attestations = if b.attestations.any() {
+            let inputs = attest::Inputs {
+                attestations: &b.attestations,
+                request: provenance_request(&b, &name, &text),
+                names: b
+                    .tags
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(b.outputs.iter().flat_map(|o| o.names.iter().cloned()))
+                    .collect(),
+                started: wall_start,
+            };
+            let made = attest::make(&ctx, &inputs, &states, &platforms, &images, export_step);
+            forwarding(made, &mut rx, sink).await?
+        } else {
+            Vec::new()
+        };
+        Some(BuiltImage::with_attestations(
+            images,
+            attestations,
+            b.attestations.referrers,
+        ))
     };
     let config_digests: Vec<String> = match &built {
         Some(img) => img
@@ -1205,6 +1255,35 @@ async fn forwarding<T>(
         sink.event(&ev);
     }
     out
+}
+
+/// The frontend request as the provenance records it: buildx's frontend options
+/// (`build-arg:K`, `label:K`, `target`), the Dockerfile's name and bytes, the local sources.
+fn provenance_request(b: &Build, name: &str, text: &str) -> crate::attest::provenance::Request {
+    let mut args = BTreeMap::new();
+    for (k, v) in &b.build_args {
+        args.insert(format!("build-arg:{k}"), v.clone());
+    }
+    for (k, v) in &b.labels {
+        args.insert(format!("label:{k}"), v.clone());
+    }
+    if let Some(t) = &b.target {
+        args.insert("target".to_owned(), t.clone());
+    }
+    if b.no_cache {
+        args.insert("no-cache".to_owned(), String::new());
+    }
+    let filename = Path::new(name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_owned());
+    crate::attest::provenance::Request {
+        args,
+        filename,
+        dockerfile: text.as_bytes().to_vec(),
+        locals: vec!["context".to_owned(), "dockerfile".to_owned()],
+        builder_platform: Platform::host().to_string(),
+    }
 }
 
 /// The layers of each platform's final stage with where they came from (for pushes).
@@ -1387,6 +1466,7 @@ async fn build_stage(
                 base_repo: None,
                 cmd_set: false,
                 platform: target,
+                build_target: platform.clone(),
             }
         }
         StageBase::Image(r) => {
@@ -1395,6 +1475,24 @@ async fn build_stage(
             let base = resolve_image(&ctx, r, &target, id)
                 .await
                 .map_err(|e| step_failed(&ctx, stage.span, &from_text, e.to_string()))?;
+            note_image(&ctx, &platform, r, &base, &target);
+            if let Some(rec) = &ctx.recorder {
+                rec.step(
+                    &platform.to_string(),
+                    idx,
+                    0,
+                    crate::attest::provenance::StepRecord {
+                        op: serde_json::json!({"source": {
+                            "identifier": format!("docker-image://{}@{}", r.split('@').next().unwrap_or(r), base.resolved_digest),
+                        }}),
+                        platform: Some((target.os().to_owned(), target.architecture().to_owned())),
+                        lines: (stage.span.start_line, stage.span.end_line),
+                        extra_inputs: Vec::new(),
+                        chain: base.layers.last().map(|l| l.chain.to_string()),
+                        key: CacheKey::derive(None, "image", &base.manifest_digest).as_str().to_owned(),
+                    },
+                );
+            }
             let config = ImageConfig::from_slice(&base.config).map_err(|e| Error::BadImage {
                 reference: r.clone(),
                 reason: e.to_string(),
@@ -1412,6 +1510,7 @@ async fn build_stage(
                 base_repo: Some(base.repo.clone()),
                 cmd_set: false,
                 platform: target,
+                build_target: platform.clone(),
             }
         }
         StageBase::Stage(j) => {
@@ -1563,6 +1662,10 @@ async fn build_stage(
             location: Some(ctx.location(ins.span)),
         });
         let t = Instant::now();
+        let before = ctx
+            .recorder
+            .as_ref()
+            .and_then(|_| provenance_op(&state, &step.instruction.value, dep.as_ref()));
         match dispatch(
             &ctx,
             &plan,
@@ -1576,10 +1679,32 @@ async fn build_stage(
         )
         .await
         {
-            Ok(()) => ctx.emit(ProgressEvent::StepDone {
-                id,
-                elapsed: t.elapsed(),
-            }),
+            Ok(()) => {
+                if let (Some(rec), Some((op, extra, exec))) = (&ctx.recorder, before) {
+                    rec.step(
+                        &platform.to_string(),
+                        idx,
+                        i + 1,
+                        crate::attest::provenance::StepRecord {
+                            op,
+                            platform: exec.then(|| {
+                                (
+                                    state.platform.os().to_owned(),
+                                    state.platform.architecture().to_owned(),
+                                )
+                            }),
+                            lines: (ins.span.start_line, ins.span.end_line),
+                            extra_inputs: extra,
+                            chain: state.layers.last().map(|l| l.chain.to_string()),
+                            key: state.key.as_str().to_owned(),
+                        },
+                    );
+                }
+                ctx.emit(ProgressEvent::StepDone {
+                    id,
+                    elapsed: t.elapsed(),
+                })
+            }
             Err(e) => {
                 ctx.emit(ProgressEvent::StepFailed {
                     id,
@@ -1621,8 +1746,14 @@ async fn resolve_image(
     let _ = step;
     // A digest-pinned base resolved before needs no registry: its manifests are kept in
     // the content store, like its config below.
-    let platform_manifest = match pinned_from_store(ctx, &reference, platform) {
-        Some(m) => m,
+    let (platform_manifest, resolved_digest) = match pinned_from_store(ctx, &reference, platform) {
+        Some(m) => (
+            m,
+            reference
+                .digest()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ),
         None => {
             let resolved = ctx.client.resolve_platform(&reference, platform).await?;
             if reference.digest().is_some() {
@@ -1631,7 +1762,11 @@ async fn resolve_image(
                 }
                 ctx.cache.content().put_bytes(resolved.manifest.bytes())?;
             }
-            resolved.manifest
+            let top = match &resolved.index {
+                Some(ix) => ix.digest().to_string(),
+                None => resolved.manifest.digest().to_string(),
+            };
+            (resolved.manifest, top)
         }
     };
     let repo = reference.repository().clone();
@@ -1699,6 +1834,7 @@ async fn resolve_image(
     }
     let base = Arc::new(BaseImage {
         repo,
+        resolved_digest,
         manifest_digest: platform_manifest.digest().to_string(),
         config,
         layers,
@@ -1774,6 +1910,7 @@ async fn mount_froms(
             }
             DepSource::Image(r) => {
                 let b = resolve_image(ctx, &r, platform, id).await?;
+                note_image(ctx, &state.build_target, &r, &b, platform);
                 let key = CacheKey::derive(None, "image", &b.manifest_digest);
                 (b.layers.clone(), key)
             }
@@ -2412,6 +2549,20 @@ async fn run_step(
     let mounts = super::mounts::prepare(&r.mounts, &from_keys, &cwd, &ctx.copy_context)
         .await
         .map_err(|reason| step_failed(ctx, span, text, reason))?;
+    if let Some(rec) = &ctx.recorder {
+        for m in mounts.key() {
+            let id = m["id"].as_str().unwrap_or_default();
+            let required = m["required"].as_bool().unwrap_or(false);
+            match m["type"].as_str() {
+                Some("secret") => rec.secret(id, required),
+                Some("ssh") => rec.ssh(id, required),
+                _ => {}
+            }
+        }
+        if !matches!(network, NetworkMode::None) {
+            rec.network();
+        }
+    }
     let key = CacheKey::derive(
         Some(&state.key),
         "run",
@@ -2799,6 +2950,7 @@ async fn copy_step(
             let b = resolve_image(ctx, &r, platform, id)
                 .await
                 .map_err(|e| step_failed(ctx, span, text, e.to_string()))?;
+            note_image(ctx, &state.build_target, &r, &b, platform);
             CopyFrom::Layers {
                 layers: b.layers.clone(),
                 key: CacheKey::derive(None, "image", &b.manifest_digest),
@@ -2829,6 +2981,15 @@ async fn copy_step(
             .map_err(fail)?
         }
     };
+    if let Some(rec) = &ctx.recorder {
+        let downloads = params
+            .downloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (url, d) in downloads.iter() {
+            rec.url(&state.build_target.to_string(), url, &d.digest);
+        }
+    }
     let key = CacheKey::derive(Some(&state.key), "copy", &inputs);
     let (sources, dest) = shown;
     let created_by = history::copy(keyword, &flags, &sources, &dest);
@@ -2872,6 +3033,116 @@ async fn copy_step(
 }
 
 /// The sources and destination as history shows them (heredocs by their marker).
+/// Notes a base image (FROM, COPY --from, RUN --mount from) as a resolved dependency of
+/// `build_target`'s provenance.
+fn note_image(
+    ctx: &Ctx,
+    build_target: &Platform,
+    reference: &str,
+    base: &BaseImage,
+    image_platform: &Platform,
+) {
+    if let Some(rec) = &ctx.recorder {
+        rec.image(
+            &build_target.to_string(),
+            reference,
+            &base.resolved_digest,
+            &image_platform.to_string(),
+        );
+    }
+}
+
+/// A step's op for `mode=max` provenance, in LLB's shape, from the stage's state before it
+/// runs; with the stages it also reads and whether it is an exec (platform-bound) op.
+/// `None` for instructions that make no filesystem step.
+fn provenance_op(
+    state: &StageState,
+    ins: &Instruction,
+    dep: Option<&DepSource>,
+) -> Option<(serde_json::Value, Vec<usize>, bool)> {
+    use serde_json::json;
+    let extra: Vec<usize> = match dep {
+        Some(DepSource::Stage(j)) => vec![*j],
+        _ => Vec::new(),
+    };
+    match ins {
+        Instruction::Run(r) => {
+            let (argv, _) = run_argv(&state.config, r);
+            let env: Vec<String> = state
+                .scope
+                .env()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let mut meta = serde_json::Map::new();
+            meta.insert("args".into(), json!(argv));
+            meta.insert("cwd".into(), json!(fs_workdir(state)));
+            meta.insert("env".into(), json!(env));
+            if let Some(u) = state.config.user().filter(|u| !u.is_empty()) {
+                meta.insert("user".into(), json!(u));
+            }
+            let mut mounts = vec![json!({"dest": "/"})];
+            for m in &r.mounts {
+                // The mount's options as written (ids and paths; never secret values,
+                // which are not in the Dockerfile).
+                let fields: serde_json::Map<String, serde_json::Value> = m
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v.clone().unwrap_or_else(|| "true".into()))))
+                    .collect();
+                mounts.push(serde_json::Value::Object(fields));
+            }
+            let mut exec = serde_json::Map::new();
+            exec.insert("meta".into(), serde_json::Value::Object(meta));
+            exec.insert("mounts".into(), json!(mounts));
+            if let Some(n) = &r.network {
+                exec.insert(
+                    "network".into(),
+                    json!(format!("{:?}", n.value).to_lowercase()),
+                );
+            }
+            Some((json!({ "exec": exec }), extra, true))
+        }
+        Instruction::Copy(c) => {
+            let src: Vec<String> = c.sources.iter().map(source_label).collect();
+            Some((
+                json!({"file": {"actions": [{"copy": {"src": src, "dest": c.dest.value}}]}}),
+                extra,
+                false,
+            ))
+        }
+        Instruction::Add(a) => {
+            let src: Vec<String> = a.sources.iter().map(source_label).collect();
+            Some((
+                json!({"file": {"actions": [{"copy": {"src": src, "dest": a.dest.value}}]}}),
+                extra,
+                false,
+            ))
+        }
+        Instruction::Workdir(w) => {
+            let dir = clean_path(&join_workdir(
+                state.config.working_dir().as_deref(),
+                &w.value,
+            ));
+            (dir != "/").then(|| {
+                (
+                    json!({"file": {"actions": [{"mkdir": {"path": dir, "makeParents": true}}]}}),
+                    extra,
+                    false,
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+fn source_label(s: &dockerfile::Source) -> String {
+    match s {
+        dockerfile::Source::Path(p) => p.value.clone(),
+        dockerfile::Source::Heredoc(h) => format!("<<{}", h.name),
+    }
+}
+
 fn source_names(sources: &[dockerfile::Source], dest: &str) -> (Vec<String>, String) {
     let names = sources
         .iter()

@@ -230,6 +230,7 @@ pub struct Build {
     allow_insecure: bool,
     allow_network_host: bool,
     cancel: crate::sandbox::CancelHandle,
+    attestations: crate::attest::Attestations,
     /// The per-cache-key locks, shared with the other builds of a [`BuildGroup`].
     key_locks: exec::KeyLocks,
 }
@@ -324,6 +325,7 @@ impl Build {
             allow_insecure: false,
             allow_network_host: false,
             cancel: crate::sandbox::CancelHandle::new(),
+            attestations: crate::attest::Attestations::default(),
             key_locks: exec::KeyLocks::default(),
         })
     }
@@ -519,6 +521,35 @@ impl Build {
     pub fn allow_insecure(mut self, yes: bool) -> Self {
         self.allow_insecure = yes;
         self
+    }
+
+    /// An attestation to attach (`--attest`, `--provenance`, `--sbom`; later flags of a
+    /// type replace earlier ones, `type=none` switches all off). Attestations go into every
+    /// image output; see [`crate::attest`].
+    pub fn attest(mut self, spec: crate::attest::AttestSpec) -> Self {
+        self.attestations.apply(spec);
+        self
+    }
+
+    /// buildx's default attestation, `mode=min` provenance, unless a provenance flag or
+    /// `type=none` was given (buildx adds it when it pushes; `BUILDX_NO_DEFAULT_ATTESTATIONS`
+    /// switches it off there, which is the caller's to read).
+    pub fn default_attestations(mut self) -> Self {
+        self.attestations = self.attestations.with_buildx_default();
+        self
+    }
+
+    /// Attach the attestations as OCI 1.1 referrers (their manifests' `subject` is the
+    /// image; pushed with the referrers tag fallback) instead of entries of the image's
+    /// index: a single platform image stays a plain manifest.
+    pub fn attestations_as_referrers(mut self, yes: bool) -> Self {
+        self.attestations.referrers = yes;
+        self
+    }
+
+    /// The attestations this build attaches.
+    pub fn attestations(&self) -> &crate::attest::Attestations {
+        &self.attestations
     }
 
     /// A handle that cancels the build (for Ctrl-C): running steps are killed and torn down.
