@@ -11,3 +11,7 @@ mod rootless;
 
 /// `rbuild build --call plan`: the CI planner (issue 17).
 mod plan;
+
+/// A fresh CI runner builds from a shared cache (issue 15): registry, local and inline
+/// caches, corrupt blobs rejected.
+mod remote_cache;
