@@ -203,6 +203,8 @@ struct Ctx {
     sandbox_hostname: String,
     /// The caches `--cache-from` imported (manifests and configs only).
     remote: remote::RemoteCaches,
+    /// The repositories pushed to, when every output is a push (else empty).
+    push_repos: Vec<Repository>,
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
     noted: Mutex<Vec<Vec<Layer>>>,
@@ -254,7 +256,12 @@ impl Ctx {
             *first = Some(clone_error(e));
         }
         drop(first);
-        self.cancel.cancel();
+        // A rejected cache blob ends this attempt, not the build: the handle is the
+        // caller's, shared with the next attempt, and the steps running now finish into
+        // the local cache (the next attempt waits on their key locks).
+        if !matches!(e, Error::RejectedCacheBlob { .. }) {
+            self.cancel.cancel();
+        }
     }
 
     fn step_id(&self) -> StepId {
@@ -394,11 +401,27 @@ impl Ctx {
             label: short(&blob.digest.to_string()),
         };
         let mut sink = SyncWriter(&mut w);
-        self.client
+        let pulled = self
+            .client
             .pull_blob(repo, &desc, &mut sink, &progress)
-            .await?;
-        w.commit(&blob.digest)?;
-        Ok(())
+            .await;
+        // A step's layer with an origin comes from an imported cache: bytes that are not
+        // its blob reject it (the build runs again without it) rather than fail the build.
+        let from_cache = layer.key.is_some();
+        match pulled {
+            Err(
+                e @ (registry_client::Error::DigestMismatch { .. }
+                | registry_client::Error::SizeMismatch { .. }),
+            ) if from_cache => return Err(remote::rejected(blob, &e.to_string())),
+            r => r?,
+        }
+        match w.commit(&blob.digest) {
+            Err(
+                e @ (layer_cache::Error::DigestMismatch { .. }
+                | layer_cache::Error::SizeMismatch { .. }),
+            ) if from_cache => Err(remote::rejected(blob, &e.to_string())),
+            r => r.map(|_| ()).map_err(Error::from),
+        }
     }
 
     /// The cache record of a step's layer, when it still describes that layer's snapshot
@@ -580,20 +603,23 @@ impl Ctx {
                 return Ok(dirs);
             }
         }
-        // Otherwise from the blobs, as the chain of their diffIDs.
-        let mut refs = Vec::new();
-        for i in 0..layers.len() {
-            let (blob, diff_id) = self.ensure_blob(layers, i, step).await?;
-            refs.push(LayerRef::new(blob.digest, diff_id));
-        }
+        // Otherwise from the blobs (pulled at once), as the chain of their diffIDs.
+        let refs: Vec<LayerRef> = futures_util::future::try_join_all(
+            (0..layers.len()).map(|i| self.ensure_blob(layers, i, step)),
+        )
+        .await?
+        .into_iter()
+        .map(|(blob, diff_id)| LayerRef::new(blob.digest, diff_id))
+        .collect();
         let me = self.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, Error> {
+        let unpacked = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, Error> {
             let opts = overlay_apply_options();
             let top = me.cache.unpack_chain(&refs, &opts, Some(&me.lease))?;
             Ok(me.cache.snapshots().lowerdirs(&top.chain_id)?)
         })
         .await
-        .map_err(|e| join_error(&e))?
+        .map_err(|e| join_error(&e))?;
+        unpacked.map_err(|e| remote::reject_diff_id(e, layers))
     }
 
     /// A fresh private directory under the cache's temporary area.
@@ -990,6 +1016,17 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     } else {
         next_step += b.cache_from.len() as u32;
         remote::import_caches(&client, &b.cache_from, sink, StepId(1)).await
+    }
+    .rejecting(&b.rejected_cache_blobs);
+    // Every output a push: a layer the registry has elsewhere is mounted, never pulled.
+    let push_repos: Vec<Repository> = if !b.outputs.is_empty()
+        && b.outputs
+            .iter()
+            .all(|o| matches!(o.kind, ExportKind::Registry))
+    {
+        b.tags.iter().map(|t| t.repository().clone()).collect()
+    } else {
+        Vec::new()
     };
     // The clamp of the new layers' mtimes: on with SOURCE_DATE_EPOCH unless the output
     // says `rewrite-timestamp=false` (see `ExportSpec::rewrite_timestamp`).
@@ -1042,6 +1079,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
         remote,
+        push_repos,
         note_steps: b
             .cache_to
             .iter()
@@ -1306,6 +1344,10 @@ fn clone_error(e: &Error) -> Error {
             output_tail: output_tail.clone(),
         },
         Error::Cancelled => Error::Cancelled,
+        Error::RejectedCacheBlob { digest, reason } => Error::RejectedCacheBlob {
+            digest: digest.clone(),
+            reason: reason.clone(),
+        },
         other => Error::Step {
             location: String::new(),
             instruction: String::new(),
@@ -1530,6 +1572,7 @@ async fn build_stage(
         }
     };
     let missing = matches!(stage.base, StageBase::Image(_))
+        && !ctx.lazy_base(&state.layers)
         && state.layers.iter().any(|l| {
             l.blob
                 .as_ref()
@@ -2145,7 +2188,8 @@ fn locate(ctx: &Ctx, span: dockerfile::Span, text: &str, e: Error) -> Error {
             reason,
             output_tail,
         },
-        Error::Step { .. } | Error::Cancelled => e,
+        // A rejected cache blob restarts the build: it must reach `Build::run` as it is.
+        Error::Step { .. } | Error::Cancelled | Error::RejectedCacheBlob { .. } => e,
         other => Error::Step {
             location: ctx.location(span),
             instruction: text.to_owned(),
@@ -2781,7 +2825,7 @@ async fn assemble(
     let stack = &state.layers;
     let blobs = futures_util::future::try_join_all((0..stack.len()).map(|i| async move {
         let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
-        ctx.ensure_blob(stack, i, step).await
+        ctx.blob_for_export(stack, i, step).await
     }))
     .await?;
     let diff_ids: Vec<Digest> = blobs.iter().map(|(_, d)| d.clone()).collect();
