@@ -1079,7 +1079,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
         remote,
-        push_repos,
+        push_repos: push_repos.clone(),
         note_steps: b
             .cache_to
             .iter()
