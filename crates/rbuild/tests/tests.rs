@@ -14,3 +14,10 @@ mod plan;
 
 /// `rbuild bake`: compose and bake files, many targets in one process (issue 18).
 mod bake;
+
+/// Push by digest per runner and `imagetools create` (issue 17).
+mod scaleout;
+
+/// A fresh CI runner builds from a shared cache (issue 15): registry, local and inline
+/// caches, corrupt blobs rejected.
+mod remote_cache;
