@@ -73,6 +73,22 @@ fn skopeo_raw(reference: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{reference}: {e}: {text}"))
 }
 
+/// The image manifest a reference names: itself, or, for an index (a provenance
+/// attestation makes one even for one platform), its one platform image's manifest.
+fn image_manifest(repo_host: &str, repo: &str, reference: &str) -> Value {
+    let top = skopeo_raw(&format!("{repo_host}/{repo}{reference}"));
+    let Some(list) = top["manifests"].as_array() else {
+        return top;
+    };
+    let images: Vec<&Value> = list
+        .iter()
+        .filter(|m| m["annotations"]["vnd.docker.reference.type"] != "attestation-manifest")
+        .collect();
+    assert_eq!(images.len(), 1, "one platform image expected: {top}");
+    let digest = images[0]["digest"].as_str().expect("digest");
+    skopeo_raw(&format!("{repo_host}/{repo}@{digest}"))
+}
+
 fn layer_digests(manifest: &Value) -> Vec<String> {
     manifest["layers"]
         .as_array()
@@ -147,11 +163,11 @@ fn registry_cache_fresh_runner_runs_nothing_and_downloads_no_layer() {
     );
     assert_eq!(ran(&log), Vec::<&str>::new(), "runner B ran steps:\n{log}");
     assert!(log.contains("from remote cache"), "{log}");
-    let pushed = skopeo_raw(&format!("{}/{repo}:b", reg.host()));
+    let pushed = image_manifest(reg.host(), &repo, ":b");
     let layers = layer_digests(&pushed);
     assert_eq!(
         layers,
-        layer_digests(&skopeo_raw(&format!("{}/{repo}:a", reg.host()))),
+        layer_digests(&image_manifest(reg.host(), &repo, ":a")),
         "B's image differs from A's"
     );
     let pulled: Vec<String> = proxy.seen()[before..]
