@@ -10,6 +10,7 @@ mod cache_cmd;
 mod call;
 mod diag;
 mod exit;
+mod imagetools;
 mod inspect;
 mod progress;
 mod run;
@@ -35,6 +36,7 @@ enum Command {
     /// Start a build
     Build(Box<build::BuildOpts>),
     Inspect(inspect::InspectOpts),
+    Imagetools(imagetools::ImagetoolsOpts),
     Du(cache_cmd::DuOpts),
     Prune(cache_cmd::PruneOpts),
 }
@@ -48,7 +50,7 @@ fn main() -> ExitCode {
     };
     // Not root: become root of a user namespace of our own before any thread starts
     // (builds, and the cache commands, which delete files the namespace's uids own).
-    if !matches!(cli.command, Command::Inspect(_)) {
+    if !matches!(cli.command, Command::Inspect(_) | Command::Imagetools(_)) {
         if let Err(e) = builder_core::enter_rootless() {
             return exit::report(Err(exit::Failure::build(format!(
                 "{e}\n(set {}=0 to run without a user namespace: RUN steps are refused then)",
@@ -59,6 +61,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Build(opts) => build::run(&opts),
         Command::Inspect(opts) => inspect::run(&opts),
+        Command::Imagetools(opts) => imagetools::run(&opts),
         Command::Du(opts) => cache_cmd::du(&opts),
         Command::Prune(opts) => cache_cmd::prune(&opts),
     };

@@ -163,3 +163,182 @@ fn push_by_digest_refuses_a_tagged_name() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("tag is needed when pushing"), "{err}");
 }
+
+/// Builds `marker` on busybox for `platform`, pushed by digest to `name`; its digest.
+fn push_by_digest(name: &str, platform: &str, marker: &str, cache: &Path) -> String {
+    let reg = LocalRegistry::ensure();
+    let ctx = context(&reg.busybox(), marker);
+    let meta = ctx.path().join("meta.json");
+    ok(&[
+        "build",
+        "--progress=plain",
+        "--cache-dir",
+        cache.to_str().unwrap(),
+        "--platform",
+        platform,
+        "-o",
+        &format!("type=image,name={name},push=true,push-by-digest=true,name-canonical=true"),
+        "--metadata-file",
+        meta.to_str().unwrap(),
+        ctx.path().to_str().unwrap(),
+    ]);
+    metadata(&meta)["containerimage.digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn imagetools_create_merges_digests_across_repositories_byte_for_byte() {
+    let reg = LocalRegistry::ensure();
+    let cache = tempfile::tempdir().unwrap();
+    let a = format!("{}/{}", reg.host(), reg.unique_repo("scaleout-it-a"));
+    let b = format!("{}/{}", reg.host(), reg.unique_repo("scaleout-it-b"));
+    let target_repo = reg.unique_repo("scaleout-it-merged");
+    let target = format!("{}/{target_repo}", reg.host());
+    let da = push_by_digest(&a, "linux/amd64", "it amd64", cache.path());
+    let db = push_by_digest(&b, "linux/arm64", "it arm64", cache.path());
+    let (src_a, src_b) = (format!("{a}@{da}"), format!("{b}@{db}"));
+
+    // --dry-run prints the index and pushes nothing.
+    let dry = ok(&[
+        "imagetools",
+        "create",
+        "--dry-run",
+        "-t",
+        &format!("{target}:v1"),
+        &src_a,
+        &src_b,
+    ]);
+    assert_eq!(tags(reg.host(), &target_repo), Vec::<String>::new());
+    let printed = dry.stdout.strip_suffix(b"\n").unwrap().to_vec();
+
+    // The target is a third repository: every blob and manifest is mounted into it.
+    let meta = cache.path().join("create.json");
+    let out = ok(&[
+        "imagetools",
+        "create",
+        "-t",
+        &format!("{target}:v1"),
+        "-t",
+        &format!("{target}:latest"),
+        "--metadata-file",
+        meta.to_str().unwrap(),
+        &src_a,
+        &src_b,
+    ]);
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("mounted sha256:"), "{log}");
+    let index = raw(&format!("{target}:v1"));
+    assert_eq!(index, printed, "the pushed index is the --dry-run one");
+    let v: Value = serde_json::from_slice(&index).unwrap();
+    assert_eq!(v["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let list = v["manifests"].as_array().unwrap();
+    let digests: Vec<&str> = list.iter().map(|m| m["digest"].as_str().unwrap()).collect();
+    assert_eq!(digests, [da.as_str(), db.as_str()]);
+    assert_eq!(list[0]["platform"]["architecture"], "amd64");
+    assert_eq!(list[1]["platform"]["architecture"], "arm64");
+    // Byte-identical to what each runner pushed, and complete (skopeo copies every blob).
+    assert_eq!(raw(&format!("{target}@{da}")), raw(&src_a));
+    assert_eq!(raw(&format!("{target}@{db}")), raw(&src_b));
+    let mut t = tags(reg.host(), &target_repo);
+    t.sort();
+    assert_eq!(t, ["latest", "v1"]);
+    let oci = tempfile::tempdir().unwrap();
+    test_support::run(Command::new("skopeo").args([
+        "copy",
+        "--all",
+        "--src-tls-verify=false",
+        &format!("docker://{target}:v1"),
+        &format!("oci:{}:x", oci.path().display()),
+    ]));
+    let m = metadata(&meta);
+    assert_eq!(m["containerimage.descriptor"]["digest"], sha256(&index));
+    assert_eq!(m["image.name"], target.as_str());
+
+    // --append adds to the tag's index; --annotation writes the index's annotations.
+    let dc = push_by_digest(&a, "linux/amd64", "it amd64 again", cache.path());
+    ok(&[
+        "imagetools",
+        "create",
+        "--append",
+        "--annotation",
+        "index:org.opencontainers.image.authors=scaleout",
+        "-t",
+        &format!("{target}:v1"),
+        &format!("{a}@{dc}"),
+    ]);
+    let v: Value = serde_json::from_slice(&raw(&format!("{target}:v1"))).unwrap();
+    let digests: Vec<&str> = v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(digests, [da.as_str(), db.as_str(), dc.as_str()]);
+    assert_eq!(
+        v["annotations"]["org.opencontainers.image.authors"],
+        "scaleout"
+    );
+
+    // One index alone is a carbon copy: the same bytes under a new tag.
+    ok(&[
+        "imagetools",
+        "create",
+        "-t",
+        &format!("{target}:copy"),
+        &format!("{target}:latest"),
+    ]);
+    assert_eq!(raw(&format!("{target}:copy")), index);
+
+    // `imagetools inspect` is `rbuild inspect`.
+    let shown = ok(&[
+        "imagetools",
+        "inspect",
+        "--raw",
+        &format!("{target}:latest"),
+    ]);
+    assert_eq!(shown.stdout, index);
+}
+
+#[test]
+fn imagetools_create_rejects_bad_requests_naming_the_problem() {
+    let reg = LocalRegistry::ensure();
+    let d = format!("sha256:{}", "0".repeat(64));
+    for (args, needle) in [
+        (
+            vec!["imagetools", "create", "-t", "x/y:1"],
+            "no sources specified",
+        ),
+        (
+            vec!["imagetools", "create", "busybox"],
+            "can't push with no tags",
+        ),
+        (
+            vec![
+                "imagetools",
+                "create",
+                "--dry-run",
+                "--annotation",
+                "k=v",
+                "busybox",
+            ],
+            "give where it goes",
+        ),
+        (
+            vec!["imagetools", "create", "--dry-run", &d],
+            "cannot infer repository",
+        ),
+    ] {
+        let out = rbuild(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
+    // A source that does not exist: the registry's answer, exit 1.
+    let missing = format!("{}/{}@{d}", reg.host(), reg.unique_repo("scaleout-missing"));
+    let out = rbuild(&["imagetools", "create", "--dry-run", &missing]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("404") || err.contains("UNKNOWN"), "{err}");
+}

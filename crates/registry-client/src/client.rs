@@ -10,7 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, RANGE, WWW_AUTHENTICATE,
+    ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE,
+    WWW_AUTHENTICATE,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use oci_spec::image::Descriptor;
@@ -895,6 +896,70 @@ impl Client {
                 upload.on_interrupted();
                 resuming = matches!(upload.next(), Next::Send(s) if s.method == Method::GET);
             }
+        }
+    }
+
+    /// Ask the registry to mount blob `digest` into `repo` from `from`, another repository
+    /// of the same registry, without sending bytes. `true` when mounted; `false` when the
+    /// registry would not (it answered 202 with an upload session, which is cancelled).
+    pub async fn mount_blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        from: &Repository,
+    ) -> Result<bool, Error> {
+        if from.registry() != repo.registry() || from.path() == repo.path() {
+            return Ok(false);
+        }
+        let op = Op {
+            repo,
+            scopes: Scopes::push_mount(repo, from),
+            what: format!("mount blob {digest} from {}", from.path()),
+            retry: true,
+            digest: Some(digest),
+        };
+        let mut url = self.url(repo, "blobs/uploads/");
+        url.query_pairs_mut()
+            .append_pair("mount", digest.as_str())
+            .append_pair("from", from.path());
+        let response = self
+            .send(&op, &crate::progress::NoProgress, || {
+                let mut h = HeaderMap::new();
+                h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+                (Method::POST, url.clone(), h, Body::Empty)
+            })
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(true),
+            StatusCode::ACCEPTED => {
+                // An upload session we will not use: cancel it (the registry would expire it).
+                let location = response
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|l| url.join(l).ok());
+                if let Some(location) = location {
+                    let cancel = Op {
+                        repo,
+                        scopes: Scopes::push(repo),
+                        what: format!("cancel upload of {digest}"),
+                        retry: false,
+                        digest: Some(digest),
+                    };
+                    let _ = self
+                        .send(&cancel, &crate::progress::NoProgress, || {
+                            (
+                                Method::DELETE,
+                                location.clone(),
+                                HeaderMap::new(),
+                                Body::Empty,
+                            )
+                        })
+                        .await;
+                }
+                Ok(false)
+            }
+            _ => Err(self.status_error(&op, response).await),
         }
     }
 
