@@ -595,15 +595,16 @@ pub(crate) async fn copy_blob(
     progress: &dyn TransferProgress,
 ) -> Result<PushedBlob, Error> {
     let digest: Digest = descriptor.digest().try_into()?;
-    if client.blob_exists(to, &digest).await?.is_some() {
-        return Ok(PushedBlob::Existed);
-    }
-    if client.mount_blob(to, &digest, from).await? {
-        progress.event(&crate::progress::TransferEvent::Mounted {
-            digest: &digest,
-            from,
-        });
-        return Ok(PushedBlob::Mounted);
+    match client.mount_blob(to, &digest, from).await? {
+        Some(PushedBlob::Mounted) => {
+            progress.event(&crate::progress::TransferEvent::Mounted {
+                digest: &digest,
+                from,
+            });
+            return Ok(PushedBlob::Mounted);
+        }
+        Some(done) => return Ok(done),
+        None => {}
     }
     let tmp = tempfile::NamedTempFile::new().map_err(|source| Error::Io {
         path: std::env::temp_dir(),

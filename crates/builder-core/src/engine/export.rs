@@ -288,11 +288,74 @@ async fn push(
                 client.push_manifest_tags(repo, &tags, &m).await?;
             }
         }
+        for a in &img.attestations {
+            push_attestation(client, repo, img, a, &progress).await?;
+        }
         if let Some(ix) = &img.index {
             let m = RawManifest::new(Bytes::from(ix.clone()), Some(MEDIA_TYPE_INDEX))?;
             let tags: Vec<&str> = tag_list.iter().map(String::as_str).collect();
             client.push_manifest_tags(repo, &tags, &m).await?;
         }
     }
+    Ok(())
+}
+
+/// Pushes an attestation manifest, its statements and the empty config, by digest; as a
+/// referrer also into the OCI 1.1 referrers tag fallback (`sha256-<subject hex>`, an index
+/// of the subject's referrers, merged with what it already lists).
+async fn push_attestation(
+    client: &Client,
+    repo: &Repository,
+    img: &BuiltImage,
+    a: &crate::attest::AttestationManifest,
+    progress: &PushProgress<'_>,
+) -> Result<(), Error> {
+    let mut blobs: Vec<&[u8]> = a.statements.iter().map(Vec::as_slice).collect();
+    blobs.push(crate::attest::layout::EMPTY_JSON);
+    for b in blobs {
+        let d: registry_client::Digest = oci::sha256_digest(b).parse()?;
+        client
+            .push_blob(
+                repo,
+                &d,
+                b.len() as u64,
+                &BlobSource::Bytes(Bytes::from(b.to_vec())),
+                None,
+                progress,
+            )
+            .await?;
+    }
+    let m = RawManifest::new(Bytes::from(a.manifest.clone()), Some(MEDIA_TYPE_MANIFEST))?;
+    client.push_manifest(repo, None, &m).await?;
+    if !img.referrers {
+        return Ok(());
+    }
+    let subject = img.images[a.subject].manifest_digest();
+    let tag = subject.replace(':', "-");
+    let reference = Reference::with_tag(repo.clone(), &tag)?;
+    let mut entries: Vec<serde_json::Value> = match client.resolve(&reference).await {
+        Ok(existing) => {
+            let v: serde_json::Value =
+                serde_json::from_slice(existing.bytes()).map_err(|e| Error::BadImage {
+                    reference: reference.to_string(),
+                    reason: format!("the referrers tag is not an index: {e}"),
+                })?;
+            v["manifests"].as_array().cloned().unwrap_or_default()
+        }
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mine = crate::attest::layout::referrer_entry(a);
+    if !entries.iter().any(|e| e["digest"] == mine["digest"]) {
+        entries.push(mine);
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_INDEX,
+        "manifests": entries,
+    });
+    let bytes = serde_json::to_vec(&index).expect("JSON serialises");
+    let m = RawManifest::new(Bytes::from(bytes), Some(MEDIA_TYPE_INDEX))?;
+    client.push_manifest(repo, Some(&tag), &m).await?;
     Ok(())
 }
