@@ -1259,10 +1259,10 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     });
     Ok(BuildReport {
         digest: built.as_ref().map(BuiltImage::digest),
-        // BuildKit's descriptor: a single platform's manifest carries its platform; with an
-        // index (several platforms, or attestations) it is the index's.
-        descriptor: built.as_ref().map(|b| match &b.images[..] {
-            [one] if b.index.is_none() => serde_json::Value::Object(one.descriptor(true)),
+        // BuildKit's descriptor: a single manifest (one platform, no attestations) carries
+        // its platform.
+        descriptor: built.as_ref().map(|b| match (&b.index, &b.images[..]) {
+            (None, [one]) => serde_json::Value::Object(one.descriptor(true)),
             _ => serde_json::Value::Object(b.root_descriptor()),
         }),
         config_digests,
