@@ -12,6 +12,9 @@ mod rootless;
 /// `rbuild build --call plan`: the CI planner (issue 17).
 mod plan;
 
+/// `rbuild bake`: compose and bake files, many targets in one process (issue 18).
+mod bake;
+
 /// Push by digest per runner and `imagetools create` (issue 17).
 mod scaleout;
 
