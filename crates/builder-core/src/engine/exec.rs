@@ -107,6 +107,8 @@ struct Layer {
     blob: Option<CacheBlobRef>,
     /// Where to pull the blob from when it is not in the content store.
     origin: Option<Repository>,
+    /// Or the OCI layout directory of a `type=local` cache to read it from.
+    dir_origin: Option<PathBuf>,
     /// The cache key of the step that made the layer (its record gets the blob once made).
     key: Option<CacheKey>,
 }
@@ -376,6 +378,9 @@ impl Ctx {
     ) -> Result<(), Error> {
         if self.cache.content().contains(&blob.digest) {
             return Ok(());
+        }
+        if let (None, Some(dir)) = (&layer.origin, &layer.dir_origin) {
+            return self.copy_from_dir(dir, blob).await;
         }
         let Some(repo) = &layer.origin else {
             return Err(Error::from(layer_cache::Error::NotFound {
@@ -1873,6 +1878,7 @@ async fn resolve_image(
                 d.size(),
             )),
             origin: Some(repo.clone()),
+            dir_origin: None,
             key: None,
         });
     }
@@ -2225,16 +2231,16 @@ where
     Fut: Future<Output = Result<(), Error>>,
 {
     let _guard = ctx.key_lock(&key).await;
-    let (mut origin, mut source) = (None, None);
+    let (mut origin, mut dir_origin, mut source) = (None, None, None);
     let local = ctx.lookup(&key)?;
     let remote = match local {
         Some(_) => None,
         None => ctx.remote_lookup(&key)?,
     };
     let rec = match local.or_else(|| {
-        remote.map(|(rec, repo, from)| {
-            (origin, source) = (Some(repo), Some(from));
-            rec
+        remote.map(|hit| {
+            (origin, dir_origin, source) = (hit.repo, hit.dir, Some(hit.source));
+            hit.rec
         })
     }) {
         Some(rec) => {
@@ -2275,7 +2281,9 @@ where
         let blob = pick_blob(&rec, ctx.pack.compression)
             .filter(|b| {
                 rec.diff_id.is_some()
-                    && (origin.is_some() || ctx.cache.content().contains(&b.digest))
+                    && (origin.is_some()
+                        || dir_origin.is_some()
+                        || ctx.cache.content().contains(&b.digest))
             })
             .cloned();
         let parent = state.layers.last().map(|l| l.chain.clone());
@@ -2293,6 +2301,7 @@ where
             chain,
             blob,
             origin,
+            dir_origin,
             key: Some(key.clone()),
         });
     }
