@@ -11,3 +11,6 @@ mod rootless;
 
 /// `rbuild build --call plan`: the CI planner (issue 17).
 mod plan;
+
+/// The four build modes (issue 16): root, rootless, root and non-root in containers.
+mod modes;
