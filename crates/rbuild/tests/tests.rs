@@ -21,3 +21,6 @@ mod scaleout;
 /// A fresh CI runner builds from a shared cache (issue 15): registry, local and inline
 /// caches, corrupt blobs rejected.
 mod remote_cache;
+
+/// The four build modes (issue 16): root, rootless, root and non-root in containers.
+mod modes;

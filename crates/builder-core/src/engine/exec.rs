@@ -982,6 +982,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
 
     let cache_dir = b.cache_dir.clone().unwrap_or_else(super::default_cache_dir);
     let cache = Cache::open(&cache_dir)?;
+    super::cache_owner::check(cache.root())?;
     let lease = cache.lease()?;
     let tmp = cache.other_dir("tmp")?;
     let sandbox = Sandbox::detect(&tmp)?;
@@ -2735,14 +2736,35 @@ async fn run_step(
                 Err(e) => return Err(e.into()),
             };
             if !status.success() {
+                let output_tail = tail.lines();
+                let mut reason = format!(
+                    "process \"{}\" did not complete successfully: {status}",
+                    argv.join(" ")
+                );
+                // A call refused because of the mode (mknod of a device, a mount, a chroot
+                // without namespaces): say which mode, since the command cannot.
+                let mode = ctx.sandbox.mode_name();
+                if mode != "root"
+                    && output_tail
+                        .iter()
+                        .any(|l| l.contains("Operation not permitted"))
+                {
+                    reason.push_str(&format!(
+                        " (a call was refused: rbuild runs in the {mode} mode, {}, where device \
+                         nodes{} cannot be made; see `rbuild info`)",
+                        ctx.sandbox.capabilities().describe(),
+                        if mode == "unprivileged" {
+                            ", mounts, chroot and ptrace"
+                        } else {
+                            " and mounts of most file systems"
+                        }
+                    ));
+                }
                 return Err(Error::Step {
                     location: String::new(),
                     instruction: String::new(),
-                    reason: format!(
-                        "process \"{}\" did not complete successfully: {status}",
-                        argv.join(" ")
-                    ),
-                    output_tail: tail.lines(),
+                    reason,
+                    output_tail,
                 });
             }
             Ok(())
