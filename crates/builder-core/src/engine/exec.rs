@@ -653,13 +653,7 @@ fn trigger_dep(
     {
         return Ok(Some(d.source.clone()));
     }
-    let name = from.value.to_lowercase();
-    let names_a_stage = from.value.parse::<i64>().is_ok()
-        || plan
-            .stages()
-            .iter()
-            .any(|s| s.name.as_deref() == Some(name.as_str()));
-    if names_a_stage {
+    if from.value.parse::<i64>().is_ok() || names_stage(plan, &from.value) {
         return Err(format!(
             "COPY --from={} in an ONBUILD trigger of a base image names a stage of this \
              Dockerfile: not supported (a trigger can read stages only when its base is a \
@@ -668,6 +662,14 @@ fn trigger_dep(
         ));
     }
     Ok(Some(DepSource::Image(from.value.clone())))
+}
+
+/// Whether `name` is the name of a stage of the plan (stage names are case-insensitive).
+fn names_stage(plan: &BuildPlan, name: &str) -> bool {
+    let name = name.to_lowercase();
+    plan.stages()
+        .iter()
+        .any(|s| s.name.as_deref() == Some(name.as_str()))
 }
 
 /// A new id for a step's snapshot: unique to this run of the step (a re-run under
@@ -945,8 +947,13 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     };
     // The clamp of the new layers' mtimes: on with SOURCE_DATE_EPOCH unless the output
     // says `rewrite-timestamp=false` (see `ExportSpec::rewrite_timestamp`).
+    // An output's own `source-date-epoch=` replaces the build's epoch for what it writes.
     let rewrite_timestamp = first_output.as_ref().and_then(|o| o.rewrite_timestamp);
-    pack.source_date_epoch = source_date_epoch.filter(|_| rewrite_timestamp != Some(false));
+    let export_epoch = first_output
+        .as_ref()
+        .and_then(|o| o.source_date_epoch)
+        .unwrap_or(source_date_epoch);
+    pack.source_date_epoch = export_epoch.filter(|_| rewrite_timestamp != Some(false));
     let stat_cache = cache.stat_cache(&format!("context:{}", b.context.display()))?;
     let copy_context =
         crate::copy::BuildContext::open(&b.context, b.dockerfile_path().as_deref(), stat_cache)
@@ -978,7 +985,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         build_platform: host.clone(),
         explicit_platform: !b.platforms.is_empty(),
         source_date_epoch,
-        rewritten_timestamp: source_date_epoch.filter(|_| rewrite_timestamp == Some(true)),
+        rewritten_timestamp: export_epoch.filter(|_| rewrite_timestamp == Some(true)),
         first_error: Mutex::new(None),
         images: tokio::sync::Mutex::new(HashMap::new()),
         tmp,
@@ -1734,8 +1741,26 @@ async fn mount_froms(
         };
         let source = stage_deps
             .iter()
-            .find(|d| d.kind == dockerfile::DepKind::Mount && d.from == from)
-            .map_or_else(|| DepSource::Image(from.to_owned()), |d| d.source.clone());
+            .find(|d| {
+                matches!(
+                    d.kind,
+                    dockerfile::DepKind::Mount | dockerfile::DepKind::Onbuild
+                ) && d.from == from
+            })
+            .map(|d| d.source.clone());
+        let source = match source {
+            Some(s) => s,
+            // Every mount of the Dockerfile's own RUNs naming a stage is a dep; one that is
+            // not comes from an ONBUILD trigger of a base image.
+            None if names_stage(plan, from) => {
+                return Err(inner_error(format!(
+                    "RUN --mount from={from} in an ONBUILD trigger of a base image names a \
+                     stage of this Dockerfile: not supported (a trigger can read stages only \
+                     when its base is a stage of the same Dockerfile)"
+                )));
+            }
+            None => DepSource::Image(from.to_owned()),
+        };
         out.push(Some(match source {
             DepSource::Stage(j) => {
                 let s = wait_stage(deps, j).await?;

@@ -51,6 +51,10 @@ pub struct ExportSpec {
     /// own mtimes (BuildKit's default); `None` (not given) clamps without the annotation,
     /// so that a build with SOURCE_DATE_EPOCH is reproducible by default.
     pub rewrite_timestamp: Option<bool>,
+    /// `source-date-epoch=`: the epoch the exporter clamps and marks layers with, in place
+    /// of the build's SOURCE_DATE_EPOCH: `Some(Some(t))` another epoch, `Some(None)` (an
+    /// empty value) none at all, as BuildKit's exporter attribute; `None` keeps the build's.
+    pub source_date_epoch: Option<Option<i64>>,
 }
 
 impl ExportSpec {
@@ -62,6 +66,7 @@ impl ExportSpec {
             compression_level: None,
             names: Vec::new(),
             rewrite_timestamp: None,
+            source_date_epoch: None,
         }
     }
 }
@@ -105,6 +110,7 @@ impl FromStr for ExportSpec {
                 compression_level: None,
                 names: Vec::new(),
                 rewrite_timestamp: None,
+                source_date_epoch: None,
             });
         }
         let mut kind = None;
@@ -115,6 +121,7 @@ impl FromStr for ExportSpec {
         let mut level = None;
         let mut names = Vec::new();
         let mut rewrite_timestamp = None;
+        let mut source_date_epoch = None;
         for field in spec.split(',') {
             let (k, v) = field
                 .split_once('=')
@@ -130,6 +137,16 @@ impl FromStr for ExportSpec {
                 "tar" => tar = parse_bool(spec, k, v)?,
                 "push" => push = parse_bool(spec, k, v)?,
                 "rewrite-timestamp" => rewrite_timestamp = Some(parse_bool(spec, k, v)?),
+                "source-date-epoch" if v.is_empty() => source_date_epoch = Some(None),
+                "source-date-epoch" => {
+                    let t = v.parse::<i64>().map_err(|_| {
+                        bad(
+                            spec,
+                            format!("source-date-epoch={v:?} is not whole seconds"),
+                        )
+                    })?;
+                    source_date_epoch = Some(Some(t));
+                }
                 "name" => names.extend(v.split_terminator(';').map(str::to_owned)),
                 "compression" => {
                     compression = match v {
@@ -217,6 +234,7 @@ impl FromStr for ExportSpec {
             compression_level: level,
             names,
             rewrite_timestamp,
+            source_date_epoch,
         })
     }
 }
@@ -259,6 +277,13 @@ mod tests {
                 dest: "outdir".into()
             }
         );
+        let epoch = |spec: &str| spec.parse::<ExportSpec>().unwrap().source_date_epoch;
+        assert_eq!(epoch("type=oci,dest=d"), None);
+        assert_eq!(epoch("type=oci,dest=d,source-date-epoch="), Some(None));
+        assert_eq!(
+            epoch("type=oci,dest=d,source-date-epoch=17"),
+            Some(Some(17))
+        );
     }
 
     #[test]
@@ -271,6 +296,10 @@ mod tests {
             ("type=oci,dest=x,compression-level=99", "out of range"),
             ("type=docker", "needs dest"),
             ("dest=x", "missing type"),
+            (
+                "type=oci,dest=x,source-date-epoch=yesterday",
+                "not whole seconds",
+            ),
         ] {
             let e = spec.parse::<ExportSpec>().unwrap_err().to_string();
             assert!(e.contains(needle), "{spec}: {e}");
