@@ -55,6 +55,14 @@ pub struct ExportSpec {
     /// of the build's SOURCE_DATE_EPOCH: `Some(Some(t))` another epoch, `Some(None)` (an
     /// empty value) none at all, as BuildKit's exporter attribute; `None` keeps the build's.
     pub source_date_epoch: Option<Option<i64>>,
+    /// `push-by-digest=true`: push the manifest (or index) by its digest alone, no tag
+    /// (the names must not carry a tag, as in BuildKit). One runner per platform pushes so;
+    /// `imagetools create` then merges the digests into one tagged index.
+    pub push_by_digest: bool,
+    /// `name-canonical=true`: BuildKit's image store also names the image `name@digest`.
+    /// rbuild has no image store, and a push is the same with or without it (as it is in
+    /// BuildKit): accepted for the buildx recipe.
+    pub name_canonical: bool,
 }
 
 impl ExportSpec {
@@ -67,6 +75,8 @@ impl ExportSpec {
             names: Vec::new(),
             rewrite_timestamp: None,
             source_date_epoch: None,
+            push_by_digest: false,
+            name_canonical: false,
         }
     }
 }
@@ -111,6 +121,8 @@ impl FromStr for ExportSpec {
                 names: Vec::new(),
                 rewrite_timestamp: None,
                 source_date_epoch: None,
+                push_by_digest: false,
+                name_canonical: false,
             });
         }
         let mut kind = None;
@@ -122,6 +134,8 @@ impl FromStr for ExportSpec {
         let mut names = Vec::new();
         let mut rewrite_timestamp = None;
         let mut source_date_epoch = None;
+        let mut push_by_digest = false;
+        let mut name_canonical = false;
         for field in spec.split(',') {
             let (k, v) = field
                 .split_once('=')
@@ -136,6 +150,8 @@ impl FromStr for ExportSpec {
                 }
                 "tar" => tar = parse_bool(spec, k, v)?,
                 "push" => push = parse_bool(spec, k, v)?,
+                "push-by-digest" => push_by_digest = parse_bool(spec, k, v)?,
+                "name-canonical" => name_canonical = parse_bool(spec, k, v)?,
                 "rewrite-timestamp" => rewrite_timestamp = Some(parse_bool(spec, k, v)?),
                 "source-date-epoch" if v.is_empty() => source_date_epoch = Some(None),
                 "source-date-epoch" => {
@@ -215,6 +231,12 @@ impl FromStr for ExportSpec {
         if matches!(kind, ExportKind::Registry) && dest.is_some() {
             return Err(bad(spec, "type=registry takes no dest"));
         }
+        if push_by_digest && !matches!(kind, ExportKind::Registry) {
+            return Err(bad(
+                spec,
+                "push-by-digest=true needs a push (type=registry, or type=image,push=true)",
+            ));
+        }
         if let Some(l) = level {
             let ok = match compression {
                 Compression::Gzip => (0..=9).contains(&l),
@@ -235,6 +257,8 @@ impl FromStr for ExportSpec {
             names,
             rewrite_timestamp,
             source_date_epoch,
+            push_by_digest,
+            name_canonical,
         })
     }
 }
@@ -271,6 +295,13 @@ mod tests {
             "type=image,push=true".parse::<ExportSpec>().unwrap().kind,
             ExportKind::Registry
         );
+        let s: ExportSpec =
+            "type=image,name=r/app,push=true,push-by-digest=true,name-canonical=true"
+                .parse()
+                .unwrap();
+        assert_eq!(s.kind, ExportKind::Registry);
+        assert!(s.push_by_digest && s.name_canonical);
+        assert_eq!(s.names, ["r/app"]);
         assert_eq!(
             "outdir".parse::<ExportSpec>().unwrap().kind,
             ExportKind::Local {
@@ -299,6 +330,11 @@ mod tests {
             (
                 "type=oci,dest=x,source-date-epoch=yesterday",
                 "not whole seconds",
+            ),
+            ("type=oci,dest=x,push-by-digest=true", "needs a push"),
+            (
+                "type=registry,push-by-digest=maybe",
+                "expected true or false",
             ),
         ] {
             let e = spec.parse::<ExportSpec>().unwrap_err().to_string();
