@@ -5,6 +5,8 @@ Each case under scripts/difftest/cases/ is built by the reference BuildKit (buil
 Dockerfile frontend 1.26, driven by buildctl) and by rbuild, both to an OCI image layout
 (`--output type=oci`), and the two layouts are compared at the OCI level, per platform:
 
+  index      index.json's entries: media type, platform, annotations (image names; the
+             creation time only as present, unless `compare-mtimes`)
   manifest   the media types of the manifest and of each layer, the layers' annotations
              (e.g. buildkit/rewritten-timestamp), the number of layers
   config     every field of the image config's `config` object, architecture, os, variant,
@@ -38,7 +40,7 @@ A case is a directory holding a Dockerfile and its context, and optionally:
                   against rbuild's, without hunk headers); any other difference fails the case
 
 While the suite runs, it serves scripts/difftest/http/ on http://127.0.0.1:18080/ (for ADD of
-URLs) and the repositories made from scripts/difftest/git/NAME/ on git://127.0.0.1:19418/NAME
+URLs; without Last-Modified under no-last-modified/) and the repositories made from scripts/difftest/git/NAME/ on git://127.0.0.1:19418/NAME
 (for ADD of git sources; see git/README.md).
 
 Prints one line per case (`same`, `known`, `fails` for an expected failure, `DIFF`, `FAIL`)
@@ -224,6 +226,16 @@ def layer_entries(data, mtimes):
 def listing(files, other_diff_ids, mtimes):
     """Listing lines of a layout. other_diff_ids: {platform: [diff IDs]} of the other tool."""
     lines = []
+    # index.json's entries: what each names, its platform; the creation time only as set.
+    for i, d in enumerate(json.loads(files["index.json"]).get("manifests", [])):
+        s = f"index.json {i} {d.get('mediaType')}"
+        if d.get("platform"):
+            s += f" platform={json.dumps(d['platform'], sort_keys=True)}"
+        for k, v in sorted((d.get("annotations") or {}).items()):
+            if k == "org.opencontainers.image.created" and not mtimes:
+                v = "(set)"
+            s += f" {k}={v}"
+        lines.append(s)
     for platform, manifest, cfg, mt, dplat in images_of(files):
         pre = f"[{platform}]"
         lines.append(f"{pre} manifest {mt} layers={len(manifest.get('layers') or [])}")
@@ -277,6 +289,13 @@ def start_http():
 
         def log_message(self, *a):
             pass
+
+        def send_header(self, key, value):
+            # Files under no-last-modified/ are served without Last-Modified (a source
+            # whose time then comes from its content, e.g. an archive's newest file).
+            if key == "Last-Modified" and self.path.startswith("/no-last-modified/"):
+                return
+            super().send_header(key, value)
 
     try:
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", HTTP_PORT), Handler)

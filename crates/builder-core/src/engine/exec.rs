@@ -964,18 +964,29 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     }
 
     // Plans first: every stage error is reported before anything runs.
-    let mut plans = Vec::new();
-    for p in &platforms {
-        let mut opts = PlanOptions::new(platform_spec(p), platform_spec(&host));
-        opts.build_args = b.build_args.clone();
-        opts.target = b.target.clone();
-        let plan = BuildPlan::new(&df, &opts).map_err(|source| Error::Stages {
-            file: name.clone(),
-            source: Box::new(source),
-        })?;
-        plans.push(Arc::new(plan));
+    let make_plans = |build_args: &BTreeMap<String, String>| {
+        let mut plans = Vec::new();
+        for p in &platforms {
+            let mut opts = PlanOptions::new(platform_spec(p), platform_spec(&host));
+            opts.build_args = build_args.clone();
+            opts.target = b.target.clone();
+            let plan = BuildPlan::new(&df, &opts).map_err(|source| Error::Stages {
+                file: name.clone(),
+                source: Box::new(source),
+            })?;
+            plans.push(Arc::new(plan));
+        }
+        Ok::<_, Error>(plans)
+    };
+    let mut plans = make_plans(&b.build_args)?;
+    let epoch = super::epoch::resolve(&b, &plans[0], &name)?;
+    // `context` or a stage name: the steps see the seconds it resolved to (or nothing).
+    if let Some(v) = epoch.replaced() {
+        let mut args = b.build_args.clone();
+        args.insert("SOURCE_DATE_EPOCH".to_owned(), v);
+        plans = make_plans(&args)?;
     }
-    let source_date_epoch = source_date_epoch(&b, &plans[0])?;
+    let source_date_epoch = epoch.seconds;
 
     let cache_dir = b.cache_dir.clone().unwrap_or_else(super::default_cache_dir);
     let cache = Cache::open(&cache_dir)?;
@@ -1238,6 +1249,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             &b.outputs,
             &b.tags,
             &b.tag_names,
+            ctx.source_date_epoch,
             &ctx.events,
             export_step,
         );
@@ -1376,38 +1388,6 @@ pub(super) fn read_dockerfile(p: &Path) -> Result<String, Error> {
             "the Dockerfile is not valid UTF-8",
         ),
     })
-}
-
-/// SOURCE_DATE_EPOCH from `--build-arg`, or the default of a global `ARG`, read as
-/// Dockerfile 1.26 reads it: whole seconds; `context` (the main context's source time:
-/// none for a local directory, so unset); a stage to take the time from is refused as not supported yet; anything else is BuildKit's
-/// `invalid SOURCE_DATE_EPOCH` error.
-fn source_date_epoch(b: &Build, plan: &BuildPlan) -> Result<Option<i64>, Error> {
-    let v = b.build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| {
-        plan.global_args()
-            .get("SOURCE_DATE_EPOCH")
-            .map(str::to_owned)
-    });
-    let invalid = |reason: String| super::invalid("build arg", "SOURCE_DATE_EPOCH", reason);
-    match v.as_deref() {
-        None | Some("") | Some("context") => Ok(None),
-        Some(s) => {
-            if let Ok(t) = s.parse::<i64>() {
-                return Ok(Some(t));
-            }
-            let stage = plan.stages().iter().any(|st| {
-                st.name
-                    .as_deref()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(s))
-            });
-            if stage {
-                return Err(invalid(format!(
-                    "taking the epoch from the stage {s:?} (Dockerfile 1.24) is not supported yet; give whole seconds"
-                )));
-            }
-            Err(invalid(format!("invalid SOURCE_DATE_EPOCH: {s}")))
-        }
-    }
 }
 
 /// Starts a task per reachable stage; returns the target stage's future.
