@@ -3,6 +3,7 @@
 
 mod cache_owner;
 mod check;
+mod epoch;
 pub(crate) mod exec;
 mod export;
 pub(crate) mod export_spec;
@@ -118,6 +119,16 @@ pub enum Error {
         line: usize,
         /// The frontend image named.
         reference: String,
+    },
+    /// SOURCE_DATE_EPOCH names a stage that cannot give the epoch, or its source failed.
+    #[error("{file}:{line}: {reason}")]
+    SourceDateEpoch {
+        /// The Dockerfile's name.
+        file: String,
+        /// The line of the stage's FROM.
+        line: usize,
+        /// What is wrong (BuildKit's words).
+        reason: String,
     },
     /// The stages do not make a valid build (unknown target, cycle, bad expansion...).
     #[error("{file}:{}: {}", .source.span().map_or_else(String::new, |s| s.to_string()), .source.message())]
