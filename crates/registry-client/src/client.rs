@@ -711,6 +711,69 @@ impl Client {
 
     // ------------------------------------------------------------------ push
 
+    /// Puts blob `digest` into `repo` without sending its bytes: `Existed` when the
+    /// repository has it, `Mounted` when the registry mounted it from `from` (another
+    /// repository of the same registry), `None` when it did not (the blob is not in `from`,
+    /// or the registry does not mount): the caller then needs the bytes. The upload session
+    /// a refused mount opens is cancelled.
+    pub async fn mount_blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        from: &Repository,
+    ) -> Result<Option<PushedBlob>, Error> {
+        if self.blob_exists(repo, digest).await?.is_some() {
+            return Ok(Some(PushedBlob::Existed));
+        }
+        if from.registry() != repo.registry() || from.path() == repo.path() {
+            return Ok(None);
+        }
+        let op = Op {
+            repo,
+            scopes: Scopes::push_mount(repo, from),
+            what: format!("mount blob {digest}"),
+            retry: true,
+            digest: Some(digest),
+        };
+        let mut url = self.url(repo, "blobs/uploads/");
+        url.query_pairs_mut()
+            .append_pair("mount", digest.as_str())
+            .append_pair("from", from.path());
+        let response = self
+            .send(&op, &crate::progress::NoProgress, || {
+                let mut h = HeaderMap::new();
+                h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+                (Method::POST, url.clone(), h, Body::Empty)
+            })
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(Some(PushedBlob::Mounted)),
+            StatusCode::ACCEPTED => {
+                // A session was opened for an upload we will not make: cancel it (best
+                // effort; the registry expires it anyway).
+                let location = response
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|l| self.endpoint(repo.registry()).join(l).ok());
+                if let Some(loc) = location {
+                    let cancel = Op {
+                        retry: false,
+                        what: format!("cancel upload of {digest}"),
+                        ..op
+                    };
+                    let _ = self
+                        .send(&cancel, &crate::progress::NoProgress, || {
+                            (Method::DELETE, loc.clone(), HeaderMap::new(), Body::Empty)
+                        })
+                        .await;
+                }
+                Ok(None)
+            }
+            _ => Err(self.status_error(&op, response).await),
+        }
+    }
+
     /// Push blob `digest` (`size` bytes, read from `source`) to `repo`. Skipped when the
     /// repository has it; mounted from `mount_from` when that is another repository of the
     /// same registry that has it (a registry that cannot mount answers 202 and the blob is
