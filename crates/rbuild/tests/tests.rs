@@ -11,3 +11,6 @@ mod rootless;
 
 /// `rbuild build --call plan`: the CI planner (issue 17).
 mod plan;
+
+/// Provenance and SBOM attestations, reproducible digests (issue 19).
+mod supply;
