@@ -41,9 +41,10 @@ pub use oci::{
 };
 pub use progress::{Activity, CollectSink, NullSink, ProgressEvent, ProgressSink, StepId, Stream};
 pub use sandbox::{
-    BindAccess, CancelHandle, Capabilities, ExitStatus, IdRange, Mode, ModeRequest, Mount,
-    MountKind, MountSource, NetworkMode, Privilege, ROOTLESS_ENV, Rootfs, RunSpec,
-    SANDBOX_MODE_ENV, Sandbox, SandboxError, User, enter_rootless, maybe_run_init, resolve_user,
+    BindAccess, CancelHandle, Capabilities, ExitStatus, HostCheck, HostReport, IdRange, Mode,
+    ModeRequest, ModeStatus, Mount, MountKind, MountSource, NetworkMode, Privilege, ROOTLESS_ENV,
+    Rootfs, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, User, enter_rootless, maybe_run_init,
+    resolve_user,
 };
 
 pub use dockerfile;

@@ -219,6 +219,7 @@ pub(crate) fn build(
         if !report.names.is_empty() {
             m.insert("image.name".into(), report.names.join(",").into());
         }
+        m.insert("buildx.build.ref".into(), report.build_ref.clone().into());
         let text =
             serde_json::to_string_pretty(&serde_json::Value::Object(m)).expect("JSON serialises");
         std::fs::write(p, text)

@@ -403,9 +403,9 @@ fn example_pushed_with_provenance_and_sbom() {
         let (name, version) = l.split_once(' ').expect("name version");
         assert!(
             named.contains(&format!("{name}@{version}"))
-                && purls
-                    .iter()
-                    .any(|p| p.starts_with(&format!("pkg:deb/debian/{name}@"))),
+                && purls.iter().any(
+                    |p| p.starts_with(&format!("pkg:deb/debian/{}@", name.replace('+', "%2B")))
+                ),
             "Debian package {name} {version} missing from the SBOM"
         );
     }

@@ -14,3 +14,10 @@ mod plan;
 
 /// Provenance and SBOM attestations, reproducible digests (issue 19).
 mod supply;
+
+/// Push by digest per runner and `imagetools create` (issue 17).
+mod scaleout;
+
+/// A fresh CI runner builds from a shared cache (issue 15): registry, local and inline
+/// caches, corrupt blobs rejected.
+mod remote_cache;

@@ -61,8 +61,34 @@ pub struct BuildReport {
     pub steps_cached: u32,
     /// The descriptor of the image (for `--metadata-file`), when the build had an output.
     pub descriptor: Option<serde_json::Value>,
-    /// The image names written or pushed.
+    /// The image names written or pushed, as given (BuildKit's `image.name`).
     pub names: Vec<String>,
+    /// This build's reference, `rbuild/local/<id>` (a unique id, shaped like buildx's
+    /// `buildx.build.ref`, `builder/node/ref`).
+    pub build_ref: String,
+}
+
+/// A unique build id of 25 lowercase letters and digits, like BuildKit's build refs: a hash
+/// of the time, the process and a counter.
+fn new_build_ref() -> String {
+    use sha2::Digest as _;
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut h = sha2::Sha256::new();
+    h.update(now.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let id: String = h
+        .finalize()
+        .iter()
+        .take(25)
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    format!("rbuild/local/{id}")
 }
 
 /// One layer of a stage's filesystem.
@@ -177,6 +203,8 @@ struct Ctx {
     sandbox_hostname: String,
     /// The caches `--cache-from` imported (manifests and configs only).
     remote: remote::RemoteCaches,
+    /// The repositories pushed to, when every output is a push (else empty).
+    push_repos: Vec<Repository>,
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
     noted: Mutex<Vec<Vec<Layer>>>,
@@ -228,7 +256,12 @@ impl Ctx {
             *first = Some(clone_error(e));
         }
         drop(first);
-        self.cancel.cancel();
+        // A rejected cache blob ends this attempt, not the build: the handle is the
+        // caller's, shared with the next attempt, and the steps running now finish into
+        // the local cache (the next attempt waits on their key locks).
+        if !matches!(e, Error::RejectedCacheBlob { .. }) {
+            self.cancel.cancel();
+        }
     }
 
     fn step_id(&self) -> StepId {
@@ -368,11 +401,27 @@ impl Ctx {
             label: short(&blob.digest.to_string()),
         };
         let mut sink = SyncWriter(&mut w);
-        self.client
+        let pulled = self
+            .client
             .pull_blob(repo, &desc, &mut sink, &progress)
-            .await?;
-        w.commit(&blob.digest)?;
-        Ok(())
+            .await;
+        // A step's layer with an origin comes from an imported cache: bytes that are not
+        // its blob reject it (the build runs again without it) rather than fail the build.
+        let from_cache = layer.key.is_some();
+        match pulled {
+            Err(
+                e @ (registry_client::Error::DigestMismatch { .. }
+                | registry_client::Error::SizeMismatch { .. }),
+            ) if from_cache => return Err(remote::rejected(blob, &e.to_string())),
+            r => r?,
+        }
+        match w.commit(&blob.digest) {
+            Err(
+                e @ (layer_cache::Error::DigestMismatch { .. }
+                | layer_cache::Error::SizeMismatch { .. }),
+            ) if from_cache => Err(remote::rejected(blob, &e.to_string())),
+            r => r.map(|_| ()).map_err(Error::from),
+        }
     }
 
     /// The cache record of a step's layer, when it still describes that layer's snapshot
@@ -554,20 +603,23 @@ impl Ctx {
                 return Ok(dirs);
             }
         }
-        // Otherwise from the blobs, as the chain of their diffIDs.
-        let mut refs = Vec::new();
-        for i in 0..layers.len() {
-            let (blob, diff_id) = self.ensure_blob(layers, i, step).await?;
-            refs.push(LayerRef::new(blob.digest, diff_id));
-        }
+        // Otherwise from the blobs (pulled at once), as the chain of their diffIDs.
+        let refs: Vec<LayerRef> = futures_util::future::try_join_all(
+            (0..layers.len()).map(|i| self.ensure_blob(layers, i, step)),
+        )
+        .await?
+        .into_iter()
+        .map(|(blob, diff_id)| LayerRef::new(blob.digest, diff_id))
+        .collect();
         let me = self.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, Error> {
+        let unpacked = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, Error> {
             let opts = overlay_apply_options();
             let top = me.cache.unpack_chain(&refs, &opts, Some(&me.lease))?;
             Ok(me.cache.snapshots().lowerdirs(&top.chain_id)?)
         })
         .await
-        .map_err(|e| join_error(&e))?
+        .map_err(|e| join_error(&e))?;
+        unpacked.map_err(|e| remote::reject_diff_id(e, layers))
     }
 
     /// A fresh private directory under the cache's temporary area.
@@ -886,15 +938,14 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             reason: "docker exporter does not currently support exporting manifest lists; build one platform".into(),
         });
     }
-    if b.outputs
-        .iter()
-        .any(|o| matches!(o.kind, ExportKind::Registry))
-        && b.tags.is_empty()
-    {
-        return Err(Error::InvalidOutput {
-            spec: "type=registry".into(),
-            reason: "pushing needs at least one --tag".into(),
-        });
+    // Every registry output's names, checked before anything runs.
+    let mut push_repos: Vec<Repository> = Vec::new();
+    for o in b.outputs.iter().filter(|o| o.kind == ExportKind::Registry) {
+        for t in super::export::push_targets(o, &b.tag_names)? {
+            if !push_repos.contains(&t.repo) {
+                push_repos.push(t.repo);
+            }
+        }
     }
 
     let image_outputs = b
@@ -965,6 +1016,17 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     } else {
         next_step += b.cache_from.len() as u32;
         remote::import_caches(&client, &b.cache_from, sink, StepId(1)).await
+    }
+    .rejecting(&b.rejected_cache_blobs);
+    // Every output a push: a layer the registry has elsewhere is mounted, never pulled.
+    let push_repos: Vec<Repository> = if !b.outputs.is_empty()
+        && b.outputs
+            .iter()
+            .all(|o| matches!(o.kind, ExportKind::Registry))
+    {
+        b.tags.iter().map(|t| t.repository().clone()).collect()
+    } else {
+        Vec::new()
     };
     // The clamp of the new layers' mtimes: on with SOURCE_DATE_EPOCH unless the output
     // says `rewrite-timestamp=false` (see `ExportSpec::rewrite_timestamp`).
@@ -1017,6 +1079,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
         remote,
+        push_repos: push_repos.clone(),
         note_steps: b
             .cache_to
             .iter()
@@ -1142,7 +1205,18 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         }
         None => Vec::new(),
     };
-    let names: Vec<String> = b.tags.iter().map(ToString::to_string).collect();
+    // The names as given, as BuildKit's `image.name` (the `-t`s, else the outputs' `name=`).
+    let mut names: Vec<String> = Vec::new();
+    for o in &b.outputs {
+        for n in super::export::output_names(o, &b.tag_names) {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    if b.outputs.is_empty() {
+        names.clone_from(&b.tag_names);
+    }
     let base_repos = states_layers(&states);
     if local_only {
         let export = export_files(&ctx, &states, &platforms, &b.outputs, export_step);
@@ -1156,23 +1230,15 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             &base_repos,
             &b.outputs,
             &b.tags,
+            &b.tag_names,
             &ctx.events,
             export_step,
         );
         forwarding(export, &mut rx, sink).await?;
     }
     if !b.cache_to.is_empty() {
-        let pushed_to: Vec<Repository> = if b
-            .outputs
-            .iter()
-            .any(|o| matches!(o.kind, ExportKind::Registry))
-        {
-            b.tags.iter().map(|t| t.repository().clone()).collect()
-        } else {
-            Vec::new()
-        };
         let step = ctx.step_id();
-        let export = remote::export_caches(&ctx, &states, &b.cache_to, &pushed_to, step);
+        let export = remote::export_caches(&ctx, &states, &b.cache_to, &push_repos, step);
         forwarding(export, &mut rx, sink).await?;
     }
     // Base blobs no step needed: stop fetching them; their FROM steps end here.
@@ -1193,15 +1259,18 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     });
     Ok(BuildReport {
         digest: built.as_ref().map(BuiltImage::digest),
-        descriptor: built
-            .as_ref()
-            .map(|b| serde_json::Value::Object(b.root_descriptor())),
+        // BuildKit's descriptor: a single platform's manifest carries its platform.
+        descriptor: built.as_ref().map(|b| match &b.images[..] {
+            [one] => serde_json::Value::Object(one.descriptor(true)),
+            _ => serde_json::Value::Object(b.root_descriptor()),
+        }),
         config_digests,
         image: built,
         sandbox_mode: mode,
         steps_run: ctx.run_steps.load(Ordering::Relaxed),
         steps_cached: ctx.cached_steps.load(Ordering::Relaxed),
         names,
+        build_ref: new_build_ref(),
     })
 }
 
@@ -1275,6 +1344,10 @@ fn clone_error(e: &Error) -> Error {
             output_tail: output_tail.clone(),
         },
         Error::Cancelled => Error::Cancelled,
+        Error::RejectedCacheBlob { digest, reason } => Error::RejectedCacheBlob {
+            digest: digest.clone(),
+            reason: reason.clone(),
+        },
         other => Error::Step {
             location: String::new(),
             instruction: String::new(),
@@ -1499,6 +1572,7 @@ async fn build_stage(
         }
     };
     let missing = matches!(stage.base, StageBase::Image(_))
+        && !ctx.lazy_base(&state.layers)
         && state.layers.iter().any(|l| {
             l.blob
                 .as_ref()
@@ -2114,7 +2188,8 @@ fn locate(ctx: &Ctx, span: dockerfile::Span, text: &str, e: Error) -> Error {
             reason,
             output_tail,
         },
-        Error::Step { .. } | Error::Cancelled => e,
+        // A rejected cache blob restarts the build: it must reach `Build::run` as it is.
+        Error::Step { .. } | Error::Cancelled | Error::RejectedCacheBlob { .. } => e,
         other => Error::Step {
             location: ctx.location(span),
             instruction: text.to_owned(),
@@ -2750,7 +2825,7 @@ async fn assemble(
     let stack = &state.layers;
     let blobs = futures_util::future::try_join_all((0..stack.len()).map(|i| async move {
         let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
-        ctx.ensure_blob(stack, i, step).await
+        ctx.blob_for_export(stack, i, step).await
     }))
     .await?;
     let diff_ids: Vec<Digest> = blobs.iter().map(|(_, d)| d.clone()).collect();

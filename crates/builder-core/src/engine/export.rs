@@ -19,6 +19,68 @@ fn export_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
+/// Where a registry output pushes: a repository, and the tag (`None`: by digest alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PushTarget {
+    pub(super) repo: Repository,
+    pub(super) tag: Option<String>,
+}
+
+/// The names an output writes, as given: the `-t` names when there are any (buildx puts
+/// them in every image exporter's `name`), else the output's own `name=`.
+pub(super) fn output_names<'a>(out: &'a ExportSpec, tag_names: &'a [String]) -> &'a [String] {
+    if tag_names.is_empty() {
+        &out.names
+    } else {
+        tag_names
+    }
+}
+
+/// The repositories and tags a registry output pushes to, checked before the build: a
+/// name is needed, and a push by digest takes untagged names (as BuildKit).
+pub(super) fn push_targets(
+    out: &ExportSpec,
+    tag_names: &[String],
+) -> Result<Vec<PushTarget>, Error> {
+    let bad = |reason: String| Error::InvalidOutput {
+        spec: "type=registry".into(),
+        reason,
+    };
+    let names = output_names(out, tag_names);
+    if names.is_empty() {
+        return Err(bad(
+            "tag is needed when pushing to registry (give --tag or name=)".into(),
+        ));
+    }
+    let mut targets: Vec<PushTarget> = Vec::new();
+    for name in names {
+        let reference: Reference = name
+            .parse()
+            .map_err(|e: registry_client::Error| bad(format!("name {name:?}: {e}")))?;
+        let tagged = name.parse::<Repository>().is_err();
+        let target = if out.push_by_digest {
+            if tagged {
+                return Err(bad(format!(
+                    "can't push tagged ref {name} by digest (give the repository alone)"
+                )));
+            }
+            PushTarget {
+                repo: reference.repository().clone(),
+                tag: None,
+            }
+        } else {
+            PushTarget {
+                repo: reference.repository().clone(),
+                tag: Some(reference.tag().unwrap_or("latest").to_owned()),
+            }
+        };
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    Ok(targets)
+}
+
 /// Writes or pushes `img` to every output.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn export_all(
@@ -28,6 +90,7 @@ pub(super) async fn export_all(
     base_repos: &[Option<Repository>],
     outputs: &[ExportSpec],
     tags: &[Reference],
+    tag_names: &[String],
     events: &mpsc::UnboundedSender<ProgressEvent>,
     step: StepId,
 ) -> Result<(), Error> {
@@ -82,7 +145,10 @@ pub(super) async fn export_all(
                     .await
                     .map_err(|e| super::exec_join(&e))??;
             }
-            ExportKind::Registry => push(client, img, base_repos, tags, events, id).await?,
+            ExportKind::Registry => {
+                let targets = push_targets(out, tag_names)?;
+                push(client, img, base_repos, &targets, events, id).await?;
+            }
         }
         let _ = events.send(ProgressEvent::StepDone {
             id,
@@ -159,22 +225,28 @@ impl registry_client::TransferProgress for PushProgress<'_> {
     }
 }
 
-/// Pushes blobs, manifests and the index, then tags, to each tag's repository.
+/// Pushes blobs, manifests and the index, then tags, to each target's repository (by
+/// digest alone for a repository without tags).
 async fn push(
     client: &Client,
     img: &BuiltImage,
     base_repos: &[Option<Repository>],
-    tags: &[Reference],
+    targets: &[PushTarget],
     events: &mpsc::UnboundedSender<ProgressEvent>,
     step: StepId,
 ) -> Result<(), Error> {
     let progress = PushProgress { events, step };
     let mut repos: Vec<(Repository, Vec<String>)> = Vec::new();
-    for t in tags {
-        let tag = t.tag().unwrap_or("latest").to_owned();
-        match repos.iter_mut().find(|(r, _)| r == t.repository()) {
-            Some((_, list)) => list.push(tag),
-            None => repos.push((t.repository().clone(), vec![tag])),
+    for t in targets {
+        let list = match repos.iter_mut().find(|(r, _)| *r == t.repo) {
+            Some((_, list)) => list,
+            None => {
+                repos.push((t.repo.clone(), Vec::new()));
+                &mut repos.last_mut().expect("just pushed").1
+            }
+        };
+        if let Some(tag) = &t.tag {
+            list.push(tag.clone());
         }
     }
     for (repo, tag_list) in &repos {

@@ -21,7 +21,7 @@ pub use exec::BuildReport;
 pub use export_spec::{ExportKind, ExportSpec};
 pub use group::{BuildGroup, GroupSink, TargetResult};
 
-use crate::progress::ProgressSink;
+use crate::progress::{ProgressEvent, ProgressSink};
 
 /// Everything that can stop a build.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,16 @@ pub enum Error {
         /// The specification.
         spec: String,
         /// Why.
+        reason: String,
+    },
+    /// A blob of an imported cache is not what its descriptor says (wrong bytes for its
+    /// digest or diffID). [`Build::run`] never returns it: the build runs again without
+    /// that blob, rebuilding the steps it held.
+    #[error("cache blob {digest} is corrupt: {reason}")]
+    RejectedCacheBlob {
+        /// The blob's digest.
+        digest: String,
+        /// What did not match.
         reason: String,
     },
     /// A remote cache is not usable.
@@ -214,6 +224,8 @@ pub struct Build {
     build_args: BTreeMap<String, String>,
     target: Option<String>,
     tags: Vec<Reference>,
+    /// The `-t` names as given (`tags` fills in `latest`): a push by digest refuses a tag.
+    tag_names: Vec<String>,
     outputs: Vec<ExportSpec>,
     cache_dir: Option<PathBuf>,
     cache_to: Vec<crate::remote_cache::CacheExportSpec>,
@@ -231,6 +243,8 @@ pub struct Build {
     attestations: crate::attest::Attestations,
     /// The per-cache-key locks, shared with the other builds of a [`BuildGroup`].
     key_locks: exec::KeyLocks,
+    /// Blobs of the imported caches found corrupt in an earlier attempt: never trusted.
+    rejected_cache_blobs: std::collections::BTreeSet<String>,
 }
 
 /// Where a `--secret` comes from.
@@ -308,6 +322,7 @@ impl Build {
             build_args: BTreeMap::new(),
             target: None,
             tags: Vec::new(),
+            tag_names: Vec::new(),
             outputs: Vec::new(),
             cache_dir: None,
             cache_to: Vec::new(),
@@ -324,6 +339,7 @@ impl Build {
             cancel: crate::sandbox::CancelHandle::new(),
             attestations: crate::attest::Attestations::default(),
             key_locks: exec::KeyLocks::default(),
+            rejected_cache_blobs: std::collections::BTreeSet::new(),
         })
     }
 
@@ -391,6 +407,7 @@ impl Build {
             .parse()
             .map_err(|e: registry_client::Error| invalid("tag", tag, e.to_string()))?;
         self.tags.push(r);
+        self.tag_names.push(tag.to_owned());
         Ok(self)
     }
 
@@ -563,8 +580,28 @@ impl Build {
     }
 
     /// Runs the build, reporting progress to `sink`.
-    pub async fn run(self, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
-        exec::run(self, sink).await
+    ///
+    /// A blob of a `--cache-from` cache whose bytes do not match its descriptor is
+    /// rejected: a warning says so and the build runs again without it (its steps are
+    /// rebuilt; what the first attempt built is a local cache hit).
+    pub async fn run(mut self, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
+        loop {
+            match exec::run(self.clone(), sink).await {
+                Err(Error::RejectedCacheBlob { digest, reason })
+                    if !self.rejected_cache_blobs.contains(&digest) =>
+                {
+                    sink.event(&ProgressEvent::Warning {
+                        message: format!(
+                            "cache blob {digest} rejected ({reason}): building again without \
+                             it, its steps are rebuilt"
+                        ),
+                        location: None,
+                    });
+                    self.rejected_cache_blobs.insert(digest);
+                }
+                r => return r,
+            }
+        }
     }
 }
 

@@ -40,7 +40,10 @@ impl Tree for LayeredView {
     }
 
     fn read_file(&self, path: &str) -> std::io::Result<Option<Vec<u8>>> {
-        LayeredView::read_file(self, std::path::Path::new(path))
+        // The largest metadata file the scanner reads (a dpkg status of a full distribution
+        // is a few MiB); a bigger one is refused by name rather than held in memory.
+        const SCAN_FILE_LIMIT: u64 = 64 << 20;
+        LayeredView::read_file(self, std::path::Path::new(path), SCAN_FILE_LIMIT)
     }
 }
 
