@@ -11,6 +11,7 @@ use test_support::{LocalRegistry, describe, output, run, run_stdout, workspace_r
 
 const BUILDCTL: &str = "/var/tmp/reference-buildkit/bin/buildctl";
 const BUILDKIT_HOST: &str = "unix:///run/reference-buildkitd.sock";
+const NAME: &str = "127.0.0.1:5000/supply/ref:1";
 const SECRET: &str = "s3cr3t-value-never-attested";
 
 fn state_dir() -> PathBuf {
@@ -148,7 +149,7 @@ fn provenance_matches_buildkit_field_by_field() {
         .args(["--opt", &format!("attest:provenance=mode={mode}")])
         .args(["--secret", &secret])
         .arg("--output")
-        .arg(format!("type=oci,dest={}", bk_tar.display()));
+        .arg(format!("type=oci,dest={},name={NAME}", bk_tar.display()));
         let out = output(&mut cmd);
         assert!(out.status.success(), "{}", describe(&cmd, &out));
         let rb_tar = w.join(format!("rb-{mode}.tar"));
@@ -159,6 +160,8 @@ fn provenance_matches_buildkit_field_by_field() {
                 "FOO=baz",
                 "--secret",
                 &secret,
+                "-t",
+                NAME,
                 "-o",
                 &format!("type=oci,dest={}", rb_tar.display()),
             ],
@@ -189,9 +192,22 @@ fn provenance_matches_buildkit_field_by_field() {
 
         // The statement.
         let (b, r) = (&bk_st[0], &rb_st[0]);
-        for k in ["_type", "predicateType", "subject"] {
+        for k in ["_type", "predicateType"] {
             assert_eq!(b[k], r[k], "statement {k}");
         }
+        // The subject: the image name as a purl with the platform, the own image's digest.
+        assert_eq!(b["subject"][0]["name"], r["subject"][0]["name"]);
+        assert_eq!(
+            b["subject"][0]["name"],
+            "pkg:docker/127.0.0.1%3A5000/supply/ref@1?platform=linux%2Famd64"
+        );
+        assert_eq!(
+            format!(
+                "sha256:{}",
+                r["subject"][0]["digest"]["sha256"].as_str().unwrap()
+            ),
+            rb_img["digest"].as_str().unwrap()
+        );
         let (b, r) = (&b["predicate"], &r["predicate"]);
         let bd = "buildDefinition";
         for k in ["buildType", "resolvedDependencies", "externalParameters"] {
