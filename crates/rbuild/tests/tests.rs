@@ -15,6 +15,9 @@ mod plan;
 /// `rbuild bake`: compose and bake files, many targets in one process (issue 18).
 mod bake;
 
+/// Provenance and SBOM attestations, reproducible digests (issue 19).
+mod supply;
+
 /// Push by digest per runner and `imagetools create` (issue 17).
 mod scaleout;
 
