@@ -65,6 +65,9 @@ pub(crate) fn build(
     let pushes = outputs
         .iter()
         .any(|o| o.kind == builder_core::ExportKind::Registry);
+    // Not for push-by-digest (per-runner pushes that `imagetools create` merges, which
+    // takes image manifests): there buildx's default is not applied; ask explicitly.
+    let by_digest = outputs.iter().any(|o| o.push_by_digest);
     for o in outputs {
         b = b.output(o);
     }
@@ -85,7 +88,7 @@ pub(crate) fn build(
         },
         Err(_) => false,
     };
-    if pushes && !no_default {
+    if pushes && !by_digest && !no_default {
         b = b.default_attestations();
     }
     b = b.attestations_as_referrers(opts.attest_referrers);
