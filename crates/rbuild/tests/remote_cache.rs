@@ -141,6 +141,8 @@ fn registry_cache_fresh_runner_runs_nothing_and_downloads_no_layer() {
             "-t",
             &format!("{host}/{repo}:a"),
             "--push",
+            // Compares the pushed manifests' layers: no default provenance index.
+            "--provenance=false",
         ],
         ctx.path(),
     );
@@ -157,6 +159,8 @@ fn registry_cache_fresh_runner_runs_nothing_and_downloads_no_layer() {
             "-t",
             &format!("{host}/{repo}:b"),
             "--push",
+            // Compares the pushed manifests' layers: no default provenance index.
+            "--provenance=false",
         ],
         ctx.path(),
     );
@@ -201,6 +205,8 @@ fn registry_cache_fresh_runner_runs_nothing_and_downloads_no_layer() {
             "-t",
             &format!("{host}/{repo}:c"),
             "--push",
+            // Compares the pushed manifests' layers: no default provenance index.
+            "--provenance=false",
         ],
         ctx.path(),
     );
