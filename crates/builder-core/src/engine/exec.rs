@@ -39,6 +39,7 @@ use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
 mod attest;
 mod remote;
+mod remote_mounts;
 
 /// What a finished build produced.
 #[derive(Debug, Clone)]
@@ -207,6 +208,8 @@ struct Ctx {
     remote: remote::RemoteCaches,
     /// The repositories pushed to, when every output is a push (else empty).
     push_repos: Vec<Repository>,
+    /// The cache mounts the steps that ran used (directory names), for a cache export.
+    used_mounts: Mutex<std::collections::BTreeSet<String>>,
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
     noted: Mutex<Vec<Vec<Layer>>>,
@@ -1038,12 +1041,12 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     }
     .rejecting(&b.rejected_cache_blobs);
     // Every output a push: a layer the registry has elsewhere is mounted, never pulled.
-    let push_repos: Vec<Repository> = if !b.outputs.is_empty()
+    let lazy_push_repos: Vec<Repository> = if !b.outputs.is_empty()
         && b.outputs
             .iter()
             .all(|o| matches!(o.kind, ExportKind::Registry))
     {
-        b.tags.iter().map(|t| t.repository().clone()).collect()
+        push_repos.clone()
     } else {
         Vec::new()
     };
@@ -1103,7 +1106,8 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
         remote,
-        push_repos: push_repos.clone(),
+        push_repos: lazy_push_repos,
+        used_mounts: Mutex::default(),
         note_steps: b
             .cache_to
             .iter()
@@ -2646,7 +2650,12 @@ async fn run_step(
         let layers = state.layers.clone();
         let dir = dir.to_owned();
         async move {
-            let lowers = ctx.materialize(&layers, id).await?;
+            // A cache mount this runner never had starts from an imported cache's copy.
+            let dirs = mounts.cache_dirs();
+            let (lowers, ()) = tokio::try_join!(
+                ctx.materialize(&layers, id),
+                ctx.restore_cache_mounts(&dirs, id)
+            )?;
             let mut from_lowers = Vec::new();
             for f in &froms {
                 from_lowers.push(match f {
