@@ -14,3 +14,10 @@ mod plan;
 
 /// The four build modes (issue 16): root, rootless, root and non-root in containers.
 mod modes;
+
+/// Push by digest per runner and `imagetools create` (issue 17).
+mod scaleout;
+
+/// A fresh CI runner builds from a shared cache (issue 15): registry, local and inline
+/// caches, corrupt blobs rejected.
+mod remote_cache;
