@@ -3,6 +3,7 @@
 
 mod cache_owner;
 mod check;
+mod epoch;
 pub(crate) mod exec;
 mod export;
 pub(crate) mod export_spec;
@@ -54,15 +55,6 @@ pub enum Error {
         /// Why.
         reason: String,
     },
-    /// The local cache was written by a process with another id mapping (root vs
-    /// rootless, or another user): its files' owners would be wrong here.
-    #[error("cache {}: {reason}", dir.display())]
-    CacheOwners {
-        /// The cache directory.
-        dir: PathBuf,
-        /// The mappings, or the I/O error recording ours.
-        reason: String,
-    },
     /// A blob of an imported cache is not what its descriptor says (wrong bytes for its
     /// digest or diffID). [`Build::run`] never returns it: the build runs again without
     /// that blob, rebuilding the steps it held.
@@ -71,6 +63,15 @@ pub enum Error {
         /// The blob's digest.
         digest: String,
         /// What did not match.
+        reason: String,
+    },
+    /// The local cache was written by a process with another id mapping (root vs
+    /// rootless, or another user): its files' owners would be wrong here.
+    #[error("cache {}: {reason}", dir.display())]
+    CacheOwners {
+        /// The cache directory.
+        dir: PathBuf,
+        /// The mappings, or the I/O error recording ours.
         reason: String,
     },
     /// A remote cache is not usable.
@@ -118,6 +119,16 @@ pub enum Error {
         line: usize,
         /// The frontend image named.
         reference: String,
+    },
+    /// SOURCE_DATE_EPOCH names a stage that cannot give the epoch, or its source failed.
+    #[error("{file}:{line}: {reason}")]
+    SourceDateEpoch {
+        /// The Dockerfile's name.
+        file: String,
+        /// The line of the stage's FROM.
+        line: usize,
+        /// What is wrong (BuildKit's words).
+        reason: String,
     },
     /// The stages do not make a valid build (unknown target, cycle, bad expansion...).
     #[error("{file}:{}: {}", .source.span().map_or_else(String::new, |s| s.to_string()), .source.message())]
