@@ -107,6 +107,8 @@ struct Layer {
     blob: Option<CacheBlobRef>,
     /// Where to pull the blob from when it is not in the content store.
     origin: Option<Repository>,
+    /// Or the OCI layout directory of a `type=local` cache to read it from.
+    dir_origin: Option<PathBuf>,
     /// The cache key of the step that made the layer (its record gets the blob once made).
     key: Option<CacheKey>,
 }
@@ -376,6 +378,9 @@ impl Ctx {
     ) -> Result<(), Error> {
         if self.cache.content().contains(&blob.digest) {
             return Ok(());
+        }
+        if let (None, Some(dir)) = (&layer.origin, &layer.dir_origin) {
+            return self.copy_from_dir(dir, blob).await;
         }
         let Some(repo) = &layer.origin else {
             return Err(Error::from(layer_cache::Error::NotFound {
@@ -990,6 +995,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
 
     let cache_dir = b.cache_dir.clone().unwrap_or_else(super::default_cache_dir);
     let cache = Cache::open(&cache_dir)?;
+    super::cache_owner::check(cache.root())?;
     let lease = cache.lease()?;
     let tmp = cache.other_dir("tmp")?;
     let sandbox = Sandbox::detect(&tmp)?;
@@ -1278,9 +1284,10 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     });
     Ok(BuildReport {
         digest: built.as_ref().map(BuiltImage::digest),
-        // BuildKit's descriptor: a single platform's manifest carries its platform.
-        descriptor: built.as_ref().map(|b| match &b.images[..] {
-            [one] => serde_json::Value::Object(one.descriptor(true)),
+        // BuildKit's descriptor: a single manifest (one platform, no attestations) carries
+        // its platform.
+        descriptor: built.as_ref().map(|b| match (&b.index, &b.images[..]) {
+            (None, [one]) => serde_json::Value::Object(one.descriptor(true)),
             _ => serde_json::Value::Object(b.root_descriptor()),
         }),
         config_digests,
@@ -1859,6 +1866,7 @@ async fn resolve_image(
                 d.size(),
             )),
             origin: Some(repo.clone()),
+            dir_origin: None,
             key: None,
         });
     }
@@ -2229,16 +2237,16 @@ where
     Fut: Future<Output = Result<(), Error>>,
 {
     let _guard = ctx.key_lock(&key).await;
-    let (mut origin, mut source) = (None, None);
+    let (mut origin, mut dir_origin, mut source) = (None, None, None);
     let local = ctx.lookup(&key)?;
     let remote = match local {
         Some(_) => None,
         None => ctx.remote_lookup(&key)?,
     };
     let rec = match local.or_else(|| {
-        remote.map(|(rec, repo, from)| {
-            (origin, source) = (Some(repo), Some(from));
-            rec
+        remote.map(|hit| {
+            (origin, dir_origin, source) = (hit.repo, hit.dir, Some(hit.source));
+            hit.rec
         })
     }) {
         Some(rec) => {
@@ -2279,7 +2287,9 @@ where
         let blob = pick_blob(&rec, ctx.pack.compression)
             .filter(|b| {
                 rec.diff_id.is_some()
-                    && (origin.is_some() || ctx.cache.content().contains(&b.digest))
+                    && (origin.is_some()
+                        || dir_origin.is_some()
+                        || ctx.cache.content().contains(&b.digest))
             })
             .cloned();
         let parent = state.layers.last().map(|l| l.chain.clone());
@@ -2297,6 +2307,7 @@ where
             chain,
             blob,
             origin,
+            dir_origin,
             key: Some(key.clone()),
         });
     }
@@ -2730,14 +2741,35 @@ async fn run_step(
                 Err(e) => return Err(e.into()),
             };
             if !status.success() {
+                let output_tail = tail.lines();
+                let mut reason = format!(
+                    "process \"{}\" did not complete successfully: {status}",
+                    argv.join(" ")
+                );
+                // A call refused because of the mode (mknod of a device, a mount, a chroot
+                // without namespaces): say which mode, since the command cannot.
+                let mode = ctx.sandbox.mode_name();
+                if mode != "root"
+                    && output_tail
+                        .iter()
+                        .any(|l| l.contains("Operation not permitted"))
+                {
+                    reason.push_str(&format!(
+                        " (a call was refused: rbuild runs in the {mode} mode, {}, where device \
+                         nodes{} cannot be made; see `rbuild info`)",
+                        ctx.sandbox.capabilities().describe(),
+                        if mode == "unprivileged" {
+                            ", mounts, chroot and ptrace"
+                        } else {
+                            " and mounts of most file systems"
+                        }
+                    ));
+                }
                 return Err(Error::Step {
                     location: String::new(),
                     instruction: String::new(),
-                    reason: format!(
-                        "process \"{}\" did not complete successfully: {status}",
-                        argv.join(" ")
-                    ),
-                    output_tail: tail.lines(),
+                    reason,
+                    output_tail,
                 });
             }
             Ok(())

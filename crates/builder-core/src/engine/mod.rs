@@ -1,6 +1,7 @@
 //! The build engine: the public [`Build`] builder, and the executor that turns a
 //! Dockerfile's stages into images.
 
+mod cache_owner;
 mod check;
 mod epoch;
 pub(crate) mod exec;
@@ -62,6 +63,15 @@ pub enum Error {
         /// The blob's digest.
         digest: String,
         /// What did not match.
+        reason: String,
+    },
+    /// The local cache was written by a process with another id mapping (root vs
+    /// rootless, or another user): its files' owners would be wrong here.
+    #[error("cache {}: {reason}", dir.display())]
+    CacheOwners {
+        /// The cache directory.
+        dir: PathBuf,
+        /// The mappings, or the I/O error recording ours.
         reason: String,
     },
     /// A remote cache is not usable.
