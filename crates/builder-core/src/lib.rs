@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 mod attest;
+pub mod bake;
 mod cachekey;
 #[allow(dead_code)] // COPY/ADD: called by the engine once it wires them in.
 mod copy;
