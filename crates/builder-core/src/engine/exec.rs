@@ -3173,14 +3173,7 @@ fn provenance_op(
             }
             let mut mounts = vec![json!({"dest": "/"})];
             for m in &r.mounts {
-                // The mount's options as written (ids and paths; never secret values,
-                // which are not in the Dockerfile).
-                let fields: serde_json::Map<String, serde_json::Value> = m
-                    .fields
-                    .iter()
-                    .map(|(k, v)| (k.clone(), json!(v.clone().unwrap_or_else(|| "true".into()))))
-                    .collect();
-                mounts.push(serde_json::Value::Object(fields));
+                mounts.push(provenance_mount(&m.fields));
             }
             let mut exec = serde_json::Map::new();
             exec.insert("meta".into(), serde_json::Value::Object(meta));
@@ -3224,6 +3217,65 @@ fn provenance_op(
         }
         _ => None,
     }
+}
+
+/// A `RUN --mount` in LLB's mount shape (`dest`, `mountType`, the type's options by id),
+/// from its options as written: ids and paths, never a secret's value (which is not in
+/// the Dockerfile).
+fn provenance_mount(fields: &[(String, Option<String>)]) -> serde_json::Value {
+    use serde_json::json;
+    let get = |keys: &[&str]| {
+        fields
+            .iter()
+            .find(|(k, _)| keys.contains(&k.as_str()))
+            .and_then(|(_, v)| v.clone())
+    };
+    let kind = get(&["type"]).unwrap_or_else(|| "bind".to_owned());
+    let id = get(&["id"]);
+    let mut m = serde_json::Map::new();
+    let dest = get(&["target", "dst", "destination"]).or_else(|| match kind.as_str() {
+        "secret" => Some(format!("/run/secrets/{}", id.clone().unwrap_or_default())),
+        // The first agent socket, as BuildKit numbers them.
+        "ssh" => Some("/run/buildkit/ssh_agent.0".to_owned()),
+        _ => None,
+    });
+    if let Some(d) = dest {
+        m.insert("dest".into(), json!(d));
+    }
+    let number = match kind.as_str() {
+        "secret" => 1,
+        "ssh" => 2,
+        "cache" => 3,
+        "tmpfs" => 4,
+        _ => 0,
+    };
+    if number != 0 {
+        m.insert("mountType".into(), json!(number));
+    }
+    match kind.as_str() {
+        "secret" => {
+            m.insert("secretOpt".into(), json!({"ID": id.unwrap_or_default()}));
+        }
+        "ssh" => {
+            m.insert(
+                "SSHOpt".into(),
+                json!({"ID": id.unwrap_or_else(|| "default".into())}),
+            );
+        }
+        "cache" => {
+            m.insert("cacheOpt".into(), json!({"ID": id.or_else(|| get(&["target", "dst", "destination"])).unwrap_or_default()}));
+        }
+        "bind" => {
+            if let Some(src) = get(&["source", "src"]) {
+                m.insert("selector".into(), json!(src));
+            }
+            if let Some(from) = get(&["from"]) {
+                m.insert("from".into(), json!(from));
+            }
+        }
+        _ => {}
+    }
+    serde_json::Value::Object(m)
 }
 
 fn source_label(s: &dockerfile::Source) -> String {
