@@ -18,3 +18,7 @@ mod scaleout;
 /// A fresh CI runner builds from a shared cache (issue 15): registry, local and inline
 /// caches, corrupt blobs rejected.
 mod remote_cache;
+
+/// examples/ci: the GitHub Actions workflow and Kubernetes Jobs parsed, checked, and the
+/// Jobs' commands run against the local registry (issue 17).
+mod ci_examples;
