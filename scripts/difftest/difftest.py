@@ -29,6 +29,10 @@ A case is a directory holding a Dockerfile and its context, and optionally:
   expect-fail     both tools must fail; line 1 is a Python regex that rbuild's output must
                   match (say, the `Dockerfile:N` of the failing line); line 2, if present, one
                   that BuildKit's output must match
+  setup           images the case builds on, built first by each tool and pushed: one per line,
+                  `NAME DIR [flags]` (DIR a directory of the case with its own Dockerfile, the
+                  flags as in args); each tool then builds the case with --build-arg
+                  NAME=<its own image>, so a Dockerfile can say `ARG NAME` / `FROM $NAME`
   port-of         the BuildKit integration test(s) this case checks the behaviour of, one per
                   line: `dockerfile_copy_test.go testCopyChown` (frontend/dockerfile/ at
                   dockerfile/1.26.0); the suite counts them
@@ -71,9 +75,10 @@ REPO = os.path.dirname(os.path.dirname(HERE))
 CASES = os.path.join(HERE, "cases")
 BUILDCTL = os.environ.get("BUILDCTL", "/var/tmp/reference-buildkit/bin/buildctl")
 BUILDKIT_ADDR = os.environ.get("BUILDKIT_ADDR", "unix:///run/reference-buildkitd.sock")
+REGISTRY = "127.0.0.1:5000"
 HTTP_PORT = 18080
 GIT_PORT = 19418
-CASE_FILES = {"args", "output-opts", "compare-mtimes", "call", "expect-fail", "known-diff", "expected-diff",
+CASE_FILES = {"args", "output-opts", "compare-mtimes", "call", "setup", "expect-fail", "known-diff", "expected-diff",
               "port-of", "expect-fail-rbuild", "expect-fail-buildkit"}
 
 
@@ -400,6 +405,36 @@ def run_case(name, rbuild, work, cache_dir):
     shutil.copytree(d, ctx, symlinks=True, ignore=lambda _d, names: [
         n for n in names if _d == d and n in CASE_FILES])
     bk_tar, rb_tar = os.path.join(out, "buildkit.tar"), os.path.join(out, "rbuild.tar")
+    setup_path = os.path.join(d, "setup")
+    if os.path.exists(setup_path):
+        for line in open(setup_path):
+            words = shlex.split(line)
+            if not words or words[0].startswith("#"):
+                continue
+            if len(words) < 2:
+                return name, "FAIL", f"setup: {line.strip()!r} is not NAME DIR [flags]", 0
+            var, sub = words[0], os.path.join(ctx, words[1])
+            try:
+                sbk, srb = translate_args(sub, words[2:])
+            except CaseError as e:
+                return name, "FAIL", f"setup: {e}", 0
+            for tool in ("buildkit", "rbuild"):
+                ref = f"{REGISTRY}/difftest/{name}-{var.lower()}:{tool}"
+                log = os.path.join(out, f"setup-{var}-{tool}.log")
+                if tool == "buildkit":
+                    cmd = [BUILDCTL, "--addr", BUILDKIT_ADDR, "build", "--progress", "plain",
+                           "--frontend", "dockerfile.v0", "--local", f"context={sub}",
+                           "--local", f"dockerfile={sub}", "--output",
+                           f"type=image,name={ref},push=true,registry.insecure=true", *sbk]
+                else:
+                    cmd = [rbuild, "build", "--progress", "plain", "--network", "host",
+                           "--cache-dir", cache_dir, "-o", f"type=registry,name={ref}", *srb, sub]
+                if run(cmd, log) != 0:
+                    return name, "FAIL", f"setup {var} by {tool}: {first_error(log)}", 0
+                if tool == "buildkit":
+                    bk_args += ["--opt", f"build-arg:{var}={ref}"]
+                else:
+                    rb_args += ["--build-arg", f"{var}={ref}"]
     call = None
     if os.path.exists(os.path.join(d, "call")):
         call = open(os.path.join(d, "call")).read().strip()
