@@ -56,6 +56,12 @@ pub(crate) struct CreateOpts {
     /// Talk plain HTTP to this registry (localhost and 127.0.0.1 always are)
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
+    /// Filter specified platforms of target image (not implemented)
+    #[arg(short = 'p', long = "platform", value_name = "PLATFORM")]
+    platforms: Vec<String>,
+    /// buildx's --prefer-index (only the default, true, is implemented)
+    #[arg(long = "prefer-index", value_name = "BOOL")]
+    prefer_index: Option<bool>,
 }
 
 pub(crate) fn run(opts: &ImagetoolsOpts) -> Result<(), Failure> {
@@ -85,6 +91,16 @@ impl TransferProgress for Plain {
 
 fn create(opts: &CreateOpts) -> Result<(), Failure> {
     let usage = |e: Error| Failure::usage(e.to_string());
+    if !opts.platforms.is_empty() {
+        return Err(Failure::usage(
+            "imagetools create --platform (filtering the sources' platforms) is not implemented; name the per-platform manifests as sources instead",
+        ));
+    }
+    if opts.prefer_index == Some(false) {
+        return Err(Failure::usage(
+            "imagetools create --prefer-index=false is not implemented (the result is always an index)",
+        ));
+    }
     if opts.sources.is_empty() && opts.files.is_empty() && !opts.append {
         return Err(Failure::usage("no sources specified"));
     }

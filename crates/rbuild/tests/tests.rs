@@ -27,3 +27,7 @@ mod remote_cache;
 
 /// The four build modes (issue 16): root, rootless, root and non-root in containers.
 mod modes;
+
+/// examples/ci: the GitHub Actions workflow and Kubernetes Jobs parsed, checked, and the
+/// Jobs' commands run against the local registry (issue 17).
+mod ci_examples;
