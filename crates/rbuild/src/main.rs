@@ -5,11 +5,13 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bake_cmd;
 mod build;
 mod cache_cmd;
 mod call;
 mod diag;
 mod exit;
+mod imagetools;
 mod info;
 mod inspect;
 mod progress;
@@ -35,7 +37,10 @@ struct Cli {
 enum Command {
     /// Start a build
     Build(Box<build::BuildOpts>),
+    /// Build from a file
+    Bake(Box<bake_cmd::BakeOpts>),
     Inspect(inspect::InspectOpts),
+    Imagetools(imagetools::ImagetoolsOpts),
     Du(cache_cmd::DuOpts),
     Prune(cache_cmd::PruneOpts),
     Info(info::InfoOpts),
@@ -53,7 +58,7 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Info(_)) {
         // A failure is part of what `info` reports.
         let _ = builder_core::enter_rootless();
-    } else if !matches!(cli.command, Command::Inspect(_)) {
+    } else if !matches!(cli.command, Command::Inspect(_) | Command::Imagetools(_)) {
         if let Err(e) = builder_core::enter_rootless() {
             return exit::report(Err(exit::Failure::build(format!(
                 "{e}\n(set {}=0 to run without a user namespace: RUN steps are refused then)",
@@ -63,7 +68,9 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Build(opts) => build::run(&opts),
+        Command::Bake(opts) => bake_cmd::run(&opts),
         Command::Inspect(opts) => inspect::run(&opts),
+        Command::Imagetools(opts) => imagetools::run(&opts),
         Command::Du(opts) => cache_cmd::du(&opts),
         Command::Prune(opts) => cache_cmd::prune(&opts),
         Command::Info(opts) => info::run(&opts),

@@ -12,9 +12,22 @@ mod rootless;
 /// `rbuild build --call plan`: the CI planner (issue 17).
 mod plan;
 
+/// `rbuild bake`: compose and bake files, many targets in one process (issue 18).
+mod bake;
+
+/// Provenance and SBOM attestations, reproducible digests (issue 19).
+mod supply;
+
 /// Push by digest per runner and `imagetools create` (issue 17).
 mod scaleout;
 
 /// A fresh CI runner builds from a shared cache (issue 15): registry, local and inline
 /// caches, corrupt blobs rejected.
 mod remote_cache;
+
+/// The four build modes (issue 16): root, rootless, root and non-root in containers.
+mod modes;
+
+/// examples/ci: the GitHub Actions workflow and Kubernetes Jobs parsed, checked, and the
+/// Jobs' commands run against the local registry (issue 17).
+mod ci_examples;

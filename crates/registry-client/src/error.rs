@@ -185,6 +185,14 @@ pub enum Error {
         reason: String,
     },
 
+    /// An `imagetools create` request that cannot be carried out as given (a source that
+    /// does not parse, no tags, annotations a Docker manifest list cannot hold).
+    #[error("imagetools create: {reason}")]
+    InvalidCreate {
+        /// What is wrong.
+        reason: String,
+    },
+
     /// A `docker-credential-*` helper failed.
     #[error("credential helper docker-credential-{helper} for {server}: {reason}")]
     CredentialHelper {

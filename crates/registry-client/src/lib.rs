@@ -9,6 +9,10 @@
 //! types; one private module sends requests with reqwest. The crate never prints: progress
 //! is reported as [`TransferEvent`]s to a [`TransferProgress`] the caller supplies.
 //!
+//! [`CreateIndex`] is `docker buildx imagetools create`: it merges manifests and indexes
+//! into one index (the runners of a per-platform CI pushing by digest, say) and pushes it,
+//! mounting or copying what the target repository lacks.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), registry_client::Error> {
 //! use registry_client::{Client, NoProgress, Platform, Reference};
@@ -24,6 +28,7 @@ mod client;
 mod digest;
 mod docker_config;
 mod error;
+mod imagetools;
 mod inspect;
 mod manifest;
 mod platform;
@@ -38,6 +43,9 @@ pub use client::{BlobSource, Client, ClientBuilder, PushedBlob, ResolvedImage};
 pub use digest::{Digest, DigestAlgorithm, Hasher};
 pub use docker_config::{Credential, DockerConfig};
 pub use error::Error;
+pub use imagetools::{
+    Annotation, AnnotationTarget, CreateIndex, CreatedIndex, ResolvedSource, Source, combine,
+};
 pub use inspect::{InspectedImage, Inspection, inspect, inspect_blocking};
 pub use manifest::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, Manifest, ManifestKind, OCI_INDEX, OCI_MANIFEST,

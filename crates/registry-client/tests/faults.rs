@@ -520,3 +520,64 @@ async fn concurrent_requests_share_one_token() {
         [vec![format!("repository:{path}:pull")]]
     );
 }
+
+/// `imagetools create` into another repository whose registry will not mount (it answers
+/// 202, as registries without cross-repository mounts do): each blob is copied through a
+/// download and an upload, and the manifest arrives byte for byte.
+#[tokio::test]
+async fn imagetools_create_copies_blobs_when_the_mount_is_refused() {
+    let (proxy, src_path) = proxy("it-src").await;
+    let dst_path = LocalRegistry::ensure().unique_repo("it-dst");
+    let (data, layer) = seed_blob(&src_path, 300_000, 17).await;
+    let (config, manifest) = image("amd64", &[(layer.clone(), data.len() as u64)]);
+    let src = repo(&proxy, &src_path);
+    let c = client();
+    let config_digest = registry_client::Digest::sha256_of(&config);
+    c.push_blob(
+        &src,
+        &config_digest,
+        config.len() as u64,
+        &BlobSource::Bytes(config),
+        None,
+        &NoProgress,
+    )
+    .await
+    .unwrap();
+    c.push_manifest(&src, None, &manifest).await.unwrap();
+    proxy.add(
+        Rule::new("mount=", Fault::status(202))
+            .method(Method::POST)
+            .times(100),
+    );
+
+    let source = Reference::with_digest(src.clone(), manifest.digest().clone());
+    let tag: Reference = format!("{}/{dst_path}:merged", proxy.host())
+        .parse()
+        .unwrap();
+    let create = registry_client::CreateIndex::new()
+        .source(source.into())
+        .tag(tag.clone());
+    let index = create.resolve(&c).await.unwrap();
+    let rec = Recorder::default();
+    create.push(&c, &index, &rec).await.unwrap();
+    let lines = rec.lines();
+    assert!(!lines.iter().any(|l| l.contains("mounted")), "{lines:?}");
+    let seen = proxy.seen();
+    assert!(
+        seen.iter()
+            .any(|s| s.method == Method::POST && s.uri.contains("mount=")),
+        "the mount was tried first: {seen:?}"
+    );
+    let dst = repo(&proxy, &dst_path);
+    assert_eq!(
+        c.blob_exists(&dst, &layer).await.unwrap(),
+        Some(data.len() as u64)
+    );
+    let copied = c.fetch_manifest(&dst, manifest.digest()).await.unwrap();
+    assert_eq!(copied.bytes(), manifest.bytes());
+    let top = c.resolve(&tag).await.unwrap();
+    assert_eq!(top.bytes(), index.bytes());
+    let v: serde_json::Value = serde_json::from_slice(top.bytes()).unwrap();
+    assert_eq!(v["manifests"][0]["digest"], manifest.digest().as_str());
+    assert_eq!(v["manifests"][0]["platform"]["architecture"], "amd64");
+}

@@ -127,8 +127,8 @@ const SKIP_DIRS: &[&str] = &[
     "/var/cache",
     "/var/lib/dpkg",
 ];
-/// Go binaries bigger than this are not read.
-const MAX_BINARY: u64 = 256 << 20;
+/// Go binaries bigger than this are not read (the engine's view refuses bigger reads).
+const MAX_BINARY: u64 = 64 << 20;
 
 /// Every package found in `tree`, sorted and without duplicates.
 pub fn scan(tree: &dyn Tree) -> io::Result<Vec<Package>> {
@@ -520,7 +520,7 @@ fn go_binary(tree: &dyn Tree, path: &str, out: &mut Vec<Package>) -> io::Result<
 }
 
 fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 fn varint_str<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {

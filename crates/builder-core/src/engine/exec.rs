@@ -39,6 +39,7 @@ use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
 mod attest;
 mod remote;
+mod remote_mounts;
 
 /// What a finished build produced.
 #[derive(Debug, Clone)]
@@ -107,6 +108,8 @@ struct Layer {
     blob: Option<CacheBlobRef>,
     /// Where to pull the blob from when it is not in the content store.
     origin: Option<Repository>,
+    /// Or the OCI layout directory of a `type=local` cache to read it from.
+    dir_origin: Option<PathBuf>,
     /// The cache key of the step that made the layer (its record gets the blob once made).
     key: Option<CacheKey>,
 }
@@ -205,6 +208,8 @@ struct Ctx {
     remote: remote::RemoteCaches,
     /// The repositories pushed to, when every output is a push (else empty).
     push_repos: Vec<Repository>,
+    /// The cache mounts the steps that ran used (directory names), for a cache export.
+    used_mounts: Mutex<std::collections::BTreeSet<String>>,
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
     noted: Mutex<Vec<Vec<Layer>>>,
@@ -376,6 +381,9 @@ impl Ctx {
     ) -> Result<(), Error> {
         if self.cache.content().contains(&blob.digest) {
             return Ok(());
+        }
+        if let (None, Some(dir)) = (&layer.origin, &layer.dir_origin) {
+            return self.copy_from_dir(dir, blob).await;
         }
         let Some(repo) = &layer.origin else {
             return Err(Error::from(layer_cache::Error::NotFound {
@@ -714,13 +722,7 @@ fn trigger_dep(
     {
         return Ok(Some(d.source.clone()));
     }
-    let name = from.value.to_lowercase();
-    let names_a_stage = from.value.parse::<i64>().is_ok()
-        || plan
-            .stages()
-            .iter()
-            .any(|s| s.name.as_deref() == Some(name.as_str()));
-    if names_a_stage {
+    if from.value.parse::<i64>().is_ok() || names_stage(plan, &from.value) {
         return Err(format!(
             "COPY --from={} in an ONBUILD trigger of a base image names a stage of this \
              Dockerfile: not supported (a trigger can read stages only when its base is a \
@@ -729,6 +731,14 @@ fn trigger_dep(
         ));
     }
     Ok(Some(DepSource::Image(from.value.clone())))
+}
+
+/// Whether `name` is the name of a stage of the plan (stage names are case-insensitive).
+fn names_stage(plan: &BuildPlan, name: &str) -> bool {
+    let name = name.to_lowercase();
+    plan.stages()
+        .iter()
+        .any(|s| s.name.as_deref() == Some(name.as_str()))
 }
 
 /// A new id for a step's snapshot: unique to this run of the step (a re-run under
@@ -962,21 +972,33 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     }
 
     // Plans first: every stage error is reported before anything runs.
-    let mut plans = Vec::new();
-    for p in &platforms {
-        let mut opts = PlanOptions::new(platform_spec(p), platform_spec(&host));
-        opts.build_args = b.build_args.clone();
-        opts.target = b.target.clone();
-        let plan = BuildPlan::new(&df, &opts).map_err(|source| Error::Stages {
-            file: name.clone(),
-            source: Box::new(source),
-        })?;
-        plans.push(Arc::new(plan));
+    let make_plans = |build_args: &BTreeMap<String, String>| {
+        let mut plans = Vec::new();
+        for p in &platforms {
+            let mut opts = PlanOptions::new(platform_spec(p), platform_spec(&host));
+            opts.build_args = build_args.clone();
+            opts.target = b.target.clone();
+            let plan = BuildPlan::new(&df, &opts).map_err(|source| Error::Stages {
+                file: name.clone(),
+                source: Box::new(source),
+            })?;
+            plans.push(Arc::new(plan));
+        }
+        Ok::<_, Error>(plans)
+    };
+    let mut plans = make_plans(&b.build_args)?;
+    let epoch = super::epoch::resolve(&b, &plans[0], &name)?;
+    // `context` or a stage name: the steps see the seconds it resolved to (or nothing).
+    if let Some(v) = epoch.replaced() {
+        let mut args = b.build_args.clone();
+        args.insert("SOURCE_DATE_EPOCH".to_owned(), v);
+        plans = make_plans(&args)?;
     }
-    let source_date_epoch = source_date_epoch(&b, &plans[0])?;
+    let source_date_epoch = epoch.seconds;
 
     let cache_dir = b.cache_dir.clone().unwrap_or_else(super::default_cache_dir);
     let cache = Cache::open(&cache_dir)?;
+    super::cache_owner::check(cache.root())?;
     let lease = cache.lease()?;
     let tmp = cache.other_dir("tmp")?;
     let sandbox = Sandbox::detect(&tmp)?;
@@ -1019,19 +1041,24 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     }
     .rejecting(&b.rejected_cache_blobs);
     // Every output a push: a layer the registry has elsewhere is mounted, never pulled.
-    let push_repos: Vec<Repository> = if !b.outputs.is_empty()
+    let lazy_push_repos: Vec<Repository> = if !b.outputs.is_empty()
         && b.outputs
             .iter()
             .all(|o| matches!(o.kind, ExportKind::Registry))
     {
-        b.tags.iter().map(|t| t.repository().clone()).collect()
+        push_repos.clone()
     } else {
         Vec::new()
     };
     // The clamp of the new layers' mtimes: on with SOURCE_DATE_EPOCH unless the output
     // says `rewrite-timestamp=false` (see `ExportSpec::rewrite_timestamp`).
+    // An output's own `source-date-epoch=` replaces the build's epoch for what it writes.
     let rewrite_timestamp = first_output.as_ref().and_then(|o| o.rewrite_timestamp);
-    pack.source_date_epoch = source_date_epoch.filter(|_| rewrite_timestamp != Some(false));
+    let export_epoch = first_output
+        .as_ref()
+        .and_then(|o| o.source_date_epoch)
+        .unwrap_or(source_date_epoch);
+    pack.source_date_epoch = export_epoch.filter(|_| rewrite_timestamp != Some(false));
     let stat_cache = cache.stat_cache(&format!("context:{}", b.context.display()))?;
     let copy_context =
         crate::copy::BuildContext::open(&b.context, b.dockerfile_path().as_deref(), stat_cache)
@@ -1063,7 +1090,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         build_platform: host.clone(),
         explicit_platform: !b.platforms.is_empty(),
         source_date_epoch,
-        rewritten_timestamp: source_date_epoch.filter(|_| rewrite_timestamp == Some(true)),
+        rewritten_timestamp: export_epoch.filter(|_| rewrite_timestamp == Some(true)),
         first_error: Mutex::new(None),
         images: tokio::sync::Mutex::new(HashMap::new()),
         tmp,
@@ -1079,7 +1106,8 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
         remote,
-        push_repos: push_repos.clone(),
+        push_repos: lazy_push_repos,
+        used_mounts: Mutex::default(),
         note_steps: b
             .cache_to
             .iter()
@@ -1231,6 +1259,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             &b.outputs,
             &b.tags,
             &b.tag_names,
+            ctx.source_date_epoch,
             &ctx.events,
             export_step,
         );
@@ -1259,9 +1288,10 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     });
     Ok(BuildReport {
         digest: built.as_ref().map(BuiltImage::digest),
-        // BuildKit's descriptor: a single platform's manifest carries its platform.
-        descriptor: built.as_ref().map(|b| match &b.images[..] {
-            [one] => serde_json::Value::Object(one.descriptor(true)),
+        // BuildKit's descriptor: a single manifest (one platform, no attestations) carries
+        // its platform.
+        descriptor: built.as_ref().map(|b| match (&b.index, &b.images[..]) {
+            (None, [one]) => serde_json::Value::Object(one.descriptor(true)),
             _ => serde_json::Value::Object(b.root_descriptor()),
         }),
         config_digests,
@@ -1369,38 +1399,6 @@ pub(super) fn read_dockerfile(p: &Path) -> Result<String, Error> {
             "the Dockerfile is not valid UTF-8",
         ),
     })
-}
-
-/// SOURCE_DATE_EPOCH from `--build-arg`, or the default of a global `ARG`, read as
-/// Dockerfile 1.26 reads it: whole seconds; `context` (the main context's source time:
-/// none for a local directory, so unset); a stage to take the time from is refused as not supported yet; anything else is BuildKit's
-/// `invalid SOURCE_DATE_EPOCH` error.
-fn source_date_epoch(b: &Build, plan: &BuildPlan) -> Result<Option<i64>, Error> {
-    let v = b.build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| {
-        plan.global_args()
-            .get("SOURCE_DATE_EPOCH")
-            .map(str::to_owned)
-    });
-    let invalid = |reason: String| super::invalid("build arg", "SOURCE_DATE_EPOCH", reason);
-    match v.as_deref() {
-        None | Some("") | Some("context") => Ok(None),
-        Some(s) => {
-            if let Ok(t) = s.parse::<i64>() {
-                return Ok(Some(t));
-            }
-            let stage = plan.stages().iter().any(|st| {
-                st.name
-                    .as_deref()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(s))
-            });
-            if stage {
-                return Err(invalid(format!(
-                    "taking the epoch from the stage {s:?} (Dockerfile 1.24) is not supported yet; give whole seconds"
-                )));
-            }
-            Err(invalid(format!("invalid SOURCE_DATE_EPOCH: {s}")))
-        }
-    }
 }
 
 /// Starts a task per reachable stage; returns the target stage's future.
@@ -1872,6 +1870,7 @@ async fn resolve_image(
                 d.size(),
             )),
             origin: Some(repo.clone()),
+            dir_origin: None,
             key: None,
         });
     }
@@ -1944,8 +1943,26 @@ async fn mount_froms(
         };
         let source = stage_deps
             .iter()
-            .find(|d| d.kind == dockerfile::DepKind::Mount && d.from == from)
-            .map_or_else(|| DepSource::Image(from.to_owned()), |d| d.source.clone());
+            .find(|d| {
+                matches!(
+                    d.kind,
+                    dockerfile::DepKind::Mount | dockerfile::DepKind::Onbuild
+                ) && d.from == from
+            })
+            .map(|d| d.source.clone());
+        let source = match source {
+            Some(s) => s,
+            // Every mount of the Dockerfile's own RUNs naming a stage is a dep; one that is
+            // not comes from an ONBUILD trigger of a base image.
+            None if names_stage(plan, from) => {
+                return Err(inner_error(format!(
+                    "RUN --mount from={from} in an ONBUILD trigger of a base image names a \
+                     stage of this Dockerfile: not supported (a trigger can read stages only \
+                     when its base is a stage of the same Dockerfile)"
+                )));
+            }
+            None => DepSource::Image(from.to_owned()),
+        };
         out.push(Some(match source {
             DepSource::Stage(j) => {
                 let s = wait_stage(deps, j).await?;
@@ -2224,16 +2241,16 @@ where
     Fut: Future<Output = Result<(), Error>>,
 {
     let _guard = ctx.key_lock(&key).await;
-    let (mut origin, mut source) = (None, None);
+    let (mut origin, mut dir_origin, mut source) = (None, None, None);
     let local = ctx.lookup(&key)?;
     let remote = match local {
         Some(_) => None,
         None => ctx.remote_lookup(&key)?,
     };
     let rec = match local.or_else(|| {
-        remote.map(|(rec, repo, from)| {
-            (origin, source) = (Some(repo), Some(from));
-            rec
+        remote.map(|hit| {
+            (origin, dir_origin, source) = (hit.repo, hit.dir, Some(hit.source));
+            hit.rec
         })
     }) {
         Some(rec) => {
@@ -2274,7 +2291,9 @@ where
         let blob = pick_blob(&rec, ctx.pack.compression)
             .filter(|b| {
                 rec.diff_id.is_some()
-                    && (origin.is_some() || ctx.cache.content().contains(&b.digest))
+                    && (origin.is_some()
+                        || dir_origin.is_some()
+                        || ctx.cache.content().contains(&b.digest))
             })
             .cloned();
         let parent = state.layers.last().map(|l| l.chain.clone());
@@ -2292,6 +2311,7 @@ where
             chain,
             blob,
             origin,
+            dir_origin,
             key: Some(key.clone()),
         });
     }
@@ -2630,7 +2650,12 @@ async fn run_step(
         let layers = state.layers.clone();
         let dir = dir.to_owned();
         async move {
-            let lowers = ctx.materialize(&layers, id).await?;
+            // A cache mount this runner never had starts from an imported cache's copy.
+            let dirs = mounts.cache_dirs();
+            let (lowers, ()) = tokio::try_join!(
+                ctx.materialize(&layers, id),
+                ctx.restore_cache_mounts(&dirs, id)
+            )?;
             let mut from_lowers = Vec::new();
             for f in &froms {
                 from_lowers.push(match f {
@@ -2725,14 +2750,35 @@ async fn run_step(
                 Err(e) => return Err(e.into()),
             };
             if !status.success() {
+                let output_tail = tail.lines();
+                let mut reason = format!(
+                    "process \"{}\" did not complete successfully: {status}",
+                    argv.join(" ")
+                );
+                // A call refused because of the mode (mknod of a device, a mount, a chroot
+                // without namespaces): say which mode, since the command cannot.
+                let mode = ctx.sandbox.mode_name();
+                if mode != "root"
+                    && output_tail
+                        .iter()
+                        .any(|l| l.contains("Operation not permitted"))
+                {
+                    reason.push_str(&format!(
+                        " (a call was refused: rbuild runs in the {mode} mode, {}, where device \
+                         nodes{} cannot be made; see `rbuild info`)",
+                        ctx.sandbox.capabilities().describe(),
+                        if mode == "unprivileged" {
+                            ", mounts, chroot and ptrace"
+                        } else {
+                            " and mounts of most file systems"
+                        }
+                    ));
+                }
                 return Err(Error::Step {
                     location: String::new(),
                     instruction: String::new(),
-                    reason: format!(
-                        "process \"{}\" did not complete successfully: {status}",
-                        argv.join(" ")
-                    ),
-                    output_tail: tail.lines(),
+                    reason,
+                    output_tail,
                 });
             }
             Ok(())
@@ -3127,14 +3173,7 @@ fn provenance_op(
             }
             let mut mounts = vec![json!({"dest": "/"})];
             for m in &r.mounts {
-                // The mount's options as written (ids and paths; never secret values,
-                // which are not in the Dockerfile).
-                let fields: serde_json::Map<String, serde_json::Value> = m
-                    .fields
-                    .iter()
-                    .map(|(k, v)| (k.clone(), json!(v.clone().unwrap_or_else(|| "true".into()))))
-                    .collect();
-                mounts.push(serde_json::Value::Object(fields));
+                mounts.push(provenance_mount(&m.fields));
             }
             let mut exec = serde_json::Map::new();
             exec.insert("meta".into(), serde_json::Value::Object(meta));
@@ -3178,6 +3217,65 @@ fn provenance_op(
         }
         _ => None,
     }
+}
+
+/// A `RUN --mount` in LLB's mount shape (`dest`, `mountType`, the type's options by id),
+/// from its options as written: ids and paths, never a secret's value (which is not in
+/// the Dockerfile).
+fn provenance_mount(fields: &[(String, Option<String>)]) -> serde_json::Value {
+    use serde_json::json;
+    let get = |keys: &[&str]| {
+        fields
+            .iter()
+            .find(|(k, _)| keys.contains(&k.as_str()))
+            .and_then(|(_, v)| v.clone())
+    };
+    let kind = get(&["type"]).unwrap_or_else(|| "bind".to_owned());
+    let id = get(&["id"]);
+    let mut m = serde_json::Map::new();
+    let dest = get(&["target", "dst", "destination"]).or_else(|| match kind.as_str() {
+        "secret" => Some(format!("/run/secrets/{}", id.clone().unwrap_or_default())),
+        // The first agent socket, as BuildKit numbers them.
+        "ssh" => Some("/run/buildkit/ssh_agent.0".to_owned()),
+        _ => None,
+    });
+    if let Some(d) = dest {
+        m.insert("dest".into(), json!(d));
+    }
+    let number = match kind.as_str() {
+        "secret" => 1,
+        "ssh" => 2,
+        "cache" => 3,
+        "tmpfs" => 4,
+        _ => 0,
+    };
+    if number != 0 {
+        m.insert("mountType".into(), json!(number));
+    }
+    match kind.as_str() {
+        "secret" => {
+            m.insert("secretOpt".into(), json!({"ID": id.unwrap_or_default()}));
+        }
+        "ssh" => {
+            m.insert(
+                "SSHOpt".into(),
+                json!({"ID": id.unwrap_or_else(|| "default".into())}),
+            );
+        }
+        "cache" => {
+            m.insert("cacheOpt".into(), json!({"ID": id.or_else(|| get(&["target", "dst", "destination"])).unwrap_or_default()}));
+        }
+        "bind" => {
+            if let Some(src) = get(&["source", "src"]) {
+                m.insert("selector".into(), json!(src));
+            }
+            if let Some(from) = get(&["from"]) {
+                m.insert("from".into(), json!(from));
+            }
+        }
+        _ => {}
+    }
+    serde_json::Value::Object(m)
 }
 
 fn source_label(s: &dockerfile::Source) -> String {

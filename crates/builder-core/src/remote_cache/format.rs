@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use layer_cache::{BlobRef, Compression, Digest, LayerRecord};
+use registry_client::oci_spec::image::ImageManifest;
 use registry_client::{
     BlobSource, Client, Manifest, NoProgress, RawManifest, Reference, Repository,
 };
@@ -23,6 +24,7 @@ use crate::engine::Error;
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
 
 const UNCOMPRESSED_ANNOTATION: &str = "containerd.io/uncompressed";
+const MOUNT_PACK_ANNOTATION: &str = "dev.rbuild.cache-mount-pack";
 
 /// The config of a cache artifact.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -31,6 +33,17 @@ struct CacheConfig {
     version: u32,
     /// One record per cache key.
     records: Vec<CacheRecord>,
+    /// The content of cache mounts, by their directory name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mounts: Vec<MountRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MountRecord {
+    /// The cache mount's directory name (a digest of its id and how it starts).
+    dir: String,
+    /// Indexes of its packs in the manifest's layers.
+    packs: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -65,17 +78,21 @@ pub struct CacheEntry {
 pub struct ImportedCache {
     /// The repository the blobs are pulled (or mounted) from.
     pub repo: Option<Repository>,
+    /// Or the OCI layout directory they are read from (`type=local`).
+    pub dir: Option<std::path::PathBuf>,
     /// The records, by key.
     pub records: HashMap<Digest, LayerRecord>,
     /// Bytes of the manifest and config read.
     pub metadata_bytes: u64,
     /// Bytes of all the layers the artifact references.
     pub layer_bytes: u64,
+    /// The packs of each cache mount's content, by the mount's directory name.
+    pub mounts: BTreeMap<String, Vec<BlobRef>>,
 }
 
-fn bad(reference: &Reference, reason: impl Into<String>) -> Error {
+fn bad(name: &dyn std::fmt::Display, reason: impl Into<String>) -> Error {
     Error::BadCache {
-        reference: reference.to_string(),
+        reference: name.to_string(),
         reason: reason.into(),
     }
 }
@@ -107,39 +124,56 @@ pub async fn fetch_registry_cache(
     let Manifest::Image(manifest) = raw.parse()? else {
         return Err(bad(reference, "is an index, not an rbuild cache manifest"));
     };
+    check_config(reference, &manifest)?;
+    let repo = reference.repository().clone();
+    // Verified against its digest by the client.
+    let config_bytes = client.fetch_blob(&repo, manifest.config()).await?;
+    let mut out = decode(reference, &manifest, &config_bytes)?;
+    out.repo = Some(repo);
+    out.metadata_bytes = raw.size() + config_bytes.len() as u64;
+    Ok(Some(out))
+}
+
+/// Refuses a manifest whose config is not an rbuild cache config.
+pub(super) fn check_config(
+    name: &dyn std::fmt::Display,
+    manifest: &ImageManifest,
+) -> Result<(), Error> {
     let config_desc = manifest.config();
     if config_desc.media_type().to_string() != CACHE_CONFIG_MEDIA_TYPE {
         return Err(bad(
-            reference,
+            name,
             format!(
                 "its config is {}, not an rbuild cache ({CACHE_CONFIG_MEDIA_TYPE})",
                 config_desc.media_type()
             ),
         ));
     }
-    let repo = reference.repository().clone();
-    // Verified against its digest by the client.
-    let config_bytes = client.fetch_blob(&repo, config_desc).await?;
-    let config: CacheConfig = serde_json::from_slice(&config_bytes)
-        .map_err(|e| bad(reference, format!("cache config: {e}")))?;
+    Ok(())
+}
+
+/// The records of a cache artifact, from its manifest and (verified) config bytes.
+pub(super) fn decode(
+    name: &dyn std::fmt::Display,
+    manifest: &ImageManifest,
+    config_bytes: &[u8],
+) -> Result<ImportedCache, Error> {
+    let config: CacheConfig = serde_json::from_slice(config_bytes)
+        .map_err(|e| bad(name, format!("cache config: {e}")))?;
     if config.version != 1 {
         return Err(bad(
-            reference,
+            name,
             format!("cache format version {} is not supported", config.version),
         ));
     }
-    let mut out = ImportedCache {
-        repo: Some(repo),
-        metadata_bytes: raw.size() + config_bytes.len() as u64,
-        ..ImportedCache::default()
-    };
+    let mut out = ImportedCache::default();
     let mut layers = Vec::new();
     for l in manifest.layers() {
         let digest: Digest = l
             .digest()
             .to_string()
             .parse()
-            .map_err(|e| bad(reference, format!("layer digest: {e}")))?;
+            .map_err(|e| bad(name, format!("layer digest: {e}")))?;
         out.layer_bytes += l.size();
         layers.push(BlobRef::new(digest, l.media_type().to_string(), l.size()));
     }
@@ -147,16 +181,16 @@ pub async fn fetch_registry_cache(
         let key: Digest = r
             .key
             .parse()
-            .map_err(|e| bad(reference, format!("record key {:?}: {e}", r.key)))?;
+            .map_err(|e| bad(name, format!("record key {:?}: {e}", r.key)))?;
         let diff_id: Digest = r
             .diff_id
             .parse()
-            .map_err(|e| bad(reference, format!("diffID {:?}: {e}", r.diff_id)))?;
+            .map_err(|e| bad(name, format!("diffID {:?}: {e}", r.diff_id)))?;
         let blob = layers
             .get(r.layer)
             .ok_or_else(|| {
                 bad(
-                    reference,
+                    name,
                     format!("record {key} names layer {} of {}", r.layer, layers.len()),
                 )
             })?
@@ -167,18 +201,30 @@ pub async fn fetch_registry_cache(
         rec.blobs.insert(compression_of(&blob.media_type), blob);
         out.records.entry(key).or_insert(rec);
     }
-    Ok(Some(out))
+    for m in config.mounts {
+        let packs = m
+            .packs
+            .iter()
+            .map(|&i| {
+                layers.get(i).cloned().ok_or_else(|| {
+                    bad(
+                        name,
+                        format!("mount {} names layer {i} of {}", m.dir, layers.len()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.mounts.insert(m.dir, packs);
+    }
+    Ok(out)
 }
 
-/// Writes the cache artifact for `entries` (whose blobs are in `reference`'s repository
-/// already) under `reference`'s tag: the config blob, then the manifest, so a reader
-/// never sees a manifest whose parts are missing. Two writers of one tag each leave a
-/// complete artifact; the last manifest written wins. Returns the bytes written.
-pub async fn push_registry_cache(
-    client: &Client,
-    reference: &Reference,
+/// The config and manifest documents of the cache artifact for `entries`.
+pub(super) fn encode(
+    name: &dyn std::fmt::Display,
     entries: &[CacheEntry],
-) -> Result<u64, Error> {
+    mounts: &BTreeMap<String, Vec<BlobRef>>,
+) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let mut layers: Vec<&BlobRef> = Vec::new();
     let mut diff_ids: Vec<String> = Vec::new();
     let mut records = Vec::new();
@@ -187,7 +233,7 @@ pub async fn push_registry_cache(
             .record
             .diff_id
             .as_ref()
-            .ok_or_else(|| bad(reference, format!("record {} has no diffID", e.key)))?;
+            .ok_or_else(|| bad(name, format!("record {} has no diffID", e.key)))?;
         let layer = match layers.iter().position(|b| b.digest == e.blob.digest) {
             Some(i) => i,
             None => {
@@ -206,23 +252,32 @@ pub async fn push_registry_cache(
         });
     }
     records.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut mount_records = Vec::new();
+    for (dir, packs) in mounts {
+        let mut idx = Vec::new();
+        for b in packs {
+            let i = match layers.iter().position(|l| l.digest == b.digest) {
+                Some(i) => i,
+                None => {
+                    layers.push(b);
+                    diff_ids.push(String::new());
+                    layers.len() - 1
+                }
+            };
+            idx.push(i);
+        }
+        mount_records.push(MountRecord {
+            dir: dir.clone(),
+            packs: idx,
+        });
+    }
     let config = serde_json::to_vec(&CacheConfig {
         version: 1,
         records,
+        mounts: mount_records,
     })
-    .map_err(|e| bad(reference, e.to_string()))?;
+    .map_err(|e| bad(name, e.to_string()))?;
     let config_digest = registry_client::Digest::sha256_of(&config);
-    let repo = reference.repository();
-    client
-        .push_blob(
-            repo,
-            &config_digest,
-            config.len() as u64,
-            &BlobSource::Bytes(Bytes::from(config.clone())),
-            None,
-            &NoProgress,
-        )
-        .await?;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": registry_client::OCI_MANIFEST,
@@ -232,17 +287,53 @@ pub async fn push_registry_cache(
             "digest": config_digest.to_string(),
             "size": config.len(),
         },
-        "layers": layers.iter().zip(&diff_ids).map(|(b, d)| serde_json::json!({
-            "mediaType": b.media_type,
-            "digest": b.digest.to_string(),
-            "size": b.size,
-            "annotations": { UNCOMPRESSED_ANNOTATION: d },
-        })).collect::<Vec<_>>(),
+        "layers": layers.iter().zip(&diff_ids).map(|(b, d)| if d.is_empty() {
+            // A cache mount's pack: no diffID (it is never a layer of an image).
+            serde_json::json!({
+                "mediaType": b.media_type,
+                "digest": b.digest.to_string(),
+                "size": b.size,
+                "annotations": { MOUNT_PACK_ANNOTATION: "true" },
+            })
+        } else {
+            serde_json::json!({
+                "mediaType": b.media_type,
+                "digest": b.digest.to_string(),
+                "size": b.size,
+                "annotations": { UNCOMPRESSED_ANNOTATION: d },
+            })
+        }).collect::<Vec<_>>(),
     });
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| bad(reference, e.to_string()))?;
-    let len = bytes.len() as u64;
-    let raw = RawManifest::new(Bytes::from(bytes), Some(registry_client::OCI_MANIFEST))?;
+    let manifest = serde_json::to_vec(&manifest).map_err(|e| bad(name, e.to_string()))?;
+    Ok((config, manifest))
+}
+
+/// Writes the cache artifact for `entries` (whose blobs are in `reference`'s repository
+/// already) under `reference`'s tag: the config blob, then the manifest, so a reader
+/// never sees a manifest whose parts are missing. Two writers of one tag each leave a
+/// complete artifact; the last manifest written wins. Returns the bytes written.
+pub async fn push_registry_cache(
+    client: &Client,
+    reference: &Reference,
+    entries: &[CacheEntry],
+    mounts: &BTreeMap<String, Vec<BlobRef>>,
+) -> Result<u64, Error> {
+    let (config, manifest) = encode(reference, entries, mounts)?;
+    let config_digest = registry_client::Digest::sha256_of(&config);
+    let repo = reference.repository();
+    let written = (config.len() + manifest.len()) as u64;
+    client
+        .push_blob(
+            repo,
+            &config_digest,
+            config.len() as u64,
+            &BlobSource::Bytes(Bytes::from(config)),
+            None,
+            &NoProgress,
+        )
+        .await?;
+    let raw = RawManifest::new(Bytes::from(manifest), Some(registry_client::OCI_MANIFEST))?;
     let tag = reference.tag().unwrap_or("latest");
     client.push_manifest(repo, Some(tag), &raw).await?;
-    Ok(config.len() as u64 + len)
+    Ok(written)
 }
