@@ -173,6 +173,23 @@ pub enum Error {
         /// The parent that is not there.
         parent: ChainId,
     },
+    /// A snapshot changed on disk after it was committed (its fingerprint, see
+    /// [`SnapshotStore::verify`](crate::SnapshotStore::verify), differs).
+    #[error(
+        "snapshot {chain} at {}: changed on disk since it was committed (fingerprint \
+         {recorded}, now {actual}); it is not used",
+        .path.display()
+    )]
+    Tampered {
+        /// The snapshot.
+        chain: ChainId,
+        /// Its directory.
+        path: PathBuf,
+        /// The fingerprint recorded at commit.
+        recorded: String,
+        /// The fingerprint now.
+        actual: String,
+    },
     /// An option or argument is invalid.
     #[error("invalid argument: {reason}")]
     InvalidArgument {

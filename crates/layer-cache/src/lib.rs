@@ -13,6 +13,7 @@ mod compress;
 mod content;
 mod digest;
 mod error;
+mod fingerprint;
 mod fsutil;
 mod gc;
 mod index;

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::apply::{ApplyMode, ApplyOptions, apply_layer};
 use crate::digest::{ChainId, Digest};
 use crate::error::{Error, Result, io_at};
+use crate::fingerprint::fingerprint;
 use crate::fsutil::{
     LockFile, fsync_dir, list_dir, mkdirs, read_json, remove_tree, touch, tree_size, unique_suffix,
     write_json,
@@ -44,6 +45,10 @@ struct Meta {
     diff_id: Digest,
     size: u64,
     created: u64,
+    /// The tree's fingerprint at commit (`fingerprint.rs`); absent in snapshots written
+    /// before it was recorded, which are not verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fingerprint: Option<String>,
 }
 
 /// Unpacked layers by chain ID under `<cache>/snapshots`.
@@ -103,6 +108,43 @@ impl SnapshotStore {
         }))
     }
 
+    /// Checks that the snapshot of `chain` is as it was committed: its tree's fingerprint
+    /// (paths, types, modes, owners, sizes, symlink targets, modification and change times
+    /// of every entry, from `lstat`; no file data is read) against the one recorded then.
+    /// [`Error::Tampered`] when it differs; snapshots from before fingerprints were
+    /// recorded pass.
+    ///
+    /// ```no_run
+    /// # fn demo(store: &layer_cache::SnapshotStore, chain: &layer_cache::ChainId) -> layer_cache::Result<()> {
+    /// match store.verify(chain) {
+    ///     Err(layer_cache::Error::Tampered { path, .. }) => eprintln!("{} was modified", path.display()),
+    ///     other => other?,
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn verify(&self, chain: &ChainId) -> Result<()> {
+        let dir = self.entry_dir(chain);
+        let Some(meta) = read_json::<Meta>(&dir.join("meta.json"))? else {
+            return Err(Error::NotFound {
+                what: format!("snapshot {chain}"),
+            });
+        };
+        let Some(recorded) = meta.fingerprint else {
+            return Ok(());
+        };
+        let fs = dir.join("fs");
+        let actual = fingerprint(&fs)?;
+        if actual != recorded {
+            return Err(Error::Tampered {
+                chain: chain.clone(),
+                path: fs,
+                recorded,
+                actual,
+            });
+        }
+        Ok(())
+    }
+
     /// Marks a snapshot as used now.
     pub fn touch(&self, chain: &ChainId) -> Result<()> {
         touch(&self.entry_dir(chain).join("meta.json"))
@@ -123,7 +165,8 @@ impl SnapshotStore {
     }
 
     /// The overlayfs lower directories for `chain`, top layer first (the order of
-    /// `lowerdir=`).
+    /// `lowerdir=`). Each is [verified](SnapshotStore::verify) first: a snapshot changed
+    /// on disk is [`Error::Tampered`], never a lower.
     pub fn lowerdirs(&self, chain: &ChainId) -> Result<Vec<PathBuf>> {
         let mut out = Vec::new();
         let mut next = Some(chain.clone());
@@ -138,6 +181,7 @@ impl SnapshotStore {
                     what: format!("snapshot {c}"),
                 },
             })?;
+            self.verify(&c)?;
             out.push(s.path);
             child = Some(c);
             next = s.parent;
@@ -216,7 +260,14 @@ impl SnapshotStore {
         fill: impl FnOnce(&Path) -> Result<u64>,
     ) -> Result<(Snapshot, bool)> {
         if let Some(s) = self.get(chain)? {
-            return Ok((s, false));
+            match self.verify(chain) {
+                Ok(()) => return Ok((s, false)),
+                // changed on disk: made again from the layer
+                Err(Error::Tampered { .. }) => {
+                    self.remove(chain)?;
+                }
+                Err(e) => return Err(e),
+            }
         }
         if let (Some(p), true) = (parent, parent_first) {
             if self.get(p)?.is_none() {
@@ -248,6 +299,7 @@ impl SnapshotStore {
                 diff_id: diff_id.clone(),
                 size,
                 created: crate::fsutil::now_unix(),
+                fingerprint: Some(fingerprint(&fs_dir)?),
             };
             // Make the files durable before the rename publishes them.
             let d = std::fs::File::open(&tmp).map_err(io_at(&tmp))?;

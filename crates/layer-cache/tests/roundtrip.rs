@@ -139,7 +139,7 @@ fn pack_to(
     Ok(pack_dir(dir, o, f)?.1)
 }
 
-fn full_apply() -> ApplyOptions {
+pub fn full_apply() -> ApplyOptions {
     with!(ApplyOptions::default(), devices = DevicePolicy::Create)
 }
 

@@ -5,6 +5,7 @@
 //! - `roundtrip`: determinism and interoperability (GNU tar, gzip, pigz, zstd, umoci,
 //!   overlayfs).
 //! - `store`: content store, cache index, stat cache, leases, du and prune.
+//! - `tamper`: snapshots changed on disk after commit are refused and rebuilt.
 //! - `procs`: crash safety under SIGKILL, concurrent processes, leases across processes.
 #![allow(missing_docs, unreachable_pub)] // a test binary, not a library
 
@@ -12,6 +13,7 @@ mod hostile;
 mod procs;
 mod roundtrip;
 mod store;
+mod tamper;
 mod util;
 
 use libtest_mimic::{Arguments, Failed, Trial};
@@ -106,6 +108,11 @@ fn main() {
             "roundtrip::flatten_applies_whiteouts_and_opaque_dirs",
             true,
             roundtrip::flatten_applies_whiteouts_and_opaque_dirs,
+        ),
+        (
+            "tamper::changed_snapshot_is_refused_then_rebuilt",
+            true,
+            tamper::changed_snapshot_is_refused_then_rebuilt,
         ),
         (
             "roundtrip::snapshots_mount_as_overlay_lowers",
