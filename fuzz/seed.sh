@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds fuzz/corpus/parse from the seeds in fuzz/seeds and the Dockerfiles of the
+# Builds fuzz/corpus/parse from the seeds in fuzz/seeds/parse and the Dockerfiles of the
 # conformance corpus (../shared/conformance/parser, or $RBUILD_CONFORMANCE/parser).
 # The corpus directory is not committed.
 set -euo pipefail
@@ -7,7 +7,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 conf="${RBUILD_CONFORMANCE:-$here/../../shared/conformance}/parser"
 out="$here/corpus/parse"
 mkdir -p "$out"
-cp "$here"/seeds/* "$out"/
+cp "$here"/seeds/parse/* "$out"/
 if [ -d "$conf" ]; then
     find "$conf" -type f \( -name Dockerfile -o -name '*.Dockerfile' -o -name '*.DOCKERFILE' \) -print0 |
         while IFS= read -r -d '' f; do

@@ -13,7 +13,8 @@
 #                 committed files)
 #   dependency    one small dependency added to package.json and the lockfile
 #   push          the image pushed to an empty repository on the local registry, warm
-#                 (BuildKit: `--output type=image,name=REF,push=true`; rbuild: `--push`)
+#                 (BuildKit: `--output type=image,name=REF,push=true`; rbuild: `--push
+#                 --provenance=false`, as neither then attaches an attestation)
 #   multi-arch    cold, linux/amd64 and linux/arm64 in one build each (issue 8)
 #   arm64-alone   the floor of the multi-arch row: a cold build of linux/arm64 alone by
 #                 each tool. Both run the same emulated steps under the machine's QEMU
@@ -264,7 +265,7 @@ run_rbuild() { # service
   else
     record dependency "$service" rbuild n/a - "npm could not prepare the dependency"
   fi
-  rb_row push "$service" "$cache" "$ctx" -t "$registry/bench-$run_id/$service-rbuild:latest" --push
+  rb_row push "$service" "$cache" "$ctx" -t "$registry/bench-$run_id/$service-rbuild:latest" --push --provenance=false
   rm -rf "$cache"
 }
 

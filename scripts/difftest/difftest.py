@@ -5,6 +5,8 @@ Each case under scripts/difftest/cases/ is built by the reference BuildKit (buil
 Dockerfile frontend 1.26, driven by buildctl) and by rbuild, both to an OCI image layout
 (`--output type=oci`), and the two layouts are compared at the OCI level, per platform:
 
+  index      index.json's entries: media type, platform, annotations (image names; the
+             creation time only as present, unless `compare-mtimes`)
   manifest   the media types of the manifest and of each layer, the layers' annotations
              (e.g. buildkit/rewritten-timestamp), the number of layers
   config     every field of the image config's `config` object, architecture, os, variant,
@@ -21,6 +23,9 @@ A case is a directory holding a Dockerfile and its context, and optionally:
                   --label K=V, --no-cache, -f NAME (a Dockerfile of another name in the case)
   output-opts     extra attributes for both OCI outputs, e.g. `rewrite-timestamp=true`
   compare-mtimes  also compare the mtimes of layer entries and the config's created times
+  call            a build method instead of an image (`outline`, `targets`): both tools print
+                  its text result (rbuild `--call METHOD`, buildctl `--opt
+                  requestid=frontend.METHOD`), and the two texts are compared line by line
   expect-fail     both tools must fail; line 1 is a Python regex that rbuild's output must
                   match (say, the `Dockerfile:N` of the failing line); line 2, if present, one
                   that BuildKit's output must match
@@ -35,7 +40,7 @@ A case is a directory holding a Dockerfile and its context, and optionally:
                   against rbuild's, without hunk headers); any other difference fails the case
 
 While the suite runs, it serves scripts/difftest/http/ on http://127.0.0.1:18080/ (for ADD of
-URLs) and the repositories made from scripts/difftest/git/NAME/ on git://127.0.0.1:19418/NAME
+URLs; without Last-Modified under no-last-modified/) and the repositories made from scripts/difftest/git/NAME/ on git://127.0.0.1:19418/NAME
 (for ADD of git sources; see git/README.md).
 
 Prints one line per case (`same`, `known`, `fails` for an expected failure, `DIFF`, `FAIL`)
@@ -68,7 +73,7 @@ BUILDCTL = os.environ.get("BUILDCTL", "/var/tmp/reference-buildkit/bin/buildctl"
 BUILDKIT_ADDR = os.environ.get("BUILDKIT_ADDR", "unix:///run/reference-buildkitd.sock")
 HTTP_PORT = 18080
 GIT_PORT = 19418
-CASE_FILES = {"args", "output-opts", "compare-mtimes", "expect-fail", "known-diff", "expected-diff",
+CASE_FILES = {"args", "output-opts", "compare-mtimes", "call", "expect-fail", "known-diff", "expected-diff",
               "port-of", "expect-fail-rbuild", "expect-fail-buildkit"}
 
 
@@ -221,6 +226,16 @@ def layer_entries(data, mtimes):
 def listing(files, other_diff_ids, mtimes):
     """Listing lines of a layout. other_diff_ids: {platform: [diff IDs]} of the other tool."""
     lines = []
+    # index.json's entries: what each names, its platform; the creation time only as set.
+    for i, d in enumerate(json.loads(files["index.json"]).get("manifests", [])):
+        s = f"index.json {i} {d.get('mediaType')}"
+        if d.get("platform"):
+            s += f" platform={json.dumps(d['platform'], sort_keys=True)}"
+        for k, v in sorted((d.get("annotations") or {}).items()):
+            if k == "org.opencontainers.image.created" and not mtimes:
+                v = "(set)"
+            s += f" {k}={v}"
+        lines.append(s)
     for platform, manifest, cfg, mt, dplat in images_of(files):
         pre = f"[{platform}]"
         lines.append(f"{pre} manifest {mt} layers={len(manifest.get('layers') or [])}")
@@ -274,6 +289,13 @@ def start_http():
 
         def log_message(self, *a):
             pass
+
+        def send_header(self, key, value):
+            # Files under no-last-modified/ are served without Last-Modified (a source
+            # whose time then comes from its content, e.g. an archive's newest file).
+            if key == "Last-Modified" and self.path.startswith("/no-last-modified/"):
+                return
+            super().send_header(key, value)
 
     try:
         srv = http.server.ThreadingHTTPServer(("127.0.0.1", HTTP_PORT), Handler)
@@ -330,17 +352,22 @@ def start_git_daemon(base):
 # ----------------------------------------------------------------------------- one case
 
 
-def run(cmd, log, timeout=900):
+def run(cmd, log, timeout=900, stdout_to=None):
+    """Runs cmd with its output in log; with stdout_to, its standard output goes there alone."""
     with open(log, "wb") as f:
         f.write(("$ " + shlex.join(cmd) + "\n").encode())
         f.flush()
+        out = open(stdout_to, "wb") if stdout_to else f
         try:
-            r = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                               timeout=timeout)
+            r = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT if out is f else f,
+                               stdin=subprocess.DEVNULL, timeout=timeout)
             return r.returncode
         except subprocess.TimeoutExpired:
             f.write(b"\n[difftest] timed out\n")
             return 124
+        finally:
+            if out is not f:
+                out.close()
 
 
 def first_error(log):
@@ -373,14 +400,23 @@ def run_case(name, rbuild, work, cache_dir):
     shutil.copytree(d, ctx, symlinks=True, ignore=lambda _d, names: [
         n for n in names if _d == d and n in CASE_FILES])
     bk_tar, rb_tar = os.path.join(out, "buildkit.tar"), os.path.join(out, "rbuild.tar")
+    call = None
+    if os.path.exists(os.path.join(d, "call")):
+        call = open(os.path.join(d, "call")).read().strip()
+        if call not in ("outline", "targets"):
+            return name, "FAIL", f"call: {call!r} is not outline or targets", 0
+    bk_out = ["--opt", f"requestid=frontend.{call}"] if call else \
+        ["--output", f"type=oci,dest={bk_tar}{oopts}"]
+    rb_out = ["--call", call] if call else ["-o", f"type=oci,dest={rb_tar}{oopts}"]
     bk_cmd = [BUILDCTL, "--addr", BUILDKIT_ADDR, "build", "--progress", "plain",
               "--frontend", "dockerfile.v0", "--local", f"context={ctx}", "--local", f"dockerfile={ctx}",
-              "--output", f"type=oci,dest={bk_tar}{oopts}", *bk_args]
+              *bk_out, *bk_args]
     rb_cmd = [rbuild, "build", "--progress", "plain", "--network", "host", "--cache-dir", cache_dir,
-              "-o", f"type=oci,dest={rb_tar}{oopts}", *[a.replace(d, ctx) for a in rb_args], ctx]
+              *rb_out, *[a.replace(d, ctx) for a in rb_args], ctx]
     bk_log, rb_log = os.path.join(out, "buildkit.log"), os.path.join(out, "rbuild.log")
-    bk_rc = run(bk_cmd, bk_log)
-    rb_rc = run(rb_cmd, rb_log)
+    bk_txt, rb_txt = os.path.join(out, "buildkit.txt"), os.path.join(out, "rbuild.txt")
+    bk_rc = run(bk_cmd, bk_log, stdout_to=bk_txt if call else None)
+    rb_rc = run(rb_cmd, rb_log, stdout_to=rb_txt if call else None)
     secs = time.time() - start
 
     for tool, ctl, rc, log, other_rc in (("rbuild", "expect-fail-rbuild", rb_rc, rb_log, bk_rc),
@@ -418,15 +454,21 @@ def run_case(name, rbuild, work, cache_dir):
     if rb_rc != 0:
         return name, "FAIL", "rbuild: " + first_error(rb_log), secs
 
-    try:
-        bk_files, rb_files = read_layout(bk_tar), read_layout(rb_tar)
-        bk_list = listing(bk_files, diff_ids_of(rb_files), mtimes)
-        rb_list = listing(rb_files, diff_ids_of(bk_files), mtimes)
-    except (CaseError, tarfile.TarError, KeyError, ValueError, OSError) as e:
-        return name, "FAIL", f"cannot read an output: {e}", secs
-    for tool, lines in (("buildkit", bk_list), ("rbuild", rb_list)):
-        with open(os.path.join(out, tool + ".txt"), "w") as f:
-            f.write("\n".join(lines) + "\n")
+    if call:
+        bk_list = open(bk_txt, errors="replace").read().splitlines()
+        rb_list = open(rb_txt, errors="replace").read().splitlines()
+        if not bk_list:
+            return name, "FAIL", f"BuildKit printed no {call} result", secs
+    else:
+        try:
+            bk_files, rb_files = read_layout(bk_tar), read_layout(rb_tar)
+            bk_list = listing(bk_files, diff_ids_of(rb_files), mtimes)
+            rb_list = listing(rb_files, diff_ids_of(bk_files), mtimes)
+        except (CaseError, tarfile.TarError, KeyError, ValueError, OSError) as e:
+            return name, "FAIL", f"cannot read an output: {e}", secs
+        for tool, lines in (("buildkit", bk_list), ("rbuild", rb_list)):
+            with open(os.path.join(out, tool + ".txt"), "w") as f:
+                f.write("\n".join(lines) + "\n")
     known = os.path.join(d, "known-diff")
     if bk_list == rb_list:
         note = "; marked known-diff but the same: remove the file" if os.path.exists(known) else ""

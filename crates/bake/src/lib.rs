@@ -10,7 +10,7 @@ mod yaml;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-pub use model::{Attrs, Definition, Group, Target, parse_attrs, parse_ssh};
+pub use model::{Attrs, Definition, Group, Target, Variable, parse_attrs, parse_ssh};
 pub use set::apply_set;
 
 /// A line and column (1-based) in a definition file.
@@ -185,19 +185,21 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     }
 }
 
-/// The targets that `names` select (groups expanded, in order, each once); no names means
-/// the `default` group, or every target when there is none.
-pub fn select(def: &Definition, names: &[String]) -> Result<Vec<String>, Error> {
-    let mut out = Vec::new();
-    let wanted: Vec<String> = if !names.is_empty() {
-        names.to_vec()
-    } else if def.group.contains_key("default") {
+/// The names asked for: `default` when none are.
+fn wanted(names: &[String]) -> Vec<String> {
+    if names.is_empty() {
         vec!["default".to_owned()]
     } else {
-        def.target.keys().cloned().collect()
-    };
-    for n in &wanted {
-        expand(def, n, &mut out, &mut Vec::new())?;
+        names.to_vec()
+    }
+}
+
+/// The targets that `names` select (groups expanded, in order, each once); no names means
+/// the `default` group (or a target named `default`), as buildx.
+pub fn select(def: &Definition, names: &[String]) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for n in &wanted(names) {
+        expand(def, n, &mut out, &mut Vec::new(), &mut Vec::new())?;
     }
     Ok(out)
 }
@@ -206,6 +208,7 @@ fn expand(
     def: &Definition,
     name: &str,
     out: &mut Vec<String>,
+    groups: &mut Vec<String>,
     seen: &mut Vec<String>,
 ) -> Result<(), Error> {
     if seen.iter().any(|s| s == name) {
@@ -213,8 +216,9 @@ fn expand(
     }
     seen.push(name.to_owned());
     if let Some(g) = def.group.get(name) {
+        groups.push(name.to_owned());
         for t in &g.targets {
-            expand(def, t, out, seen)?;
+            expand(def, t, out, groups, seen)?;
         }
     } else if def.target.contains_key(name) {
         if !out.iter().any(|o| o == name) {
@@ -226,27 +230,34 @@ fn expand(
     Ok(())
 }
 
-/// The definition restricted to the selected targets (and the groups named), as `--print`
-/// shows it.
+/// The definition restricted to the selected targets, as `--print` shows it (buildx's
+/// shape): the groups reached from the names, the selected targets, and a `default`
+/// group listing the names asked for (or the file's own when `default` was asked).
 pub fn printed(def: &Definition, names: &[String], selected: &[String]) -> Definition {
     let mut out = Definition::default();
-    let groups: Vec<String> = if names.is_empty() {
-        vec!["default".to_owned()]
-    } else {
-        names.to_vec()
-    };
-    for g in groups {
-        if let Some(group) = def.group.get(&g) {
-            out.group.insert(g, group.clone());
+    let wanted = wanted(names);
+    for n in &wanted {
+        let mut groups = Vec::new();
+        // The names were checked by `select`.
+        let _ = expand(def, n, &mut Vec::new(), &mut groups, &mut Vec::new());
+        for g in groups {
+            if let Some(group) = def.group.get(&g) {
+                out.group.insert(g, group.clone());
+            }
         }
     }
-    if out.group.is_empty() {
-        out.group.insert(
-            "default".to_owned(),
-            Group {
-                targets: selected.to_vec(),
-            },
-        );
+    let asked: Vec<String> = wanted
+        .iter()
+        .filter(|n| !(*n == "default" && def.group.contains_key("default")))
+        .cloned()
+        .collect();
+    if !asked.is_empty() || !out.group.contains_key("default") {
+        let default = out.group.entry("default".to_owned()).or_default();
+        default.targets.extend(asked);
+    }
+    if let Some(default) = out.group.get_mut("default") {
+        default.targets.sort();
+        default.targets.dedup();
     }
     for t in selected {
         if let Some(target) = def.target.get(t) {

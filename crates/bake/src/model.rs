@@ -13,6 +13,9 @@ pub type Attrs = BTreeMap<String, String>;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct Target {
+    /// What the target is for (`--list targets`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// The build context directory (relative to the working directory, or absolute).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub context: Option<String>,
@@ -69,6 +72,9 @@ pub struct Target {
 /// A named list of targets (or other groups).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Group {
+    /// What the group is for (`--list targets`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// The members.
     pub targets: Vec<String>,
 }
@@ -81,6 +87,22 @@ pub struct Definition {
     pub group: BTreeMap<String, Group>,
     /// The targets.
     pub target: BTreeMap<String, Target>,
+    /// The variables of HCL and JSON files, resolved (`--list variables`; not printed).
+    #[serde(skip)]
+    pub variables: Vec<Variable>,
+}
+
+/// A bake file's variable, resolved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Variable {
+    /// The name.
+    pub name: String,
+    /// Its type (`string`, `bool`, `list(string)`...), as declared or as its value has.
+    pub type_name: String,
+    /// Its value, as `--list variables` shows it.
+    pub value: String,
+    /// What it is for.
+    pub description: Option<String>,
 }
 
 /// Parses a `key=value,...` attribute list; `default_key` names a bare value (`ref` for a

@@ -2,6 +2,7 @@
 #![deny(unsafe_code)]
 
 mod attest;
+pub mod bake;
 mod cachekey;
 #[allow(dead_code)] // COPY/ADD: called by the engine once it wires them in.
 mod copy;
@@ -19,9 +20,9 @@ mod sandbox;
 
 pub use attest::{
     ANNOTATION_PREDICATE_TYPE, ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE,
-    ARTIFACT_TYPE_ATTESTATION, AttestSpec, AttestationManifest, Attestations, MEDIA_TYPE_IN_TOTO,
-    PREDICATE_PROVENANCE, PREDICATE_SPDX, ProvenanceMode, ProvenanceOptions, SbomOptions,
-    predicates, scan, spdx_document,
+    ARTIFACT_TYPE_ATTESTATION, AttestSpec, AttestationManifest, Attestations, ImageAttestations,
+    MEDIA_TYPE_IN_TOTO, PREDICATE_PROVENANCE, PREDICATE_SPDX, ProvenanceMode, ProvenanceOptions,
+    SbomOptions, format_attestations, inspect_attestations, predicates, scan, spdx_document,
 };
 pub use cachekey::CacheKey;
 pub use engine::{

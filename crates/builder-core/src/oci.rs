@@ -19,6 +19,8 @@ pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
 /// The annotation containerd reads the full image name from.
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
+/// The annotation of an index entry with the time the layout was written.
+const CREATED: &str = "org.opencontainers.image.created";
 
 /// `sha256:<hex>` of some bytes.
 pub(crate) fn sha256_digest(bytes: &[u8]) -> String {
@@ -324,12 +326,25 @@ fn write_layout(
     img: &BuiltImage,
     names: &[String],
     docker: bool,
+    created: &str,
     sink: &mut dyn LayoutSink,
 ) -> io::Result<()> {
     sink.bytes("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#)?;
-    let root = img.root_descriptor();
+    // As BuildKit's OCI exporter: a single manifest's entry carries its platform, and each
+    // entry the layout's creation time (`org.opencontainers.image.created`).
+    let mut root = match &img.index {
+        None if !docker => img.images[0].descriptor(true),
+        _ => img.root_descriptor(),
+    };
+    let mut annotations = Map::new();
+    if !docker {
+        annotations.insert(CREATED.into(), json!(created));
+    }
     let mut manifests = Vec::new();
     if names.is_empty() {
+        if !annotations.is_empty() {
+            root.insert("annotations".into(), Value::Object(annotations.clone()));
+        }
         manifests.push(Value::Object(root.clone()));
     }
     for name in names {
@@ -338,10 +353,10 @@ fn write_layout(
             .rsplit_once(':')
             .filter(|(_, t)| !t.contains('/'))
             .map_or("latest", |(_, t)| t);
-        d.insert(
-            "annotations".into(),
-            json!({ CONTAINERD_NAME: name, REF_NAME: tag }),
-        );
+        let mut a = annotations.clone();
+        a.insert(CONTAINERD_NAME.into(), json!(name));
+        a.insert(REF_NAME.into(), json!(tag));
+        d.insert("annotations".into(), Value::Object(a));
         manifests.push(Value::Object(d));
     }
     let index = json!({"schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": manifests});
@@ -381,6 +396,7 @@ pub(crate) fn write_oci_tar(
     names: &[String],
     dest: &Path,
     docker: bool,
+    created: &str,
 ) -> io::Result<()> {
     let tmp = tmp_sibling(dest);
     let result = (|| {
@@ -388,7 +404,7 @@ pub(crate) fn write_oci_tar(
         let mut sink = TarSink {
             tar: tar::Builder::new(f),
         };
-        write_layout(img, names, docker, &mut sink)?;
+        write_layout(img, names, docker, created, &mut sink)?;
         let mut w = sink.tar.into_inner()?;
         w.flush()?;
         w.into_inner().map_err(|e| e.into_error())?.sync_all()
@@ -404,12 +420,18 @@ pub(crate) fn write_oci_tar(
 
 /// Writes an OCI image layout into a directory (created if missing; blobs already there are
 /// kept, `index.json` is replaced).
-pub(crate) fn write_oci_dir(img: &BuiltImage, names: &[String], dest: &Path) -> io::Result<()> {
+pub(crate) fn write_oci_dir(
+    img: &BuiltImage,
+    names: &[String],
+    dest: &Path,
+    created: &str,
+) -> io::Result<()> {
     fs::create_dir_all(dest)?;
     write_layout(
         img,
         names,
         false,
+        created,
         &mut DirSink {
             root: dest.to_owned(),
         },

@@ -18,6 +18,10 @@ use builder_core::{
 };
 use libtest_mimic::{Arguments, Failed, Trial};
 
+// Base images and steps that plant symlinks and nodes where the sandbox mounts or writes.
+#[path = "sandbox/hostile.rs"]
+mod hostile;
+
 type R = Result<(), Failed>;
 
 const REGISTRY_IMAGE: &str = "127.0.0.1:5000/library/busybox:latest";
@@ -87,6 +91,18 @@ fn main() {
             host_process_killed("KILL")
         }),
         Trial::test("arm64_runs_under_qemu", arm64_runs_under_qemu),
+        Trial::test(
+            "hostile_undo_does_not_follow_symlinks_a_step_planted",
+            hostile::undo_does_not_follow_symlinks_a_step_planted,
+        ),
+        Trial::test(
+            "hostile_symlinked_system_dirs_are_refused",
+            hostile::symlinked_system_dirs_are_refused,
+        ),
+        Trial::test(
+            "hostile_planted_etc_files_cannot_redirect_writes",
+            hostile::planted_etc_files_cannot_redirect_writes,
+        ),
     ];
     libtest_mimic::run(&args, tests).exit();
 }

@@ -420,9 +420,9 @@ pub enum DepKind {
     Copy,
     /// `RUN --mount ... from=`.
     Mount,
-    /// `COPY --from` in an ONBUILD trigger of the stage's base stage, which runs in this
-    /// stage; [`StageDep::instruction`] is then the trigger's position among the base
-    /// stage's ONBUILD instructions.
+    /// `COPY --from` or `RUN --mount ... from=` in an ONBUILD trigger of the stage's base
+    /// stage, which runs in this stage; [`StageDep::instruction`] is then the trigger's
+    /// position among the base stage's ONBUILD instructions.
     Onbuild,
 }
 
@@ -883,8 +883,9 @@ impl BuildPlan {
                     _ => {}
                 }
             }
-            // The base stage's ONBUILD triggers run in this stage: a `COPY --from` among
-            // them reads another stage, which this one then depends on (as BuildKit).
+            // The base stage's ONBUILD triggers run in this stage: a `COPY --from` or a RUN
+            // mount `from=` among them reads another stage, which this one then depends on
+            // (as BuildKit).
             // A trigger that does not parse fails when it runs, with its own error.
             if let StageBase::Stage(b) = stages[i].base {
                 let triggers = stages[b]
@@ -896,18 +897,38 @@ impl BuildPlan {
                     });
                 for (t, (o, span)) in triggers.enumerate() {
                     let Ok(trigger) = o.trigger() else { continue };
-                    let Instruction::Copy(c) = &trigger.value else {
-                        continue;
-                    };
-                    let Some(from) = &c.from else { continue };
-                    let source = copy_from_source(&from.value, span, &stages)?;
-                    deps.push(StageDep {
-                        source,
-                        kind: DepKind::Onbuild,
-                        instruction: t,
-                        from: from.value.clone(),
-                        span,
-                    });
+                    match &trigger.value {
+                        Instruction::Copy(c) => {
+                            let Some(from) = &c.from else { continue };
+                            let source = copy_from_source(&from.value, span, &stages)?;
+                            deps.push(StageDep {
+                                source,
+                                kind: DepKind::Onbuild,
+                                instruction: t,
+                                from: from.value.clone(),
+                                span,
+                            });
+                        }
+                        // `RUN --mount=from=STAGE` in a trigger reads that stage too.
+                        Instruction::Run(r) => {
+                            for m in &r.mounts {
+                                let Some(from) = mount_field(m, "from") else {
+                                    continue;
+                                };
+                                let Some(j) = by_name(from, &stages) else {
+                                    continue;
+                                };
+                                deps.push(StageDep {
+                                    source: DepSource::Stage(j),
+                                    kind: DepKind::Onbuild,
+                                    instruction: t,
+                                    from: from.to_owned(),
+                                    span,
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
                 }
             }
             stages[i].deps = deps;
@@ -1542,6 +1563,28 @@ mod tests {
         let err = plan("FROM scratch AS a\nCOPY --from=a / /\n", &opts()).unwrap_err();
         // A single stage is reported without a name, as BuildKit does.
         assert_eq!(err.message(), "circular dependency detected on stage: ");
+    }
+
+    #[test]
+    fn onbuild_run_mount_from_reads_the_stage() {
+        // The trigger runs in `child`: `child` then needs `input`, which only the trigger names.
+        let text = "FROM scratch AS base\n\
+                    ONBUILD RUN --mount=type=bind,from=input,target=/in true\n\
+                    FROM scratch AS input\n\
+                    FROM base AS child\n";
+        let p = plan(text, &opts()).unwrap();
+        let child = &p.stages()[2];
+        assert_eq!(
+            child.deps,
+            [StageDep {
+                source: DepSource::Stage(1),
+                kind: DepKind::Onbuild,
+                instruction: 0,
+                from: "input".into(),
+                span: p.stages()[0].instructions[0].span,
+            }]
+        );
+        assert_eq!(p.reachable(), [0, 1, 2]);
     }
 
     #[test]

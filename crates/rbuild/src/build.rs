@@ -244,6 +244,31 @@ fn parse_registry_host(s: &str) -> Result<String, String> {
 /// `-o`: CSV `key=value` fields, or a bare path (`type=local,dest=PATH`), or `-`. Keys
 /// and booleans are read as buildx reads them; builder-core's [`ExportSpec`] judges the
 /// rest.
+/// The fields of a buildx `key=value,...` spec, read as buildx does (a CSV record): a field
+/// in double quotes may hold commas (`"name=a:1,a:2"`), `""` in it is one quote.
+fn csv_fields(s: &str) -> Result<Vec<String>, String> {
+    let mut fields = Vec::new();
+    let mut cur = String::new();
+    let mut chars = s.chars().peekable();
+    let mut quoted = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '"' if quoted && chars.peek() == Some(&'"') => {
+                chars.next();
+                cur.push('"');
+            }
+            '"' => quoted = !quoted,
+            ',' if !quoted => fields.push(std::mem::take(&mut cur)),
+            c => cur.push(c),
+        }
+    }
+    if quoted {
+        return Err(format!("unterminated quote in {s:?}"));
+    }
+    fields.push(cur);
+    Ok(fields)
+}
+
 fn parse_output(s: &str) -> Result<OutputSpec, String> {
     if s == "-" {
         return Ok(OutputSpec {
@@ -264,7 +289,8 @@ fn parse_output(s: &str) -> Result<OutputSpec, String> {
     let mut kind = None;
     let mut dest = None;
     let mut attrs = BTreeMap::new();
-    for field in s.split(',') {
+    for field in csv_fields(s)? {
+        let field = field.as_str();
         let (k, v) = field
             .split_once('=')
             .ok_or_else(|| format!("invalid field {field:?}: must be a key=value pair"))?;
@@ -709,6 +735,14 @@ mod tests {
         assert!(parse_output("type=cloud,dest=x").is_err());
         assert!(parse_output("type=oci,dest=x,compression=lz4").is_err());
         assert!(parse_output("type=registry").unwrap().pushes());
+        // buildx reads the spec as CSV: a quoted field may hold commas.
+        let o = parse_output(r#"type=oci,dest=o.tar,"name=org/r:1,org/r:2""#).unwrap();
+        assert_eq!(o.attrs["name"], "org/r:1,org/r:2");
+        assert_eq!(
+            csv_fields(r#"a=1,"b=x,""y""",c"#).unwrap(),
+            ["a=1", r#"b=x,"y""#, "c"]
+        );
+        assert!(parse_output(r#"type=oci,"dest=o.tar"#).is_err());
         // builder-core's ExportSpec judges at parse time what the engine would refuse.
         assert!(parse_output("type=image").is_err());
         assert!(parse_output("type=oci,dest=x,compression-level=99").is_err());

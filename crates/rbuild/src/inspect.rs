@@ -20,6 +20,9 @@ pub(crate) struct InspectOpts {
     /// Follow the index to this platform's image and show its config
     #[arg(long, value_name = "PLATFORM")]
     platform: Option<String>,
+    /// Format the output using a template: '{{json .Provenance}}' or '{{json .SBOM}}' (as buildx imagetools)
+    #[arg(long, value_name = "TEMPLATE", conflicts_with_all = ["raw", "platform"])]
+    format: Option<String>,
     /// Talk plain HTTP to this registry (localhost and 127.0.0.1 always are)
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registry: Vec<String>,
@@ -42,6 +45,9 @@ pub(crate) fn run(opts: &InspectOpts) -> Result<(), Failure> {
         builder = builder.insecure_registry(host);
     }
     let client = builder.build().map_err(|e| Failure::build(e.to_string()))?;
+    if let Some(template) = &opts.format {
+        return format(&client, &reference, template);
+    }
     let inspection = inspect_blocking(&client, &reference, platform.as_ref())
         .map_err(|e| Failure::build(e.to_string()))?;
     let mut out = std::io::stdout().lock();
@@ -52,6 +58,27 @@ pub(crate) fn run(opts: &InspectOpts) -> Result<(), Failure> {
         write!(out, "{inspection}")
     };
     written
+        .and_then(|()| out.flush())
+        .map_err(|e| Failure::build(format!("writing to stdout: {e}")))
+}
+
+/// `--format '{{json .Provenance}}'` / `'{{json .SBOM}}'`: the image's attestations, as
+/// buildx prints them (the work is `builder_core::inspect_attestations`).
+fn format(client: &Client, reference: &Reference, template: &str) -> Result<(), Failure> {
+    // The template is checked before anything is fetched.
+    builder_core::format_attestations(&[builder_core::ImageAttestations::default()], template)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::build(format!("cannot start the async runtime: {e}")))?;
+    let images = runtime
+        .block_on(builder_core::inspect_attestations(client, reference))
+        .map_err(|e| Failure::build(e.to_string()))?;
+    let text = builder_core::format_attestations(&images, template)
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{text}")
         .and_then(|()| out.flush())
         .map_err(|e| Failure::build(format!("writing to stdout: {e}")))
 }

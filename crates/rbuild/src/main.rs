@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bake_cmd;
 mod build;
 mod cache_cmd;
 mod call;
@@ -36,6 +37,8 @@ struct Cli {
 enum Command {
     /// Start a build
     Build(Box<build::BuildOpts>),
+    /// Build from a file
+    Bake(Box<bake_cmd::BakeOpts>),
     Inspect(inspect::InspectOpts),
     Imagetools(imagetools::ImagetoolsOpts),
     Du(cache_cmd::DuOpts),
@@ -65,6 +68,7 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Build(opts) => build::run(&opts),
+        Command::Bake(opts) => bake_cmd::run(&opts),
         Command::Inspect(opts) => inspect::run(&opts),
         Command::Imagetools(opts) => imagetools::run(&opts),
         Command::Du(opts) => cache_cmd::du(&opts),

@@ -34,9 +34,14 @@ impl Mode {
 pub(crate) struct Renderer {
     mode: Mode,
     start: Instant,
-    names: HashMap<StepId, (String, Instant)>,
+    /// Keyed by the build (its index in a bake) and the step.
+    names: HashMap<(usize, StepId), (String, Instant)>,
     /// Step numbers as buildx shows them (`#3`), in order of appearance.
-    numbers: HashMap<StepId, usize>,
+    numbers: HashMap<(usize, StepId), usize>,
+    /// The build the events being rendered come from (a bake's target index).
+    scope: usize,
+    /// The target name shown on each line (bake), if any.
+    label: Option<String>,
     /// The tty status line is showing.
     status_shown: bool,
     warnings: Vec<String>,
@@ -49,6 +54,8 @@ impl Renderer {
             start: Instant::now(),
             names: HashMap::new(),
             numbers: HashMap::new(),
+            scope: 0,
+            label: None,
             status_shown: false,
             warnings: Vec::new(),
         }
@@ -56,7 +63,32 @@ impl Renderer {
 
     fn number(&mut self, id: StepId) -> usize {
         let next = self.numbers.len() + 1;
-        *self.numbers.entry(id).or_insert(next)
+        *self.numbers.entry((self.scope, id)).or_insert(next)
+    }
+
+    /// A step's name with the target's (`[api builder 2/4] RUN ...`), as buildx bake
+    /// shows it.
+    fn labelled(&self, name: String) -> String {
+        match &self.label {
+            None => name,
+            Some(t) => match name.strip_prefix('[') {
+                Some(rest) => format!("[{t} {rest}"),
+                None => format!("[{t}] {name}"),
+            },
+        }
+    }
+
+    /// What the following events belong to: build `scope`, shown as `label`.
+    pub(crate) fn set_scope(&mut self, scope: usize, label: &str) {
+        self.scope = scope;
+        self.label = Some(label.to_owned());
+    }
+
+    fn label_prefix(&self) -> String {
+        self.label
+            .as_deref()
+            .map(|l| format!("[{l}] "))
+            .unwrap_or_default()
     }
 
     fn clear_status(&mut self, err: &mut impl Write) {
@@ -75,7 +107,8 @@ impl Renderer {
             } => {
                 let _ = writeln!(
                     err,
-                    "#0 building for {} (sandbox: {sandbox}) as {privilege}",
+                    "#0 {}building for {} (sandbox: {sandbox}) as {privilege}",
+                    self.label_prefix(),
                     platforms.join(", ")
                 );
             }
@@ -83,11 +116,12 @@ impl Renderer {
                 id, name, platform, ..
             } => {
                 let n = self.number(*id);
-                let shown = match platform {
+                let shown = self.labelled(match platform {
                     Some(p) => format!("[{p}] {name}"),
                     None => name.clone(),
-                };
-                self.names.insert(*id, (shown.clone(), Instant::now()));
+                });
+                self.names
+                    .insert((self.scope, *id), (shown.clone(), Instant::now()));
                 let _ = writeln!(err, "#{n} {shown}");
             }
             ProgressEvent::StepCached { id } => {
@@ -102,7 +136,7 @@ impl Renderer {
                 let n = self.number(*id);
                 let t = self
                     .names
-                    .get(id)
+                    .get(&(self.scope, *id))
                     .map_or(0.0, |(_, s)| s.elapsed().as_secs_f64());
                 for line in String::from_utf8_lossy(data).lines() {
                     let _ = writeln!(err, "#{n} {t:.3} {line}");
@@ -136,7 +170,12 @@ impl Renderer {
             }
             ProgressEvent::BuildDone { elapsed } => {
                 self.flush_warnings(err);
-                let _ = writeln!(err, "#done in {:.1}s", elapsed.as_secs_f64());
+                let _ = writeln!(
+                    err,
+                    "#done {}in {:.1}s",
+                    self.label_prefix(),
+                    elapsed.as_secs_f64()
+                );
             }
             _ => {}
         }
@@ -157,27 +196,29 @@ impl Renderer {
             } => {
                 let _ = writeln!(
                     err,
-                    "[+] Building for {} (sandbox: {sandbox}) as {privilege}",
+                    "[+] {}Building for {} (sandbox: {sandbox}) as {privilege}",
+                    self.label_prefix(),
                     platforms.join(", ")
                 );
             }
             ProgressEvent::StepStarted {
                 id, name, platform, ..
             } => {
-                let shown = match platform {
+                let shown = self.labelled(match platform {
                     Some(p) => format!("[{p}] {name}"),
                     None => name.clone(),
-                };
-                self.names.insert(*id, (shown.clone(), Instant::now()));
+                });
+                self.names
+                    .insert((self.scope, *id), (shown.clone(), Instant::now()));
                 self.clear_status(err);
                 let _ = write!(err, " => {}", truncate(&shown, 100));
                 self.status_shown = true;
             }
             ProgressEvent::StepCached { id } => {
-                if let Some((name, _)) = self.names.get(id).cloned() {
+                if let Some((name, _)) = self.names.get(&(self.scope, *id)).cloned() {
                     self.clear_status(err);
                     let _ = writeln!(err, " => CACHED {}", truncate(&name, 100));
-                    self.names.remove(id);
+                    self.names.remove(&(self.scope, *id));
                 }
             }
             ProgressEvent::StepProgress {
@@ -187,7 +228,7 @@ impl Renderer {
                 current,
                 total,
             } => {
-                if let Some((name, _)) = self.names.get(id).cloned() {
+                if let Some((name, _)) = self.names.get(&(self.scope, *id)).cloned() {
                     self.clear_status(err);
                     let bar = match total {
                         Some(t) if *t > 0 => {
@@ -211,7 +252,7 @@ impl Renderer {
                 }
             }
             ProgressEvent::StepLog { id, data, stream } => {
-                if let Some((name, _)) = self.names.get(id).cloned() {
+                if let Some((name, _)) = self.names.get(&(self.scope, *id)).cloned() {
                     let last = String::from_utf8_lossy(data)
                         .lines()
                         .last()
@@ -231,7 +272,7 @@ impl Renderer {
                 }
             }
             ProgressEvent::StepDone { id, elapsed } => {
-                if let Some((name, _)) = self.names.remove(id) {
+                if let Some((name, _)) = self.names.remove(&(self.scope, *id)) {
                     self.clear_status(err);
                     let _ = writeln!(
                         err,
@@ -243,7 +284,11 @@ impl Renderer {
             }
             ProgressEvent::StepFailed { id, error } => {
                 self.clear_status(err);
-                let name = self.names.remove(id).map(|(n, _)| n).unwrap_or_default();
+                let name = self
+                    .names
+                    .remove(&(self.scope, *id))
+                    .map(|(n, _)| n)
+                    .unwrap_or_default();
                 let _ = writeln!(err, " => ERROR {name}: {error}");
             }
             ProgressEvent::Warning { message, location } => {
@@ -258,7 +303,8 @@ impl Renderer {
                 self.flush_warnings(err);
                 let _ = writeln!(
                     err,
-                    "[+] Built in {:.1}s",
+                    "[+] {}Built in {:.1}s",
+                    self.label_prefix(),
                     self.start.elapsed().as_secs_f64()
                 );
             }
@@ -282,6 +328,30 @@ impl ProgressSink for Renderer {
             }
             Mode::Quiet => {}
         }
+    }
+}
+
+/// A bake's renderer: each target's events, numbered apart and labelled with its name.
+pub(crate) struct GroupRenderer {
+    inner: Renderer,
+    scopes: HashMap<String, usize>,
+}
+
+impl GroupRenderer {
+    pub(crate) fn new(mode: Mode) -> Self {
+        Self {
+            inner: Renderer::new(mode),
+            scopes: HashMap::new(),
+        }
+    }
+}
+
+impl builder_core::GroupSink for GroupRenderer {
+    fn event(&mut self, target: &str, ev: &ProgressEvent) {
+        let next = self.scopes.len();
+        let scope = *self.scopes.entry(target.to_owned()).or_insert(next);
+        self.inner.set_scope(scope, target);
+        ProgressSink::event(&mut self.inner, ev);
     }
 }
 

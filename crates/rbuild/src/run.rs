@@ -65,6 +65,9 @@ pub(crate) fn build(
     let pushes = outputs
         .iter()
         .any(|o| o.kind == builder_core::ExportKind::Registry);
+    // Not for push-by-digest (per-runner pushes that `imagetools create` merges, which
+    // takes image manifests): there buildx's default is not applied; ask explicitly.
+    let by_digest = outputs.iter().any(|o| o.push_by_digest);
     for o in outputs {
         b = b.output(o);
     }
@@ -85,7 +88,7 @@ pub(crate) fn build(
         },
         Err(_) => false,
     };
-    if pushes && !no_default {
+    if pushes && !by_digest && !no_default {
         b = b.default_attestations();
     }
     b = b.attestations_as_referrers(opts.attest_referrers);
@@ -152,45 +155,7 @@ pub(crate) fn build(
         watcher.abort();
         r
     });
-    let report = match result {
-        Ok(r) => r,
-        Err(e) if e.is_usage() => return Err(Failure::usage(e.to_string())),
-        Err(builder_core::Error::Step {
-            location,
-            instruction,
-            reason,
-            output_tail,
-        }) => {
-            let mut msg = String::new();
-            if !output_tail.is_empty() {
-                msg.push_str(&format!("------\n > [{location}] {instruction}:\n"));
-                for l in &output_tail {
-                    msg.push_str(&format!("{l}\n"));
-                }
-                msg.push_str("------\n");
-            }
-            let at = if location.is_empty() {
-                String::new()
-            } else {
-                format!("{location}: ")
-            };
-            let ins = if instruction.is_empty() {
-                String::new()
-            } else {
-                format!("{instruction}: ")
-            };
-            msg.push_str(&format!("error: failed to solve: {at}{ins}{reason}"));
-            msg.push_str(&not_root_hint());
-            return Err(Failure::build(msg));
-        }
-        Err(builder_core::Error::Cancelled) => return Err(Failure::build("build cancelled")),
-        Err(e) => {
-            return Err(Failure::build(format!(
-                "failed to solve: {e}{}",
-                not_root_hint()
-            )));
-        }
-    };
+    let report = result.map_err(failure)?;
     // One platform: the config digest (docker's image ID). Several: the index digest, or
     // without an output (no index was made) the config digests, one per line.
     let image_id = match (&report.config_digests[..], &report.digest) {
@@ -203,23 +168,7 @@ pub(crate) fn build(
             .map_err(|e| Failure::build(format!("writing --iidfile {}: {e}", p.display())))?;
     }
     if let Some(p) = &opts.metadata_file {
-        let mut m = serde_json::Map::new();
-        if let Some(d) = &report.digest {
-            m.insert("containerimage.digest".into(), d.clone().into());
-        }
-        if let Some(d) = &report.descriptor {
-            m.insert("containerimage.descriptor".into(), d.clone());
-        }
-        if report.config_digests.len() == 1 {
-            m.insert(
-                "containerimage.config.digest".into(),
-                report.config_digests[0].clone().into(),
-            );
-        }
-        if !report.names.is_empty() {
-            m.insert("image.name".into(), report.names.join(",").into());
-        }
-        m.insert("buildx.build.ref".into(), report.build_ref.clone().into());
+        let m = metadata(&report);
         let text =
             serde_json::to_string_pretty(&serde_json::Value::Object(m)).expect("JSON serialises");
         std::fs::write(p, text)
@@ -243,6 +192,67 @@ pub(crate) fn build(
         println!("{image_id}");
     }
     Ok(())
+}
+
+/// A failed build's error as the command reports it.
+pub(crate) fn failure(e: builder_core::Error) -> Failure {
+    match e {
+        e if e.is_usage() => Failure::usage(e.to_string()),
+        builder_core::Error::Step {
+            location,
+            instruction,
+            reason,
+            output_tail,
+        } => {
+            let mut msg = String::new();
+            if !output_tail.is_empty() {
+                msg.push_str(&format!("------\n > [{location}] {instruction}:\n"));
+                for l in &output_tail {
+                    msg.push_str(&format!("{l}\n"));
+                }
+                msg.push_str("------\n");
+            }
+            let at = if location.is_empty() {
+                String::new()
+            } else {
+                format!("{location}: ")
+            };
+            let ins = if instruction.is_empty() {
+                String::new()
+            } else {
+                format!("{instruction}: ")
+            };
+            msg.push_str(&format!("error: failed to solve: {at}{ins}{reason}"));
+            msg.push_str(&not_root_hint());
+            Failure::build(msg)
+        }
+        builder_core::Error::Cancelled => Failure::build("build cancelled"),
+        e => Failure::build(format!("failed to solve: {e}{}", not_root_hint())),
+    }
+}
+
+/// `--metadata-file`'s entries for one build.
+pub(crate) fn metadata(
+    report: &builder_core::BuildReport,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    if let Some(d) = &report.digest {
+        m.insert("containerimage.digest".into(), d.clone().into());
+    }
+    if let Some(d) = &report.descriptor {
+        m.insert("containerimage.descriptor".into(), d.clone());
+    }
+    if report.config_digests.len() == 1 {
+        m.insert(
+            "containerimage.config.digest".into(),
+            report.config_digests[0].clone().into(),
+        );
+    }
+    if !report.names.is_empty() {
+        m.insert("image.name".into(), report.names.join(",").into());
+    }
+    m.insert("buildx.build.ref".into(), report.build_ref.clone().into());
+    m
 }
 
 /// Unpacking layers (their owners) and the sandbox need root (real, or of the rootless

@@ -70,7 +70,7 @@ fn github_workflow_is_a_matrix_of_native_runners_and_a_merge_job() {
     assert_eq!(s(&build["runs-on"], "runs-on"), "${{ matrix.runner }}");
     let script = runs(build);
     for must in [
-        "rbuild build",
+        "sudo --preserve-env=DOCKER_CONFIG \"$RUNNER_TEMP/bin/rbuild\" build",
         "--platform \"$PLATFORM\"",
         "type=image,push=true,push-by-digest=true,name-canonical=true",
         "--cache-to \"type=registry,ref=$IMAGE:buildcache-$ARCH,mode=max\"",
@@ -103,9 +103,16 @@ fn github_workflow_is_a_matrix_of_native_runners_and_a_merge_job() {
     // The workflow's image and the build env are the same variables.
     assert!(s(&docs[0]["env"]["IMAGE"], "env.IMAGE").contains("vars.REGISTRY"));
     assert_eq!(
-        s(&build["container"]["image"], "image"),
+        s(&docs[0]["env"]["RBUILD_IMAGE"], "env.RBUILD_IMAGE"),
         "${{ vars.RBUILD_IMAGE }}"
     );
+    // Both jobs take rbuild out of its image.
+    for job in [build, merge] {
+        assert!(
+            runs(job).contains("docker cp rbuild-bin:/usr/local/bin/rbuild"),
+            "{job:?}"
+        );
+    }
 }
 
 /// A Job's container: its shell script and environment.

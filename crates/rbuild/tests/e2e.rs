@@ -138,7 +138,7 @@ fn free_port(service: &str) -> u16 {
 /// `examples/check-image.sh SERVICE REF`: /health within 10 s, `id -u` 1001, no root
 /// process, dumb-init as PID 1, the service's own function, a clean stop. Returns its
 /// report (one line per check).
-fn check_image(service: &str, reference: &str, platform: Option<&str>) -> String {
+pub(crate) fn check_image(service: &str, reference: &str, platform: Option<&str>) -> String {
     let _lock = PortLock::take();
     let port = free_port(service).to_string();
     let mut cmd = Command::new(workspace_root().join("examples/check-image.sh"));

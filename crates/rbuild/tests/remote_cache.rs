@@ -73,6 +73,21 @@ fn skopeo_raw(reference: &str) -> Value {
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{reference}: {e}: {text}"))
 }
 
+/// The image manifest of `reference` (for linux/amd64 when it is an index).
+fn image_manifest(reference: &str) -> Value {
+    let m = skopeo_raw(reference);
+    let Some(list) = m["manifests"].as_array() else {
+        return m;
+    };
+    let d = list
+        .iter()
+        .find(|d| d["platform"]["architecture"] == "amd64")
+        .and_then(|d| d["digest"].as_str())
+        .unwrap_or_else(|| panic!("no linux/amd64 image in {m}"));
+    let repo = reference.rsplit_once(':').map_or(reference, |(r, _)| r);
+    skopeo_raw(&format!("{repo}@{d}"))
+}
+
 fn layer_digests(manifest: &Value) -> Vec<String> {
     manifest["layers"]
         .as_array()
@@ -126,6 +141,8 @@ fn registry_cache_fresh_runner_runs_nothing_and_downloads_no_layer() {
             "-t",
             &format!("{host}/{repo}:a"),
             "--push",
+            // Compares the pushed manifests' layers: no default provenance index.
+            "--provenance=false",
         ],
         ctx.path(),
     );
@@ -142,16 +159,18 @@ fn registry_cache_fresh_runner_runs_nothing_and_downloads_no_layer() {
             "-t",
             &format!("{host}/{repo}:b"),
             "--push",
+            // Compares the pushed manifests' layers: no default provenance index.
+            "--provenance=false",
         ],
         ctx.path(),
     );
     assert_eq!(ran(&log), Vec::<&str>::new(), "runner B ran steps:\n{log}");
     assert!(log.contains("from remote cache"), "{log}");
-    let pushed = skopeo_raw(&format!("{}/{repo}:b", reg.host()));
+    let pushed = image_manifest(&format!("{}/{repo}:b", reg.host()));
     let layers = layer_digests(&pushed);
     assert_eq!(
         layers,
-        layer_digests(&skopeo_raw(&format!("{}/{repo}:a", reg.host()))),
+        layer_digests(&image_manifest(&format!("{}/{repo}:a", reg.host()))),
         "B's image differs from A's"
     );
     let pulled: Vec<String> = proxy.seen()[before..]
@@ -186,6 +205,8 @@ fn registry_cache_fresh_runner_runs_nothing_and_downloads_no_layer() {
             "-t",
             &format!("{host}/{repo}:c"),
             "--push",
+            // Compares the pushed manifests' layers: no default provenance index.
+            "--provenance=false",
         ],
         ctx.path(),
     );
@@ -255,4 +276,116 @@ fn registry_cache_corrupt_blob_is_rejected_and_rebuilt() {
     );
     let built = std::fs::read_to_string(out.join("final")).expect("final");
     assert_eq!(built, format!("{n}\nsource {n}\n"));
+}
+
+/// `type=local`: runner A writes the cache as an OCI layout (read back by skopeo's `oci:`
+/// transport); runner B, empty, reads it and runs no RUN step; after a source change only
+/// the steps after it; a blob of the layout overwritten with other bytes is rejected and
+/// its step rebuilt.
+#[test]
+fn local_cache_fresh_runner_round_trip_and_corrupt_blob() {
+    let reg = LocalRegistry::ensure();
+    let n = nonce();
+    let ctx = context(&reg, &n);
+    let root = tempfile::tempdir().expect("tempdir");
+    let dir = root.path().join("cache");
+    let log = rbuild(
+        &cache_dir(root.path(), "a"),
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", dir.display()),
+        ],
+        ctx.path(),
+    );
+    assert_eq!(ran(&log), ["RAN-first", "RAN-second", "RAN-final"], "{log}");
+    assert!(dir.join("oci-layout").is_file());
+    let text = run_stdout(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        &format!("oci:{}:latest", dir.display()),
+    ]));
+    let manifest: Value = serde_json::from_str(&text).expect("manifest");
+    assert_eq!(
+        manifest["config"]["mediaType"],
+        "application/vnd.rbuild.cache.config.v1+json"
+    );
+    let layers = layer_digests(&manifest);
+    assert!(layers.len() >= 4, "mode=max has every step: {manifest}");
+    verify_layout(&dir);
+
+    let out = root.path().join("out-b");
+    let log = rbuild(
+        &cache_dir(root.path(), "b"),
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", dir.display()),
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+        ctx.path(),
+    );
+    assert_eq!(ran(&log), Vec::<&str>::new(), "runner B ran steps:\n{log}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("final")).expect("final"),
+        format!("{n}\nsource {n}\n")
+    );
+
+    // The final RUN step's layer, overwritten with other bytes of the same size.
+    let corrupt = layers
+        .iter()
+        .find(|d| {
+            let list = run_stdout(Command::new("sh").arg("-c").arg(format!(
+                "gzip -dc {}/blobs/sha256/{} | tar -t",
+                dir.display(),
+                &d[7..]
+            )));
+            list.lines().any(|l| l == "final")
+        })
+        .expect("the final step's layer");
+    let path = dir.join("blobs/sha256").join(&corrupt[7..]);
+    let mut bytes = std::fs::read(&path).expect("blob");
+    let last = bytes.len() - 1;
+    for b in &mut bytes[last / 2..] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&path, &bytes).expect("write blob");
+    std::fs::write(ctx.path().join("src.txt"), "changed\n").expect("src");
+    let out = root.path().join("out-c");
+    let log = rbuild(
+        &cache_dir(root.path(), "c"),
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", dir.display()),
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+        ctx.path(),
+    );
+    assert_eq!(ran(&log), ["RAN-second", "RAN-final"], "{log}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("final")).expect("final"),
+        format!("{n}\nchanged\n")
+    );
+    // With the source back, the corrupt layer is needed: rejected, its step rebuilt.
+    std::fs::write(ctx.path().join("src.txt"), format!("source {n}\n")).expect("src");
+    let out = root.path().join("out-d");
+    let log = rbuild(
+        &cache_dir(root.path(), "d"),
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", dir.display()),
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+        ctx.path(),
+    );
+    assert!(
+        log.contains(&format!("cache blob {corrupt} rejected")),
+        "{log}"
+    );
+    assert_eq!(ran(&log), ["RAN-final"], "{log}");
+    assert_eq!(
+        std::fs::read_to_string(out.join("final")).expect("final"),
+        format!("{n}\nsource {n}\n")
+    );
 }

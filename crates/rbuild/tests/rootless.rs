@@ -323,3 +323,42 @@ fn info_reports_what_the_host_allows_in_each_mode() {
     );
     assert!(off.contains("[no] namespaces and mounts"), "{off}");
 }
+
+#[test]
+fn root_and_rootless_builds_do_not_share_a_cache() {
+    let registry = LocalRegistry::ensure();
+    let uid = uid_of(USER);
+    let ctx = context(&format!("FROM {}\nRUN echo hi > /hi\n", registry.busybox()));
+    let work = open_dir("share");
+    let home = owned_dir(work.path(), "home", uid);
+    let user_out = owned_dir(work.path(), "user-out", uid);
+    // The user's cache, in $XDG_CACHE_HOME.
+    let out = build(ctx.path(), &user_out, Some((USER, &home)), &[]);
+    must_succeed(&out, "rootless build");
+    let cache = home.join("xdg-cache/rbuild");
+    let map = std::fs::read_to_string(cache.join("id-map")).expect("id-map recorded");
+    assert!(map.contains(&format!("uid_map: 0 {uid} 1, 1 ")), "{map}");
+
+    // Root pointed at it: refused, naming both mappings.
+    let root_out = owned_dir(work.path(), "root-out", 0);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    cmd.args(["build", "--progress=plain", "--cache-dir"])
+        .arg(&cache)
+        .arg("-o")
+        .arg(format!(
+            "type=oci,dest={}",
+            root_out.join("i.tar").display()
+        ))
+        .arg(ctx.path());
+    let out = output(&mut cmd);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&cmd, &out));
+    assert!(
+        err.contains("another id mapping")
+            && err.contains(&format!("0 {uid} 1"))
+            && err.contains("0 0 4294967295")
+            && err.contains("as root"),
+        "{err}"
+    );
+    assert!(!root_out.join("i.tar").exists(), "nothing is built");
+}

@@ -12,6 +12,12 @@ mod rootless;
 /// `rbuild build --call plan`: the CI planner (issue 17).
 mod plan;
 
+/// `rbuild bake`: compose and bake files, many targets in one process (issue 18).
+mod bake;
+
+/// Provenance and SBOM attestations, reproducible digests (issue 19).
+mod supply;
+
 /// Push by digest per runner and `imagetools create` (issue 17).
 mod scaleout;
 
@@ -22,3 +28,6 @@ mod remote_cache;
 /// examples/ci: the GitHub Actions workflow and Kubernetes Jobs parsed, checked, and the
 /// Jobs' commands run against the local registry (issue 17).
 mod ci_examples;
+
+/// The four build modes (issue 16): root, rootless, root and non-root in containers.
+mod modes;

@@ -58,3 +58,19 @@ pub use platform::Platform;
 pub use progress::{NoProgress, TransferEvent, TransferProgress};
 pub use reference::{Reference, Repository};
 pub use retry::RetryPolicy;
+
+/// Parsers that take registry input, exposed for the fuzz targets in `fuzz/`. Not a stable
+/// API.
+#[doc(hidden)]
+pub mod internal {
+    /// The challenge rbuild would answer in a `WWW-Authenticate` value, in `Debug` form;
+    /// `None` when it understands none.
+    pub fn parse_www_authenticate(value: &str) -> Option<String> {
+        crate::auth::parse_challenge(value).map(|c| format!("{c:?}"))
+    }
+
+    /// Whether a token service's answer parses as a token (the reason when not).
+    pub fn parse_token_response(body: &[u8]) -> Result<(), String> {
+        crate::auth::parse_token_response(body, std::time::Instant::now()).map(drop)
+    }
+}

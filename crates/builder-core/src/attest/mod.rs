@@ -17,12 +17,14 @@
 //! # Ok(()) }
 //! ```
 
+mod inspect;
 pub(crate) mod layout;
 pub(crate) mod provenance;
 pub(crate) mod sbom;
 pub mod scan;
 mod spec;
 
+pub use inspect::{ImageAttestations, format_attestations, inspect_attestations};
 pub use layout::{
     ANNOTATION_PREDICATE_TYPE, ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE,
     ARTIFACT_TYPE_ATTESTATION, AttestationManifest, MEDIA_TYPE_IN_TOTO,

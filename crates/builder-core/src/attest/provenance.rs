@@ -204,7 +204,11 @@ pub(crate) fn image_purl(reference: &str, platform: Option<&str>) -> String {
         quals.push(format!("digest={}", purl_escape(d)));
     }
     if let Some(p) = platform {
-        quals.push(format!("platform={}", purl_escape(p)));
+        // containerd's normalised form, as BuildKit 0.32's index: arm64 without `v8`.
+        let p = p
+            .strip_suffix("/arm64/v8")
+            .map_or_else(|| p.to_owned(), |os| format!("{os}/arm64"));
+        quals.push(format!("platform={}", purl_escape(&p)));
     }
     if !quals.is_empty() {
         out.push('?');
@@ -213,15 +217,13 @@ pub(crate) fn image_purl(reference: &str, platform: Option<&str>) -> String {
     out
 }
 
-/// distribution's `FamiliarName`: `docker.io/library/x` is `library/x`... no: the
-/// familiar form drops `docker.io/` and, for official images, `library/`; BuildKit's purl
-/// keeps `library/` (it splits the familiar name, which for `docker.io/library/x` is `x`).
+/// distribution's `FamiliarName`: Docker Hub names lose `docker.io/` and, for official
+/// images, `library/` (`docker.io/library/node` is `node`); other registries keep theirs.
 fn familiar_name(name: &str) -> String {
     let first = name.split('/').next().unwrap_or("");
     let has_domain =
         name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     if !has_domain {
-        // Docker Hub: `x` -> `x`... FamiliarName gives `x` for `library/x`.
         return name.strip_prefix("library/").unwrap_or(name).to_owned();
     }
     match name
@@ -477,6 +479,10 @@ mod tests {
         );
         assert_eq!(
             image_purl("node:20-slim", Some("linux/arm64")),
+            "pkg:docker/node@20-slim?platform=linux%2Farm64"
+        );
+        assert_eq!(
+            image_purl("node:20-slim", Some("linux/arm64/v8")),
             "pkg:docker/node@20-slim?platform=linux%2Farm64"
         );
         assert_eq!(

@@ -127,8 +127,8 @@ const SKIP_DIRS: &[&str] = &[
     "/var/cache",
     "/var/lib/dpkg",
 ];
-/// Go binaries bigger than this are not read.
-const MAX_BINARY: u64 = 256 << 20;
+/// Go binaries bigger than this are not read (the engine's view refuses bigger reads).
+const MAX_BINARY: u64 = 64 << 20;
 
 /// Every package found in `tree`, sorted and without duplicates.
 pub fn scan(tree: &dyn Tree) -> io::Result<Vec<Package>> {

@@ -105,6 +105,37 @@ fn is_tar_header(block: &[u8]) -> bool {
     want == unsigned || want == signed
 }
 
+/// The latest mtime of the regular files of the (possibly compressed) tar at `path`, as
+/// BuildKit reads a SOURCE_DATE_EPOCH source: `None` when it is not an archive, holds no
+/// regular file, or does not read to its end.
+pub(crate) fn max_regular_mtime(path: &Path) -> Result<Option<i64>, CopyError> {
+    if !matches!(sniff(path)?, Sniffed::Tar) {
+        return Ok(None);
+    }
+    let Some(reader) = open_decompressed(path)? else {
+        return Ok(None);
+    };
+    let mut ar = tar::Archive::new(reader);
+    let Ok(entries) = ar.entries() else {
+        return Ok(None);
+    };
+    let mut max = None;
+    for e in entries {
+        let Ok(e) = e else { return Ok(None) };
+        let h = e.header();
+        if !matches!(
+            h.entry_type(),
+            tar::EntryType::Regular | tar::EntryType::Continuous
+        ) {
+            continue;
+        }
+        let Ok(t) = h.mtime() else { return Ok(None) };
+        let t = i64::try_from(t).unwrap_or(i64::MAX);
+        max = Some(max.map_or(t, |m: i64| m.max(t)));
+    }
+    Ok(max)
+}
+
 /// Looks at the file's content: compression magic, then a tar header.
 pub(crate) fn sniff(path: &Path) -> Result<Sniffed, CopyError> {
     let Some(mut reader) = open_decompressed(path)? else {

@@ -50,6 +50,22 @@ pub(crate) use params::CopyParams;
 use params::SourceSpec;
 use tree::{Entry, Tree, rel_str};
 
+/// The time a remote ADD source gives SOURCE_DATE_EPOCH (Dockerfile 1.26's epoch stage): its
+/// `Last-Modified`, else the latest mtime of the regular files when it is an archive, else
+/// none. `checksum` is the ADD's `--checksum`, verified as ADD does.
+pub(crate) fn url_source_time(
+    url: &str,
+    checksum: Option<&str>,
+    tmp: Option<&Path>,
+) -> Result<Option<i64>, CopyError> {
+    let checksum = checksum.map(params::Checksum::parse).transpose()?;
+    let d = http::download(url, checksum.as_ref(), tmp)?;
+    if d.last_modified.is_some() {
+        return Ok(d.last_modified);
+    }
+    archive::max_regular_mtime(d.file.path())
+}
+
 /// Where a COPY reads from.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum CopySource<'a> {

@@ -127,7 +127,7 @@ pub(crate) struct Checksum {
 }
 
 impl Checksum {
-    fn parse(raw: &str) -> Result<Checksum, CopyError> {
+    pub(crate) fn parse(raw: &str) -> Result<Checksum, CopyError> {
         let bad = |reason| CopyError::ChecksumFormat {
             value: raw.to_owned(),
             reason,

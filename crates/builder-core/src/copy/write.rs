@@ -625,10 +625,13 @@ impl<'a> Writer<'a> {
         let mut to = self.create(&host)?;
         let n = io::copy(&mut from, &mut to).map_err(CopyError::io("copy to", &host))?;
         self.stats.bytes += n;
+        self.finish_file(&to, &host, attrs)?;
+        // After the chown: the kernel drops `security.capability` when a file changes
+        // owner (or is written), so file capabilities set earlier would be lost.
         if matches!(self.source, CopySource::Layers { .. }) && meta.is_some() {
             copy_xattrs(src, &host);
         }
-        self.finish_file(&to, &host, attrs)
+        Ok(())
     }
 
     fn write_bytes(

@@ -107,6 +107,8 @@ struct Layer {
     blob: Option<CacheBlobRef>,
     /// Where to pull the blob from when it is not in the content store.
     origin: Option<Repository>,
+    /// Or the OCI layout directory of a `type=local` cache to read it from.
+    dir_origin: Option<PathBuf>,
     /// The cache key of the step that made the layer (its record gets the blob once made).
     key: Option<CacheKey>,
 }
@@ -376,6 +378,9 @@ impl Ctx {
     ) -> Result<(), Error> {
         if self.cache.content().contains(&blob.digest) {
             return Ok(());
+        }
+        if let (None, Some(dir)) = (&layer.origin, &layer.dir_origin) {
+            return self.copy_from_dir(dir, blob).await;
         }
         let Some(repo) = &layer.origin else {
             return Err(Error::from(layer_cache::Error::NotFound {
@@ -714,13 +719,7 @@ fn trigger_dep(
     {
         return Ok(Some(d.source.clone()));
     }
-    let name = from.value.to_lowercase();
-    let names_a_stage = from.value.parse::<i64>().is_ok()
-        || plan
-            .stages()
-            .iter()
-            .any(|s| s.name.as_deref() == Some(name.as_str()));
-    if names_a_stage {
+    if from.value.parse::<i64>().is_ok() || names_stage(plan, &from.value) {
         return Err(format!(
             "COPY --from={} in an ONBUILD trigger of a base image names a stage of this \
              Dockerfile: not supported (a trigger can read stages only when its base is a \
@@ -729,6 +728,14 @@ fn trigger_dep(
         ));
     }
     Ok(Some(DepSource::Image(from.value.clone())))
+}
+
+/// Whether `name` is the name of a stage of the plan (stage names are case-insensitive).
+fn names_stage(plan: &BuildPlan, name: &str) -> bool {
+    let name = name.to_lowercase();
+    plan.stages()
+        .iter()
+        .any(|s| s.name.as_deref() == Some(name.as_str()))
 }
 
 /// A new id for a step's snapshot: unique to this run of the step (a re-run under
@@ -962,21 +969,33 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     }
 
     // Plans first: every stage error is reported before anything runs.
-    let mut plans = Vec::new();
-    for p in &platforms {
-        let mut opts = PlanOptions::new(platform_spec(p), platform_spec(&host));
-        opts.build_args = b.build_args.clone();
-        opts.target = b.target.clone();
-        let plan = BuildPlan::new(&df, &opts).map_err(|source| Error::Stages {
-            file: name.clone(),
-            source: Box::new(source),
-        })?;
-        plans.push(Arc::new(plan));
+    let make_plans = |build_args: &BTreeMap<String, String>| {
+        let mut plans = Vec::new();
+        for p in &platforms {
+            let mut opts = PlanOptions::new(platform_spec(p), platform_spec(&host));
+            opts.build_args = build_args.clone();
+            opts.target = b.target.clone();
+            let plan = BuildPlan::new(&df, &opts).map_err(|source| Error::Stages {
+                file: name.clone(),
+                source: Box::new(source),
+            })?;
+            plans.push(Arc::new(plan));
+        }
+        Ok::<_, Error>(plans)
+    };
+    let mut plans = make_plans(&b.build_args)?;
+    let epoch = super::epoch::resolve(&b, &plans[0], &name)?;
+    // `context` or a stage name: the steps see the seconds it resolved to (or nothing).
+    if let Some(v) = epoch.replaced() {
+        let mut args = b.build_args.clone();
+        args.insert("SOURCE_DATE_EPOCH".to_owned(), v);
+        plans = make_plans(&args)?;
     }
-    let source_date_epoch = source_date_epoch(&b, &plans[0])?;
+    let source_date_epoch = epoch.seconds;
 
     let cache_dir = b.cache_dir.clone().unwrap_or_else(super::default_cache_dir);
     let cache = Cache::open(&cache_dir)?;
+    super::cache_owner::check(cache.root())?;
     let lease = cache.lease()?;
     let tmp = cache.other_dir("tmp")?;
     let sandbox = Sandbox::detect(&tmp)?;
@@ -1030,8 +1049,13 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     };
     // The clamp of the new layers' mtimes: on with SOURCE_DATE_EPOCH unless the output
     // says `rewrite-timestamp=false` (see `ExportSpec::rewrite_timestamp`).
+    // An output's own `source-date-epoch=` replaces the build's epoch for what it writes.
     let rewrite_timestamp = first_output.as_ref().and_then(|o| o.rewrite_timestamp);
-    pack.source_date_epoch = source_date_epoch.filter(|_| rewrite_timestamp != Some(false));
+    let export_epoch = first_output
+        .as_ref()
+        .and_then(|o| o.source_date_epoch)
+        .unwrap_or(source_date_epoch);
+    pack.source_date_epoch = export_epoch.filter(|_| rewrite_timestamp != Some(false));
     let stat_cache = cache.stat_cache(&format!("context:{}", b.context.display()))?;
     let copy_context =
         crate::copy::BuildContext::open(&b.context, b.dockerfile_path().as_deref(), stat_cache)
@@ -1063,7 +1087,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         build_platform: host.clone(),
         explicit_platform: !b.platforms.is_empty(),
         source_date_epoch,
-        rewritten_timestamp: source_date_epoch.filter(|_| rewrite_timestamp == Some(true)),
+        rewritten_timestamp: export_epoch.filter(|_| rewrite_timestamp == Some(true)),
         first_error: Mutex::new(None),
         images: tokio::sync::Mutex::new(HashMap::new()),
         tmp,
@@ -1231,6 +1255,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             &b.outputs,
             &b.tags,
             &b.tag_names,
+            ctx.source_date_epoch,
             &ctx.events,
             export_step,
         );
@@ -1370,38 +1395,6 @@ pub(super) fn read_dockerfile(p: &Path) -> Result<String, Error> {
             "the Dockerfile is not valid UTF-8",
         ),
     })
-}
-
-/// SOURCE_DATE_EPOCH from `--build-arg`, or the default of a global `ARG`, read as
-/// Dockerfile 1.26 reads it: whole seconds; `context` (the main context's source time:
-/// none for a local directory, so unset); a stage to take the time from is refused as not supported yet; anything else is BuildKit's
-/// `invalid SOURCE_DATE_EPOCH` error.
-fn source_date_epoch(b: &Build, plan: &BuildPlan) -> Result<Option<i64>, Error> {
-    let v = b.build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| {
-        plan.global_args()
-            .get("SOURCE_DATE_EPOCH")
-            .map(str::to_owned)
-    });
-    let invalid = |reason: String| super::invalid("build arg", "SOURCE_DATE_EPOCH", reason);
-    match v.as_deref() {
-        None | Some("") | Some("context") => Ok(None),
-        Some(s) => {
-            if let Ok(t) = s.parse::<i64>() {
-                return Ok(Some(t));
-            }
-            let stage = plan.stages().iter().any(|st| {
-                st.name
-                    .as_deref()
-                    .is_some_and(|n| n.eq_ignore_ascii_case(s))
-            });
-            if stage {
-                return Err(invalid(format!(
-                    "taking the epoch from the stage {s:?} (Dockerfile 1.24) is not supported yet; give whole seconds"
-                )));
-            }
-            Err(invalid(format!("invalid SOURCE_DATE_EPOCH: {s}")))
-        }
-    }
 }
 
 /// Starts a task per reachable stage; returns the target stage's future.
@@ -1873,6 +1866,7 @@ async fn resolve_image(
                 d.size(),
             )),
             origin: Some(repo.clone()),
+            dir_origin: None,
             key: None,
         });
     }
@@ -1945,8 +1939,26 @@ async fn mount_froms(
         };
         let source = stage_deps
             .iter()
-            .find(|d| d.kind == dockerfile::DepKind::Mount && d.from == from)
-            .map_or_else(|| DepSource::Image(from.to_owned()), |d| d.source.clone());
+            .find(|d| {
+                matches!(
+                    d.kind,
+                    dockerfile::DepKind::Mount | dockerfile::DepKind::Onbuild
+                ) && d.from == from
+            })
+            .map(|d| d.source.clone());
+        let source = match source {
+            Some(s) => s,
+            // Every mount of the Dockerfile's own RUNs naming a stage is a dep; one that is
+            // not comes from an ONBUILD trigger of a base image.
+            None if names_stage(plan, from) => {
+                return Err(inner_error(format!(
+                    "RUN --mount from={from} in an ONBUILD trigger of a base image names a \
+                     stage of this Dockerfile: not supported (a trigger can read stages only \
+                     when its base is a stage of the same Dockerfile)"
+                )));
+            }
+            None => DepSource::Image(from.to_owned()),
+        };
         out.push(Some(match source {
             DepSource::Stage(j) => {
                 let s = wait_stage(deps, j).await?;
@@ -2225,16 +2237,16 @@ where
     Fut: Future<Output = Result<(), Error>>,
 {
     let _guard = ctx.key_lock(&key).await;
-    let (mut origin, mut source) = (None, None);
+    let (mut origin, mut dir_origin, mut source) = (None, None, None);
     let local = ctx.lookup(&key)?;
     let remote = match local {
         Some(_) => None,
         None => ctx.remote_lookup(&key)?,
     };
     let rec = match local.or_else(|| {
-        remote.map(|(rec, repo, from)| {
-            (origin, source) = (Some(repo), Some(from));
-            rec
+        remote.map(|hit| {
+            (origin, dir_origin, source) = (hit.repo, hit.dir, Some(hit.source));
+            hit.rec
         })
     }) {
         Some(rec) => {
@@ -2275,7 +2287,9 @@ where
         let blob = pick_blob(&rec, ctx.pack.compression)
             .filter(|b| {
                 rec.diff_id.is_some()
-                    && (origin.is_some() || ctx.cache.content().contains(&b.digest))
+                    && (origin.is_some()
+                        || dir_origin.is_some()
+                        || ctx.cache.content().contains(&b.digest))
             })
             .cloned();
         let parent = state.layers.last().map(|l| l.chain.clone());
@@ -2293,6 +2307,7 @@ where
             chain,
             blob,
             origin,
+            dir_origin,
             key: Some(key.clone()),
         });
     }
@@ -2726,14 +2741,35 @@ async fn run_step(
                 Err(e) => return Err(e.into()),
             };
             if !status.success() {
+                let output_tail = tail.lines();
+                let mut reason = format!(
+                    "process \"{}\" did not complete successfully: {status}",
+                    argv.join(" ")
+                );
+                // A call refused because of the mode (mknod of a device, a mount, a chroot
+                // without namespaces): say which mode, since the command cannot.
+                let mode = ctx.sandbox.mode_name();
+                if mode != "root"
+                    && output_tail
+                        .iter()
+                        .any(|l| l.contains("Operation not permitted"))
+                {
+                    reason.push_str(&format!(
+                        " (a call was refused: rbuild runs in the {mode} mode, {}, where device \
+                         nodes{} cannot be made; see `rbuild info`)",
+                        ctx.sandbox.capabilities().describe(),
+                        if mode == "unprivileged" {
+                            ", mounts, chroot and ptrace"
+                        } else {
+                            " and mounts of most file systems"
+                        }
+                    ));
+                }
                 return Err(Error::Step {
                     location: String::new(),
                     instruction: String::new(),
-                    reason: format!(
-                        "process \"{}\" did not complete successfully: {status}",
-                        argv.join(" ")
-                    ),
-                    output_tail: tail.lines(),
+                    reason,
+                    output_tail,
                 });
             }
             Ok(())

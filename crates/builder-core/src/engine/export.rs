@@ -91,12 +91,24 @@ pub(super) async fn export_all(
     outputs: &[ExportSpec],
     tags: &[Reference],
     tag_names: &[String],
+    epoch: Option<i64>,
     events: &mpsc::UnboundedSender<ProgressEvent>,
     step: StepId,
 ) -> Result<(), Error> {
     for out in outputs {
         let mut names: Vec<String> = tags.iter().map(ToString::to_string).collect();
-        names.extend(out.names.iter().cloned());
+        // `name=` values normalised as `--tag`s are (BuildKit: `docker.io/org/repo:tag`).
+        names.extend(out.names.iter().map(|n| {
+            n.parse::<Reference>()
+                .map_or_else(|_| n.clone(), |r| r.to_string())
+        }));
+        // The layout's creation time: the output's or the build's SOURCE_DATE_EPOCH, or now.
+        let created = out.source_date_epoch.unwrap_or(epoch).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() as i64)
+        });
+        let created = crate::image::rfc3339(created, 0);
         let name = match &out.kind {
             ExportKind::Registry => "pushing to the registry".to_owned(),
             ExportKind::Oci { dest, .. } => format!("exporting OCI layout to {}", dest.display()),
@@ -117,7 +129,8 @@ pub(super) async fn export_all(
             ExportKind::Oci { dest, tar: true } => {
                 let (img, dest, names) = (img.clone(), dest.clone(), names.clone());
                 tokio::task::spawn_blocking(move || {
-                    oci::write_oci_tar(&img, &names, &dest, false).map_err(export_err(&dest))
+                    oci::write_oci_tar(&img, &names, &dest, false, &created)
+                        .map_err(export_err(&dest))
                 })
                 .await
                 .map_err(|e| super::exec_join(&e))??;
@@ -125,7 +138,7 @@ pub(super) async fn export_all(
             ExportKind::Oci { dest, tar: false } => {
                 let (img, dest, names) = (img.clone(), dest.clone(), names.clone());
                 tokio::task::spawn_blocking(move || {
-                    oci::write_oci_dir(&img, &names, &dest).map_err(export_err(&dest))
+                    oci::write_oci_dir(&img, &names, &dest, &created).map_err(export_err(&dest))
                 })
                 .await
                 .map_err(|e| super::exec_join(&e))??;
@@ -134,7 +147,8 @@ pub(super) async fn export_all(
                 let familiar: Vec<String> = tags.iter().map(Reference::familiar).collect();
                 let (img, dest) = (img.clone(), dest.clone());
                 tokio::task::spawn_blocking(move || {
-                    oci::write_oci_tar(&img, &familiar, &dest, true).map_err(export_err(&dest))
+                    oci::write_oci_tar(&img, &familiar, &dest, true, &created)
+                        .map_err(export_err(&dest))
                 })
                 .await
                 .map_err(|e| super::exec_join(&e))??;

@@ -51,6 +51,10 @@ pub struct ExportSpec {
     /// own mtimes (BuildKit's default); `None` (not given) clamps without the annotation,
     /// so that a build with SOURCE_DATE_EPOCH is reproducible by default.
     pub rewrite_timestamp: Option<bool>,
+    /// `source-date-epoch=`: the epoch the exporter clamps and marks layers with, in place
+    /// of the build's SOURCE_DATE_EPOCH: `Some(Some(t))` another epoch, `Some(None)` (an
+    /// empty value) none at all, as BuildKit's exporter attribute; `None` keeps the build's.
+    pub source_date_epoch: Option<Option<i64>>,
     /// `push-by-digest=true`: push the manifest (or index) by its digest alone, no tag
     /// (the names must not carry a tag, as in BuildKit). One runner per platform pushes so;
     /// `imagetools create` then merges the digests into one tagged index.
@@ -70,6 +74,7 @@ impl ExportSpec {
             compression_level: None,
             names: Vec::new(),
             rewrite_timestamp: None,
+            source_date_epoch: None,
             push_by_digest: false,
             name_canonical: false,
         }
@@ -115,6 +120,7 @@ impl FromStr for ExportSpec {
                 compression_level: None,
                 names: Vec::new(),
                 rewrite_timestamp: None,
+                source_date_epoch: None,
                 push_by_digest: false,
                 name_canonical: false,
             });
@@ -127,6 +133,7 @@ impl FromStr for ExportSpec {
         let mut level = None;
         let mut names = Vec::new();
         let mut rewrite_timestamp = None;
+        let mut source_date_epoch = None;
         let mut push_by_digest = false;
         let mut name_canonical = false;
         for field in spec.split(',') {
@@ -146,6 +153,16 @@ impl FromStr for ExportSpec {
                 "push-by-digest" => push_by_digest = parse_bool(spec, k, v)?,
                 "name-canonical" => name_canonical = parse_bool(spec, k, v)?,
                 "rewrite-timestamp" => rewrite_timestamp = Some(parse_bool(spec, k, v)?),
+                "source-date-epoch" if v.is_empty() => source_date_epoch = Some(None),
+                "source-date-epoch" => {
+                    let t = v.parse::<i64>().map_err(|_| {
+                        bad(
+                            spec,
+                            format!("source-date-epoch={v:?} is not whole seconds"),
+                        )
+                    })?;
+                    source_date_epoch = Some(Some(t));
+                }
                 "name" => names.extend(v.split_terminator(';').map(str::to_owned)),
                 "compression" => {
                     compression = match v {
@@ -239,6 +256,7 @@ impl FromStr for ExportSpec {
             compression_level: level,
             names,
             rewrite_timestamp,
+            source_date_epoch,
             push_by_digest,
             name_canonical,
         })
@@ -290,6 +308,13 @@ mod tests {
                 dest: "outdir".into()
             }
         );
+        let epoch = |spec: &str| spec.parse::<ExportSpec>().unwrap().source_date_epoch;
+        assert_eq!(epoch("type=oci,dest=d"), None);
+        assert_eq!(epoch("type=oci,dest=d,source-date-epoch="), Some(None));
+        assert_eq!(
+            epoch("type=oci,dest=d,source-date-epoch=17"),
+            Some(Some(17))
+        );
     }
 
     #[test]
@@ -302,6 +327,10 @@ mod tests {
             ("type=oci,dest=x,compression-level=99", "out of range"),
             ("type=docker", "needs dest"),
             ("dest=x", "missing type"),
+            (
+                "type=oci,dest=x,source-date-epoch=yesterday",
+                "not whole seconds",
+            ),
             ("type=oci,dest=x,push-by-digest=true", "needs a push"),
             (
                 "type=registry,push-by-digest=maybe",

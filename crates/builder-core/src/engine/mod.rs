@@ -1,7 +1,9 @@
 //! The build engine: the public [`Build`] builder, and the executor that turns a
 //! Dockerfile's stages into images.
 
+mod cache_owner;
 mod check;
+mod epoch;
 pub(crate) mod exec;
 mod export;
 pub(crate) mod export_spec;
@@ -63,6 +65,15 @@ pub enum Error {
         /// What did not match.
         reason: String,
     },
+    /// The local cache was written by a process with another id mapping (root vs
+    /// rootless, or another user): its files' owners would be wrong here.
+    #[error("cache {}: {reason}", dir.display())]
+    CacheOwners {
+        /// The cache directory.
+        dir: PathBuf,
+        /// The mappings, or the I/O error recording ours.
+        reason: String,
+    },
     /// A remote cache is not usable.
     #[error("cache {reference}: {reason}")]
     BadCache {
@@ -108,6 +119,16 @@ pub enum Error {
         line: usize,
         /// The frontend image named.
         reference: String,
+    },
+    /// SOURCE_DATE_EPOCH names a stage that cannot give the epoch, or its source failed.
+    #[error("{file}:{line}: {reason}")]
+    SourceDateEpoch {
+        /// The Dockerfile's name.
+        file: String,
+        /// The line of the stage's FROM.
+        line: usize,
+        /// What is wrong (BuildKit's words).
+        reason: String,
     },
     /// The stages do not make a valid build (unknown target, cycle, bad expansion...).
     #[error("{file}:{}: {}", .source.span().map_or_else(String::new, |s| s.to_string()), .source.message())]

@@ -419,7 +419,7 @@ impl<'a> GraphBuilder<'a> {
             };
             let source = stage_deps
                 .iter()
-                .find(|d| d.kind == DepKind::Mount && d.from == from)
+                .find(|d| matches!(d.kind, DepKind::Mount | DepKind::Onbuild) && d.from == from)
                 .map_or_else(|| DepSource::Image(from.to_owned()), |d| d.source.clone());
             let key = match source {
                 DepSource::Stage(j) => outs.get(&j).map(|o| o.fs.clone()).ok_or_else(|| {

@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use layer_cache::{BlobRef, Compression, Digest, LayerRecord};
+use registry_client::oci_spec::image::ImageManifest;
 use registry_client::{
     BlobSource, Client, Manifest, NoProgress, RawManifest, Reference, Repository,
 };
@@ -65,6 +66,8 @@ pub struct CacheEntry {
 pub struct ImportedCache {
     /// The repository the blobs are pulled (or mounted) from.
     pub repo: Option<Repository>,
+    /// Or the OCI layout directory they are read from (`type=local`).
+    pub dir: Option<std::path::PathBuf>,
     /// The records, by key.
     pub records: HashMap<Digest, LayerRecord>,
     /// Bytes of the manifest and config read.
@@ -73,9 +76,9 @@ pub struct ImportedCache {
     pub layer_bytes: u64,
 }
 
-fn bad(reference: &Reference, reason: impl Into<String>) -> Error {
+fn bad(name: &dyn std::fmt::Display, reason: impl Into<String>) -> Error {
     Error::BadCache {
-        reference: reference.to_string(),
+        reference: name.to_string(),
         reason: reason.into(),
     }
 }
@@ -107,39 +110,56 @@ pub async fn fetch_registry_cache(
     let Manifest::Image(manifest) = raw.parse()? else {
         return Err(bad(reference, "is an index, not an rbuild cache manifest"));
     };
+    check_config(reference, &manifest)?;
+    let repo = reference.repository().clone();
+    // Verified against its digest by the client.
+    let config_bytes = client.fetch_blob(&repo, manifest.config()).await?;
+    let mut out = decode(reference, &manifest, &config_bytes)?;
+    out.repo = Some(repo);
+    out.metadata_bytes = raw.size() + config_bytes.len() as u64;
+    Ok(Some(out))
+}
+
+/// Refuses a manifest whose config is not an rbuild cache config.
+pub(super) fn check_config(
+    name: &dyn std::fmt::Display,
+    manifest: &ImageManifest,
+) -> Result<(), Error> {
     let config_desc = manifest.config();
     if config_desc.media_type().to_string() != CACHE_CONFIG_MEDIA_TYPE {
         return Err(bad(
-            reference,
+            name,
             format!(
                 "its config is {}, not an rbuild cache ({CACHE_CONFIG_MEDIA_TYPE})",
                 config_desc.media_type()
             ),
         ));
     }
-    let repo = reference.repository().clone();
-    // Verified against its digest by the client.
-    let config_bytes = client.fetch_blob(&repo, config_desc).await?;
-    let config: CacheConfig = serde_json::from_slice(&config_bytes)
-        .map_err(|e| bad(reference, format!("cache config: {e}")))?;
+    Ok(())
+}
+
+/// The records of a cache artifact, from its manifest and (verified) config bytes.
+pub(super) fn decode(
+    name: &dyn std::fmt::Display,
+    manifest: &ImageManifest,
+    config_bytes: &[u8],
+) -> Result<ImportedCache, Error> {
+    let config: CacheConfig = serde_json::from_slice(config_bytes)
+        .map_err(|e| bad(name, format!("cache config: {e}")))?;
     if config.version != 1 {
         return Err(bad(
-            reference,
+            name,
             format!("cache format version {} is not supported", config.version),
         ));
     }
-    let mut out = ImportedCache {
-        repo: Some(repo),
-        metadata_bytes: raw.size() + config_bytes.len() as u64,
-        ..ImportedCache::default()
-    };
+    let mut out = ImportedCache::default();
     let mut layers = Vec::new();
     for l in manifest.layers() {
         let digest: Digest = l
             .digest()
             .to_string()
             .parse()
-            .map_err(|e| bad(reference, format!("layer digest: {e}")))?;
+            .map_err(|e| bad(name, format!("layer digest: {e}")))?;
         out.layer_bytes += l.size();
         layers.push(BlobRef::new(digest, l.media_type().to_string(), l.size()));
     }
@@ -147,16 +167,16 @@ pub async fn fetch_registry_cache(
         let key: Digest = r
             .key
             .parse()
-            .map_err(|e| bad(reference, format!("record key {:?}: {e}", r.key)))?;
+            .map_err(|e| bad(name, format!("record key {:?}: {e}", r.key)))?;
         let diff_id: Digest = r
             .diff_id
             .parse()
-            .map_err(|e| bad(reference, format!("diffID {:?}: {e}", r.diff_id)))?;
+            .map_err(|e| bad(name, format!("diffID {:?}: {e}", r.diff_id)))?;
         let blob = layers
             .get(r.layer)
             .ok_or_else(|| {
                 bad(
-                    reference,
+                    name,
                     format!("record {key} names layer {} of {}", r.layer, layers.len()),
                 )
             })?
@@ -167,18 +187,14 @@ pub async fn fetch_registry_cache(
         rec.blobs.insert(compression_of(&blob.media_type), blob);
         out.records.entry(key).or_insert(rec);
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
-/// Writes the cache artifact for `entries` (whose blobs are in `reference`'s repository
-/// already) under `reference`'s tag: the config blob, then the manifest, so a reader
-/// never sees a manifest whose parts are missing. Two writers of one tag each leave a
-/// complete artifact; the last manifest written wins. Returns the bytes written.
-pub async fn push_registry_cache(
-    client: &Client,
-    reference: &Reference,
+/// The config and manifest documents of the cache artifact for `entries`.
+pub(super) fn encode(
+    name: &dyn std::fmt::Display,
     entries: &[CacheEntry],
-) -> Result<u64, Error> {
+) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let mut layers: Vec<&BlobRef> = Vec::new();
     let mut diff_ids: Vec<String> = Vec::new();
     let mut records = Vec::new();
@@ -187,7 +203,7 @@ pub async fn push_registry_cache(
             .record
             .diff_id
             .as_ref()
-            .ok_or_else(|| bad(reference, format!("record {} has no diffID", e.key)))?;
+            .ok_or_else(|| bad(name, format!("record {} has no diffID", e.key)))?;
         let layer = match layers.iter().position(|b| b.digest == e.blob.digest) {
             Some(i) => i,
             None => {
@@ -210,19 +226,8 @@ pub async fn push_registry_cache(
         version: 1,
         records,
     })
-    .map_err(|e| bad(reference, e.to_string()))?;
+    .map_err(|e| bad(name, e.to_string()))?;
     let config_digest = registry_client::Digest::sha256_of(&config);
-    let repo = reference.repository();
-    client
-        .push_blob(
-            repo,
-            &config_digest,
-            config.len() as u64,
-            &BlobSource::Bytes(Bytes::from(config.clone())),
-            None,
-            &NoProgress,
-        )
-        .await?;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
         "mediaType": registry_client::OCI_MANIFEST,
@@ -239,10 +244,35 @@ pub async fn push_registry_cache(
             "annotations": { UNCOMPRESSED_ANNOTATION: d },
         })).collect::<Vec<_>>(),
     });
-    let bytes = serde_json::to_vec(&manifest).map_err(|e| bad(reference, e.to_string()))?;
-    let len = bytes.len() as u64;
-    let raw = RawManifest::new(Bytes::from(bytes), Some(registry_client::OCI_MANIFEST))?;
+    let manifest = serde_json::to_vec(&manifest).map_err(|e| bad(name, e.to_string()))?;
+    Ok((config, manifest))
+}
+
+/// Writes the cache artifact for `entries` (whose blobs are in `reference`'s repository
+/// already) under `reference`'s tag: the config blob, then the manifest, so a reader
+/// never sees a manifest whose parts are missing. Two writers of one tag each leave a
+/// complete artifact; the last manifest written wins. Returns the bytes written.
+pub async fn push_registry_cache(
+    client: &Client,
+    reference: &Reference,
+    entries: &[CacheEntry],
+) -> Result<u64, Error> {
+    let (config, manifest) = encode(reference, entries)?;
+    let config_digest = registry_client::Digest::sha256_of(&config);
+    let repo = reference.repository();
+    let written = (config.len() + manifest.len()) as u64;
+    client
+        .push_blob(
+            repo,
+            &config_digest,
+            config.len() as u64,
+            &BlobSource::Bytes(Bytes::from(config)),
+            None,
+            &NoProgress,
+        )
+        .await?;
+    let raw = RawManifest::new(Bytes::from(manifest), Some(registry_client::OCI_MANIFEST))?;
     let tag = reference.tag().unwrap_or("latest");
     client.push_manifest(repo, Some(tag), &raw).await?;
-    Ok(config.len() as u64 + len)
+    Ok(written)
 }

@@ -1,6 +1,7 @@
 //! `--cache-to` / `--cache-from` specifications in buildx's syntax
 //! (`type=registry,ref=REF,mode=max`), parsed and validated when they are given.
 
+use std::path::PathBuf;
 use std::str::FromStr;
 
 use layer_cache::Compression;
@@ -24,12 +25,24 @@ pub enum CacheMode {
 pub enum CacheLocation {
     /// A cache artifact in a registry, under a tag (`type=registry,ref=REF`).
     Registry(Reference),
+    /// A cache artifact in an OCI layout directory, as buildx writes it
+    /// (`type=local,dest=DIR` / `type=local,src=DIR`): `index.json` names the cache
+    /// manifest by its tag, the blobs are under `blobs/sha256`.
+    Local {
+        /// The directory.
+        dir: PathBuf,
+        /// The tag in `index.json` (`tag=`, default `latest`).
+        tag: String,
+        /// On import, the manifest's digest when given (`digest=`): it wins over the tag.
+        digest: Option<String>,
+    },
 }
 
 impl std::fmt::Display for CacheLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CacheLocation::Registry(r) => write!(f, "{r}"),
+            CacheLocation::Local { dir, tag, .. } => write!(f, "{}:{tag}", dir.display()),
         }
     }
 }
@@ -86,12 +99,44 @@ fn fields(spec: &str) -> Result<Vec<(&str, &str)>, Error> {
         .collect()
 }
 
-fn location(
-    spec: &str,
-    kind: Option<&str>,
-    reference: Option<&str>,
-) -> Result<CacheLocation, Error> {
-    match kind.unwrap_or("registry") {
+/// The fields that name where a cache is.
+#[derive(Default)]
+struct Where<'a> {
+    kind: Option<&'a str>,
+    reference: Option<&'a str>,
+    /// `dest=` on export, `src=` on import.
+    dir: Option<&'a str>,
+    tag: Option<&'a str>,
+    digest: Option<&'a str>,
+}
+
+impl<'a> Where<'a> {
+    /// Takes field `k`, or returns false when it is not one of these.
+    fn take(&mut self, k: &str, v: &'a str, dir_key: &str) -> bool {
+        match k {
+            "type" => self.kind = Some(v),
+            "ref" => self.reference = Some(v),
+            "tag" => self.tag = Some(v),
+            "digest" if dir_key == "src" => self.digest = Some(v),
+            _ if k == dir_key => self.dir = Some(v),
+            _ => return false,
+        }
+        true
+    }
+}
+
+fn location(spec: &str, w: &Where<'_>, dir_key: &str) -> Result<CacheLocation, Error> {
+    let kind = w.kind.unwrap_or("registry");
+    if kind != "local" {
+        if let Some(k) = [("tag", w.tag), ("digest", w.digest), (dir_key, w.dir)]
+            .iter()
+            .find_map(|(k, v)| v.map(|_| k))
+        {
+            return Err(bad(spec, format!("{k}= is only for type=local")));
+        }
+    }
+    let reference = w.reference;
+    match kind {
         "registry" => {
             let r = reference.ok_or_else(|| bad(spec, "type=registry needs ref="))?;
             let r: Reference = r
@@ -102,10 +147,28 @@ fn location(
             }
             Ok(CacheLocation::Registry(r))
         }
-        "local" => Err(bad(
-            spec,
-            "type=local cache is not supported by rbuild yet; use type=registry",
-        )),
+        "local" => {
+            if reference.is_some() {
+                return Err(bad(spec, "ref= is only for type=registry"));
+            }
+            let dir = w
+                .dir
+                .filter(|d| !d.is_empty())
+                .ok_or_else(|| bad(spec, format!("type=local needs {dir_key}=DIR")))?;
+            let tag = w.tag.unwrap_or("latest");
+            if tag.is_empty() || tag.contains(['/', ' ', ':']) {
+                return Err(bad(spec, format!("tag={tag:?} is not a valid tag")));
+            }
+            if let Some(d) = w.digest {
+                d.parse::<layer_cache::Digest>()
+                    .map_err(|e| bad(spec, format!("digest={d:?}: {e}")))?;
+            }
+            Ok(CacheLocation::Local {
+                dir: PathBuf::from(dir),
+                tag: tag.to_owned(),
+                digest: w.digest.map(str::to_owned),
+            })
+        }
         "inline" => Err(bad(
             spec,
             "type=inline cache is not supported by rbuild yet; use type=registry",
@@ -116,7 +179,7 @@ fn location(
         )),
         k => Err(bad(
             spec,
-            format!("unknown cache type {k:?} (expected registry)"),
+            format!("unknown cache type {k:?} (expected registry, local or inline)"),
         )),
     }
 }
@@ -125,15 +188,16 @@ impl FromStr for CacheExportSpec {
     type Err = Error;
 
     fn from_str(spec: &str) -> Result<Self, Error> {
-        let (mut kind, mut reference) = (None, None);
+        let mut w = Where::default();
         let mut mode = CacheMode::Min;
         let mut compression = None;
         let mut level = None;
         let mut ignore_error = false;
         for (k, v) in fields(spec)? {
+            if w.take(k, v, "dest") {
+                continue;
+            }
             match k {
-                "type" => kind = Some(v),
-                "ref" => reference = Some(v),
                 "mode" => {
                     mode = match v {
                         "min" => CacheMode::Min,
@@ -203,13 +267,13 @@ impl FromStr for CacheExportSpec {
                         ));
                     }
                 }
-                "dest" | "src" | "tag" | "digest" => {
-                    return Err(bad(spec, format!("{k}= is only for type=local")));
+                "src" | "digest" => {
+                    return Err(bad(spec, format!("{k}= is an option of --cache-from")));
                 }
                 _ => return Err(bad(spec, format!("unknown cache option {k:?}"))),
             }
         }
-        let location = location(spec, kind, reference)?;
+        let location = location(spec, &w, "dest")?;
         if let Some(l) = level {
             let ok = match compression.unwrap_or_default() {
                 Compression::Gzip => (0..=9).contains(&l),
@@ -234,11 +298,13 @@ impl FromStr for CacheImportSpec {
     type Err = Error;
 
     fn from_str(spec: &str) -> Result<Self, Error> {
-        let (mut kind, mut reference) = (None, None);
+        let mut w = Where::default();
         for (k, v) in fields(spec)? {
+            if w.take(k, v, "src") {
+                continue;
+            }
             match k {
-                "type" => kind = Some(v),
-                "ref" => reference = Some(v),
+                "dest" => return Err(bad(spec, "dest= is an option of --cache-to")),
                 "mode" | "compression" | "compression-level" | "force-compression"
                 | "oci-mediatypes" | "image-manifest" | "ignore-error" | "cache-mounts" => {
                     return Err(bad(spec, format!("{k}= is an option of --cache-to")));
@@ -247,7 +313,7 @@ impl FromStr for CacheImportSpec {
             }
         }
         Ok(Self {
-            location: location(spec, kind, reference)?,
+            location: location(spec, &w, "src")?,
         })
     }
 }
@@ -274,6 +340,27 @@ mod tests {
     }
 
     #[test]
+    fn local_specs() {
+        let e: CacheExportSpec = "type=local,dest=/tmp/c,mode=max".parse().unwrap();
+        assert_eq!(
+            e.location,
+            CacheLocation::Local {
+                dir: "/tmp/c".into(),
+                tag: "latest".into(),
+                digest: None
+            }
+        );
+        let i: CacheImportSpec = "type=local,src=/tmp/c,tag=v1".parse().unwrap();
+        assert_eq!(i.location.to_string(), "/tmp/c:v1");
+        assert!(
+            "type=local,src=/tmp/c,digest=sha256:nope"
+                .parse::<CacheImportSpec>()
+                .is_err()
+        );
+        assert!("type=local,dest=/tmp/c".parse::<CacheImportSpec>().is_err());
+    }
+
+    #[test]
     fn refused_specs() {
         for s in [
             "type=registry",
@@ -282,7 +369,10 @@ mod tests {
             "type=registry,ref=a/b,image-manifest=false",
             "type=registry,ref=a/b,bogus=1",
             "type=gha",
-            "type=local,dest=/tmp/x",
+            "type=local",
+            "type=local,dest=/tmp/x,ref=a/b",
+            "type=local,dest=/tmp/x,src=/tmp/y",
+            "type=registry,ref=a/b,dest=/tmp/x",
             "type=inline",
             "type=registry,ref=a/b,cache-mounts=true",
         ] {

@@ -244,10 +244,9 @@ impl HostReport {
             });
         }
 
-        let ruid = rustix::process::getuid().as_raw();
         let (uid, gid) = match &privilege {
             Privilege::Rootless { uid, gid, .. } => (*uid, *gid),
-            _ => (ruid, rustix::process::getgid().as_raw()),
+            _ => super::userns::original_ids(),
         };
         let name = user_name(uid);
         let who = name.clone().unwrap_or_else(|| uid.to_string());

@@ -945,8 +945,13 @@ fn drop_privileges(plan: &InitPlan) -> Result<(), Fail> {
         current.permitted
     } else if matches!(plan.root, InitRoot::Chroot { .. }) {
         // A chroot root is the host's file system as it is: it cannot be made `nodev`, so
-        // a node made there would open the host's device. No CAP_MKNOD then.
-        default_capabilities() & current.permitted & !CapabilitySet::MKNOD
+        // a node made there would open the host's device. No CAP_MKNOD then. Nor
+        // CAP_SYS_CHROOT: a second chroot is the way out of the first (the seccomp filter
+        // denies the call too), and without a PID namespace no CAP_KILL over other users'
+        // processes outside.
+        default_capabilities()
+            & current.permitted
+            & !(CapabilitySet::MKNOD | CapabilitySet::SYS_CHROOT | CapabilitySet::KILL)
     } else {
         default_capabilities() & current.permitted
     };
@@ -1066,7 +1071,8 @@ fn prepare_command(plan: &InitPlan) -> Result<(), Fail> {
     // not needed and setuid programs in the image keep working); it allows every call
     // `drop_privileges` and `exec` make.
     if !plan.insecure {
-        if let Some(filter) = super::seccomp::default_filter() {
+        let no_namespaces = matches!(plan.root, InitRoot::Chroot { .. });
+        if let Some(filter) = super::seccomp::default_filter(no_namespaces) {
             sys::install_seccomp_filter(&filter)
                 .map_err(|e| fail("install the seccomp filter", None, e))?;
         }

@@ -251,6 +251,18 @@ impl Sandbox {
         &self.caps
     }
 
+    /// The build mode of issue 16 this sandbox and process make: `root`, `rootless` or
+    /// `unprivileged` (steps run chroot-style without namespaces).
+    pub fn mode_name(&self) -> &'static str {
+        if !self.caps.namespaces {
+            "unprivileged"
+        } else if Privilege::current().in_user_namespace() {
+            "rootless"
+        } else {
+            "root"
+        }
+    }
+
     /// Runs `spec`, streaming the command's output to `output` as it comes, and returns how
     /// the command ended (a non-zero exit is not an error). It blocks: from async code, call
     /// it in `spawn_blocking`. With [`Rootfs::Layers`] the upper directory holds the diff
@@ -289,6 +301,19 @@ impl Sandbox {
                     .into(),
             });
         }
+        let privilege = Privilege::current();
+        if spec.insecure && (privilege != Privilege::Root || !self.caps.namespaces) {
+            return Err(SandboxError::Unsupported {
+                feature: "RUN --security=insecure".into(),
+                mode: self.caps.mode,
+                reason: format!(
+                    "rbuild runs in the {} mode ({} as {}): a step cannot be given privileges                      this process lacks; run rbuild as root on the host",
+                    self.mode_name(),
+                    self.caps.describe(),
+                    privilege.describe()
+                ),
+            });
+        }
         if let Some(arch) = &spec.arch {
             binfmt::check_emulator(arch)?;
         }
@@ -317,7 +342,24 @@ impl Sandbox {
         output: &mut dyn FnMut(Stream, &[u8]),
         undo: &mut plan::Undo,
     ) -> Result<ExitStatus, SandboxError> {
-        let prepared = plan::prepare(spec, self.caps.mode, self.caps.namespaces, undo)?;
+        let prepared = plan::prepare(spec, self.caps.mode, self.caps.namespaces, undo).map_err(
+            |e| match e {
+                SandboxError::Unsupported {
+                    feature,
+                    mode,
+                    reason,
+                } => SandboxError::Unsupported {
+                    feature,
+                    mode,
+                    reason: format!(
+                        "{reason} (rbuild runs in the {} mode: {})",
+                        self.mode_name(),
+                        self.caps.describe()
+                    ),
+                },
+                other => other,
+            },
+        )?;
         let (msgs, exit) = call_init(
             &InitRequest::Run(Box::new(prepared.plan)),
             Some(cancel),

@@ -19,7 +19,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use rustix::fs::{AtFlags, CWD, Timestamps};
+use rustix::fs::{AtFlags, CWD, OFlags, ResolveFlags, Timestamps};
 
 use super::Mode;
 use super::copy::{Baseline, apply_metadata, copy_leaf, materialize, timestamps};
@@ -46,8 +46,16 @@ pub(crate) struct CopyRoot {
 }
 
 /// Changes made to a directory root that are reverted after the run.
+///
+/// The run may have replaced any directory of the root with a symlink (`mv /etc /x && ln
+/// -s /etc /etc`), and a host path followed now would lead out of the root onto the host.
+/// So the undo walks from the root with `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)` to
+/// each parent directory and acts on the name in it; a path whose parent is no longer a
+/// plain directory inside the root is left alone.
 #[derive(Default)]
 pub(crate) struct Undo {
+    /// The directory root the paths below are in.
+    root: Option<PathBuf>,
     /// Stubs we created, in creation order: (host path, is a directory).
     created: Vec<(PathBuf, bool)>,
     /// Directories whose times to restore, with their times before we touched them.
@@ -60,26 +68,63 @@ impl Undo {
     /// Removes the stubs (those still empty), puts saved files back, restores times.
     pub(crate) fn run(&mut self) -> Result<(), SandboxError> {
         let mut first_err = None;
+        let root = self.root.take();
+        let Some(root) = root else {
+            return Ok(());
+        };
+        let root_fd = match rustix::fs::open(
+            &root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        ) {
+            Ok(fd) => fd,
+            Err(e) => return Err(SandboxError::io("open", root, e.into())),
+        };
         for (saved, place) in self.saved.drain(..).rev() {
+            let Some((parent, name)) = beneath(&root_fd, &root, &place) else {
+                first_err.get_or_insert(SandboxError::BadPath {
+                    path: place.display().to_string(),
+                    reason: "not restored: the step replaced a directory on its way with a \
+                             symlink or something else"
+                        .into(),
+                });
+                continue;
+            };
             let r = (|| {
-                let _ = fs::remove_file(&place);
+                let _ = rustix::fs::unlinkat(&parent, &name, AtFlags::empty());
                 let meta = fs::symlink_metadata(&saved).at("stat", &saved)?;
-                copy_leaf(&saved, &meta, &place, &mut HashMap::new())
+                // the parent by its fd: nothing on the way is looked up again
+                let at = fd_path(&parent).join(&name);
+                copy_leaf(&saved, &meta, &at, &mut HashMap::new())
             })();
             if let Err(e) = r {
                 first_err.get_or_insert(e);
             }
         }
         for (path, is_dir) in self.created.drain(..).rev() {
-            // A stub the step filled (a directory it wrote into) stays; so does a vanished one.
-            let _ = if is_dir {
-                fs::remove_dir(&path)
-            } else {
-                fs::remove_file(&path)
-            };
+            // A stub the step filled (a directory it wrote into) stays; so does a vanished
+            // one, and one whose parent is no longer a directory of the root.
+            if let Some((parent, name)) = beneath(&root_fd, &root, &path) {
+                let flags = if is_dir {
+                    AtFlags::REMOVEDIR
+                } else {
+                    AtFlags::empty()
+                };
+                let _ = rustix::fs::unlinkat(&parent, &name, flags);
+            }
         }
         for (dir, times) in self.parents.drain(..).rev() {
-            if let Err(e) = rustix::fs::utimensat(CWD, &dir, &times, AtFlags::SYMLINK_NOFOLLOW) {
+            let r = match beneath(&root_fd, &root, &dir) {
+                Some((parent, name)) => {
+                    rustix::fs::utimensat(&parent, &name, &times, AtFlags::SYMLINK_NOFOLLOW)
+                }
+                // the root itself: its path is ours, not the step's
+                None if dir == root => {
+                    rustix::fs::utimensat(CWD, &root, &times, AtFlags::SYMLINK_NOFOLLOW)
+                }
+                None => Ok(()),
+            };
+            if let Err(e) = r {
                 if e != rustix::io::Errno::NOENT {
                     first_err.get_or_insert(SandboxError::io("restore times", dir, e.into()));
                 }
@@ -87,6 +132,34 @@ impl Undo {
         }
         first_err.map_or(Ok(()), Err)
     }
+}
+
+/// The parent directory of `path` (a host path inside `root`) opened from `root_fd` without
+/// following any symlink or leaving the root, and the last name; `None` when `path` is the
+/// root itself, is not inside it, or its parent is no longer a directory reached that way.
+fn beneath(
+    root_fd: &rustix::fd::OwnedFd,
+    root: &Path,
+    path: &Path,
+) -> Option<(rustix::fd::OwnedFd, OsString)> {
+    let rel = path.strip_prefix(root).ok()?;
+    let name = rel.file_name()?.to_owned();
+    let parent = rel.parent().filter(|p| !p.as_os_str().is_empty());
+    let fd = rustix::fs::openat2(
+        root_fd,
+        parent.unwrap_or(Path::new(".")),
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+        ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+    )
+    .ok()?;
+    Some((fd, name))
+}
+
+/// `/proc/self/fd/N`: a path that names the directory `fd` is open on.
+fn fd_path(fd: &rustix::fd::OwnedFd) -> PathBuf {
+    use std::os::fd::AsRawFd as _;
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
 /// Where mount-point stubs go.
@@ -274,6 +347,7 @@ pub(crate) fn prepare(
         (Rootfs::Layers { lowers, upper }, Mode::Chroot) => {
             check_empty_dir(upper)?;
             let dir = mkdir(&scratch.join("rootfs"))?;
+            undo.root = Some(dir.clone());
             let lowers = LayeredView::new(lowers.clone());
             let baseline = materialize(&lowers, &dir)?;
             copy = Some(CopyRoot {
@@ -289,7 +363,10 @@ pub(crate) fn prepare(
             )
         }
         (Rootfs::Dir(dir), _) => (
-            dir_root(dir, scratch, namespaces)?,
+            {
+                undo.root = Some(dir.clone());
+                dir_root(dir, scratch, namespaces)?
+            },
             LayeredView::new(vec![dir.clone()]),
             Stubs::Dir(dir.clone()),
         ),

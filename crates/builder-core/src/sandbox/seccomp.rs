@@ -172,6 +172,43 @@ const COMPAT_OWN: &[u32] = &[
     86,  // uselib
 ];
 
+/// Denied too where a step runs `chroot`-style without namespaces (the unprivileged mode):
+/// there the step shares the PID namespace and the mounts with rbuild and the rest of the
+/// container, so a second `chroot` (the classic escape from a chroot jail, as root), and
+/// reaching into another process of the same uid (`ptrace`, `process_vm_writev`,
+/// `pidfd_getfd`, `kcmp`) would get out of its root.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const NATIVE_NO_NAMESPACES: &[u32] = native![
+    SYS_chroot,
+    SYS_ptrace,
+    SYS_process_vm_readv,
+    SYS_process_vm_writev,
+    SYS_pidfd_getfd,
+    SYS_kcmp,
+];
+
+/// [`NATIVE_NO_NAMESPACES`] in the compat table.
+#[cfg(target_arch = "x86_64")]
+const COMPAT_NO_NAMESPACES: &[u32] = &[
+    61,  // chroot
+    26,  // ptrace
+    347, // process_vm_readv
+    348, // process_vm_writev
+    349, // kcmp
+    438, // pidfd_getfd
+];
+
+/// [`NATIVE_NO_NAMESPACES`] in the compat table.
+#[cfg(target_arch = "aarch64")]
+const COMPAT_NO_NAMESPACES: &[u32] = &[
+    61,  // chroot
+    26,  // ptrace
+    376, // process_vm_readv
+    377, // process_vm_writev
+    378, // kcmp
+    438, // pidfd_getfd
+];
+
 #[cfg(target_arch = "x86_64")]
 const COMPAT_ARCH: u32 = 0x4000_0003; // AUDIT_ARCH_I386
 #[cfg(target_arch = "aarch64")]
@@ -235,13 +272,13 @@ fn errno(e: i32) -> u32 {
 }
 
 /// One ABI's part of the program: entered with the architecture checked, ends in returns.
-fn table_block(t: &Table) -> Vec<sock_filter> {
+fn table_block(t: &Table, extra: &[u32]) -> Vec<sock_filter> {
     let mut p = vec![stmt(LD_W_ABS, DATA_NR)];
     if t.x32 {
         p.push(jump(JGE_K, X32_SYSCALL_BIT, 0, 1));
         p.push(stmt(RET_K, errno(libc::ENOSYS)));
     }
-    for &nr in t.denied {
+    for &nr in t.denied.iter().chain(extra) {
         p.push(jump(JEQ_K, nr, 0, 1));
         p.push(stmt(RET_K, errno(libc::EPERM)));
     }
@@ -259,8 +296,13 @@ fn table_block(t: &Table) -> Vec<sock_filter> {
 /// The whole program: the native table, the compat table, `ENOSYS` for any other ABI.
 /// `None` on an architecture without tables here (the step then runs unfiltered).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-pub(crate) fn default_filter() -> Option<Vec<sock_filter>> {
-    let native = table_block(&NATIVE);
+pub(crate) fn default_filter(no_namespaces: bool) -> Option<Vec<sock_filter>> {
+    let (native_extra, compat_extra): (&[u32], &[u32]) = if no_namespaces {
+        (NATIVE_NO_NAMESPACES, COMPAT_NO_NAMESPACES)
+    } else {
+        (&[], &[])
+    };
+    let native = table_block(&NATIVE, native_extra);
     let mut p = vec![stmt(LD_W_ABS, DATA_ARCH)];
     // Not native: over the native block to the compat check.
     let skip = u8::try_from(native.len()).ok()?;
@@ -268,11 +310,11 @@ pub(crate) fn default_filter() -> Option<Vec<sock_filter>> {
     p.extend(native);
     p.push(jump(JEQ_K, COMPAT.arch, 1, 0));
     p.push(stmt(RET_K, errno(libc::ENOSYS)));
-    p.extend(table_block(&COMPAT));
+    p.extend(table_block(&COMPAT, compat_extra));
     Some(p)
 }
 
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-pub(crate) fn default_filter() -> Option<Vec<sock_filter>> {
+pub(crate) fn default_filter(_no_namespaces: bool) -> Option<Vec<sock_filter>> {
     None
 }

@@ -83,6 +83,11 @@ impl Privilege {
             return p.clone();
         }
         let euid = rustix::process::geteuid();
+        if FAILED.get().is_some() {
+            return Privilege::User {
+                uid: original_ids().0,
+            };
+        }
         if !euid.is_root() {
             return Privilege::User { uid: euid.as_raw() };
         }
@@ -152,6 +157,19 @@ impl Privilege {
 static ENTERED: OnceLock<Privilege> = OnceLock::new();
 /// Why [`enter_rootless`] failed, for [`HostReport`](super::HostReport).
 static FAILED: OnceLock<String> = OnceLock::new();
+/// The real uid and gid before [`enter_rootless`] (a failed mapping leaves the process in
+/// a namespace where it shows as `nobody`).
+static ORIGINAL: OnceLock<(u32, u32)> = OnceLock::new();
+
+/// The real uid and gid this process started with.
+pub(crate) fn original_ids() -> (u32, u32) {
+    ORIGINAL.get().copied().unwrap_or_else(|| {
+        (
+            rustix::process::getuid().as_raw(),
+            rustix::process::getgid().as_raw(),
+        )
+    })
+}
 
 /// Why [`enter_rootless`] failed in this process, if it did.
 pub(crate) fn rootless_failure() -> Option<&'static str> {
@@ -184,6 +202,10 @@ fn enter_rootless_inner() -> Result<Privilege, SandboxError> {
     if let Some(p) = ENTERED.get() {
         return Ok(p.clone());
     }
+    let _ = ORIGINAL.set((
+        rustix::process::getuid().as_raw(),
+        rustix::process::getgid().as_raw(),
+    ));
     let current = Privilege::current();
     let Privilege::User { uid } = current else {
         return Ok(current);

@@ -5,18 +5,29 @@
 //! for `mode=max` ([`Ctx::note_stack`]).
 
 use std::collections::{BTreeSet, HashSet};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use layer_cache::{BlobRef as CacheBlobRef, Digest, LayerRecord};
-use registry_client::{BlobSource, PushedBlob, Reference, Repository};
+use registry_client::{BlobSource, PushedBlob, Repository};
 
 use super::{Ctx, Error, Layer, StageState, cache_digest, pick_blob};
 use crate::progress::{Activity, ProgressEvent, ProgressSink, StepId, Stream};
 use crate::remote_cache::{
     CacheEntry, CacheExportSpec, CacheImportSpec, CacheLocation, CacheMode, ImportedCache,
-    fetch_registry_cache, push_registry_cache,
+    fetch_registry_cache, push_registry_cache, put_blob, read_local_cache, write_local_cache,
 };
+
+/// A step found in an imported cache: its record (blob not fetched) and where the blob
+/// is (a repository, or an OCI layout directory).
+pub(super) struct RemoteHit {
+    pub(super) rec: LayerRecord,
+    pub(super) repo: Option<Repository>,
+    pub(super) dir: Option<PathBuf>,
+    /// The cache's name, for progress.
+    pub(super) source: String,
+}
 
 /// The caches imported for a build, searched in order.
 #[derive(Debug, Default)]
@@ -37,7 +48,7 @@ impl RemoteCaches {
         self.caches.is_empty()
     }
 
-    fn find(&self, key: &Digest) -> Option<(&str, &LayerRecord, &Repository)> {
+    fn find(&self, key: &Digest) -> Option<(&str, &LayerRecord, &ImportedCache)> {
         self.caches.iter().find_map(|(name, c)| {
             let rec = c.records.get(key)?;
             if rec
@@ -47,7 +58,7 @@ impl RemoteCaches {
             {
                 return None;
             }
-            Some((name.as_str(), rec, c.repo.as_ref()?))
+            Some((name.as_str(), rec, c))
         })
     }
 }
@@ -112,7 +123,7 @@ pub(super) async fn import_caches(
     let mut out = RemoteCaches::default();
     for (n, spec) in specs.iter().enumerate() {
         let id = StepId(first.0 + n as u32);
-        let CacheLocation::Registry(reference) = &spec.location;
+        let reference = &spec.location;
         let t = Instant::now();
         sink.event(&ProgressEvent::StepStarted {
             id,
@@ -120,7 +131,13 @@ pub(super) async fn import_caches(
             platform: None,
             location: None,
         });
-        match fetch_registry_cache(client, reference).await {
+        let fetched = match reference {
+            CacheLocation::Registry(r) => fetch_registry_cache(client, r).await,
+            CacheLocation::Local { dir, tag, digest } => {
+                read_local_cache(dir, tag, digest.as_deref())
+            }
+        };
+        match fetched {
             Ok(Some(c)) => {
                 log(
                     sink,
@@ -158,23 +175,29 @@ impl Ctx {
     pub(super) fn remote_lookup(
         &self,
         key: &crate::cachekey::CacheKey,
-    ) -> Result<Option<(LayerRecord, Repository, String)>, Error> {
+    ) -> Result<Option<RemoteHit>, Error> {
         if self.no_cache {
             return Ok(None);
         }
         let d = cache_digest(key);
-        let Some((source, rec, repo)) = self.remote.find(&d) else {
+        let Some((source, rec, cache)) = self.remote.find(&d) else {
             return Ok(None);
         };
         if rec.diff_id.is_none() || pick_blob(rec, self.pack.compression).is_none() {
             return Ok(None);
         }
-        let (rec, repo) = (rec.clone(), repo.clone());
+        let rec = rec.clone();
+        let hit = RemoteHit {
+            rec: rec.clone(),
+            repo: cache.repo.clone(),
+            dir: cache.dir.clone(),
+            source: source.to_owned(),
+        };
         self.cache.index().update(&d, |old| match old {
             Some(o) if o.diff_id.is_some() => Some(o),
             _ => Some(rec.clone()),
         })?;
-        Ok(Some((rec, repo, source.to_owned())))
+        Ok(Some(hit))
     }
 
     /// Whether the base layers `layers` are left in the registry (not prefetched): a
@@ -222,6 +245,42 @@ impl Ctx {
         self.ensure_blob(stack, i, step).await
     }
 
+    /// Copies `blob` of a `type=local` cache in `dir` into the content store, verified
+    /// (bytes that are not the blob reject it). The caller holds its pull lock.
+    pub(super) async fn copy_from_dir(
+        &self,
+        dir: &std::path::Path,
+        blob: &CacheBlobRef,
+    ) -> Result<(), Error> {
+        let store = self.cache.content().clone();
+        let src = crate::remote_cache::blob_path(dir, &blob.digest.to_string());
+        let blob = blob.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), Error> {
+            let mut w = match store.ingest(&blob.digest, Some(blob.size))? {
+                layer_cache::Ingest::Present(_) => return Ok(()),
+                layer_cache::Ingest::Writer(w) => w,
+            };
+            w.restart()?;
+            let io = |e| {
+                Error::from(layer_cache::Error::Io {
+                    path: src.clone(),
+                    source: e,
+                })
+            };
+            let mut f = std::fs::File::open(&src).map_err(io)?;
+            std::io::copy(&mut f, &mut w).map_err(io)?;
+            match w.commit(&blob.digest) {
+                Err(
+                    e @ (layer_cache::Error::DigestMismatch { .. }
+                    | layer_cache::Error::SizeMismatch { .. }),
+                ) => Err(rejected(&blob, &e.to_string())),
+                r => r.map(|_| ()).map_err(Error::from),
+            }
+        })
+        .await
+        .map_err(|e| super::join_error(&e))?
+    }
+
     /// Remembers a stage's layers after a step, for a `mode=max` export.
     pub(super) fn note_stack(&self, layers: &[Layer]) {
         if self.note_steps {
@@ -267,7 +326,7 @@ pub(super) async fn export_caches(
     step: StepId,
 ) -> Result<(), Error> {
     for spec in specs {
-        let CacheLocation::Registry(reference) = &spec.location;
+        let reference = &spec.location;
         let mode = match spec.mode {
             CacheMode::Min => "min",
             CacheMode::Max => "max",
@@ -303,11 +362,10 @@ async fn export_one(
     ctx: &Arc<Ctx>,
     states: &[Arc<StageState>],
     spec: &CacheExportSpec,
-    reference: &Reference,
+    location: &CacheLocation,
     image_repos: &[Repository],
     step: StepId,
 ) -> Result<String, Error> {
-    let repo = reference.repository();
     let mut stacks: Vec<Vec<Layer>> = states.iter().map(|s| s.layers.clone()).collect();
     if spec.mode == CacheMode::Max {
         stacks.extend(
@@ -331,6 +389,13 @@ async fn export_one(
             }
         }
     }
+    let reference = match location {
+        CacheLocation::Registry(r) => r,
+        CacheLocation::Local { dir, tag, .. } => {
+            return export_local(ctx, &wanted, dir, tag, step).await;
+        }
+    };
+    let repo = reference.repository();
     let mount_hint = image_repos
         .iter()
         .find(|r| r.registry() == repo.registry() && *r != repo)
@@ -356,6 +421,61 @@ async fn export_one(
         entries.len(),
         human(uploaded),
         human(reused),
+        human(meta)
+    ))
+}
+
+/// Writes the cache of `wanted` into the OCI layout `dir` under `tag`: each layer's blob
+/// from the content store (pulled or packed first when needed), then the manifest.
+async fn export_local(
+    ctx: &Arc<Ctx>,
+    wanted: &[(Arc<Vec<Layer>>, usize)],
+    dir: &std::path::Path,
+    tag: &str,
+    step: StepId,
+) -> Result<String, Error> {
+    let entries = futures_util::future::try_join_all(wanted.iter().map(|(stack, i)| async {
+        let layer = &stack[*i];
+        let key = layer
+            .key
+            .as_ref()
+            .ok_or_else(|| super::inner_error("a base image layer has no cache key"))?;
+        let (blob, diff_id) = {
+            let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
+            ctx.ensure_blob(stack, *i, step).await?
+        };
+        let kd = cache_digest(key);
+        let mut rec = ctx
+            .cache
+            .index()
+            .get(&kd)?
+            .unwrap_or_else(|| LayerRecord::new(diff_id.clone(), 0));
+        rec.diff_id = Some(diff_id);
+        Ok::<_, Error>(CacheEntry {
+            key: kd,
+            record: rec,
+            blob,
+        })
+    }))
+    .await?;
+    let (ctx2, dir2, tag2) = (ctx.clone(), dir.to_owned(), tag.to_owned());
+    let (written, meta) = tokio::task::spawn_blocking(move || -> Result<(u64, u64), Error> {
+        let mut written = 0;
+        for e in &entries {
+            let src = ctx2.cache.content().path(&e.blob.digest);
+            if put_blob(&dir2, &e.blob.digest, &src)? {
+                written += e.blob.size;
+            }
+        }
+        let meta = write_local_cache(&dir2, &tag2, &entries)?;
+        Ok((written, meta))
+    })
+    .await
+    .map_err(|e| super::join_error(&e))??;
+    Ok(format!(
+        "{} records; layers written {}; manifest and config {}",
+        wanted.len(),
+        human(written),
         human(meta)
     ))
 }
