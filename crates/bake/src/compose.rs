@@ -373,7 +373,12 @@ pub(crate) fn load(file: &str, text: &str, env: &Env, def: &mut Definition) -> R
         }
         t.tags = tags;
         names.push(name.clone());
-        def.target.insert(name.clone(), t);
+        match def.target.get_mut(name) {
+            Some(prev) => prev.merge(&t, &t.present()),
+            None => {
+                def.target.insert(name.clone(), t);
+            }
+        }
     }
     names.sort();
     let group = def.group.entry("default".to_owned()).or_default();

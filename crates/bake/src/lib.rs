@@ -3,8 +3,12 @@
 //! `--print`). Building them is builder-core's `BuildGroup`.
 
 mod compose;
+mod funcs;
+mod hcl;
+mod json;
 mod model;
 mod set;
+mod values;
 mod yaml;
 
 use std::collections::BTreeMap;
@@ -153,16 +157,21 @@ pub fn load_files(files: &[String], env: &Env) -> Result<Definition, Error> {
     Ok(def)
 }
 
-/// Reads one file's text into `def`, by its name: `.hcl` is HCL, `.json` bake JSON,
-/// anything else a compose file.
+/// Reads one file's text into `def`, by its name: `.hcl` is HCL, `.json` bake JSON
+/// (HCL's JSON form: strings are templates), anything else a compose file. A later
+/// file's targets are merged into the earlier ones as buildx merges them.
 pub fn load_text(file: &str, text: &str, env: &Env, def: &mut Definition) -> Result<(), Error> {
-    if file.ends_with(".hcl") || file.ends_with(".json") {
-        return Err(Error::Syntax {
-            file: file.to_owned(),
-            pos: Pos { line: 1, col: 1 },
-            message: "HCL and JSON bake files are not supported by rbuild yet (compose files are)"
-                .to_owned(),
-        });
+    let epoch = env
+        .get("SOURCE_DATE_EPOCH")
+        .and_then(|v| v.trim().parse().ok());
+    funcs::set_epoch(epoch);
+    if file.ends_with(".json") {
+        let parsed = json::parse(file, text)?;
+        return hcl::load(file, &parsed, env, def);
+    }
+    if file.ends_with(".hcl") {
+        let parsed = hcl::parse(file, text)?;
+        return hcl::load(file, &parsed, env, def);
     }
     compose::load(file, text, env, def)
 }
@@ -172,7 +181,7 @@ pub(crate) fn check_name(name: &str) -> Result<(), String> {
     let ok = name
         .chars()
         .next()
-        .is_some_and(|c| c.is_ascii_alphanumeric())
+        .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
@@ -269,3 +278,6 @@ pub fn printed(def: &Definition, names: &[String], selected: &[String]) -> Defin
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod hcl_tests;

@@ -69,6 +69,95 @@ pub struct Target {
     pub no_cache: Option<bool>,
 }
 
+impl Target {
+    /// The keys this target sets (for merging it into another).
+    pub fn present(&self) -> std::collections::BTreeSet<String> {
+        let mut p = std::collections::BTreeSet::new();
+        let mut add = |k: &str, yes: bool| {
+            if yes {
+                p.insert(k.to_owned());
+            }
+        };
+        add("description", self.description.is_some());
+        add("context", self.context.is_some());
+        add("contexts", !self.contexts.is_empty());
+        add("dockerfile", self.dockerfile.is_some());
+        add("dockerfile-inline", self.dockerfile_inline.is_some());
+        add("args", !self.args.is_empty());
+        add("annotations", !self.annotations.is_empty());
+        add("cache-from", !self.cache_from.is_empty());
+        add("cache-to", !self.cache_to.is_empty());
+        add("labels", !self.labels.is_empty());
+        add("tags", !self.tags.is_empty());
+        add("target", self.target.is_some());
+        add("secret", !self.secret.is_empty());
+        add("ssh", !self.ssh.is_empty());
+        add("platforms", !self.platforms.is_empty());
+        add("output", !self.output.is_empty());
+        add("pull", self.pull.is_some());
+        add("no-cache", self.no_cache.is_some());
+        p
+    }
+
+    /// Merges `other`'s keys in `present` into this target, as buildx merges a later
+    /// file's or an inheriting target's fields: maps merged per key, `annotations`
+    /// appended, `secret`, `ssh` and `cache-from` merged, everything else replaced.
+    pub fn merge(&mut self, other: &Target, present: &std::collections::BTreeSet<String>) {
+        let has = |k: &str| present.contains(k);
+        fn merge_attrs(into: &mut Vec<Attrs>, from: &[Attrs], key: &str) {
+            for a in from {
+                let same = into
+                    .iter()
+                    .position(|x| (!key.is_empty() && x.get(key) == a.get(key)) || x == a);
+                match same {
+                    Some(i) => into[i] = a.clone(),
+                    None => into.push(a.clone()),
+                }
+            }
+        }
+        if has("description") {
+            self.description.clone_from(&other.description);
+        }
+        if has("context") {
+            self.context.clone_from(&other.context);
+        }
+        if has("dockerfile") {
+            self.dockerfile.clone_from(&other.dockerfile);
+        }
+        if has("dockerfile-inline") {
+            self.dockerfile_inline.clone_from(&other.dockerfile_inline);
+        }
+        self.args.extend(other.args.clone());
+        self.contexts.extend(other.contexts.clone());
+        self.labels.extend(other.labels.clone());
+        if has("tags") {
+            self.tags.clone_from(&other.tags);
+        }
+        if has("target") {
+            self.target.clone_from(&other.target);
+        }
+        self.annotations.extend(other.annotations.iter().cloned());
+        merge_attrs(&mut self.secret, &other.secret, "id");
+        merge_attrs(&mut self.ssh, &other.ssh, "id");
+        merge_attrs(&mut self.cache_from, &other.cache_from, "");
+        if has("platforms") {
+            self.platforms.clone_from(&other.platforms);
+        }
+        if has("cache-to") {
+            self.cache_to.clone_from(&other.cache_to);
+        }
+        if has("output") {
+            self.output.clone_from(&other.output);
+        }
+        if has("pull") {
+            self.pull = other.pull;
+        }
+        if has("no-cache") {
+            self.no_cache = other.no_cache;
+        }
+    }
+}
+
 /// A named list of targets (or other groups).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Group {

@@ -248,3 +248,87 @@ fn list_load_and_errors() {
     assert_eq!(out.status.code(), Some(2), "{}", describe(&cmd, &out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("docker-bake.hcl"));
 }
+
+/// The examples' bake HCL (group, variables, inheritance, matrix): `--print` as written
+/// here from buildx's documented shape, `--list variables`, and `--push` building both
+/// services.
+#[test]
+fn example_bake_hcl_prints_lists_and_pushes() {
+    let root = workspace_root();
+    let f = "examples/docker-bake.hcl";
+    let (cmd, out) = bake(&root, &["-f", f, "--print"], &[("TAG", "v3")]);
+    let v: Value = serde_json::from_str(&ok(&cmd, &out)).expect("--print is JSON");
+    let target = |svc: &str| {
+        json!({
+            "context": format!("examples/{svc}"),
+            "dockerfile": "Dockerfile",
+            "args": {"BASE_IMAGE": "127.0.0.1:5000/library/node:20-slim"},
+            "tags": [format!("127.0.0.1:5000/examples/{svc}:v3")]
+        })
+    };
+    let want = json!({
+        "group": {
+            "default": {"description": "Both services", "targets": ["services"]},
+            "services": {"targets": ["auth-service", "user-service"]}
+        },
+        "target": {"auth-service": target("auth-service"), "user-service": target("user-service")}
+    });
+    assert_eq!(v, want);
+
+    let (cmd, out) = bake(&root, &["-f", f, "--list=variables"], &[("TAG", "v3")]);
+    let text = ok(&cmd, &out);
+    assert!(text.lines().any(|l| l == "TAG\tstring\tv3\t"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("REGISTRY\tstring\t127.0.0.1:5000\tWhere")),
+        "{text}"
+    );
+
+    let tag = unique();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let meta = dir.path().join("metadata.json");
+    let cache = cache_dir();
+    let (cmd, out) = bake(
+        &root,
+        &[
+            "-f",
+            f,
+            "--push",
+            "--progress=plain",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ],
+        &[("REGISTRY", "127.0.0.1:5000/bake-hcl"), ("TAG", &tag)],
+    );
+    ok(&cmd, &out);
+    let m: Value = serde_json::from_slice(&std::fs::read(&meta).expect("metadata")).unwrap();
+    for svc in ["auth-service", "user-service"] {
+        let reference = format!("127.0.0.1:5000/bake-hcl/examples/{svc}:{tag}");
+        assert_eq!(m[svc]["image.name"], json!(reference), "{m:#}");
+        assert_eq!(
+            Some(registry_digest(&reference).as_str()),
+            m[svc]["containerimage.digest"].as_str(),
+            "{svc}"
+        );
+    }
+}
+
+/// A definition error names the file, line and column and the key, exit status 1.
+#[test]
+fn hcl_errors_name_file_line_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "docker-bake.hcl",
+        "target \"default\" {\n  dockerfile-inline = \"FROM ${BASE}\"\n}\n",
+    );
+    let (cmd, out) = bake(dir.path(), &["--print"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&cmd, &out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("docker-bake.hcl:2:3: target.default.dockerfile-inline: there is no variable named \"BASE\""),
+        "{err}"
+    );
+}

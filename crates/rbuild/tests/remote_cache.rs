@@ -389,3 +389,140 @@ fn local_cache_fresh_runner_round_trip_and_corrupt_blob() {
         format!("{n}\nsource {n}\n")
     );
 }
+
+/// A package.json (and its lockfile, made by the host's npm) with `deps`.
+fn npm_context(reg: &LocalRegistry, deps: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let deps: serde_json::Map<String, Value> = deps
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), Value::from(*v)))
+        .collect();
+    let pkg =
+        serde_json::json!({"name": "cache-mount-test", "version": "1.0.0", "dependencies": deps});
+    std::fs::write(dir.path().join("package.json"), pkg.to_string()).expect("package.json");
+    run_stdout(
+        Command::new("npm")
+            .args(["install", "--package-lock-only", "--no-audit", "--no-fund"])
+            .current_dir(dir.path()),
+    );
+    let df = format!(
+        "FROM {}\n\
+         WORKDIR /app\n\
+         COPY package*.json ./\n\
+         RUN --mount=type=cache,target=/root/.npm \
+         if [ -d /root/.npm/_cacache ]; then echo NPM-CACHE-RESTORED; else echo NPM-CACHE-EMPTY; fi \
+         && npm ci --no-audit --no-fund && echo RAN-npm\n",
+        reg.node()
+    );
+    std::fs::write(dir.path().join("Dockerfile"), df).expect("Dockerfile");
+    dir
+}
+
+/// Cache mounts travel: runner A's npm cache (`RUN --mount=type=cache,target=/root/.npm
+/// npm ci`) is exported with the cache; after a dependency change runner B, empty, finds it
+/// restored before `npm ci` runs, from the registry and from a local cache; exported with
+/// `cache-mounts=false` it is not.
+#[test]
+fn cache_mount_content_travels_with_the_cache() {
+    let reg = LocalRegistry::ensure();
+    let repo = reg.unique_repo("cache-helper-mounts");
+    let with = format!("{}/{repo}:with", reg.host());
+    let without = format!("{}/{repo}:without", reg.host());
+    let root = tempfile::tempdir().expect("tempdir");
+    let local = root.path().join("local");
+    let ctx = npm_context(&reg, &[("ms", "2.1.3")]);
+    let log = rbuild(
+        &cache_dir(root.path(), "a"),
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={with},mode=max"),
+            "--cache-to",
+            &format!("type=registry,ref={without},mode=max,cache-mounts=false"),
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", local.display()),
+        ],
+        ctx.path(),
+    );
+    assert!(log.contains("NPM-CACHE-EMPTY"), "{log}");
+    assert!(log.contains("1 cache mounts: packs sent"), "{log}");
+
+    // A dependency added: npm ci runs again on fresh runners.
+    let ctx = npm_context(&reg, &[("ms", "2.1.3"), ("is-number", "7.0.0")]);
+    for (n, from) in [
+        ("b", format!("type=registry,ref={with}")),
+        ("c", format!("type=local,src={}", local.display())),
+    ] {
+        let log = rbuild(
+            &cache_dir(root.path(), n),
+            &["--cache-from", &from],
+            ctx.path(),
+        );
+        assert!(
+            log.contains("RAN-npm"),
+            "{from}: npm ci did not run:\n{log}"
+        );
+        assert!(log.contains("NPM-CACHE-RESTORED"), "{from}:\n{log}");
+        assert!(log.contains("cache mount restored from"), "{from}:\n{log}");
+    }
+    let log = rbuild(
+        &cache_dir(root.path(), "d"),
+        &["--cache-from", &format!("type=registry,ref={without}")],
+        ctx.path(),
+    );
+    assert!(log.contains("RAN-npm"), "{log}");
+    assert!(
+        log.contains("NPM-CACHE-EMPTY"),
+        "cache-mounts=false exported it:\n{log}"
+    );
+}
+
+/// Two runners export to the same ref at once: both finish, and the ref is one complete
+/// cache (every blob it names is in the registry; a fresh runner building that runner's
+/// commit runs nothing).
+#[test]
+fn concurrent_exports_to_one_ref_leave_one_complete_cache() {
+    let reg = LocalRegistry::ensure();
+    let repo = reg.unique_repo("cache-helper-race");
+    let cache_ref = format!("{}/{repo}:cache", reg.host());
+    let root = tempfile::tempdir().expect("tempdir");
+    let ctxs = [context(&reg, &nonce()), context(&reg, &nonce())];
+    std::thread::scope(|s| {
+        for (n, ctx) in ctxs.iter().enumerate() {
+            let (root, cache_ref) = (root.path(), &cache_ref);
+            s.spawn(move || {
+                rbuild(
+                    &cache_dir(root, &format!("runner-{n}")),
+                    &[
+                        "--cache-to",
+                        &format!("type=registry,ref={cache_ref},mode=max"),
+                    ],
+                    ctx.path(),
+                )
+            });
+        }
+    });
+    let oci = root.path().join("copy");
+    run_stdout(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{cache_ref}"),
+        &format!("oci:{}:c", oci.display()),
+    ]));
+    verify_layout(&oci);
+    let ran_per_commit: Vec<usize> = ctxs
+        .iter()
+        .enumerate()
+        .map(|(n, ctx)| {
+            let log = rbuild(
+                &cache_dir(root.path(), &format!("fresh-{n}")),
+                &["--cache-from", &format!("type=registry,ref={cache_ref}")],
+                ctx.path(),
+            );
+            ran(&log).len()
+        })
+        .collect();
+    assert!(
+        ran_per_commit.contains(&0),
+        "neither runner's cache is whole: steps run {ran_per_commit:?}"
+    );
+}

@@ -255,6 +255,27 @@ fn provenance_matches_buildkit_field_by_field() {
                     .collect()
             };
             assert_eq!(execs(b), execs(r), "mode=max: exec steps");
+            // Each exec's mounts: the same destinations and types, the secret by id.
+            let mounts = |p: &Value| -> Vec<Value> {
+                p[bd]["internalParameters"]["buildConfig"]["llbDefinition"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|s| s["op"]["Op"].get("exec"))
+                    .map(|e| {
+                        let list: Vec<Value> = e["mounts"]
+                            .as_array()
+                            .unwrap()
+                            .iter()
+                            .map(|m| {
+                                serde_json::json!([m["dest"], m["mountType"], m["secretOpt"]["ID"]])
+                            })
+                            .collect();
+                        Value::Array(list)
+                    })
+                    .collect()
+            };
+            assert_eq!(mounts(b), mounts(r), "mode=max: exec mounts");
             let sources = |p: &Value| -> Vec<Value> {
                 p[bd]["internalParameters"]["buildConfig"]["llbDefinition"]
                     .as_array()
@@ -644,4 +665,57 @@ fn bad_attest_flags_are_usage_errors() {
     );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("attestations"));
+}
+
+/// Two platforms: one attestation manifest per image, each naming its own image and its
+/// own platform's base; `{{json .Provenance}}` is a map by platform, as buildx prints it.
+#[test]
+fn multi_platform_attestations_per_image() {
+    let registry = LocalRegistry::ensure();
+    let work = scratch("supply-multi");
+    let ctx = small_context(work.path());
+    let reference = format!(
+        "{}/{}:multi",
+        registry.host(),
+        registry.unique_repo("supply-multi")
+    );
+    rbuild(
+        &[
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-t",
+            &reference,
+            "--push",
+            "--provenance=mode=max",
+            "--sbom=true",
+        ],
+        &work.path().join("cache"),
+        &ctx,
+    );
+    let index = skopeo_raw(&reference);
+    let m = index["manifests"].as_array().expect("manifests");
+    assert_eq!(m.len(), 4, "{index}");
+    for (img, att) in [(&m[0], &m[2]), (&m[1], &m[3])] {
+        assert_eq!(
+            att["annotations"]["vnd.docker.reference.digest"],
+            img["digest"]
+        );
+        assert_eq!(att["platform"]["architecture"], "unknown");
+    }
+    let prov = rbuild_inspect(&reference, "{{json .Provenance}}");
+    for arch in ["amd64", "arm64"] {
+        let deps =
+            &prov[format!("linux/{arch}")]["SLSA"]["buildDefinition"]["resolvedDependencies"];
+        let uri = deps[0]["uri"].as_str().unwrap_or_default();
+        assert!(
+            uri.ends_with(&format!("platform=linux%2F{arch}")),
+            "{arch}: {deps}"
+        );
+        assert_eq!(deps.as_array().map(Vec::len), Some(1), "{deps}");
+    }
+    let sbom = rbuild_inspect(&reference, "{{json .SBOM}}");
+    assert_eq!(
+        sbom["linux/arm64"]["SPDX"]["spdxVersion"], "SPDX-2.3",
+        "{sbom}"
+    );
 }

@@ -25,9 +25,9 @@ mod scaleout;
 /// caches, corrupt blobs rejected.
 mod remote_cache;
 
+/// The four build modes (issue 16): root, rootless, root and non-root in containers.
+mod modes;
+
 /// examples/ci: the GitHub Actions workflow and Kubernetes Jobs parsed, checked, and the
 /// Jobs' commands run against the local registry (issue 17).
 mod ci_examples;
-
-/// The four build modes (issue 16): root, rootless, root and non-root in containers.
-mod modes;

@@ -520,7 +520,7 @@ fn go_binary(tree: &dyn Tree, path: &str, out: &mut Vec<Package>) -> io::Result<
 }
 
 fn memchr_find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 fn varint_str<'a>(rest: &mut &'a [u8]) -> Option<&'a [u8]> {

@@ -39,6 +39,7 @@ use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
 mod attest;
 mod remote;
+mod remote_mounts;
 
 /// What a finished build produced.
 #[derive(Debug, Clone)]
@@ -207,6 +208,8 @@ struct Ctx {
     remote: remote::RemoteCaches,
     /// The repositories pushed to, when every output is a push (else empty).
     push_repos: Vec<Repository>,
+    /// The cache mounts the steps that ran used (directory names), for a cache export.
+    used_mounts: Mutex<std::collections::BTreeSet<String>>,
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
     noted: Mutex<Vec<Vec<Layer>>>,
@@ -1038,12 +1041,12 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     }
     .rejecting(&b.rejected_cache_blobs);
     // Every output a push: a layer the registry has elsewhere is mounted, never pulled.
-    let push_repos: Vec<Repository> = if !b.outputs.is_empty()
+    let lazy_push_repos: Vec<Repository> = if !b.outputs.is_empty()
         && b.outputs
             .iter()
             .all(|o| matches!(o.kind, ExportKind::Registry))
     {
-        b.tags.iter().map(|t| t.repository().clone()).collect()
+        push_repos.clone()
     } else {
         Vec::new()
     };
@@ -1103,7 +1106,8 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
         remote,
-        push_repos: push_repos.clone(),
+        push_repos: lazy_push_repos,
+        used_mounts: Mutex::default(),
         note_steps: b
             .cache_to
             .iter()
@@ -2646,7 +2650,12 @@ async fn run_step(
         let layers = state.layers.clone();
         let dir = dir.to_owned();
         async move {
-            let lowers = ctx.materialize(&layers, id).await?;
+            // A cache mount this runner never had starts from an imported cache's copy.
+            let dirs = mounts.cache_dirs();
+            let (lowers, ()) = tokio::try_join!(
+                ctx.materialize(&layers, id),
+                ctx.restore_cache_mounts(&dirs, id)
+            )?;
             let mut from_lowers = Vec::new();
             for f in &froms {
                 from_lowers.push(match f {
@@ -3164,14 +3173,7 @@ fn provenance_op(
             }
             let mut mounts = vec![json!({"dest": "/"})];
             for m in &r.mounts {
-                // The mount's options as written (ids and paths; never secret values,
-                // which are not in the Dockerfile).
-                let fields: serde_json::Map<String, serde_json::Value> = m
-                    .fields
-                    .iter()
-                    .map(|(k, v)| (k.clone(), json!(v.clone().unwrap_or_else(|| "true".into()))))
-                    .collect();
-                mounts.push(serde_json::Value::Object(fields));
+                mounts.push(provenance_mount(&m.fields));
             }
             let mut exec = serde_json::Map::new();
             exec.insert("meta".into(), serde_json::Value::Object(meta));
@@ -3215,6 +3217,65 @@ fn provenance_op(
         }
         _ => None,
     }
+}
+
+/// A `RUN --mount` in LLB's mount shape (`dest`, `mountType`, the type's options by id),
+/// from its options as written: ids and paths, never a secret's value (which is not in
+/// the Dockerfile).
+fn provenance_mount(fields: &[(String, Option<String>)]) -> serde_json::Value {
+    use serde_json::json;
+    let get = |keys: &[&str]| {
+        fields
+            .iter()
+            .find(|(k, _)| keys.contains(&k.as_str()))
+            .and_then(|(_, v)| v.clone())
+    };
+    let kind = get(&["type"]).unwrap_or_else(|| "bind".to_owned());
+    let id = get(&["id"]);
+    let mut m = serde_json::Map::new();
+    let dest = get(&["target", "dst", "destination"]).or_else(|| match kind.as_str() {
+        "secret" => Some(format!("/run/secrets/{}", id.clone().unwrap_or_default())),
+        // The first agent socket, as BuildKit numbers them.
+        "ssh" => Some("/run/buildkit/ssh_agent.0".to_owned()),
+        _ => None,
+    });
+    if let Some(d) = dest {
+        m.insert("dest".into(), json!(d));
+    }
+    let number = match kind.as_str() {
+        "secret" => 1,
+        "ssh" => 2,
+        "cache" => 3,
+        "tmpfs" => 4,
+        _ => 0,
+    };
+    if number != 0 {
+        m.insert("mountType".into(), json!(number));
+    }
+    match kind.as_str() {
+        "secret" => {
+            m.insert("secretOpt".into(), json!({"ID": id.unwrap_or_default()}));
+        }
+        "ssh" => {
+            m.insert(
+                "SSHOpt".into(),
+                json!({"ID": id.unwrap_or_else(|| "default".into())}),
+            );
+        }
+        "cache" => {
+            m.insert("cacheOpt".into(), json!({"ID": id.or_else(|| get(&["target", "dst", "destination"])).unwrap_or_default()}));
+        }
+        "bind" => {
+            if let Some(src) = get(&["source", "src"]) {
+                m.insert("selector".into(), json!(src));
+            }
+            if let Some(from) = get(&["from"]) {
+                m.insert("from".into(), json!(from));
+            }
+        }
+        _ => {}
+    }
+    serde_json::Value::Object(m)
 }
 
 fn source_label(s: &dockerfile::Source) -> String {

@@ -44,7 +44,7 @@ use crate::fsview::LayeredView;
 use crate::sandbox::{BindAccess, CancelHandle, Mount, MountSource};
 
 /// The `other/` directory of the cache that holds cache mounts.
-const CACHE_MOUNTS: &str = "cache-mounts";
+pub(crate) const CACHE_MOUNTS: &str = "cache-mounts";
 /// Symlink hops allowed while resolving a context path (Linux's MAXSYMLINKS).
 const MAX_HOPS: usize = 40;
 /// Root permissions of a tmpfs mount (what BuildKit uses).
@@ -152,6 +152,17 @@ impl Prepared {
     /// contents), in the order written.
     pub(crate) fn key(&self) -> &[Value] {
         &self.key
+    }
+
+    /// The directory names (under `other/cache-mounts`) of the cache mounts.
+    pub(crate) fn cache_dirs(&self) -> Vec<String> {
+        self.planned
+            .iter()
+            .filter_map(|p| match p {
+                Planned::Cache { dir, .. } => Some(dir.clone()),
+                _ => None,
+            })
+            .collect()
     }
 }
 

@@ -24,6 +24,7 @@ use crate::engine::Error;
 pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v1+json";
 
 const UNCOMPRESSED_ANNOTATION: &str = "containerd.io/uncompressed";
+const MOUNT_PACK_ANNOTATION: &str = "dev.rbuild.cache-mount-pack";
 
 /// The config of a cache artifact.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -32,6 +33,17 @@ struct CacheConfig {
     version: u32,
     /// One record per cache key.
     records: Vec<CacheRecord>,
+    /// The content of cache mounts, by their directory name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    mounts: Vec<MountRecord>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct MountRecord {
+    /// The cache mount's directory name (a digest of its id and how it starts).
+    dir: String,
+    /// Indexes of its packs in the manifest's layers.
+    packs: Vec<usize>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -74,6 +86,8 @@ pub struct ImportedCache {
     pub metadata_bytes: u64,
     /// Bytes of all the layers the artifact references.
     pub layer_bytes: u64,
+    /// The packs of each cache mount's content, by the mount's directory name.
+    pub mounts: BTreeMap<String, Vec<BlobRef>>,
 }
 
 fn bad(name: &dyn std::fmt::Display, reason: impl Into<String>) -> Error {
@@ -187,6 +201,21 @@ pub(super) fn decode(
         rec.blobs.insert(compression_of(&blob.media_type), blob);
         out.records.entry(key).or_insert(rec);
     }
+    for m in config.mounts {
+        let packs = m
+            .packs
+            .iter()
+            .map(|&i| {
+                layers.get(i).cloned().ok_or_else(|| {
+                    bad(
+                        name,
+                        format!("mount {} names layer {i} of {}", m.dir, layers.len()),
+                    )
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        out.mounts.insert(m.dir, packs);
+    }
     Ok(out)
 }
 
@@ -194,6 +223,7 @@ pub(super) fn decode(
 pub(super) fn encode(
     name: &dyn std::fmt::Display,
     entries: &[CacheEntry],
+    mounts: &BTreeMap<String, Vec<BlobRef>>,
 ) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let mut layers: Vec<&BlobRef> = Vec::new();
     let mut diff_ids: Vec<String> = Vec::new();
@@ -222,9 +252,29 @@ pub(super) fn encode(
         });
     }
     records.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut mount_records = Vec::new();
+    for (dir, packs) in mounts {
+        let mut idx = Vec::new();
+        for b in packs {
+            let i = match layers.iter().position(|l| l.digest == b.digest) {
+                Some(i) => i,
+                None => {
+                    layers.push(b);
+                    diff_ids.push(String::new());
+                    layers.len() - 1
+                }
+            };
+            idx.push(i);
+        }
+        mount_records.push(MountRecord {
+            dir: dir.clone(),
+            packs: idx,
+        });
+    }
     let config = serde_json::to_vec(&CacheConfig {
         version: 1,
         records,
+        mounts: mount_records,
     })
     .map_err(|e| bad(name, e.to_string()))?;
     let config_digest = registry_client::Digest::sha256_of(&config);
@@ -237,12 +287,22 @@ pub(super) fn encode(
             "digest": config_digest.to_string(),
             "size": config.len(),
         },
-        "layers": layers.iter().zip(&diff_ids).map(|(b, d)| serde_json::json!({
-            "mediaType": b.media_type,
-            "digest": b.digest.to_string(),
-            "size": b.size,
-            "annotations": { UNCOMPRESSED_ANNOTATION: d },
-        })).collect::<Vec<_>>(),
+        "layers": layers.iter().zip(&diff_ids).map(|(b, d)| if d.is_empty() {
+            // A cache mount's pack: no diffID (it is never a layer of an image).
+            serde_json::json!({
+                "mediaType": b.media_type,
+                "digest": b.digest.to_string(),
+                "size": b.size,
+                "annotations": { MOUNT_PACK_ANNOTATION: "true" },
+            })
+        } else {
+            serde_json::json!({
+                "mediaType": b.media_type,
+                "digest": b.digest.to_string(),
+                "size": b.size,
+                "annotations": { UNCOMPRESSED_ANNOTATION: d },
+            })
+        }).collect::<Vec<_>>(),
     });
     let manifest = serde_json::to_vec(&manifest).map_err(|e| bad(name, e.to_string()))?;
     Ok((config, manifest))
@@ -256,8 +316,9 @@ pub async fn push_registry_cache(
     client: &Client,
     reference: &Reference,
     entries: &[CacheEntry],
+    mounts: &BTreeMap<String, Vec<BlobRef>>,
 ) -> Result<u64, Error> {
-    let (config, manifest) = encode(reference, entries)?;
+    let (config, manifest) = encode(reference, entries, mounts)?;
     let config_digest = registry_client::Digest::sha256_of(&config);
     let repo = reference.repository();
     let written = (config.len() + manifest.len()) as u64;

@@ -135,9 +135,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 
 /// Writes the cache artifact for `entries` (whose blobs are in the layout already, see
 /// [`put_blob`]) under `tag` of the layout `dir`. Returns the bytes of metadata written.
-pub fn write_local_cache(dir: &Path, tag: &str, entries: &[CacheEntry]) -> Result<u64, Error> {
+pub fn write_local_cache(
+    dir: &Path,
+    tag: &str,
+    entries: &[CacheEntry],
+    mounts: &std::collections::BTreeMap<String, Vec<layer_cache::BlobRef>>,
+) -> Result<u64, Error> {
     let name = format!("{}:{tag}", dir.display());
-    let (config, manifest) = encode(&name, entries)?;
+    let (config, manifest) = encode(&name, entries, mounts)?;
     // Its own parse: the manifest must read back as the image manifest it claims to be.
     let _: ImageManifest =
         serde_json::from_slice(&manifest).map_err(|e| bad(dir, e.to_string()))?;

@@ -11,6 +11,7 @@
 
 mod format;
 mod local;
+mod mounts;
 mod spec;
 
 pub use format::{
@@ -18,4 +19,5 @@ pub use format::{
 };
 pub(crate) use local::{blob_path, put_blob};
 pub use local::{read_local_cache, write_local_cache};
+pub(crate) use mounts::{PACK_MEDIA_TYPE, pack_dir, unpack_into};
 pub use spec::{CacheExportSpec, CacheImportSpec, CacheLocation, CacheMode};

@@ -61,6 +61,9 @@ pub struct CacheExportSpec {
     pub compression_level: Option<i32>,
     /// A failed export is a warning, not a failed build (`ignore-error=true`).
     pub ignore_error: bool,
+    /// The content of `RUN --mount=type=cache` directories travels too (on unless
+    /// `cache-mounts=false`).
+    pub cache_mounts: bool,
 }
 
 /// One `--cache-from`.
@@ -193,6 +196,7 @@ impl FromStr for CacheExportSpec {
         let mut compression = None;
         let mut level = None;
         let mut ignore_error = false;
+        let mut cache_mounts = true;
         for (k, v) in fields(spec)? {
             if w.take(k, v, "dest") {
                 continue;
@@ -258,15 +262,7 @@ impl FromStr for CacheExportSpec {
                     }
                 }
                 "ignore-error" => ignore_error = parse_bool(spec, k, v)?,
-                "cache-mounts" => {
-                    if parse_bool(spec, k, v)? {
-                        return Err(bad(
-                            spec,
-                            "cache-mounts=true: exporting RUN --mount=type=cache content is not \
-                             supported by rbuild yet",
-                        ));
-                    }
-                }
+                "cache-mounts" => cache_mounts = parse_bool(spec, k, v)?,
                 "src" | "digest" => {
                     return Err(bad(spec, format!("{k}= is an option of --cache-from")));
                 }
@@ -290,6 +286,7 @@ impl FromStr for CacheExportSpec {
             compression,
             compression_level: level,
             ignore_error,
+            cache_mounts,
         })
     }
 }
@@ -374,7 +371,7 @@ mod tests {
             "type=local,dest=/tmp/x,src=/tmp/y",
             "type=registry,ref=a/b,dest=/tmp/x",
             "type=inline",
-            "type=registry,ref=a/b,cache-mounts=true",
+            "type=registry,ref=a/b,cache-mounts=maybe",
         ] {
             let e = s.parse::<CacheExportSpec>().unwrap_err();
             assert!(e.is_usage(), "{s}: {e}");

@@ -629,7 +629,8 @@ fn mount_one(root: &OwnedFd, m: &InitMount, insecure: bool) -> Result<(), Fail> 
         InitMountKind::Tmpfs { size, mode } => {
             let mode = format!("{mode:o}");
             let size = size.map(|s| s.to_string());
-            let mut opts = vec![("mode", mode.as_str())];
+            // `tmpfs` as the source, as runc names the tmpfs mounts BuildKit asks for.
+            let mut opts = vec![("source", "tmpfs"), ("mode", mode.as_str())];
             if let Some(s) = &size {
                 opts.push(("size", s.as_str()));
             }
@@ -654,8 +655,9 @@ fn mount_one(root: &OwnedFd, m: &InitMount, insecure: bool) -> Result<(), Fail> 
     attach(&tree, &target, "mount", &m.target)
 }
 
-/// /proc, a minimal /dev, /dev/pts, /dev/shm, /dev/mqueue, read-only /sys, masked paths.
-fn mount_system(root: &OwnedFd, insecure: bool) -> Result<(), Fail> {
+/// /proc, a minimal /dev, /dev/pts, /dev/shm (unless `shm` is false: the step mounts its
+/// own), /dev/mqueue, read-only /sys, masked paths.
+fn mount_system(root: &OwnedFd, insecure: bool, shm: bool) -> Result<(), Fail> {
     let dir = |rel: &str| {
         in_root(
             root,
@@ -747,14 +749,16 @@ fn mount_system(root: &OwnedFd, insecure: bool) -> Result<(), Fail> {
     )
     .map_err(|e| fail("mount devpts", None, e))?;
     attach(&pts, &sub("pts")?, "mount devpts", "dev/pts")?;
-    let shm = new_fs(
-        "tmpfs",
-        &[("mode", "1777"), ("size", "65536k")],
-        &[],
-        noexec,
-    )
-    .map_err(|e| fail("mount /dev/shm", None, e))?;
-    attach(&shm, &sub("shm")?, "mount /dev/shm", "dev/shm")?;
+    if shm {
+        let shm = new_fs(
+            "tmpfs",
+            &[("mode", "1777"), ("size", "65536k")],
+            &[],
+            noexec,
+        )
+        .map_err(|e| fail("mount /dev/shm", None, e))?;
+        attach(&shm, &sub("shm")?, "mount /dev/shm", "dev/shm")?;
+    }
     let mq = new_fs("mqueue", &[], &[], noexec).map_err(|e| fail("mount mqueue", None, e))?;
     attach(&mq, &sub("mqueue")?, "mount mqueue", "dev/mqueue")?;
 
@@ -887,7 +891,12 @@ fn setup_namespaced_root(plan: &InitPlan) -> Result<(), Fail> {
         .map_err(|e| fail("make root nodev", Some(mountpoint), e))?;
     }
     // The system mounts first: a step's mounts may go below /dev (heredoc files).
-    mount_system(&root, plan.insecure)?;
+    // A step's own mount on /dev/shm replaces the default one (BuildKit's runtime lists one).
+    let own_shm = plan
+        .mounts
+        .iter()
+        .any(|m| m.target.trim_matches('/') == "dev/shm");
+    mount_system(&root, plan.insecure, !own_shm)?;
     for m in &plan.mounts {
         mount_one(&root, m, plan.insecure)?;
     }

@@ -4,7 +4,7 @@
 //! looks here when the local index misses ([`Ctx::remote_lookup`]) and notes its stack
 //! for `mode=max` ([`Ctx::note_stack`]).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,6 +12,7 @@ use std::time::Instant;
 use layer_cache::{BlobRef as CacheBlobRef, Digest, LayerRecord};
 use registry_client::{BlobSource, PushedBlob, Repository};
 
+use super::remote_mounts::PackDest;
 use super::{Ctx, Error, Layer, StageState, cache_digest, pick_blob};
 use crate::progress::{Activity, ProgressEvent, ProgressSink, StepId, Stream};
 use crate::remote_cache::{
@@ -28,6 +29,15 @@ pub(super) struct RemoteHit {
     /// The cache's name, for progress.
     pub(super) source: String,
 }
+
+/// A cache mount's content in an imported cache: the cache's name, the packs, and the
+/// repository or directory they are in.
+pub(super) type MountSource = (
+    String,
+    Vec<CacheBlobRef>,
+    Option<Repository>,
+    Option<PathBuf>,
+);
 
 /// The caches imported for a build, searched in order.
 #[derive(Debug, Default)]
@@ -46,6 +56,30 @@ impl RemoteCaches {
 
     fn is_empty(&self) -> bool {
         self.caches.is_empty()
+    }
+
+    /// The first imported cache with content for the cache mount `dir`: its name, the
+    /// packs, and where they are.
+    pub(super) fn find_mount(&self, dir: &str) -> Option<MountSource> {
+        self.caches.iter().find_map(|(name, c)| {
+            let packs = c.mounts.get(dir)?;
+            Some((name.clone(), packs.clone(), c.repo.clone(), c.dir.clone()))
+        })
+    }
+
+    /// Every cache mount of the imported caches (the first cache's for each), with its
+    /// directory name in place of the cache's name.
+    pub(super) fn all_mounts(&self) -> Vec<MountSource> {
+        let mut seen = BTreeSet::new();
+        let mut out = Vec::new();
+        for (_, c) in &self.caches {
+            for (dir, packs) in &c.mounts {
+                if seen.insert(dir.clone()) {
+                    out.push((dir.clone(), packs.clone(), c.repo.clone(), c.dir.clone()));
+                }
+            }
+        }
+        out
     }
 
     fn find(&self, key: &Digest) -> Option<(&str, &LayerRecord, &ImportedCache)> {
@@ -88,7 +122,7 @@ pub(super) fn reject_diff_id(e: Error, layers: &[Layer]) -> Error {
     e
 }
 
-fn human(n: u64) -> String {
+pub(super) fn human(n: u64) -> String {
     const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
     let mut v = n as f64;
     let mut u = 0;
@@ -392,7 +426,7 @@ async fn export_one(
     let reference = match location {
         CacheLocation::Registry(r) => r,
         CacheLocation::Local { dir, tag, .. } => {
-            return export_local(ctx, &wanted, dir, tag, step).await;
+            return export_local(ctx, &wanted, dir, tag, spec.cache_mounts, step).await;
         }
     };
     let repo = reference.repository();
@@ -415,23 +449,42 @@ async fn export_one(
         }
         entries.push(entry);
     }
-    let meta = push_registry_cache(&ctx.client, reference, &entries).await?;
+    let (mounts, m_sent, m_had) = if spec.cache_mounts {
+        ctx.export_cache_mounts(PackDest::Registry { repo }).await?
+    } else {
+        Default::default()
+    };
+    let meta = push_registry_cache(&ctx.client, reference, &entries, &mounts).await?;
     Ok(format!(
-        "{} records; layers uploaded {}, already there or mounted {}; manifest and config {}",
+        "{} records; layers uploaded {}, already there or mounted {}; {}manifest and config {}",
         entries.len(),
         human(uploaded),
         human(reused),
+        mounts_line(&mounts, m_sent, m_had),
         human(meta)
     ))
 }
 
 /// Writes the cache of `wanted` into the OCI layout `dir` under `tag`: each layer's blob
 /// from the content store (pulled or packed first when needed), then the manifest.
+fn mounts_line(mounts: &BTreeMap<String, Vec<CacheBlobRef>>, sent: u64, had: u64) -> String {
+    if mounts.is_empty() {
+        return String::new();
+    }
+    format!(
+        "{} cache mounts: packs sent {}, already there {}; ",
+        mounts.len(),
+        human(sent),
+        human(had)
+    )
+}
+
 async fn export_local(
     ctx: &Arc<Ctx>,
     wanted: &[(Arc<Vec<Layer>>, usize)],
     dir: &std::path::Path,
     tag: &str,
+    cache_mounts: bool,
     step: StepId,
 ) -> Result<String, Error> {
     let entries = futures_util::future::try_join_all(wanted.iter().map(|(stack, i)| async {
@@ -458,6 +511,12 @@ async fn export_local(
         })
     }))
     .await?;
+    let (mounts, m_sent, m_had) = if cache_mounts {
+        ctx.export_cache_mounts(PackDest::Dir(dir)).await?
+    } else {
+        Default::default()
+    };
+    let line = mounts_line(&mounts, m_sent, m_had);
     let (ctx2, dir2, tag2) = (ctx.clone(), dir.to_owned(), tag.to_owned());
     let (written, meta) = tokio::task::spawn_blocking(move || -> Result<(u64, u64), Error> {
         let mut written = 0;
@@ -467,13 +526,13 @@ async fn export_local(
                 written += e.blob.size;
             }
         }
-        let meta = write_local_cache(&dir2, &tag2, &entries)?;
+        let meta = write_local_cache(&dir2, &tag2, &entries, &mounts)?;
         Ok((written, meta))
     })
     .await
     .map_err(|e| super::join_error(&e))??;
     Ok(format!(
-        "{} records; layers written {}; manifest and config {}",
+        "{} records; layers written {}; {line}manifest and config {}",
         wanted.len(),
         human(written),
         human(meta)
