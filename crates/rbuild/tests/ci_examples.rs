@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
+use serde_json::Value;
+use test_support::{LocalRegistry, describe, run_stdout};
 use yaml_rust2::{Yaml, YamlLoader};
 
 /// This checkout (not test-support's idea of it, which a shared build cache may fix at
@@ -70,7 +73,7 @@ fn github_workflow_is_a_matrix_of_native_runners_and_a_merge_job() {
     assert_eq!(s(&build["runs-on"], "runs-on"), "${{ matrix.runner }}");
     let script = runs(build);
     for must in [
-        "rbuild build",
+        "sudo --preserve-env=DOCKER_CONFIG \"$RUNNER_TEMP/bin/rbuild\" build",
         "--platform \"$PLATFORM\"",
         "type=image,push=true,push-by-digest=true,name-canonical=true",
         "--cache-to \"type=registry,ref=$IMAGE:buildcache-$ARCH,mode=max\"",
@@ -103,9 +106,16 @@ fn github_workflow_is_a_matrix_of_native_runners_and_a_merge_job() {
     // The workflow's image and the build env are the same variables.
     assert!(s(&docs[0]["env"]["IMAGE"], "env.IMAGE").contains("vars.REGISTRY"));
     assert_eq!(
-        s(&build["container"]["image"], "image"),
+        s(&docs[0]["env"]["RBUILD_IMAGE"], "env.RBUILD_IMAGE"),
         "${{ vars.RBUILD_IMAGE }}"
     );
+    // Both jobs take rbuild out of its image.
+    for job in [build, merge] {
+        assert!(
+            runs(job).contains("docker cp rbuild-bin:/usr/local/bin/rbuild"),
+            "{job:?}"
+        );
+    }
 }
 
 /// A Job's container: its shell script and environment.
@@ -198,4 +208,137 @@ fn kubernetes_jobs_have_one_native_job_per_platform_and_a_merge_job() {
             .script
             .contains("rbuild imagetools create -t \"$IMAGE:$TAG\"")
     );
+}
+
+fn state_dir() -> PathBuf {
+    let dir = PathBuf::from("/var/tmp/rbuild-tests");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs a Job's script as `/bin/sh -c`, with its environment as the manifest gives it
+/// (after `envsubst` of `placeholders`), the paths the test overrides, and rbuild on PATH.
+fn job_process(
+    job: &JobCommand,
+    placeholders: &[(&str, &str)],
+    paths: &[(&str, &Path)],
+) -> Command {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_rbuild")).parent().unwrap();
+    let mut cmd = Command::new("/bin/sh");
+    cmd.arg("-c").arg(&job.script);
+    cmd.env(
+        "PATH",
+        format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", bin_dir.display()),
+    );
+    for (k, v) in &job.env {
+        let mut v = v.clone();
+        for (p, value) in placeholders {
+            v = v.replace(&format!("${{{p}}}"), value);
+        }
+        assert!(
+            !v.contains("${"),
+            "{}: {k}={v} has a placeholder left",
+            job.name
+        );
+        cmd.env(k, v);
+    }
+    for (k, p) in paths {
+        cmd.env(k, p);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+#[test]
+fn kubernetes_jobs_commands_build_push_and_merge_against_the_local_registry() {
+    let reg = LocalRegistry::ensure();
+    let repo = reg.unique_repo("ci-k8s-auth-service");
+    let image = format!("{}/{repo}", reg.host());
+    let placeholders = [("IMAGE", image.as_str()), ("TAG", "k8s")];
+    let digests = tempfile::tempdir().unwrap();
+    let meta_dir = tempfile::tempdir().unwrap();
+    let docker_config = tempfile::tempdir().unwrap();
+    let context = workspace_root().join("examples/auth-service");
+
+    let builds = job_commands("kubernetes/build.yaml");
+    let mut running = Vec::new();
+    for job in &builds {
+        // The e2e runners' caches (a node's cache volume kept between Jobs): warm on reruns.
+        let arch = job.arch.as_deref().unwrap();
+        let cache = state_dir().join(format!("cache-runner-{arch}"));
+        std::fs::create_dir_all(&cache).unwrap();
+        let metadata = meta_dir.path().join(format!("{arch}.json"));
+        let mut cmd = job_process(
+            job,
+            &placeholders,
+            &[
+                ("CONTEXT", context.as_path()),
+                ("CACHE_DIR", cache.as_path()),
+                ("METADATA", metadata.as_path()),
+                ("DIGESTS_DIR", digests.path()),
+                ("DOCKER_CONFIG", docker_config.path()),
+            ],
+        );
+        let child = cmd.spawn().unwrap_or_else(|e| panic!("{}: {e}", job.name));
+        running.push((job, cmd, child));
+    }
+    for (job, cmd, child) in running {
+        let out = child.wait_with_output().unwrap();
+        let text = describe(&cmd, &out);
+        let tail: Vec<&str> = text.lines().rev().take(60).collect();
+        assert!(
+            out.status.success(),
+            "job {}:\n{}",
+            job.name,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let merge = &job_commands("kubernetes/merge.yaml")[0];
+    let mut cmd = job_process(
+        merge,
+        &placeholders,
+        &[
+            ("DIGESTS_DIR", digests.path()),
+            ("DOCKER_CONFIG", docker_config.path()),
+        ],
+    );
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", describe(&cmd, &out));
+    let inspected = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        inspected.contains("linux/amd64") && inspected.contains("linux/arm64"),
+        "{inspected}"
+    );
+
+    // One index: each Job's entries, as the Job pushed them.
+    let raw = |r: &str| -> Value {
+        serde_json::from_str(&run_stdout(Command::new("skopeo").args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{r}"),
+        ])))
+        .unwrap()
+    };
+    let index = raw(&format!("{image}:k8s"));
+    let mut expected = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let d = std::fs::read_to_string(digests.path().join(arch)).unwrap();
+        let pushed = raw(&format!("{image}@{}", d.trim()));
+        expected.extend(
+            pushed["manifests"]
+                .as_array()
+                .expect("an index")
+                .iter()
+                .cloned(),
+        );
+    }
+    assert_eq!(index["manifests"].as_array().unwrap(), &expected);
+    // And the registry cache of each platform is there for the next run.
+    let tags = run_stdout(
+        Command::new("curl").args(["-s", &format!("http://{}/v2/{repo}/tags/list", reg.host())]),
+    );
+    for t in ["buildcache-amd64", "buildcache-arm64", "k8s"] {
+        assert!(tags.contains(&format!("\"{t}\"")), "{t}: {tags}");
+    }
 }

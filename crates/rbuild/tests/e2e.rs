@@ -531,3 +531,104 @@ fn docker_output_with_two_platforms_is_a_usage_error() {
     );
     assert!(!dest.exists());
 }
+
+/// Issue 17, done means: two "runners" (separate rbuild processes with separate caches,
+/// amd64 natively and arm64 under QEMU, in parallel) push auth-service by digest;
+/// `imagetools create` merges them into one tagged index whose entries are byte for byte
+/// what each runner pushed, and the merged tag runs on both platforms.
+#[test]
+fn issue_17_two_runners_push_by_digest_and_imagetools_create_merges() {
+    let service = "auth-service";
+    let registry = LocalRegistry::ensure();
+    let repo = registry.unique_repo("e2e-runners-auth-service");
+    let name = format!("{}/{repo}", registry.host());
+    let work = scratch("e2e-runners");
+    let runner = |platform: &str| {
+        let arch = platform.rsplit('/').next().unwrap();
+        let meta = work.path().join(format!("metadata-{arch}.json"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+        cmd.args(["build", "--progress=plain", "--cache-dir"])
+            .arg(state_dir().join(format!("cache-runner-{arch}")))
+            .args(["--platform", platform, "-t", &name])
+            // An index per runner (image and provenance), as buildx pushes by default.
+            .args(["--provenance=mode=min", "-o"])
+            .arg("type=image,push=true,push-by-digest=true,name-canonical=true")
+            .arg("--metadata-file")
+            .arg(&meta)
+            .arg(example(service));
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        (cmd, child, meta)
+    };
+    let t = Instant::now();
+    let runners = [runner("linux/amd64"), runner("linux/arm64")];
+    let mut digests = Vec::new();
+    for (cmd, child, meta) in runners {
+        let out = child.wait_with_output().expect("wait for a runner");
+        eprintln!("{cmd:?}: {:?} after {:.1?}", out.status, t.elapsed());
+        assert!(out.status.success(), "{}", describe_tail(&cmd, &out));
+        let m = json(
+            &std::fs::read_to_string(&meta).expect("metadata"),
+            "metadata",
+        );
+        assert_eq!(m["image.name"], name.as_str());
+        digests.push(
+            m["containerimage.digest"]
+                .as_str()
+                .expect("digest")
+                .to_owned(),
+        );
+    }
+    // Pushed by digest: no tag yet.
+    let tags = run_stdout(Command::new("curl").args([
+        "-s",
+        &format!("http://{}/v2/{repo}/tags/list", registry.host()),
+    ]));
+    assert!(!tags.contains("\"tags\":[\""), "{tags}");
+
+    let merged = format!("{name}:merged");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    cmd.args(["imagetools", "create", "-t", &merged]);
+    for d in &digests {
+        cmd.arg(format!("{name}@{d}"));
+    }
+    run(&mut cmd);
+
+    // One index with both platforms (and each runner's provenance attestation).
+    let index = skopeo_raw(&format!("docker://{merged}"));
+    let images: Vec<Value> = index["manifests"]
+        .as_array()
+        .expect("an index")
+        .iter()
+        .filter(|m| m["annotations"]["vnd.docker.reference.type"].is_null())
+        .cloned()
+        .collect();
+    assert_index_has_both(
+        &serde_json::json!({ "manifests": images }),
+        "the merged index",
+    );
+    // Its entries are the runners' own, unchanged, and so are the manifests they point at.
+    let mut expected = Vec::new();
+    for d in &digests {
+        let pushed = skopeo_raw(&format!("docker://{name}@{d}"));
+        match pushed["manifests"].as_array() {
+            Some(list) => expected.extend(list.iter().cloned()),
+            None => panic!("a runner pushed {d}, not an index (with its provenance)"),
+        }
+    }
+    assert_eq!(index["manifests"].as_array().unwrap(), &expected);
+    for e in &expected {
+        let d = e["digest"].as_str().unwrap();
+        assert_eq!(
+            index_digest(&format!("{name}@{d}")),
+            d,
+            "the registry serves {d} byte for byte"
+        );
+    }
+    for platform in ["linux/amd64", "linux/arm64"] {
+        check_image(service, &merged, Some(platform));
+    }
+}

@@ -190,6 +190,8 @@ fn push_by_digest(name: &str, platform: &str, marker: &str, cache: &Path) -> Str
         cache.to_str().unwrap(),
         "--platform",
         platform,
+        // An index per runner (image and provenance), as buildx pushes by default.
+        "--provenance=mode=min",
         "-o",
         &format!("type=image,name={name},push=true,push-by-digest=true,name-canonical=true"),
         "--metadata-file",
