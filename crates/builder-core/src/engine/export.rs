@@ -214,9 +214,10 @@ pub(super) fn local_dir(
     }
 }
 
-struct PushProgress<'a> {
-    events: &'a mpsc::UnboundedSender<ProgressEvent>,
-    step: StepId,
+/// A push's byte counts as the step's progress (the image export and the cache export).
+pub(super) struct PushProgress<'a> {
+    pub(super) events: &'a mpsc::UnboundedSender<ProgressEvent>,
+    pub(super) step: StepId,
 }
 
 impl registry_client::TransferProgress for PushProgress<'_> {

@@ -14,7 +14,7 @@ use registry_client::{BlobSource, PushedBlob, Repository};
 
 use super::remote_mounts::PackDest;
 use super::{Ctx, Error, Layer, StageState, cache_digest, pick_blob};
-use crate::progress::{Activity, ProgressEvent, ProgressSink, StepId, Stream};
+use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
 use crate::remote_cache::{
     CacheEntry, CacheExportSpec, CacheImportSpec, CacheLocation, CacheMode, ImportedCache,
     fetch_registry_cache, push_registry_cache, put_blob, read_local_cache, write_local_cache,
@@ -326,30 +326,6 @@ impl Ctx {
     }
 }
 
-struct PushCount<'a> {
-    ctx: &'a Ctx,
-    step: StepId,
-}
-
-impl registry_client::TransferProgress for PushCount<'_> {
-    fn event(&self, ev: &registry_client::TransferEvent<'_>) {
-        if let registry_client::TransferEvent::Progress {
-            digest,
-            done,
-            total,
-        } = ev
-        {
-            self.ctx.emit(ProgressEvent::StepProgress {
-                id: self.step,
-                activity: Activity::Push,
-                label: digest.hex().chars().take(12).collect(),
-                current: *done,
-                total: Some(*total),
-            });
-        }
-    }
-}
-
 /// Exports the cache of the build to every `--cache-to`. `image_repos` are repositories the
 /// image was pushed to (blobs are mounted from there rather than uploaded again).
 pub(super) async fn export_caches(
@@ -555,7 +531,10 @@ async fn push_layer(
         .as_ref()
         .ok_or_else(|| super::inner_error("a base image layer has no cache key"))?;
     let kd = cache_digest(key);
-    let progress = PushCount { ctx, step };
+    let progress = crate::engine::export::PushProgress {
+        events: &ctx.events,
+        step,
+    };
     // A layer from an imported cache that was never pulled: mount it, never download it.
     if let (Some(b), Some(d), Some(origin)) = (&layer.blob, &layer.diff_id, &layer.origin) {
         if !ctx.cache.content().contains(&b.digest) && origin.registry() == repo.registry() {
