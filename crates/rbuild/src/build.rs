@@ -548,16 +548,17 @@ pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
         CallFunc {
             name: "check".into(),
             json: false,
+            ignore_status: false,
         }
     } else {
         opts.call.clone()
     };
-    if call.name == "check" {
-        return Err(Failure::usage(
-            "--call=check is not supported by rbuild yet (outline and targets are)",
-        ));
-    }
     let src = read_dockerfile(opts)?;
+    if call.name == "check" {
+        let text = (opts.file.as_deref() == Some("-"))
+            .then(|| String::from_utf8_lossy(&src.bytes).into_owned());
+        return crate::check::run(opts, &call, &build_arg_map(opts), text);
+    }
     let df = parse_dockerfile(&src)?;
     let text = String::from_utf8_lossy(&src.bytes).into_owned();
     let stage_error = |e: dockerfile::StageError| {

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod build;
 mod cache_cmd;
 mod call;
+mod check;
 mod diag;
 mod exit;
 mod inspect;

@@ -128,6 +128,7 @@ pub(crate) fn build(
         watcher.abort();
         r
     });
+    renderer.finish();
     let report = match result {
         Ok(r) => r,
         Err(e) if e.is_usage() => return Err(Failure::usage(e.to_string())),

@@ -11,3 +11,6 @@ mod rootless;
 
 /// `rbuild build --call plan`: the CI planner (issue 17).
 mod plan;
+
+/// `rbuild build --call=check`: every build check against the reference's output (issue 20).
+mod checks;
