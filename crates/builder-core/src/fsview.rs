@@ -69,6 +69,14 @@ pub(crate) enum ViewError {
         /// What is wrong.
         reason: String,
     },
+    /// A file read into memory is larger than the caller's cap.
+    #[error("{path} in the image is larger than {limit} bytes, the most rbuild reads")]
+    TooLarge {
+        /// The path as given.
+        path: String,
+        /// The cap, in bytes.
+        limit: u64,
+    },
 }
 
 impl ViewError {
@@ -82,6 +90,7 @@ impl From<ViewError> for io::Error {
     fn from(e: ViewError) -> io::Error {
         match e {
             ViewError::Io { source, .. } => source,
+            e @ ViewError::TooLarge { .. } => io::Error::new(io::ErrorKind::InvalidData, e),
             other => io::Error::new(io::ErrorKind::InvalidInput, other.to_string()),
         }
     }
@@ -537,10 +546,11 @@ impl LayeredView {
 
     /// Reads a whole small file of the merged view (resolving symlinks inside the root with
     /// [`Policy::Clamp`]). `None` when it is not a regular file.
-    pub(crate) fn read_file(&self, path: &Path) -> io::Result<Option<Vec<u8>>> {
+    /// More than `limit` bytes is an error ([`ViewError::TooLarge`] as `InvalidData`).
+    pub(crate) fn read_file(&self, path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
         let rel = self.resolve(path, true)?;
         match self.locate(&rel)? {
-            Some(res) => Ok(self.read_regular(&res)?),
+            Some(res) => Ok(self.read_regular(&res, &path.to_string_lossy(), limit)?),
             None => Ok(None),
         }
     }
@@ -580,23 +590,41 @@ impl LayeredView {
     }
 
     /// Reads a regular file of the merged root, resolved with [`Policy::Strict`]. `None`
-    /// when it does not exist or cannot be reached.
-    pub(crate) fn read_file_strict(&self, path: &str) -> Result<Option<Vec<u8>>, ViewError> {
+    /// when it does not exist or cannot be reached; more than `limit` bytes is
+    /// [`ViewError::TooLarge`].
+    pub(crate) fn read_file_strict(
+        &self,
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, ViewError> {
         match self.resolve_strict(path, true) {
-            Ok(res) => self.read_regular(&res),
+            Ok(res) => self.read_regular(&res, path, limit),
             Err(ViewError::BadPath { .. }) => Ok(None),
             Err(e) => Err(e),
         }
     }
 
     /// The content of a resolved regular file (opened without following a symlink on the
-    /// host), `None` for anything else.
-    fn read_regular(&self, res: &Resolution) -> Result<Option<Vec<u8>>, ViewError> {
+    /// host), `None` for anything else. The size is checked before reading, and the read
+    /// stops past `limit` in case the file grows meanwhile.
+    fn read_regular(
+        &self,
+        res: &Resolution,
+        path: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, ViewError> {
         let Tail::Other { layer, meta, .. } = &res.tail else {
             return Ok(None);
         };
         if !meta.is_file() {
             return Ok(None);
+        }
+        let too_large = || ViewError::TooLarge {
+            path: path.to_owned(),
+            limit,
+        };
+        if meta.len() > limit {
+            return Err(too_large());
         }
         let host = self.host(*layer, &res.existing_rel());
         let file = rustix::fs::open(
@@ -607,8 +635,12 @@ impl LayeredView {
         .map_err(|e| ViewError::io("open", &host)(e.into()))?;
         let mut buf = Vec::new();
         fs::File::from(file)
+            .take(limit.saturating_add(1))
             .read_to_end(&mut buf)
             .map_err(ViewError::io("read", &host))?;
+        if buf.len() as u64 > limit {
+            return Err(too_large());
+        }
         Ok(Some(buf))
     }
 }
@@ -644,7 +676,11 @@ mod tests {
         // `..` past the root clamps at the root: the link reaches the view's own /etc/passwd.
         let (rel, _) = v.stat(Path::new("/bin/escape"), true).unwrap().unwrap();
         assert_eq!(rel, comps("etc/passwd"));
-        assert!(v.read_file(Path::new("/etc/passwd")).unwrap().is_some());
+        assert!(
+            v.read_file(Path::new("/etc/passwd"), 1 << 20)
+                .unwrap()
+                .is_some()
+        );
         assert!(v.lookup(&comps("missing/x")).unwrap().is_none());
     }
 
@@ -726,8 +762,12 @@ mod tests {
             .into_keys()
             .collect();
         assert_eq!(names, ["link", "new", "out", "passwd"]);
-        assert!(l.read_file_strict("/etc/passwd").unwrap().is_some());
-        assert!(l.read_file_strict("/etc/gone").unwrap().is_none());
+        assert!(
+            l.read_file_strict("/etc/passwd", 1 << 20)
+                .unwrap()
+                .is_some()
+        );
+        assert!(l.read_file_strict("/etc/gone", 1 << 20).unwrap().is_none());
         let r = resolve("/etc/link/x").unwrap();
         assert_eq!(r.full_rel(), Path::new("run/real/x"));
         assert!(matches!(
@@ -781,7 +821,11 @@ mod tests {
         let v = LayeredView::new(vec![upper, lower]);
         assert!(v.lookup(&comps("a/secret")).unwrap().is_none());
         assert!(v.read_dir(&comps("a")).unwrap().is_empty());
-        assert!(v.read_file(Path::new("/a/secret")).unwrap().is_none());
+        assert!(
+            v.read_file(Path::new("/a/secret"), 1 << 20)
+                .unwrap()
+                .is_none()
+        );
     }
 
     /// An opaque directory hides the lower layers' contents at every depth below it.

@@ -1,6 +1,7 @@
 //! Build graph, cache keys, sandboxed RUN, COPY/ADD, image assembly and exporters.
 #![deny(unsafe_code)]
 
+mod attest;
 mod cachekey;
 #[allow(dead_code)] // COPY/ADD: called by the engine once it wires them in.
 mod copy;
@@ -16,6 +17,12 @@ mod progress;
 pub mod remote_cache;
 mod sandbox;
 
+pub use attest::{
+    ANNOTATION_PREDICATE_TYPE, ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE,
+    ARTIFACT_TYPE_ATTESTATION, AttestSpec, AttestationManifest, Attestations, MEDIA_TYPE_IN_TOTO,
+    PREDICATE_PROVENANCE, PREDICATE_SPDX, ProvenanceMode, ProvenanceOptions, SbomOptions,
+    predicates, scan, spdx_document,
+};
 pub use cachekey::CacheKey;
 pub use engine::{
     Build, BuildGroup, BuildReport, CheckReport, Error, ExportKind, ExportSpec, GroupSink,
@@ -34,9 +41,10 @@ pub use oci::{
 };
 pub use progress::{Activity, CollectSink, NullSink, ProgressEvent, ProgressSink, StepId, Stream};
 pub use sandbox::{
-    BindAccess, CancelHandle, Capabilities, ExitStatus, IdRange, Mode, ModeRequest, Mount,
-    MountKind, MountSource, NetworkMode, Privilege, ROOTLESS_ENV, Rootfs, RunSpec,
-    SANDBOX_MODE_ENV, Sandbox, SandboxError, User, enter_rootless, maybe_run_init, resolve_user,
+    BindAccess, CancelHandle, Capabilities, ExitStatus, HostCheck, HostReport, IdRange, Mode,
+    ModeRequest, ModeStatus, Mount, MountKind, MountSource, NetworkMode, Privilege, ROOTLESS_ENV,
+    Rootfs, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, User, enter_rootless, maybe_run_init,
+    resolve_user,
 };
 
 pub use dockerfile;

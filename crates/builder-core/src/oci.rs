@@ -136,25 +136,53 @@ impl PlatformImage {
 pub struct BuiltImage {
     /// The platforms' images, in the order requested.
     pub images: Vec<PlatformImage>,
-    /// The index bytes, when more than one platform was built.
+    /// The index bytes, when more than one platform was built or attestations are
+    /// entries of it.
     pub index: Option<Vec<u8>>,
+    /// The attestation manifests, one per platform image that has attestations.
+    pub attestations: Vec<crate::attest::AttestationManifest>,
+    /// The attestations are OCI 1.1 referrers of their images (not in the index).
+    pub referrers: bool,
 }
 
 impl BuiltImage {
     /// Ties platform images together (an index only for several).
     pub fn new(images: Vec<PlatformImage>) -> Self {
-        let index = (images.len() > 1).then(|| {
+        Self::with_attestations(images, Vec::new(), false)
+    }
+
+    /// Ties platform images and their attestation manifests together: as BuildKit, the
+    /// attestations are entries of the index (`unknown/unknown`, so there is an index even
+    /// for one platform), or, with `referrers`, OCI 1.1 referrers left out of it.
+    pub fn with_attestations(
+        images: Vec<PlatformImage>,
+        attestations: Vec<crate::attest::AttestationManifest>,
+        referrers: bool,
+    ) -> Self {
+        let in_index = !attestations.is_empty() && !referrers;
+        let index = (images.len() > 1 || in_index).then(|| {
             let mut m = Map::new();
             m.insert("schemaVersion".into(), json!(2));
             m.insert("mediaType".into(), json!(MEDIA_TYPE_INDEX));
-            let list: Vec<Value> = images
+            let mut list: Vec<Value> = images
                 .iter()
                 .map(|i| Value::Object(i.descriptor(true)))
                 .collect();
+            if in_index {
+                for a in &attestations {
+                    let subject = images[a.subject].manifest_digest();
+                    list.push(crate::attest::layout::index_entry(a, &subject));
+                }
+            }
             m.insert("manifests".into(), Value::Array(list));
             serde_json::to_vec(&Value::Object(m)).expect("a JSON map serialises")
         });
-        Self { images, index }
+        Self {
+            images,
+            index,
+            attestations,
+            referrers,
+        }
     }
 
     /// The top-level descriptor: the index, or the single manifest.
@@ -192,6 +220,14 @@ impl BuiltImage {
                 img.manifest_digest(),
                 BlobBytes::Mem(&img.manifest),
             );
+        }
+        for a in &self.attestations {
+            for st in &a.statements {
+                push(&mut out, sha256_digest(st), BlobBytes::Mem(st));
+            }
+            let empty = crate::attest::layout::EMPTY_JSON;
+            push(&mut out, sha256_digest(empty), BlobBytes::Mem(empty));
+            push(&mut out, a.digest(), BlobBytes::Mem(&a.manifest));
         }
         if let Some(ix) = &self.index {
             push(&mut out, sha256_digest(ix), BlobBytes::Mem(ix));

@@ -2,6 +2,10 @@
 //! rules: `USER` in the sandbox (runc's, `sandbox::resolve_user`) and `--chown` in COPY/ADD
 //! (BuildKit's, `copy::users`).
 
+/// The largest `/etc/passwd` or `/etc/group` read from an image (a file of 100 000 users
+/// is about 6 MiB): a base image cannot make a build read gigabytes into memory.
+pub(crate) const MAX_ACCOUNT_FILE: u64 = 16 << 20;
+
 /// One `/etc/passwd` entry (`name:password:uid:gid:gecos:home:shell`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct PasswdEntry<'a> {

@@ -39,6 +39,14 @@ pub(crate) struct BuildOpts {
     #[arg(long = "allow", value_name = "ENTITLEMENT", value_parser = parse_entitlement)]
     pub(crate) allow: Vec<String>,
 
+    /// Attestation parameters (format: "type=sbom,generator=image")
+    #[arg(long = "attest", value_name = "SPEC", value_parser = parse_attest)]
+    pub(crate) attest: Vec<builder_core::AttestSpec>,
+
+    /// Attach attestations as OCI 1.1 referrers (manifests with a subject) instead of index entries
+    #[arg(long = "attest-referrers")]
+    pub(crate) attest_referrers: bool,
+
     /// Set build-time variables
     #[arg(long = "build-arg", value_name = "KEY[=VALUE]", value_parser = parse_build_arg)]
     pub(crate) build_args: Vec<(String, Option<String>)>,
@@ -107,9 +115,17 @@ pub(crate) struct BuildOpts {
           value_parser = ["auto", "none", "plain", "quiet", "rawjson", "tty"])]
     pub(crate) progress: String,
 
+    /// Shorthand for "--attest=type=provenance"
+    #[arg(long = "provenance", value_name = "VALUE", value_parser = parse_provenance)]
+    pub(crate) provenance: Option<builder_core::AttestSpec>,
+
     /// Shorthand for "--output=type=registry"
     #[arg(long = "push")]
     pub(crate) push: bool,
+
+    /// Shorthand for "--attest=type=sbom"
+    #[arg(long = "sbom", value_name = "VALUE", value_parser = parse_sbom)]
+    pub(crate) sbom: Option<builder_core::AttestSpec>,
 
     /// Secret to expose to the build (format: "id=mysecret[,src=/local/secret]" or "id=mysecret,env=VAR")
     #[arg(long = "secret", value_name = "SPEC", value_parser = parse_secret)]
@@ -165,6 +181,18 @@ pub(crate) struct SecretSpec {
 pub(crate) struct SshSpec {
     pub(crate) id: String,
     pub(crate) paths: Vec<String>,
+}
+
+fn parse_attest(s: &str) -> Result<builder_core::AttestSpec, String> {
+    s.parse().map_err(|e: builder_core::Error| e.to_string())
+}
+
+fn parse_provenance(s: &str) -> Result<builder_core::AttestSpec, String> {
+    builder_core::AttestSpec::shorthand("provenance", s).map_err(|e| e.to_string())
+}
+
+fn parse_sbom(s: &str) -> Result<builder_core::AttestSpec, String> {
+    builder_core::AttestSpec::shorthand("sbom", s).map_err(|e| e.to_string())
 }
 
 fn parse_entitlement(s: &str) -> Result<String, String> {

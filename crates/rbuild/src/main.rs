@@ -11,6 +11,7 @@ mod call;
 mod check;
 mod diag;
 mod exit;
+mod info;
 mod inspect;
 mod progress;
 mod run;
@@ -38,6 +39,7 @@ enum Command {
     Inspect(inspect::InspectOpts),
     Du(cache_cmd::DuOpts),
     Prune(cache_cmd::PruneOpts),
+    Info(info::InfoOpts),
 }
 
 fn main() -> ExitCode {
@@ -49,7 +51,10 @@ fn main() -> ExitCode {
     };
     // Not root: become root of a user namespace of our own before any thread starts
     // (builds, and the cache commands, which delete files the namespace's uids own).
-    if !matches!(cli.command, Command::Inspect(_)) {
+    if matches!(cli.command, Command::Info(_)) {
+        // A failure is part of what `info` reports.
+        let _ = builder_core::enter_rootless();
+    } else if !matches!(cli.command, Command::Inspect(_)) {
         if let Err(e) = builder_core::enter_rootless() {
             return exit::report(Err(exit::Failure::build(format!(
                 "{e}\n(set {}=0 to run without a user namespace: RUN steps are refused then)",
@@ -62,6 +67,7 @@ fn main() -> ExitCode {
         Command::Inspect(opts) => inspect::run(&opts),
         Command::Du(opts) => cache_cmd::du(&opts),
         Command::Prune(opts) => cache_cmd::prune(&opts),
+        Command::Info(opts) => info::run(&opts),
     };
     exit::report(result)
 }

@@ -62,9 +62,33 @@ pub(crate) fn build(
              To push result image into registry use --push or to load image into docker use --output type=docker,dest=FILE"
         );
     }
+    let pushes = outputs
+        .iter()
+        .any(|o| o.kind == builder_core::ExportKind::Registry);
     for o in outputs {
         b = b.output(o);
     }
+    // buildx's order: the --attest flags, then --provenance, then --sbom.
+    for a in opts.attest.iter().chain(&opts.provenance).chain(&opts.sbom) {
+        b = b.attest(a.clone());
+    }
+    // buildx adds mode=min provenance to what it pushes, unless told not to.
+    let no_default = match std::env::var("BUILDX_NO_DEFAULT_ATTESTATIONS") {
+        Ok(v) => match v.as_str() {
+            "1" | "t" | "T" | "true" | "TRUE" | "True" => true,
+            "0" | "f" | "F" | "false" | "FALSE" | "False" | "" => false,
+            _ => {
+                return Err(Failure::usage(format!(
+                    "invalid BUILDX_NO_DEFAULT_ATTESTATIONS {v:?}: expected true or false"
+                )));
+            }
+        },
+        Err(_) => false,
+    };
+    if pushes && !no_default {
+        b = b.default_attestations();
+    }
+    b = b.attestations_as_referrers(opts.attest_referrers);
     if let Some(dir) = &opts.cache_dir {
         b = b.cache_dir(dir);
     }
@@ -196,6 +220,7 @@ pub(crate) fn build(
         if !report.names.is_empty() {
             m.insert("image.name".into(), report.names.join(",").into());
         }
+        m.insert("buildx.build.ref".into(), report.build_ref.clone().into());
         let text =
             serde_json::to_string_pretty(&serde_json::Value::Object(m)).expect("JSON serialises");
         std::fs::write(p, text)

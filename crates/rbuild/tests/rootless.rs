@@ -238,3 +238,88 @@ fn rootless_disabled_refuses_run_steps_naming_why() {
         describe(&Command::new("rbuild"), &out)
     );
 }
+
+/// `rbuild info` as `who` (root when `None`), its stdout; it must exit 0.
+fn info(who: Option<(&str, &Path)>, env: &[(&str, &str)], json: bool) -> String {
+    let rbuild = env!("CARGO_BIN_EXE_rbuild");
+    let mut cmd = match who {
+        None => Command::new(rbuild),
+        Some((user, home)) => {
+            let mut c = Command::new("setpriv");
+            c.arg(format!("--reuid={user}"))
+                .arg(format!("--regid={user}"))
+                .arg("--clear-groups")
+                .arg("--")
+                .arg(rbuild)
+                .env_clear()
+                .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+                .env("HOME", home);
+            c
+        }
+    };
+    cmd.arg("info").envs(env.iter().copied());
+    if json {
+        cmd.args(["--format", "json"]);
+    }
+    if who.is_none() {
+        let dir = open_dir("info-root");
+        cmd.arg("--cache-dir").arg(dir.path().join("cache"));
+    }
+    let out = output(&mut cmd);
+    assert!(out.status.success(), "{}", describe(&cmd, &out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mode_line<'a>(report: &'a str, mode: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{mode} ")))
+        .unwrap_or_else(|| panic!("no {mode} line in:\n{report}"))
+}
+
+#[test]
+fn info_reports_what_the_host_allows_in_each_mode() {
+    // Root on this host: namespaces and overlayfs, the root mode in use.
+    let root = info(None, &[], false);
+    assert!(mode_line(&root, "root").contains("IN USE"), "{root}");
+    assert!(root.contains("[ok] overlayfs"), "{root}");
+    assert!(root.contains("newuidmap: /usr/bin/newuidmap"), "{root}");
+    let v: serde_json::Value = serde_json::from_str(&info(None, &[], true)).expect("JSON");
+    assert_eq!(v["privilege"], "root", "{v}");
+    let modes: Vec<&str> = v["modes"]
+        .as_array()
+        .expect("modes")
+        .iter()
+        .filter_map(|m| m["name"].as_str())
+        .collect();
+    assert_eq!(modes, ["root", "rootless", "unprivileged"], "{v}");
+
+    // The test user: rootless with its subordinate ranges, overlayfs in the namespace.
+    let uid = uid_of(USER);
+    let work = open_dir("info");
+    let home = owned_dir(work.path(), "home", uid);
+    let user = info(Some((USER, &home)), &[], false);
+    assert!(mode_line(&user, "rootless").contains("IN USE"), "{user}");
+    assert!(
+        mode_line(&user, "root").contains("unavailable: needs root in the host's user namespace"),
+        "{user}"
+    );
+    assert!(
+        user.contains("[ok] subordinate ids: rbuild-test: /etc/subuid ")
+            && user.contains("[ok] newuidmap: /usr/bin/newuidmap: mapped this user namespace"),
+        "{user}"
+    );
+    assert!(
+        user.contains("(userxattr, in the user namespace)"),
+        "{user}"
+    );
+
+    // Rootless turned off: the report says why the rootless mode is not in use.
+    let off = info(Some((USER, &home)), &[("RBUILD_ROOTLESS", "0")], false);
+    assert!(
+        mode_line(&off, "rootless").contains("unavailable")
+            && off.contains("not tried (RBUILD_ROOTLESS=0)"),
+        "{off}"
+    );
+    assert!(off.contains("[no] namespaces and mounts"), "{off}");
+}

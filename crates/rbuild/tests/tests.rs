@@ -12,5 +12,12 @@ mod rootless;
 /// `rbuild build --call plan`: the CI planner (issue 17).
 mod plan;
 
+/// Push by digest per runner and `imagetools create` (issue 17).
+mod scaleout;
+
+/// A fresh CI runner builds from a shared cache (issue 15): registry, local and inline
+/// caches, corrupt blobs rejected.
+mod remote_cache;
+
 /// `rbuild build --call=check`: every build check against the reference's output (issue 20).
 mod checks;

@@ -26,7 +26,7 @@ use crate::platform::Platform;
 use crate::progress::{TransferEvent, TransferProgress};
 use crate::reference::{DOCKER_HUB, Reference, Repository};
 use crate::retry::{Outcome, RetryPolicy};
-use crate::transport::{Body, ReadError, ResponseBody, Transport};
+use crate::transport::{Body, FinalUrl, ReadError, ResponseBody, Transport};
 use crate::upload::{Next, Upload, UploadError, UploadOutcome};
 
 /// Where Docker Hub's registry API is (references say `docker.io`).
@@ -363,9 +363,10 @@ impl Client {
             return Err(self.status_error(&op, response).await);
         }
         if content_length(response.headers()).is_some_and(|l| l > MAX_MANIFEST_SIZE) {
-            return Err(self.protocol(
+            return Err(too_large(
                 repo,
-                format!("manifest {target} is larger than {MAX_MANIFEST_SIZE} bytes"),
+                format!("manifest {target}"),
+                MAX_MANIFEST_SIZE,
             ));
         }
         let content_type = response
@@ -435,9 +436,10 @@ impl Client {
         let digest = Digest::try_from(descriptor.digest())?;
         let size = descriptor.size();
         if size > MAX_IN_MEMORY_BLOB {
-            return Err(self.protocol(
+            return Err(too_large(
                 repo,
-                format!("blob {digest} has {size} bytes, too large to fetch into memory"),
+                format!("blob {digest} ({size} bytes, fetched into memory)"),
+                MAX_IN_MEMORY_BLOB,
             ));
         }
         let mut buf = Vec::with_capacity(size as usize);
@@ -708,6 +710,69 @@ impl Client {
     }
 
     // ------------------------------------------------------------------ push
+
+    /// Puts blob `digest` into `repo` without sending its bytes: `Existed` when the
+    /// repository has it, `Mounted` when the registry mounted it from `from` (another
+    /// repository of the same registry), `None` when it did not (the blob is not in `from`,
+    /// or the registry does not mount): the caller then needs the bytes. The upload session
+    /// a refused mount opens is cancelled.
+    pub async fn mount_blob(
+        &self,
+        repo: &Repository,
+        digest: &Digest,
+        from: &Repository,
+    ) -> Result<Option<PushedBlob>, Error> {
+        if self.blob_exists(repo, digest).await?.is_some() {
+            return Ok(Some(PushedBlob::Existed));
+        }
+        if from.registry() != repo.registry() || from.path() == repo.path() {
+            return Ok(None);
+        }
+        let op = Op {
+            repo,
+            scopes: Scopes::push_mount(repo, from),
+            what: format!("mount blob {digest}"),
+            retry: true,
+            digest: Some(digest),
+        };
+        let mut url = self.url(repo, "blobs/uploads/");
+        url.query_pairs_mut()
+            .append_pair("mount", digest.as_str())
+            .append_pair("from", from.path());
+        let response = self
+            .send(&op, &crate::progress::NoProgress, || {
+                let mut h = HeaderMap::new();
+                h.insert(CONTENT_LENGTH, HeaderValue::from_static("0"));
+                (Method::POST, url.clone(), h, Body::Empty)
+            })
+            .await?;
+        match response.status() {
+            StatusCode::CREATED => Ok(Some(PushedBlob::Mounted)),
+            StatusCode::ACCEPTED => {
+                // A session was opened for an upload we will not make: cancel it (best
+                // effort; the registry expires it anyway).
+                let location = response
+                    .headers()
+                    .get(http::header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|l| self.endpoint(repo.registry()).join(l).ok());
+                if let Some(loc) = location {
+                    let cancel = Op {
+                        retry: false,
+                        what: format!("cancel upload of {digest}"),
+                        ..op
+                    };
+                    let _ = self
+                        .send(&cancel, &crate::progress::NoProgress, || {
+                            (Method::DELETE, loc.clone(), HeaderMap::new(), Body::Empty)
+                        })
+                        .await;
+                }
+                Ok(None)
+            }
+            _ => Err(self.status_error(&op, response).await),
+        }
+    }
 
     /// Push blob `digest` (`size` bytes, read from `source`) to `repo`. Skipped when the
     /// repository has it; mounted from `mount_from` when that is another repository of the
@@ -1001,6 +1066,7 @@ impl Client {
             attempt += 1;
             let (method, url, mut headers, body) = make();
             let sent_token = self.authorize(op, &mut headers).await?;
+            let asked = url.clone();
             let mut request = Request::builder().method(method).uri(url.as_str());
             if let Some(h) = request.headers_mut() {
                 h.extend(headers);
@@ -1009,6 +1075,26 @@ impl Client {
                 .body(body)
                 .map_err(|e| self.protocol(op.repo, format!("building {}: {e}", op.what)))?;
             let (reason, delay) = match self.inner.transport.send(request).await {
+                Ok(response)
+                    if response.status() == StatusCode::UNAUTHORIZED
+                        && !came_from(&response, &asked) =>
+                {
+                    // a redirect led elsewhere and that host wants credentials: they are
+                    // the registry's, so it gets none
+                    let at = response
+                        .extensions()
+                        .get::<FinalUrl>()
+                        .map(|u| u.0.to_string())
+                        .unwrap_or_default();
+                    return Err(Error::Auth {
+                        registry: registry.to_owned(),
+                        reason: format!(
+                            "{}: redirected to {at}, which asks for credentials; \
+                             credentials for {registry} are only sent to {registry}",
+                            op.what
+                        ),
+                    });
+                }
                 Ok(response) if response.status() == StatusCode::UNAUTHORIZED && !rechallenged => {
                     rechallenged = true;
                     attempt -= 1; // a challenge is not a failure
@@ -1208,6 +1294,14 @@ impl Client {
                 Ok(mut response) => {
                     let status = response.status();
                     let body = response.body_mut().read_to_end(MAX_TOKEN_BODY).await;
+                    if matches!(body, Err(ReadError::TooLarge)) {
+                        return Err(Error::TooLarge {
+                            registry: registry.to_owned(),
+                            repository: op.repo.path().to_owned(),
+                            what: format!("the token response of {realm}"),
+                            limit: MAX_TOKEN_BODY,
+                        });
+                    }
                     match (status, body) {
                         (StatusCode::OK, Ok(bytes)) => {
                             let token = auth::parse_token_response(&bytes, now)
@@ -1301,10 +1395,7 @@ impl Client {
         limit: u64,
     ) -> Result<Bytes, Error> {
         body.read_to_end(limit).await.map_err(|e| match e {
-            ReadError::TooLarge => self.protocol(
-                op.repo,
-                format!("{}: response larger than {limit} bytes", op.what),
-            ),
+            ReadError::TooLarge => too_large(op.repo, format!("{}: the response", op.what), limit),
             ReadError::Transport(source) => Error::Transport {
                 registry: op.repo.registry().to_owned(),
                 repository: op.repo.path().to_owned(),
@@ -1360,6 +1451,23 @@ fn parse_error_body(body: &[u8]) -> (Option<String>, String) {
     }
     let text = String::from_utf8_lossy(&body[..body.len().min(200)]);
     (None, text.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+fn too_large(repo: &Repository, what: String, limit: u64) -> Error {
+    Error::TooLarge {
+        registry: repo.registry().to_owned(),
+        repository: repo.path().to_owned(),
+        what,
+        limit,
+    }
+}
+
+/// Whether `response` came from the origin of `asked` (no redirect left it).
+fn came_from(response: &http::Response<ResponseBody>, asked: &Url) -> bool {
+    response
+        .extensions()
+        .get::<FinalUrl>()
+        .is_none_or(|u| crate::transport::same_origin(&u.0, asked))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {

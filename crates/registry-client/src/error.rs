@@ -120,6 +120,22 @@ pub enum Error {
         reason: String,
     },
 
+    /// Something a registry sent (a manifest, an index, an image config, a token
+    /// response, a JSON body) is larger than rbuild reads into memory.
+    #[error(
+        "{registry}/{repository}: {what} is larger than {limit} bytes, the most rbuild accepts"
+    )]
+    TooLarge {
+        /// Registry host (or the token service's address).
+        registry: String,
+        /// Repository path.
+        repository: String,
+        /// What it was (`manifest 20-slim`, `blob sha256:…`, `token response`).
+        what: String,
+        /// The cap, in bytes.
+        limit: u64,
+    },
+
     /// A manifest that cannot be read: not JSON, an unknown media type, Docker schema 1.
     #[error("manifest {digest}: {reason}")]
     InvalidManifest {
@@ -319,6 +335,15 @@ mod tests {
                     reason: "no Location".into(),
                 },
                 "r/p: no Location",
+            ),
+            (
+                Error::TooLarge {
+                    registry: "r".into(),
+                    repository: "p".into(),
+                    what: "manifest 1".into(),
+                    limit: 4,
+                },
+                "r/p: manifest 1 is larger than 4 bytes, the most rbuild accepts",
             ),
             (
                 Error::PlatformNotFound {

@@ -5,6 +5,10 @@
 mod real_registry;
 // Token auth, 401 mid-push, 429, 5xx, dropped connections and corrupt blobs (fault proxy).
 mod faults;
+// Credentials and redirects: only the registry's own origin gets them.
+mod redirects;
+// Size caps on what is read into memory.
+mod limits;
 // `inspect` output against the registry's own bytes.
 mod inspect;
 // Helpers: blobs, images, clients, progress recorders.

@@ -58,7 +58,7 @@ pub(crate) struct Chown {
 }
 
 impl Chown {
-    fn parse(raw: &str) -> Result<Chown, CopyError> {
+    pub(crate) fn parse(raw: &str) -> Result<Chown, CopyError> {
         let bad = |reason| CopyError::ChownSyntax {
             value: raw.to_owned(),
             reason,

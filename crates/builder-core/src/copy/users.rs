@@ -6,7 +6,7 @@ use std::path::Path;
 use super::error::CopyError;
 use super::params::{Chown, IdSpec};
 use crate::fsview::LayeredView;
-use crate::passwd::{group_entries, passwd_entries};
+use crate::passwd::{MAX_ACCOUNT_FILE, group_entries, passwd_entries};
 
 /// Finds `name` in passwd-format text: (uid, primary gid).
 fn passwd_lookup(text: &str, name: &str) -> Option<(u32, u32)> {
@@ -24,7 +24,7 @@ fn read(view: Option<&LayeredView>, path: &str) -> Result<String, CopyError> {
     let Some(view) = view else {
         return Ok(String::new());
     };
-    match view.read_file(Path::new(path)) {
+    match view.read_file(Path::new(path), MAX_ACCOUNT_FILE) {
         Ok(Some(bytes)) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
         Ok(None) => Ok(String::new()),
         Err(e) => Err(CopyError::Io {
@@ -99,5 +99,29 @@ mod tests {
         assert_eq!(passwd_lookup(passwd, "bad"), None);
         assert_eq!(passwd_lookup(passwd, "nobody"), None);
         assert_eq!(group_lookup("nogroup:x:65534:\n", "nogroup"), Some(65534));
+    }
+
+    /// A base image with a huge (sparse) /etc/passwd or /etc/group: `--chown=NAME` fails
+    /// naming the file and the cap instead of reading it all.
+    #[test]
+    fn oversized_account_files_are_refused() {
+        for (file, chown) in [("passwd", "app"), ("group", "0:app")] {
+            let t = tempfile::tempdir().unwrap();
+            std::fs::create_dir(t.path().join("etc")).unwrap();
+            std::fs::write(t.path().join("etc/passwd"), "app:x:7:7::/:/bin/sh\n").unwrap();
+            std::fs::write(t.path().join("etc/group"), "app:x:7:\n").unwrap();
+            std::fs::File::create(t.path().join("etc").join(file))
+                .unwrap()
+                .set_len(MAX_ACCOUNT_FILE + 1)
+                .unwrap();
+            let view = LayeredView::new(vec![t.path().to_path_buf()]);
+            let chown = Chown::parse(chown).unwrap();
+            let err = resolve_chown("COPY", &chown, Some(&view), false).unwrap_err();
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("/etc/{file}")) && text.contains("larger than 16777216"),
+                "{text}"
+            );
+        }
     }
 }

@@ -37,6 +37,7 @@ use crate::oci::{BlobRef, BuiltImage, PlatformImage};
 use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
+mod attest;
 mod remote;
 
 /// What a finished build produced.
@@ -60,8 +61,34 @@ pub struct BuildReport {
     pub steps_cached: u32,
     /// The descriptor of the image (for `--metadata-file`), when the build had an output.
     pub descriptor: Option<serde_json::Value>,
-    /// The image names written or pushed.
+    /// The image names written or pushed, as given (BuildKit's `image.name`).
     pub names: Vec<String>,
+    /// This build's reference, `rbuild/local/<id>` (a unique id, shaped like buildx's
+    /// `buildx.build.ref`, `builder/node/ref`).
+    pub build_ref: String,
+}
+
+/// A unique build id of 25 lowercase letters and digits, like BuildKit's build refs: a hash
+/// of the time, the process and a counter.
+fn new_build_ref() -> String {
+    use sha2::Digest as _;
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let mut h = sha2::Sha256::new();
+    h.update(now.to_le_bytes());
+    h.update(std::process::id().to_le_bytes());
+    h.update(COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let id: String = h
+        .finalize()
+        .iter()
+        .take(25)
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect();
+    format!("rbuild/local/{id}")
 }
 
 /// One layer of a stage's filesystem.
@@ -98,6 +125,9 @@ struct StageState {
     /// The platform the stage's filesystem is for (`FROM --platform` may differ from the
     /// build's target platform).
     platform: Platform,
+    /// The build's target platform this stage is built for (whose provenance records
+    /// what it uses).
+    build_target: Platform,
 }
 
 type StageFuture = Shared<BoxFuture<'static, Result<Arc<StageState>, Arc<Error>>>>;
@@ -106,6 +136,9 @@ type StageFuture = Shared<BoxFuture<'static, Result<Arc<StageState>, Arc<Error>>
 #[derive(Debug)]
 struct BaseImage {
     repo: Repository,
+    /// What the reference resolved to: the index's digest if it named one, else the
+    /// manifest's (the provenance's dependency digest, as BuildKit's).
+    resolved_digest: String,
     manifest_digest: String,
     config: Vec<u8>,
     layers: Vec<Layer>,
@@ -170,9 +203,13 @@ struct Ctx {
     sandbox_hostname: String,
     /// The caches `--cache-from` imported (manifests and configs only).
     remote: remote::RemoteCaches,
+    /// The repositories pushed to, when every output is a push (else empty).
+    push_repos: Vec<Repository>,
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
     noted: Mutex<Vec<Vec<Layer>>>,
+    /// What the provenance records (base images, downloads, steps), when one is made.
+    recorder: Option<crate::attest::provenance::Recorder>,
 }
 
 fn now_secs() -> u64 {
@@ -219,7 +256,12 @@ impl Ctx {
             *first = Some(clone_error(e));
         }
         drop(first);
-        self.cancel.cancel();
+        // A rejected cache blob ends this attempt, not the build: the handle is the
+        // caller's, shared with the next attempt, and the steps running now finish into
+        // the local cache (the next attempt waits on their key locks).
+        if !matches!(e, Error::RejectedCacheBlob { .. }) {
+            self.cancel.cancel();
+        }
     }
 
     fn step_id(&self) -> StepId {
@@ -359,11 +401,27 @@ impl Ctx {
             label: short(&blob.digest.to_string()),
         };
         let mut sink = SyncWriter(&mut w);
-        self.client
+        let pulled = self
+            .client
             .pull_blob(repo, &desc, &mut sink, &progress)
-            .await?;
-        w.commit(&blob.digest)?;
-        Ok(())
+            .await;
+        // A step's layer with an origin comes from an imported cache: bytes that are not
+        // its blob reject it (the build runs again without it) rather than fail the build.
+        let from_cache = layer.key.is_some();
+        match pulled {
+            Err(
+                e @ (registry_client::Error::DigestMismatch { .. }
+                | registry_client::Error::SizeMismatch { .. }),
+            ) if from_cache => return Err(remote::rejected(blob, &e.to_string())),
+            r => r?,
+        }
+        match w.commit(&blob.digest) {
+            Err(
+                e @ (layer_cache::Error::DigestMismatch { .. }
+                | layer_cache::Error::SizeMismatch { .. }),
+            ) if from_cache => Err(remote::rejected(blob, &e.to_string())),
+            r => r.map(|_| ()).map_err(Error::from),
+        }
     }
 
     /// The cache record of a step's layer, when it still describes that layer's snapshot
@@ -545,20 +603,23 @@ impl Ctx {
                 return Ok(dirs);
             }
         }
-        // Otherwise from the blobs, as the chain of their diffIDs.
-        let mut refs = Vec::new();
-        for i in 0..layers.len() {
-            let (blob, diff_id) = self.ensure_blob(layers, i, step).await?;
-            refs.push(LayerRef::new(blob.digest, diff_id));
-        }
+        // Otherwise from the blobs (pulled at once), as the chain of their diffIDs.
+        let refs: Vec<LayerRef> = futures_util::future::try_join_all(
+            (0..layers.len()).map(|i| self.ensure_blob(layers, i, step)),
+        )
+        .await?
+        .into_iter()
+        .map(|(blob, diff_id)| LayerRef::new(blob.digest, diff_id))
+        .collect();
         let me = self.clone();
-        tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, Error> {
+        let unpacked = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, Error> {
             let opts = overlay_apply_options();
             let top = me.cache.unpack_chain(&refs, &opts, Some(&me.lease))?;
             Ok(me.cache.snapshots().lowerdirs(&top.chain_id)?)
         })
         .await
-        .map_err(|e| join_error(&e))?
+        .map_err(|e| join_error(&e))?;
+        unpacked.map_err(|e| remote::reject_diff_id(e, layers))
     }
 
     /// A fresh private directory under the cache's temporary area.
@@ -859,6 +920,7 @@ pub(crate) fn load_dockerfile(b: &Build) -> Result<(String, String, Dockerfile),
 
 pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
     let started = Instant::now();
+    let wall_start = attest::Started::now();
     let (name, text, df) = load_dockerfile(&b)?;
     let host = Platform::host();
     let platforms = if b.platforms.is_empty() {
@@ -876,15 +938,27 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             reason: "docker exporter does not currently support exporting manifest lists; build one platform".into(),
         });
     }
-    if b.outputs
+    // Every registry output's names, checked before anything runs.
+    let mut push_repos: Vec<Repository> = Vec::new();
+    for o in b.outputs.iter().filter(|o| o.kind == ExportKind::Registry) {
+        for t in super::export::push_targets(o, &b.tag_names)? {
+            if !push_repos.contains(&t.repo) {
+                push_repos.push(t.repo);
+            }
+        }
+    }
+
+    let image_outputs = b
+        .outputs
         .iter()
-        .any(|o| matches!(o.kind, ExportKind::Registry))
-        && b.tags.is_empty()
-    {
-        return Err(Error::InvalidOutput {
-            spec: "type=registry".into(),
-            reason: "pushing needs at least one --tag".into(),
-        });
+        .any(|o| !matches!(o.kind, ExportKind::Local { .. }));
+    if b.attestations.any() && !image_outputs {
+        return Err(super::invalid(
+            "attest",
+            "type=local",
+            "attestations are attached to images: give a registry, oci or docker output \
+             (writing them as files of a local output is not supported yet)",
+        ));
     }
 
     // Plans first: every stage error is reported before anything runs.
@@ -942,6 +1016,17 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     } else {
         next_step += b.cache_from.len() as u32;
         remote::import_caches(&client, &b.cache_from, sink, StepId(1)).await
+    }
+    .rejecting(&b.rejected_cache_blobs);
+    // Every output a push: a layer the registry has elsewhere is mounted, never pulled.
+    let push_repos: Vec<Repository> = if !b.outputs.is_empty()
+        && b.outputs
+            .iter()
+            .all(|o| matches!(o.kind, ExportKind::Registry))
+    {
+        b.tags.iter().map(|t| t.repository().clone()).collect()
+    } else {
+        Vec::new()
     };
     // The clamp of the new layers' mtimes: on with SOURCE_DATE_EPOCH unless the output
     // says `rewrite-timestamp=false` (see `ExportSpec::rewrite_timestamp`).
@@ -994,11 +1079,17 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
         remote,
+        push_repos: push_repos.clone(),
         note_steps: b
             .cache_to
             .iter()
             .any(|c| c.mode == crate::remote_cache::CacheMode::Max),
         noted: Mutex::new(Vec::new()),
+        recorder: b
+            .attestations
+            .provenance
+            .as_ref()
+            .map(|_| crate::attest::provenance::Recorder::default()),
     });
     // However the build ends, no background pull outlives it.
     let _prefetches = StopPrefetches(ctx.clone());
@@ -1073,7 +1164,29 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
                 .zip(&platforms)
                 .map(|(state, platform)| assemble(&ctx, state, platform, export_step)),
         );
-        Some(BuiltImage::new(forwarding(assembled, &mut rx, sink).await?))
+        let images = forwarding(assembled, &mut rx, sink).await?;
+        let attestations = if b.attestations.any() {
+            let inputs = attest::Inputs {
+                attestations: &b.attestations,
+                request: provenance_request(&b, &name, &text),
+                names: b
+                    .tags
+                    .iter()
+                    .map(ToString::to_string)
+                    .chain(b.outputs.iter().flat_map(|o| o.names.iter().cloned()))
+                    .collect(),
+                started: wall_start,
+            };
+            let made = attest::make(&ctx, &inputs, &states, &platforms, &images, export_step);
+            forwarding(made, &mut rx, sink).await?
+        } else {
+            Vec::new()
+        };
+        Some(BuiltImage::with_attestations(
+            images,
+            attestations,
+            b.attestations.referrers,
+        ))
     };
     let config_digests: Vec<String> = match &built {
         Some(img) => img
@@ -1092,7 +1205,18 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         }
         None => Vec::new(),
     };
-    let names: Vec<String> = b.tags.iter().map(ToString::to_string).collect();
+    // The names as given, as BuildKit's `image.name` (the `-t`s, else the outputs' `name=`).
+    let mut names: Vec<String> = Vec::new();
+    for o in &b.outputs {
+        for n in super::export::output_names(o, &b.tag_names) {
+            if !names.contains(n) {
+                names.push(n.clone());
+            }
+        }
+    }
+    if b.outputs.is_empty() {
+        names.clone_from(&b.tag_names);
+    }
     let base_repos = states_layers(&states);
     if local_only {
         let export = export_files(&ctx, &states, &platforms, &b.outputs, export_step);
@@ -1106,23 +1230,15 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             &base_repos,
             &b.outputs,
             &b.tags,
+            &b.tag_names,
             &ctx.events,
             export_step,
         );
         forwarding(export, &mut rx, sink).await?;
     }
     if !b.cache_to.is_empty() {
-        let pushed_to: Vec<Repository> = if b
-            .outputs
-            .iter()
-            .any(|o| matches!(o.kind, ExportKind::Registry))
-        {
-            b.tags.iter().map(|t| t.repository().clone()).collect()
-        } else {
-            Vec::new()
-        };
         let step = ctx.step_id();
-        let export = remote::export_caches(&ctx, &states, &b.cache_to, &pushed_to, step);
+        let export = remote::export_caches(&ctx, &states, &b.cache_to, &push_repos, step);
         forwarding(export, &mut rx, sink).await?;
     }
     // Base blobs no step needed: stop fetching them; their FROM steps end here.
@@ -1143,15 +1259,18 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     });
     Ok(BuildReport {
         digest: built.as_ref().map(BuiltImage::digest),
-        descriptor: built
-            .as_ref()
-            .map(|b| serde_json::Value::Object(b.root_descriptor())),
+        // BuildKit's descriptor: a single platform's manifest carries its platform.
+        descriptor: built.as_ref().map(|b| match &b.images[..] {
+            [one] => serde_json::Value::Object(one.descriptor(true)),
+            _ => serde_json::Value::Object(b.root_descriptor()),
+        }),
         config_digests,
         image: built,
         sandbox_mode: mode,
         steps_run: ctx.run_steps.load(Ordering::Relaxed),
         steps_cached: ctx.cached_steps.load(Ordering::Relaxed),
         names,
+        build_ref: new_build_ref(),
     })
 }
 
@@ -1176,6 +1295,35 @@ async fn forwarding<T>(
     out
 }
 
+/// The frontend request as the provenance records it: buildx's frontend options
+/// (`build-arg:K`, `label:K`, `target`), the Dockerfile's name and bytes, the local sources.
+fn provenance_request(b: &Build, name: &str, text: &str) -> crate::attest::provenance::Request {
+    let mut args = BTreeMap::new();
+    for (k, v) in &b.build_args {
+        args.insert(format!("build-arg:{k}"), v.clone());
+    }
+    for (k, v) in &b.labels {
+        args.insert(format!("label:{k}"), v.clone());
+    }
+    if let Some(t) = &b.target {
+        args.insert("target".to_owned(), t.clone());
+    }
+    if b.no_cache {
+        args.insert("no-cache".to_owned(), String::new());
+    }
+    let filename = Path::new(name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| name.to_owned());
+    crate::attest::provenance::Request {
+        args,
+        filename,
+        dockerfile: text.as_bytes().to_vec(),
+        locals: vec!["context".to_owned(), "dockerfile".to_owned()],
+        builder_platform: Platform::host().to_string(),
+    }
+}
+
 /// The layers of each platform's final stage with where they came from (for pushes).
 fn states_layers(states: &[Arc<StageState>]) -> Vec<Option<Repository>> {
     states.iter().map(|s| s.base_repo.clone()).collect()
@@ -1196,6 +1344,10 @@ fn clone_error(e: &Error) -> Error {
             output_tail: output_tail.clone(),
         },
         Error::Cancelled => Error::Cancelled,
+        Error::RejectedCacheBlob { digest, reason } => Error::RejectedCacheBlob {
+            digest: digest.clone(),
+            reason: reason.clone(),
+        },
         other => Error::Step {
             location: String::new(),
             instruction: String::new(),
@@ -1356,6 +1508,7 @@ async fn build_stage(
                 base_repo: None,
                 cmd_set: false,
                 platform: target,
+                build_target: platform.clone(),
             }
         }
         StageBase::Image(r) => {
@@ -1364,6 +1517,24 @@ async fn build_stage(
             let base = resolve_image(&ctx, r, &target, id)
                 .await
                 .map_err(|e| step_failed(&ctx, stage.span, &from_text, e.to_string()))?;
+            note_image(&ctx, &platform, r, &base, &target);
+            if let Some(rec) = &ctx.recorder {
+                rec.step(
+                    &platform.to_string(),
+                    idx,
+                    0,
+                    crate::attest::provenance::StepRecord {
+                        op: serde_json::json!({"source": {
+                            "identifier": format!("docker-image://{}@{}", r.split('@').next().unwrap_or(r), base.resolved_digest),
+                        }}),
+                        platform: Some((target.os().to_owned(), target.architecture().to_owned())),
+                        lines: (stage.span.start_line, stage.span.end_line),
+                        extra_inputs: Vec::new(),
+                        chain: base.layers.last().map(|l| l.chain.to_string()),
+                        key: CacheKey::derive(None, "image", &base.manifest_digest).as_str().to_owned(),
+                    },
+                );
+            }
             let config = ImageConfig::from_slice(&base.config).map_err(|e| Error::BadImage {
                 reference: r.clone(),
                 reason: e.to_string(),
@@ -1381,6 +1552,7 @@ async fn build_stage(
                 base_repo: Some(base.repo.clone()),
                 cmd_set: false,
                 platform: target,
+                build_target: platform.clone(),
             }
         }
         StageBase::Stage(j) => {
@@ -1400,6 +1572,7 @@ async fn build_stage(
         }
     };
     let missing = matches!(stage.base, StageBase::Image(_))
+        && !ctx.lazy_base(&state.layers)
         && state.layers.iter().any(|l| {
             l.blob
                 .as_ref()
@@ -1532,6 +1705,10 @@ async fn build_stage(
             location: Some(ctx.location(ins.span)),
         });
         let t = Instant::now();
+        let before = ctx
+            .recorder
+            .as_ref()
+            .and_then(|_| provenance_op(&state, &step.instruction.value, dep.as_ref()));
         match dispatch(
             &ctx,
             &plan,
@@ -1545,10 +1722,32 @@ async fn build_stage(
         )
         .await
         {
-            Ok(()) => ctx.emit(ProgressEvent::StepDone {
-                id,
-                elapsed: t.elapsed(),
-            }),
+            Ok(()) => {
+                if let (Some(rec), Some((op, extra, exec))) = (&ctx.recorder, before) {
+                    rec.step(
+                        &platform.to_string(),
+                        idx,
+                        i + 1,
+                        crate::attest::provenance::StepRecord {
+                            op,
+                            platform: exec.then(|| {
+                                (
+                                    state.platform.os().to_owned(),
+                                    state.platform.architecture().to_owned(),
+                                )
+                            }),
+                            lines: (ins.span.start_line, ins.span.end_line),
+                            extra_inputs: extra,
+                            chain: state.layers.last().map(|l| l.chain.to_string()),
+                            key: state.key.as_str().to_owned(),
+                        },
+                    );
+                }
+                ctx.emit(ProgressEvent::StepDone {
+                    id,
+                    elapsed: t.elapsed(),
+                })
+            }
             Err(e) => {
                 ctx.emit(ProgressEvent::StepFailed {
                     id,
@@ -1590,8 +1789,14 @@ async fn resolve_image(
     let _ = step;
     // A digest-pinned base resolved before needs no registry: its manifests are kept in
     // the content store, like its config below.
-    let platform_manifest = match pinned_from_store(ctx, &reference, platform) {
-        Some(m) => m,
+    let (platform_manifest, resolved_digest) = match pinned_from_store(ctx, &reference, platform) {
+        Some(m) => (
+            m,
+            reference
+                .digest()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ),
         None => {
             let resolved = ctx.client.resolve_platform(&reference, platform).await?;
             if reference.digest().is_some() {
@@ -1600,7 +1805,11 @@ async fn resolve_image(
                 }
                 ctx.cache.content().put_bytes(resolved.manifest.bytes())?;
             }
-            resolved.manifest
+            let top = match &resolved.index {
+                Some(ix) => ix.digest().to_string(),
+                None => resolved.manifest.digest().to_string(),
+            };
+            (resolved.manifest, top)
         }
     };
     let repo = reference.repository().clone();
@@ -1668,6 +1877,7 @@ async fn resolve_image(
     }
     let base = Arc::new(BaseImage {
         repo,
+        resolved_digest,
         manifest_digest: platform_manifest.digest().to_string(),
         config,
         layers,
@@ -1743,6 +1953,7 @@ async fn mount_froms(
             }
             DepSource::Image(r) => {
                 let b = resolve_image(ctx, &r, platform, id).await?;
+                note_image(ctx, &state.build_target, &r, &b, platform);
                 let key = CacheKey::derive(None, "image", &b.manifest_digest);
                 (b.layers.clone(), key)
             }
@@ -1977,7 +2188,8 @@ fn locate(ctx: &Ctx, span: dockerfile::Span, text: &str, e: Error) -> Error {
             reason,
             output_tail,
         },
-        Error::Step { .. } | Error::Cancelled => e,
+        // A rejected cache blob restarts the build: it must reach `Build::run` as it is.
+        Error::Step { .. } | Error::Cancelled | Error::RejectedCacheBlob { .. } => e,
         other => Error::Step {
             location: ctx.location(span),
             instruction: text.to_owned(),
@@ -2381,6 +2593,20 @@ async fn run_step(
     let mounts = super::mounts::prepare(&r.mounts, &from_keys, &cwd, &ctx.copy_context)
         .await
         .map_err(|reason| step_failed(ctx, span, text, reason))?;
+    if let Some(rec) = &ctx.recorder {
+        for m in mounts.key() {
+            let id = m["id"].as_str().unwrap_or_default();
+            let required = m["required"].as_bool().unwrap_or(false);
+            match m["type"].as_str() {
+                Some("secret") => rec.secret(id, required),
+                Some("ssh") => rec.ssh(id, required),
+                _ => {}
+            }
+        }
+        if !matches!(network, NetworkMode::None) {
+            rec.network();
+        }
+    }
     let key = CacheKey::derive(
         Some(&state.key),
         "run",
@@ -2599,7 +2825,7 @@ async fn assemble(
     let stack = &state.layers;
     let blobs = futures_util::future::try_join_all((0..stack.len()).map(|i| async move {
         let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
-        ctx.ensure_blob(stack, i, step).await
+        ctx.blob_for_export(stack, i, step).await
     }))
     .await?;
     let diff_ids: Vec<Digest> = blobs.iter().map(|(_, d)| d.clone()).collect();
@@ -2768,6 +2994,7 @@ async fn copy_step(
             let b = resolve_image(ctx, &r, platform, id)
                 .await
                 .map_err(|e| step_failed(ctx, span, text, e.to_string()))?;
+            note_image(ctx, &state.build_target, &r, &b, platform);
             CopyFrom::Layers {
                 layers: b.layers.clone(),
                 key: CacheKey::derive(None, "image", &b.manifest_digest),
@@ -2798,6 +3025,15 @@ async fn copy_step(
             .map_err(fail)?
         }
     };
+    if let Some(rec) = &ctx.recorder {
+        let downloads = params
+            .downloads
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (url, d) in downloads.iter() {
+            rec.url(&state.build_target.to_string(), url, &d.digest);
+        }
+    }
     let key = CacheKey::derive(Some(&state.key), "copy", &inputs);
     let (sources, dest) = shown;
     let created_by = history::copy(keyword, &flags, &sources, &dest);
@@ -2841,6 +3077,116 @@ async fn copy_step(
 }
 
 /// The sources and destination as history shows them (heredocs by their marker).
+/// Notes a base image (FROM, COPY --from, RUN --mount from) as a resolved dependency of
+/// `build_target`'s provenance.
+fn note_image(
+    ctx: &Ctx,
+    build_target: &Platform,
+    reference: &str,
+    base: &BaseImage,
+    image_platform: &Platform,
+) {
+    if let Some(rec) = &ctx.recorder {
+        rec.image(
+            &build_target.to_string(),
+            reference,
+            &base.resolved_digest,
+            &image_platform.to_string(),
+        );
+    }
+}
+
+/// A step's op for `mode=max` provenance, in LLB's shape, from the stage's state before it
+/// runs; with the stages it also reads and whether it is an exec (platform-bound) op.
+/// `None` for instructions that make no filesystem step.
+fn provenance_op(
+    state: &StageState,
+    ins: &Instruction,
+    dep: Option<&DepSource>,
+) -> Option<(serde_json::Value, Vec<usize>, bool)> {
+    use serde_json::json;
+    let extra: Vec<usize> = match dep {
+        Some(DepSource::Stage(j)) => vec![*j],
+        _ => Vec::new(),
+    };
+    match ins {
+        Instruction::Run(r) => {
+            let (argv, _) = run_argv(&state.config, r);
+            let env: Vec<String> = state
+                .scope
+                .env()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let mut meta = serde_json::Map::new();
+            meta.insert("args".into(), json!(argv));
+            meta.insert("cwd".into(), json!(fs_workdir(state)));
+            meta.insert("env".into(), json!(env));
+            if let Some(u) = state.config.user().filter(|u| !u.is_empty()) {
+                meta.insert("user".into(), json!(u));
+            }
+            let mut mounts = vec![json!({"dest": "/"})];
+            for m in &r.mounts {
+                // The mount's options as written (ids and paths; never secret values,
+                // which are not in the Dockerfile).
+                let fields: serde_json::Map<String, serde_json::Value> = m
+                    .fields
+                    .iter()
+                    .map(|(k, v)| (k.clone(), json!(v.clone().unwrap_or_else(|| "true".into()))))
+                    .collect();
+                mounts.push(serde_json::Value::Object(fields));
+            }
+            let mut exec = serde_json::Map::new();
+            exec.insert("meta".into(), serde_json::Value::Object(meta));
+            exec.insert("mounts".into(), json!(mounts));
+            if let Some(n) = &r.network {
+                exec.insert(
+                    "network".into(),
+                    json!(format!("{:?}", n.value).to_lowercase()),
+                );
+            }
+            Some((json!({ "exec": exec }), extra, true))
+        }
+        Instruction::Copy(c) => {
+            let src: Vec<String> = c.sources.iter().map(source_label).collect();
+            Some((
+                json!({"file": {"actions": [{"copy": {"src": src, "dest": c.dest.value}}]}}),
+                extra,
+                false,
+            ))
+        }
+        Instruction::Add(a) => {
+            let src: Vec<String> = a.sources.iter().map(source_label).collect();
+            Some((
+                json!({"file": {"actions": [{"copy": {"src": src, "dest": a.dest.value}}]}}),
+                extra,
+                false,
+            ))
+        }
+        Instruction::Workdir(w) => {
+            let dir = clean_path(&join_workdir(
+                state.config.working_dir().as_deref(),
+                &w.value,
+            ));
+            (dir != "/").then(|| {
+                (
+                    json!({"file": {"actions": [{"mkdir": {"path": dir, "makeParents": true}}]}}),
+                    extra,
+                    false,
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+fn source_label(s: &dockerfile::Source) -> String {
+    match s {
+        dockerfile::Source::Path(p) => p.value.clone(),
+        dockerfile::Source::Heredoc(h) => format!("<<{}", h.name),
+    }
+}
+
 fn source_names(sources: &[dockerfile::Source], dest: &str) -> (Vec<String>, String) {
     let names = sources
         .iter()

@@ -19,6 +19,68 @@ fn export_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     }
 }
 
+/// Where a registry output pushes: a repository, and the tag (`None`: by digest alone).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct PushTarget {
+    pub(super) repo: Repository,
+    pub(super) tag: Option<String>,
+}
+
+/// The names an output writes, as given: the `-t` names when there are any (buildx puts
+/// them in every image exporter's `name`), else the output's own `name=`.
+pub(super) fn output_names<'a>(out: &'a ExportSpec, tag_names: &'a [String]) -> &'a [String] {
+    if tag_names.is_empty() {
+        &out.names
+    } else {
+        tag_names
+    }
+}
+
+/// The repositories and tags a registry output pushes to, checked before the build: a
+/// name is needed, and a push by digest takes untagged names (as BuildKit).
+pub(super) fn push_targets(
+    out: &ExportSpec,
+    tag_names: &[String],
+) -> Result<Vec<PushTarget>, Error> {
+    let bad = |reason: String| Error::InvalidOutput {
+        spec: "type=registry".into(),
+        reason,
+    };
+    let names = output_names(out, tag_names);
+    if names.is_empty() {
+        return Err(bad(
+            "tag is needed when pushing to registry (give --tag or name=)".into(),
+        ));
+    }
+    let mut targets: Vec<PushTarget> = Vec::new();
+    for name in names {
+        let reference: Reference = name
+            .parse()
+            .map_err(|e: registry_client::Error| bad(format!("name {name:?}: {e}")))?;
+        let tagged = name.parse::<Repository>().is_err();
+        let target = if out.push_by_digest {
+            if tagged {
+                return Err(bad(format!(
+                    "can't push tagged ref {name} by digest (give the repository alone)"
+                )));
+            }
+            PushTarget {
+                repo: reference.repository().clone(),
+                tag: None,
+            }
+        } else {
+            PushTarget {
+                repo: reference.repository().clone(),
+                tag: Some(reference.tag().unwrap_or("latest").to_owned()),
+            }
+        };
+        if !targets.contains(&target) {
+            targets.push(target);
+        }
+    }
+    Ok(targets)
+}
+
 /// Writes or pushes `img` to every output.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn export_all(
@@ -28,6 +90,7 @@ pub(super) async fn export_all(
     base_repos: &[Option<Repository>],
     outputs: &[ExportSpec],
     tags: &[Reference],
+    tag_names: &[String],
     events: &mpsc::UnboundedSender<ProgressEvent>,
     step: StepId,
 ) -> Result<(), Error> {
@@ -82,7 +145,10 @@ pub(super) async fn export_all(
                     .await
                     .map_err(|e| super::exec_join(&e))??;
             }
-            ExportKind::Registry => push(client, img, base_repos, tags, events, id).await?,
+            ExportKind::Registry => {
+                let targets = push_targets(out, tag_names)?;
+                push(client, img, base_repos, &targets, events, id).await?;
+            }
         }
         let _ = events.send(ProgressEvent::StepDone {
             id,
@@ -159,22 +225,28 @@ impl registry_client::TransferProgress for PushProgress<'_> {
     }
 }
 
-/// Pushes blobs, manifests and the index, then tags, to each tag's repository.
+/// Pushes blobs, manifests and the index, then tags, to each target's repository (by
+/// digest alone for a repository without tags).
 async fn push(
     client: &Client,
     img: &BuiltImage,
     base_repos: &[Option<Repository>],
-    tags: &[Reference],
+    targets: &[PushTarget],
     events: &mpsc::UnboundedSender<ProgressEvent>,
     step: StepId,
 ) -> Result<(), Error> {
     let progress = PushProgress { events, step };
     let mut repos: Vec<(Repository, Vec<String>)> = Vec::new();
-    for t in tags {
-        let tag = t.tag().unwrap_or("latest").to_owned();
-        match repos.iter_mut().find(|(r, _)| r == t.repository()) {
-            Some((_, list)) => list.push(tag),
-            None => repos.push((t.repository().clone(), vec![tag])),
+    for t in targets {
+        let list = match repos.iter_mut().find(|(r, _)| *r == t.repo) {
+            Some((_, list)) => list,
+            None => {
+                repos.push((t.repo.clone(), Vec::new()));
+                &mut repos.last_mut().expect("just pushed").1
+            }
+        };
+        if let Some(tag) = &t.tag {
+            list.push(tag.clone());
         }
     }
     for (repo, tag_list) in &repos {
@@ -216,11 +288,74 @@ async fn push(
                 client.push_manifest_tags(repo, &tags, &m).await?;
             }
         }
+        for a in &img.attestations {
+            push_attestation(client, repo, img, a, &progress).await?;
+        }
         if let Some(ix) = &img.index {
             let m = RawManifest::new(Bytes::from(ix.clone()), Some(MEDIA_TYPE_INDEX))?;
             let tags: Vec<&str> = tag_list.iter().map(String::as_str).collect();
             client.push_manifest_tags(repo, &tags, &m).await?;
         }
     }
+    Ok(())
+}
+
+/// Pushes an attestation manifest, its statements and the empty config, by digest; as a
+/// referrer also into the OCI 1.1 referrers tag fallback (`sha256-<subject hex>`, an index
+/// of the subject's referrers, merged with what it already lists).
+async fn push_attestation(
+    client: &Client,
+    repo: &Repository,
+    img: &BuiltImage,
+    a: &crate::attest::AttestationManifest,
+    progress: &PushProgress<'_>,
+) -> Result<(), Error> {
+    let mut blobs: Vec<&[u8]> = a.statements.iter().map(Vec::as_slice).collect();
+    blobs.push(crate::attest::layout::EMPTY_JSON);
+    for b in blobs {
+        let d: registry_client::Digest = oci::sha256_digest(b).parse()?;
+        client
+            .push_blob(
+                repo,
+                &d,
+                b.len() as u64,
+                &BlobSource::Bytes(Bytes::from(b.to_vec())),
+                None,
+                progress,
+            )
+            .await?;
+    }
+    let m = RawManifest::new(Bytes::from(a.manifest.clone()), Some(MEDIA_TYPE_MANIFEST))?;
+    client.push_manifest(repo, None, &m).await?;
+    if !img.referrers {
+        return Ok(());
+    }
+    let subject = img.images[a.subject].manifest_digest();
+    let tag = subject.replace(':', "-");
+    let reference = Reference::with_tag(repo.clone(), &tag)?;
+    let mut entries: Vec<serde_json::Value> = match client.resolve(&reference).await {
+        Ok(existing) => {
+            let v: serde_json::Value =
+                serde_json::from_slice(existing.bytes()).map_err(|e| Error::BadImage {
+                    reference: reference.to_string(),
+                    reason: format!("the referrers tag is not an index: {e}"),
+                })?;
+            v["manifests"].as_array().cloned().unwrap_or_default()
+        }
+        Err(e) if e.is_not_found() => Vec::new(),
+        Err(e) => return Err(e.into()),
+    };
+    let mine = crate::attest::layout::referrer_entry(a);
+    if !entries.iter().any(|e| e["digest"] == mine["digest"]) {
+        entries.push(mine);
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_INDEX,
+        "manifests": entries,
+    });
+    let bytes = serde_json::to_vec(&index).expect("JSON serialises");
+    let m = RawManifest::new(Bytes::from(bytes), Some(MEDIA_TYPE_INDEX))?;
+    client.push_manifest(repo, Some(&tag), &m).await?;
     Ok(())
 }

@@ -51,6 +51,14 @@ pub struct ExportSpec {
     /// own mtimes (BuildKit's default); `None` (not given) clamps without the annotation,
     /// so that a build with SOURCE_DATE_EPOCH is reproducible by default.
     pub rewrite_timestamp: Option<bool>,
+    /// `push-by-digest=true`: push the manifest (or index) by its digest alone, no tag
+    /// (the names must not carry a tag, as in BuildKit). One runner per platform pushes so;
+    /// `imagetools create` then merges the digests into one tagged index.
+    pub push_by_digest: bool,
+    /// `name-canonical=true`: BuildKit's image store also names the image `name@digest`.
+    /// rbuild has no image store, and a push is the same with or without it (as it is in
+    /// BuildKit): accepted for the buildx recipe.
+    pub name_canonical: bool,
 }
 
 impl ExportSpec {
@@ -62,6 +70,8 @@ impl ExportSpec {
             compression_level: None,
             names: Vec::new(),
             rewrite_timestamp: None,
+            push_by_digest: false,
+            name_canonical: false,
         }
     }
 }
@@ -105,6 +115,8 @@ impl FromStr for ExportSpec {
                 compression_level: None,
                 names: Vec::new(),
                 rewrite_timestamp: None,
+                push_by_digest: false,
+                name_canonical: false,
             });
         }
         let mut kind = None;
@@ -115,6 +127,8 @@ impl FromStr for ExportSpec {
         let mut level = None;
         let mut names = Vec::new();
         let mut rewrite_timestamp = None;
+        let mut push_by_digest = false;
+        let mut name_canonical = false;
         for field in spec.split(',') {
             let (k, v) = field
                 .split_once('=')
@@ -129,6 +143,8 @@ impl FromStr for ExportSpec {
                 }
                 "tar" => tar = parse_bool(spec, k, v)?,
                 "push" => push = parse_bool(spec, k, v)?,
+                "push-by-digest" => push_by_digest = parse_bool(spec, k, v)?,
+                "name-canonical" => name_canonical = parse_bool(spec, k, v)?,
                 "rewrite-timestamp" => rewrite_timestamp = Some(parse_bool(spec, k, v)?),
                 "name" => names.extend(v.split_terminator(';').map(str::to_owned)),
                 "compression" => {
@@ -198,6 +214,12 @@ impl FromStr for ExportSpec {
         if matches!(kind, ExportKind::Registry) && dest.is_some() {
             return Err(bad(spec, "type=registry takes no dest"));
         }
+        if push_by_digest && !matches!(kind, ExportKind::Registry) {
+            return Err(bad(
+                spec,
+                "push-by-digest=true needs a push (type=registry, or type=image,push=true)",
+            ));
+        }
         if let Some(l) = level {
             let ok = match compression {
                 Compression::Gzip => (0..=9).contains(&l),
@@ -217,6 +239,8 @@ impl FromStr for ExportSpec {
             compression_level: level,
             names,
             rewrite_timestamp,
+            push_by_digest,
+            name_canonical,
         })
     }
 }
@@ -253,6 +277,13 @@ mod tests {
             "type=image,push=true".parse::<ExportSpec>().unwrap().kind,
             ExportKind::Registry
         );
+        let s: ExportSpec =
+            "type=image,name=r/app,push=true,push-by-digest=true,name-canonical=true"
+                .parse()
+                .unwrap();
+        assert_eq!(s.kind, ExportKind::Registry);
+        assert!(s.push_by_digest && s.name_canonical);
+        assert_eq!(s.names, ["r/app"]);
         assert_eq!(
             "outdir".parse::<ExportSpec>().unwrap().kind,
             ExportKind::Local {
@@ -271,6 +302,11 @@ mod tests {
             ("type=oci,dest=x,compression-level=99", "out of range"),
             ("type=docker", "needs dest"),
             ("dest=x", "missing type"),
+            ("type=oci,dest=x,push-by-digest=true", "needs a push"),
+            (
+                "type=registry,push-by-digest=maybe",
+                "expected true or false",
+            ),
         ] {
             let e = spec.parse::<ExportSpec>().unwrap_err().to_string();
             assert!(e.contains(needle), "{spec}: {e}");

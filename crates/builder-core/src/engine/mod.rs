@@ -21,7 +21,7 @@ pub use exec::BuildReport;
 pub use export_spec::{ExportKind, ExportSpec};
 pub use group::{BuildGroup, GroupSink, TargetResult};
 
-use crate::progress::ProgressSink;
+use crate::progress::{ProgressEvent, ProgressSink};
 
 /// Everything that can stop a build.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +51,16 @@ pub enum Error {
         /// The specification.
         spec: String,
         /// Why.
+        reason: String,
+    },
+    /// A blob of an imported cache is not what its descriptor says (wrong bytes for its
+    /// digest or diffID). [`Build::run`] never returns it: the build runs again without
+    /// that blob, rebuilding the steps it held.
+    #[error("cache blob {digest} is corrupt: {reason}")]
+    RejectedCacheBlob {
+        /// The blob's digest.
+        digest: String,
+        /// What did not match.
         reason: String,
     },
     /// A remote cache is not usable.
@@ -214,6 +224,8 @@ pub struct Build {
     build_args: BTreeMap<String, String>,
     target: Option<String>,
     tags: Vec<Reference>,
+    /// The `-t` names as given (`tags` fills in `latest`): a push by digest refuses a tag.
+    tag_names: Vec<String>,
     outputs: Vec<ExportSpec>,
     cache_dir: Option<PathBuf>,
     cache_to: Vec<crate::remote_cache::CacheExportSpec>,
@@ -228,8 +240,11 @@ pub struct Build {
     allow_insecure: bool,
     allow_network_host: bool,
     cancel: crate::sandbox::CancelHandle,
+    attestations: crate::attest::Attestations,
     /// The per-cache-key locks, shared with the other builds of a [`BuildGroup`].
     key_locks: exec::KeyLocks,
+    /// Blobs of the imported caches found corrupt in an earlier attempt: never trusted.
+    rejected_cache_blobs: std::collections::BTreeSet<String>,
 }
 
 /// Where a `--secret` comes from.
@@ -307,6 +322,7 @@ impl Build {
             build_args: BTreeMap::new(),
             target: None,
             tags: Vec::new(),
+            tag_names: Vec::new(),
             outputs: Vec::new(),
             cache_dir: None,
             cache_to: Vec::new(),
@@ -321,7 +337,9 @@ impl Build {
             allow_insecure: false,
             allow_network_host: false,
             cancel: crate::sandbox::CancelHandle::new(),
+            attestations: crate::attest::Attestations::default(),
             key_locks: exec::KeyLocks::default(),
+            rejected_cache_blobs: std::collections::BTreeSet::new(),
         })
     }
 
@@ -389,6 +407,7 @@ impl Build {
             .parse()
             .map_err(|e: registry_client::Error| invalid("tag", tag, e.to_string()))?;
         self.tags.push(r);
+        self.tag_names.push(tag.to_owned());
         Ok(self)
     }
 
@@ -517,6 +536,35 @@ impl Build {
         self
     }
 
+    /// An attestation to attach (`--attest`, `--provenance`, `--sbom`; later flags of a
+    /// type replace earlier ones, `type=none` switches all off). Attestations go into every
+    /// image output; see [`crate::attest`].
+    pub fn attest(mut self, spec: crate::attest::AttestSpec) -> Self {
+        self.attestations.apply(spec);
+        self
+    }
+
+    /// buildx's default attestation, `mode=min` provenance, unless a provenance flag or
+    /// `type=none` was given (buildx adds it when it pushes; `BUILDX_NO_DEFAULT_ATTESTATIONS`
+    /// switches it off there, which is the caller's to read).
+    pub fn default_attestations(mut self) -> Self {
+        self.attestations = self.attestations.with_buildx_default();
+        self
+    }
+
+    /// Attach the attestations as OCI 1.1 referrers (their manifests' `subject` is the
+    /// image; pushed with the referrers tag fallback) instead of entries of the image's
+    /// index: a single platform image stays a plain manifest.
+    pub fn attestations_as_referrers(mut self, yes: bool) -> Self {
+        self.attestations.referrers = yes;
+        self
+    }
+
+    /// The attestations this build attaches.
+    pub fn attestations(&self) -> &crate::attest::Attestations {
+        &self.attestations
+    }
+
     /// A handle that cancels the build (for Ctrl-C): running steps are killed and torn down.
     pub fn cancel_handle(&self) -> crate::sandbox::CancelHandle {
         self.cancel.clone()
@@ -532,8 +580,28 @@ impl Build {
     }
 
     /// Runs the build, reporting progress to `sink`.
-    pub async fn run(self, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
-        exec::run(self, sink).await
+    ///
+    /// A blob of a `--cache-from` cache whose bytes do not match its descriptor is
+    /// rejected: a warning says so and the build runs again without it (its steps are
+    /// rebuilt; what the first attempt built is a local cache hit).
+    pub async fn run(mut self, sink: &mut dyn ProgressSink) -> Result<BuildReport, Error> {
+        loop {
+            match exec::run(self.clone(), sink).await {
+                Err(Error::RejectedCacheBlob { digest, reason })
+                    if !self.rejected_cache_blobs.contains(&digest) =>
+                {
+                    sink.event(&ProgressEvent::Warning {
+                        message: format!(
+                            "cache blob {digest} rejected ({reason}): building again without \
+                             it, its steps are rebuilt"
+                        ),
+                        location: None,
+                    });
+                    self.rejected_cache_blobs.insert(digest);
+                }
+                r => return r,
+            }
+        }
     }
 }
 

@@ -94,6 +94,15 @@ pub enum SandboxError {
         /// What is wrong (`not a directory`, ...).
         reason: String,
     },
+    /// A file of the image rbuild reads into memory (`/etc/passwd`, `/etc/group`) is
+    /// larger than it accepts.
+    #[error("{path} in the image is larger than {limit} bytes, the most rbuild reads")]
+    FileTooLarge {
+        /// The path inside the root.
+        path: String,
+        /// The cap, in bytes.
+        limit: u64,
+    },
     /// The root is for a foreign architecture and no usable QEMU emulator is registered.
     #[error("cannot run {platform} binaries on this host: {detail}")]
     Emulator {
@@ -176,6 +185,7 @@ impl From<ViewError> for SandboxError {
             ViewError::Io { op, path, source } => SandboxError::Io { op, path, source },
             ViewError::Escapes { path } => SandboxError::PathEscapes { path },
             ViewError::BadPath { path, reason } => SandboxError::BadPath { path, reason },
+            ViewError::TooLarge { path, limit } => SandboxError::FileTooLarge { path, limit },
         }
     }
 }

@@ -4,6 +4,7 @@ mod binfmt;
 mod copy;
 mod diff;
 mod error;
+mod hostinfo;
 mod init;
 mod plan;
 mod proto;
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex};
 use rustix::event::{PollFd, PollFlags, poll};
 
 pub use error::SandboxError;
+pub use hostinfo::{HostCheck, HostReport, ModeStatus};
 pub use init::maybe_run_init;
 pub use spec::{
     BindAccess, ExitStatus, Mount, MountKind, MountSource, NetworkMode, Rootfs, RunSpec, User,

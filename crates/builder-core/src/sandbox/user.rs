@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use super::error::SandboxError;
 use super::spec::User;
 use crate::fsview::LayeredView;
-use crate::passwd::{group_entries, passwd_entries};
+use crate::passwd::{MAX_ACCOUNT_FILE, group_entries, passwd_entries};
 
 /// Resolves a Dockerfile `USER` value (`name`, `uid`, `name:group`, `uid:gid`, ...) against
 /// the `/etc/passwd` and `/etc/group` of the root made of `lowers` (overlay-format snapshot
@@ -32,7 +32,7 @@ pub fn resolve_user(lowers: &[PathBuf], user: &str) -> Result<User, SandboxError
     };
     let read = |path: &str| -> Result<String, SandboxError> {
         Ok(layers
-            .read_file_strict(path)?
+            .read_file_strict(path, MAX_ACCOUNT_FILE)?
             .map(|b| String::from_utf8_lossy(&b).into_owned())
             .unwrap_or_default())
     };
@@ -103,6 +103,27 @@ pub fn resolve_user(lowers: &[PathBuf], user: &str) -> Result<User, SandboxError
 mod tests {
     use super::*;
     use std::fs;
+
+    /// A base image with a huge (sparse) /etc/passwd or /etc/group: `USER name` fails
+    /// naming the file and the cap instead of reading it all.
+    #[test]
+    fn oversized_account_files_are_refused() {
+        for file in ["passwd", "group"] {
+            let t = tempfile::tempdir().unwrap();
+            fs::create_dir(t.path().join("etc")).unwrap();
+            fs::write(t.path().join("etc/passwd"), "app:x:7:7::/:/bin/sh\n").unwrap();
+            fs::File::create(t.path().join("etc").join(file))
+                .unwrap()
+                .set_len(MAX_ACCOUNT_FILE + 1)
+                .unwrap();
+            match resolve_user(&[t.path().to_path_buf()], "app") {
+                Err(SandboxError::FileTooLarge { path, limit }) => {
+                    assert_eq!((path, limit), (format!("/etc/{file}"), MAX_ACCOUNT_FILE));
+                }
+                other => panic!("{file}: expected FileTooLarge, got {other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn runc_rules() {

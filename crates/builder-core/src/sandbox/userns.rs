@@ -150,6 +150,13 @@ impl Privilege {
 }
 
 static ENTERED: OnceLock<Privilege> = OnceLock::new();
+/// Why [`enter_rootless`] failed, for [`HostReport`](super::HostReport).
+static FAILED: OnceLock<String> = OnceLock::new();
+
+/// Why [`enter_rootless`] failed in this process, if it did.
+pub(crate) fn rootless_failure() -> Option<&'static str> {
+    FAILED.get().map(String::as_str)
+}
 
 /// Environment variable: `0` keeps a non-root process as it is (no user namespace).
 pub const ROOTLESS_ENV: &str = "RBUILD_ROOTLESS";
@@ -168,6 +175,12 @@ pub const ROOTLESS_ENV: &str = "RBUILD_ROOTLESS";
 /// ```
 #[allow(clippy::needless_doctest_main)] // main is the point of the example
 pub fn enter_rootless() -> Result<Privilege, SandboxError> {
+    enter_rootless_inner().inspect_err(|e| {
+        let _ = FAILED.set(e.to_string());
+    })
+}
+
+fn enter_rootless_inner() -> Result<Privilege, SandboxError> {
     if let Some(p) = ENTERED.get() {
         return Ok(p.clone());
     }
@@ -328,7 +341,7 @@ fn mapped_ids(path: &Path) -> Option<u64> {
     )
 }
 
-fn user_name(uid: u32) -> Option<String> {
+pub(crate) fn user_name(uid: u32) -> Option<String> {
     let text = std::fs::read_to_string("/etc/passwd").ok()?;
     text.lines().find_map(|l| {
         let mut f = l.split(':');
@@ -340,7 +353,7 @@ fn user_name(uid: u32) -> Option<String> {
 
 /// The first `NAME:START:COUNT` line of a subordinate-id file naming the user (by name
 /// or by number).
-fn find_range(path: &Path, name: Option<&str>, id: u32) -> Option<IdRange> {
+pub(crate) fn find_range(path: &Path, name: Option<&str>, id: u32) -> Option<IdRange> {
     let text = std::fs::read_to_string(path).ok()?;
     parse_ranges(&text, name, id)
 }
@@ -359,7 +372,7 @@ fn parse_ranges(text: &str, name: Option<&str>, id: u32) -> Option<IdRange> {
     })
 }
 
-fn find_in_path(tool: &str) -> Option<PathBuf> {
+pub(crate) fn find_in_path(tool: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into());
     std::env::split_paths(&path)
         .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])

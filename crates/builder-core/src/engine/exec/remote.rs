@@ -4,11 +4,11 @@
 //! looks here when the local index misses ([`Ctx::remote_lookup`]) and notes its stack
 //! for `mode=max` ([`Ctx::note_stack`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use layer_cache::{Digest, LayerRecord};
+use layer_cache::{BlobRef as CacheBlobRef, Digest, LayerRecord};
 use registry_client::{BlobSource, PushedBlob, Reference, Repository};
 
 use super::{Ctx, Error, Layer, StageState, cache_digest, pick_blob};
@@ -22,15 +22,59 @@ use crate::remote_cache::{
 #[derive(Debug, Default)]
 pub(super) struct RemoteCaches {
     caches: Vec<(String, ImportedCache)>,
+    /// Blobs found corrupt by an earlier attempt of the build: their records never match.
+    rejected: BTreeSet<String>,
 }
 
 impl RemoteCaches {
+    /// These caches, never matching a record whose blob is in `rejected`.
+    pub(super) fn rejecting(mut self, rejected: &BTreeSet<String>) -> Self {
+        self.rejected = rejected.clone();
+        self
+    }
+
+    fn is_empty(&self) -> bool {
+        self.caches.is_empty()
+    }
+
     fn find(&self, key: &Digest) -> Option<(&str, &LayerRecord, &Repository)> {
         self.caches.iter().find_map(|(name, c)| {
             let rec = c.records.get(key)?;
+            if rec
+                .blobs
+                .values()
+                .any(|b| self.rejected.contains(&b.digest.to_string()))
+            {
+                return None;
+            }
             Some((name.as_str(), rec, c.repo.as_ref()?))
         })
     }
+}
+
+/// The error that rejects an imported cache's `blob` (its bytes are not what its
+/// descriptor says): the build runs again without it.
+pub(super) fn rejected(blob: &CacheBlobRef, reason: &str) -> Error {
+    Error::RejectedCacheBlob {
+        digest: blob.digest.to_string(),
+        reason: reason.to_owned(),
+    }
+}
+
+/// An unpack error of `layers`: a diffID mismatch on a layer from an imported cache
+/// rejects its blob; anything else is returned as it is.
+pub(super) fn reject_diff_id(e: Error, layers: &[Layer]) -> Error {
+    if let Error::Cache(c) = &e {
+        if let layer_cache::Error::DiffIdMismatch { expected, .. } = c.as_ref() {
+            let culprit = layers.iter().find(|l| {
+                l.key.is_some() && l.origin.is_some() && l.diff_id.as_ref() == Some(expected)
+            });
+            if let Some(b) = culprit.and_then(|l| l.blob.as_ref()) {
+                return rejected(b, &e.to_string());
+            }
+        }
+    }
+    e
 }
 
 fn human(n: u64) -> String {
@@ -131,6 +175,51 @@ impl Ctx {
             _ => Some(rec.clone()),
         })?;
         Ok(Some((rec, repo, source.to_owned())))
+    }
+
+    /// Whether the base layers `layers` are left in the registry (not prefetched): a
+    /// build that imports a cache and only pushes to the registry they come from may
+    /// need none of them (every step a hit, every blob mounted); a step that runs pulls
+    /// the ones it needs.
+    pub(super) fn lazy_base(&self, layers: &[Layer]) -> bool {
+        !self.remote.is_empty()
+            && !self.push_repos.is_empty()
+            && layers.iter().all(|l| {
+                l.origin
+                    .as_ref()
+                    .is_some_and(|o| self.push_repos.iter().all(|r| r.registry() == o.registry()))
+            })
+    }
+
+    /// The blob of `stack[i]` for an image export. When every output is a push and the
+    /// layer was never pulled (a cache hit or base layer from the same registry), it is
+    /// mounted into each pushed repository, never downloaded; else as
+    /// [`Ctx::ensure_blob`].
+    pub(super) async fn blob_for_export(
+        self: &Arc<Self>,
+        stack: &[Layer],
+        i: usize,
+        step: StepId,
+    ) -> Result<(CacheBlobRef, Digest), Error> {
+        let layer = &stack[i];
+        if let (Some(b), Some(d), Some(origin)) = (&layer.blob, &layer.diff_id, &layer.origin) {
+            if !self.push_repos.is_empty() && !self.cache.content().contains(&b.digest) {
+                let digest: registry_client::Digest = b.digest.to_string().parse()?;
+                let mut all = true;
+                for r in &self.push_repos {
+                    // An error here is the same as a refused mount: the bytes are pulled.
+                    let mounted = self.client.mount_blob(r, &digest, origin).await;
+                    if !matches!(mounted, Ok(Some(_))) {
+                        all = false;
+                        break;
+                    }
+                }
+                if all {
+                    return Ok((b.clone(), d.clone()));
+                }
+            }
+        }
+        self.ensure_blob(stack, i, step).await
     }
 
     /// Remembers a stage's layers after a step, for a `mode=max` export.
@@ -292,18 +381,14 @@ async fn push_layer(
     if let (Some(b), Some(d), Some(origin)) = (&layer.blob, &layer.diff_id, &layer.origin) {
         if !ctx.cache.content().contains(&b.digest) && origin.registry() == repo.registry() {
             let digest: registry_client::Digest = b.digest.to_string().parse()?;
-            let pushed = if origin == repo {
-                ctx.client
-                    .blob_exists(repo, &digest)
-                    .await?
-                    .map(|_| PushedBlob::Existed)
-            } else {
-                let missing = BlobSource::File(ctx.cache.content().path(&b.digest));
-                ctx.client
-                    .push_blob(repo, &digest, b.size, &missing, Some(origin), &progress)
-                    .await
-                    .ok()
-            };
+            // A refused mount (or a repository that lost the blob) falls back to pulling
+            // the bytes below.
+            let pushed = ctx
+                .client
+                .mount_blob(repo, &digest, origin)
+                .await
+                .ok()
+                .flatten();
             if let Some(pushed) = pushed {
                 let mut rec = ctx
                     .cache

@@ -1,0 +1,258 @@
+//! A fresh CI runner builds from a shared cache (issue 15): `--cache-to` / `--cache-from`
+//! against the real local registry, each runner with its own empty `--cache-dir`.
+//!
+//! The Dockerfiles write a nonce into every layer, so no other test (or run) shares their
+//! blobs: the corruption test overwrites one in the registry's storage. Each RUN step
+//! prints a marker, so a log says which steps ran.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use test_support::{FaultProxy, LocalRegistry, describe, output, run_stdout};
+
+/// Where the test registry keeps its blobs (`scripts/testenv/up.sh`).
+const REGISTRY_BLOBS: &str = "/var/lib/rbuild-testenv/registry/docker/registry/v2/blobs/sha256";
+
+fn nonce() -> String {
+    let t = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{t}", std::process::id())
+}
+
+/// A build context: a two-stage Dockerfile on busybox whose steps print `RAN-<name>`.
+fn context(reg: &LocalRegistry, nonce: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let df = format!(
+        "FROM {base} AS build\n\
+         RUN echo RAN-first && echo {nonce} > /first\n\
+         COPY src.txt /src.txt\n\
+         RUN echo RAN-second && cat /first /src.txt > /out\n\
+         FROM {base}\n\
+         COPY --from=build /out /out\n\
+         RUN echo RAN-final && cat /out > /final\n",
+        base = reg.busybox()
+    );
+    std::fs::write(dir.path().join("Dockerfile"), df).expect("Dockerfile");
+    std::fs::write(dir.path().join("src.txt"), format!("source {nonce}\n")).expect("src");
+    dir
+}
+
+/// `rbuild build --progress=plain --cache-dir CACHE ARGS CONTEXT`; panics unless it exits
+/// 0. Returns stderr (the progress log).
+fn rbuild(cache: &Path, args: &[&str], ctx: &Path) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    cmd.arg("build")
+        .arg("--progress=plain")
+        .arg("--cache-dir")
+        .arg(cache)
+        .args(args)
+        .arg(ctx);
+    let out: Output = output(&mut cmd);
+    assert!(out.status.success(), "{}", describe(&cmd, &out));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn ran(log: &str) -> Vec<&'static str> {
+    ["RAN-first", "RAN-second", "RAN-final"]
+        .into_iter()
+        .filter(|m| log.lines().any(|l| l.ends_with(m)))
+        .collect()
+}
+
+fn skopeo_raw(reference: &str) -> Value {
+    let text = run_stdout(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{reference}"),
+    ]));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{reference}: {e}: {text}"))
+}
+
+fn layer_digests(manifest: &Value) -> Vec<String> {
+    manifest["layers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no layers: {manifest}"))
+        .iter()
+        .map(|l| l["digest"].as_str().expect("digest").to_owned())
+        .collect()
+}
+
+/// Every blob file under an OCI layout's `blobs/sha256` hashes to its name.
+fn verify_layout(dir: &Path) {
+    let blobs = dir.join("blobs/sha256");
+    let mut n = 0;
+    for e in std::fs::read_dir(&blobs).unwrap_or_else(|e| panic!("{}: {e}", blobs.display())) {
+        let p = e.expect("entry").path();
+        let sum = run_stdout(Command::new("sha256sum").arg(&p));
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(sum.starts_with(&name), "{} hashes to {sum}", p.display());
+        n += 1;
+    }
+    assert!(n > 0, "no blobs in {}", blobs.display());
+}
+
+fn cache_dir(root: &Path, name: &str) -> PathBuf {
+    let d = root.join(name);
+    assert!(!d.exists());
+    d
+}
+
+/// Runner A exports `mode=max` to the registry; runner B (empty cache) imports it, runs
+/// no RUN step and pushes to the same registry without downloading a layer blob (all
+/// its requests pass a recording proxy); after a one-line source change B runs only the
+/// steps after it.
+#[test]
+fn registry_cache_fresh_runner_runs_nothing_and_downloads_no_layer() {
+    let reg = LocalRegistry::ensure();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let proxy = rt.block_on(FaultProxy::start(reg.host()));
+    let host = proxy.host();
+    let repo = reg.unique_repo("cache-helper-reg");
+    let cache_ref = format!("{host}/{repo}:cache");
+    let ctx = context(&reg, &nonce());
+    let root = tempfile::tempdir().expect("tempdir");
+
+    let a = cache_dir(root.path(), "runner-a");
+    let log = rbuild(
+        &a,
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={cache_ref},mode=max"),
+            "-t",
+            &format!("{host}/{repo}:a"),
+            "--push",
+        ],
+        ctx.path(),
+    );
+    assert_eq!(ran(&log), ["RAN-first", "RAN-second", "RAN-final"], "{log}");
+    assert!(log.contains("exporting cache to"), "{log}");
+
+    let b = cache_dir(root.path(), "runner-b");
+    let before = proxy.seen().len();
+    let log = rbuild(
+        &b,
+        &[
+            "--cache-from",
+            &format!("type=registry,ref={cache_ref}"),
+            "-t",
+            &format!("{host}/{repo}:b"),
+            "--push",
+        ],
+        ctx.path(),
+    );
+    assert_eq!(ran(&log), Vec::<&str>::new(), "runner B ran steps:\n{log}");
+    assert!(log.contains("from remote cache"), "{log}");
+    let pushed = skopeo_raw(&format!("{}/{repo}:b", reg.host()));
+    let layers = layer_digests(&pushed);
+    assert_eq!(
+        layers,
+        layer_digests(&skopeo_raw(&format!("{}/{repo}:a", reg.host()))),
+        "B's image differs from A's"
+    );
+    let pulled: Vec<String> = proxy.seen()[before..]
+        .iter()
+        .filter(|s| s.method == "GET" && s.uri.contains("/blobs/sha256:"))
+        .map(|s| s.uri.clone())
+        .filter(|u| layers.iter().any(|l| u.contains(l.as_str())))
+        .collect();
+    assert!(pulled.is_empty(), "runner B downloaded layers: {pulled:?}");
+    // Nothing of the layers is in B's content store either, and the pushed image is whole.
+    for l in &layers {
+        let hex = l.trim_start_matches("sha256:");
+        assert!(!b.join("content/blobs/sha256").join(hex).exists());
+    }
+    let oci = root.path().join("copy");
+    run_stdout(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{}/{repo}:b", reg.host()),
+        &format!("oci:{}:b", oci.display()),
+    ]));
+    verify_layout(&oci);
+
+    // A one-line source change on another fresh runner: only the steps after it run.
+    std::fs::write(ctx.path().join("src.txt"), "changed\n").expect("src");
+    let c = cache_dir(root.path(), "runner-c");
+    let log = rbuild(
+        &c,
+        &[
+            "--cache-from",
+            &format!("type=registry,ref={cache_ref}"),
+            "-t",
+            &format!("{host}/{repo}:c"),
+            "--push",
+        ],
+        ctx.path(),
+    );
+    assert_eq!(ran(&log), ["RAN-second", "RAN-final"], "{log}");
+}
+
+/// A cache layer whose bytes in the registry no longer match its digest is rejected (a
+/// warning) and its step rebuilt: the build succeeds with the right files.
+#[test]
+fn registry_cache_corrupt_blob_is_rejected_and_rebuilt() {
+    let reg = LocalRegistry::ensure();
+    let repo = reg.unique_repo("cache-helper-corrupt");
+    let cache_ref = format!("{}/{repo}:cache", reg.host());
+    let n = nonce();
+    let ctx = context(&reg, &n);
+    let root = tempfile::tempdir().expect("tempdir");
+    rbuild(
+        &cache_dir(root.path(), "a"),
+        &[
+            "--cache-to",
+            &format!("type=registry,ref={cache_ref},mode=max"),
+        ],
+        ctx.path(),
+    );
+    // The layer of the final stage's `RUN ... > /final` (the local export reads it).
+    let manifest = skopeo_raw(&cache_ref);
+    let corrupt = layer_digests(&manifest)
+        .into_iter()
+        .find(|d| {
+            let list = run_stdout(Command::new("sh").arg("-c").arg(format!(
+                "curl -fsS http://{}/v2/{repo}/blobs/{d} | gzip -dc | tar -t",
+                reg.host()
+            )));
+            list.lines().any(|l| l == "final")
+        })
+        .expect("the layer of the final RUN step in the cache");
+    let data = Path::new(REGISTRY_BLOBS)
+        .join(&corrupt[7..9])
+        .join(&corrupt[7..])
+        .join("data");
+    let mut bytes = std::fs::read(&data).unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+    let last = bytes.len() - 1;
+    for b in &mut bytes[last / 2..] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&data, &bytes).unwrap_or_else(|e| panic!("{}: {e}", data.display()));
+
+    let out = root.path().join("out");
+    let log = rbuild(
+        &cache_dir(root.path(), "b"),
+        &[
+            "--cache-from",
+            &format!("type=registry,ref={cache_ref}"),
+            "--output",
+            &format!("type=local,dest={}", out.display()),
+        ],
+        ctx.path(),
+    );
+    assert!(
+        log.contains(&format!("cache blob {corrupt} rejected")),
+        "no rejection of {corrupt}:\n{log}"
+    );
+    assert_eq!(
+        ran(&log),
+        ["RAN-final"],
+        "only the final step is rebuilt:\n{log}"
+    );
+    let built = std::fs::read_to_string(out.join("final")).expect("final");
+    assert_eq!(built, format!("{n}\nsource {n}\n"));
+}
