@@ -143,6 +143,10 @@ pub(crate) struct BuildOpts {
     #[arg(long = "target", value_name = "STAGE")]
     pub(crate) target: Option<String>,
 
+    /// The buildx flags for RUN steps, stages and pulls (see [`crate::dropin`]).
+    #[command(flatten)]
+    pub(crate) dropin: crate::dropin::DropinOpts,
+
     /// The build context: a directory
     #[arg(value_name = "PATH")]
     pub(crate) context: PathBuf,
@@ -571,7 +575,9 @@ fn print_warnings(src: &Source, warnings: &[PlanWarning]) {
 
 /// Runs `rbuild build`.
 pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
+    opts.dropin.check()?;
     check_combinations(opts)?;
+    opts.dropin.notes();
     let call = if opts.check {
         CallFunc {
             name: "check".into(),

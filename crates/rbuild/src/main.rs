@@ -10,6 +10,7 @@ mod cache_cmd;
 mod call;
 mod check;
 mod diag;
+mod dropin;
 mod exit;
 mod info;
 mod inspect;

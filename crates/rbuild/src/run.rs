@@ -107,6 +107,7 @@ pub(crate) fn build(
         b = b.label(k, v).map_err(usage)?;
     }
     b = b.network(&opts.network).map_err(usage)?;
+    b = opts.dropin.apply(b).map_err(usage)?;
     for h in &opts.insecure_registries {
         b = b.insecure_registry(h);
     }

@@ -21,3 +21,7 @@ mod remote_cache;
 
 /// `rbuild build --call=check`: every build check against the reference's output (issue 20).
 mod checks;
+
+/// buildx flags: RUN's /etc/hosts and hostname against the reference, --add-host,
+/// --no-cache-filter, --pull, refused flags (issue 20).
+mod dropin;
