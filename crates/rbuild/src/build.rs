@@ -537,6 +537,19 @@ fn check_combinations(opts: &BuildOpts) -> Result<(), Failure> {
             "docker exporter does not currently support exporting manifest lists",
         ));
     }
+    let ctx = opts.context.to_string_lossy();
+    if ctx.contains("://") || ctx.starts_with("git@") {
+        return Err(Failure::usage(format!(
+            "remote build contexts (git and HTTP URLs) are not supported by rbuild yet: {ctx}; \
+             check the sources out and give their directory (docker/build-push-action: context: .)"
+        )));
+    }
+    if ctx == "-" {
+        return Err(Failure::usage(
+            "a build context on stdin (-) is not supported by rbuild yet; give a directory \
+             (a Dockerfile on stdin is: -f -)",
+        ));
+    }
     if !opts.context.is_dir() {
         return Err(Failure::usage(format!(
             "unable to prepare context: path {:?} not found",

@@ -25,3 +25,7 @@ mod checks;
 /// buildx flags: RUN's /etc/hosts and hostname against the reference, --add-host,
 /// --no-cache-filter, --pull, refused flags (issue 20).
 mod dropin;
+
+/// rbuild as the `docker-buildx` CLI plugin, through the real docker CLI, with the
+/// command lines the GitHub actions run (issue 20).
+mod plugin;
