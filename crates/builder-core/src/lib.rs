@@ -45,7 +45,7 @@ pub use sandbox::{
     BindAccess, CancelHandle, Capabilities, ExitStatus, HostCheck, HostReport, IdRange, Mode,
     ModeRequest, ModeStatus, Mount, MountKind, MountSource, NetworkMode, Privilege, ROOTLESS_ENV,
     Rootfs, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, User, enter_rootless, maybe_run_init,
-    resolve_user,
+    resolve_user, run_platforms,
 };
 
 pub use dockerfile;

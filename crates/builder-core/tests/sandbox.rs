@@ -682,6 +682,10 @@ fn the_host_umask_does_not_leak() -> R {
 fn resolv_conf_and_hosts_never_captured() -> R {
     let host_resolv = fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
     let host_hosts = fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let extra: Vec<(String, std::net::IpAddr)> = vec![
+        ("db".into(), "10.1.2.3".parse().unwrap()),
+        ("v6".into(), "::2".parse().unwrap()),
+    ];
     let base = base_layer(host_arch());
     for req in [ModeRequest::Overlay, ModeRequest::Chroot] {
         let sb = sandbox(req);
@@ -693,12 +697,17 @@ fn resolv_conf_and_hosts_never_captured() -> R {
             "cat /etc/resolv.conf; echo ---; cat /etc/hosts; \
              echo written >> /etc/hosts; echo x > /etc/resolv.conf; hostname",
         )
-        .with_hostname("buildbox")?;
+        .with_hostname("buildbox")?
+        .with_extra_hosts(&extra)?;
         let out = ok(&sb, &s)?;
         let (resolv, rest) = out.split_once("---\n").ok_or("no separator")?;
         eq(resolv, host_resolv.as_str(), "resolv.conf")?;
+        // BuildKit's file, not the host's: localhost with the hostname, ::1, extra hosts.
         check(
-            rest.starts_with(&host_hosts) && rest.contains("127.0.0.1\tbuildbox\n"),
+            rest.starts_with(
+                "127.0.0.1\tlocalhost buildbox\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+                 10.1.2.3\tdb\n::2\tv6\n",
+            ),
             || rest.into(),
         )?;
         check(rest.ends_with("buildbox\n"), || format!("hostname: {rest}"))?;

@@ -276,6 +276,7 @@ pub(crate) fn run(opts: &BakeOpts) -> Result<(), Failure> {
                 .into_iter()
                 .map(|(name, f)| match prefix(&name, f) {
                     Failure::Usage(m) | Failure::Build(m) => m,
+                    Failure::Status(code) => format!("target {name}: exit status {code}"),
                 })
                 .collect();
             Err(Failure::build(msgs.join("\n")))
@@ -291,5 +292,6 @@ fn prefix(name: &str, f: Failure) -> Failure {
             let m = m.strip_prefix("error: ").unwrap_or(&m);
             Failure::Build(format!("error: target {name}: {m}"))
         }
+        Failure::Status(code) => Failure::Status(code),
     }
 }

@@ -143,6 +143,10 @@ pub(crate) struct BuildOpts {
     #[arg(long = "target", value_name = "STAGE")]
     pub(crate) target: Option<String>,
 
+    /// The buildx flags for RUN steps, stages and pulls (see [`crate::dropin`]).
+    #[command(flatten)]
+    pub(crate) dropin: crate::dropin::DropinOpts,
+
     /// The build context: a directory
     #[arg(value_name = "PATH")]
     pub(crate) context: PathBuf,
@@ -559,6 +563,19 @@ fn check_combinations(opts: &BuildOpts) -> Result<(), Failure> {
             "docker exporter does not currently support exporting manifest lists",
         ));
     }
+    let ctx = opts.context.to_string_lossy();
+    if ctx.contains("://") || ctx.starts_with("git@") {
+        return Err(Failure::usage(format!(
+            "remote build contexts (git and HTTP URLs) are not supported by rbuild yet: {ctx}; \
+             check the sources out and give their directory (docker/build-push-action: context: .)"
+        )));
+    }
+    if ctx == "-" {
+        return Err(Failure::usage(
+            "a build context on stdin (-) is not supported by rbuild yet; give a directory \
+             (a Dockerfile on stdin is: -f -)",
+        ));
+    }
     if !opts.context.is_dir() {
         return Err(Failure::usage(format!(
             "unable to prepare context: path {:?} not found",
@@ -597,21 +614,24 @@ fn print_warnings(src: &Source, warnings: &[PlanWarning]) {
 
 /// Runs `rbuild build`.
 pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
+    opts.dropin.check()?;
     check_combinations(opts)?;
+    opts.dropin.notes();
     let call = if opts.check {
         CallFunc {
             name: "check".into(),
             json: false,
+            ignore_status: false,
         }
     } else {
         opts.call.clone()
     };
-    if call.name == "check" {
-        return Err(Failure::usage(
-            "--call=check is not supported by rbuild yet (outline and targets are)",
-        ));
-    }
     let src = read_dockerfile(opts)?;
+    if call.name == "check" {
+        let text = (opts.file.as_deref() == Some("-"))
+            .then(|| String::from_utf8_lossy(&src.bytes).into_owned());
+        return crate::check::run(opts, &call, &build_arg_map(opts), text);
+    }
     let df = parse_dockerfile(&src)?;
     let text = String::from_utf8_lossy(&src.bytes).into_owned();
     let stage_error = |e: dockerfile::StageError| {

@@ -13,12 +13,16 @@ pub(crate) struct CallFunc {
     pub(crate) name: String,
     /// `json` for `format=json`; text otherwise.
     pub(crate) json: bool,
+    /// `ignorestatus=true`: exit 0 even when the call's result has a failing status
+    /// (`check` with findings).
+    pub(crate) ignore_status: bool,
 }
 
 /// buildx's `ParseCallFunc`: `name[,format=json|text][,ignorestatus=bool]`.
 pub(crate) fn parse_call(s: &str) -> Result<CallFunc, String> {
     let mut name = None;
     let mut json = false;
+    let mut ignore_status = false;
     for field in s.split(',') {
         match field.split_once('=') {
             Some(("format", f)) => match f {
@@ -27,7 +31,8 @@ pub(crate) fn parse_call(s: &str) -> Result<CallFunc, String> {
                 other => return Err(format!("unsupported format {other:?} (json or text)")),
             },
             Some(("ignorestatus", v)) => {
-                parse_bool(v).map_err(|_| format!("invalid ignorestatus print value: {v}"))?;
+                ignore_status =
+                    parse_bool(v).map_err(|_| format!("invalid ignorestatus print value: {v}"))?;
             }
             Some(_) => return Err(format!("invalid print field: {field}")),
             None if name.is_some() => return Err(format!("invalid print value: {s}")),
@@ -44,7 +49,11 @@ pub(crate) fn parse_call(s: &str) -> Result<CallFunc, String> {
         }
     }
     .to_owned();
-    Ok(CallFunc { name, json })
+    Ok(CallFunc {
+        name,
+        json,
+        ignore_status,
+    })
 }
 
 /// Go's `strconv.ParseBool`.
@@ -156,7 +165,7 @@ fn location(span: Span) -> Value {
 }
 
 /// Go's `json.MarshalIndent(v, "", "  ")`, which escapes `<`, `>`, `&`, U+2028 and U+2029.
-fn go_json(v: &Value) -> String {
+pub(crate) fn go_json(v: &Value) -> String {
     let text = serde_json::to_string_pretty(v).unwrap_or_default();
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
@@ -172,7 +181,7 @@ fn go_json(v: &Value) -> String {
     out
 }
 
-fn source_b64(source: &[u8]) -> Value {
+pub(crate) fn source_b64(source: &[u8]) -> Value {
     Value::String(base64::engine::general_purpose::STANDARD.encode(source))
 }
 
@@ -275,6 +284,9 @@ mod tests {
     fn call_values() {
         assert_eq!(parse_call("outline").unwrap().name, "outline");
         assert!(parse_call("outline,format=json").unwrap().json);
+        assert!(parse_call("check,ignorestatus=true").unwrap().ignore_status);
+        assert!(!parse_call("check").unwrap().ignore_status);
+        assert!(parse_call("check,ignorestatus=maybe").is_err());
         assert_eq!(parse_call("lint").unwrap().name, "check");
         assert!(parse_call("bogus").is_err());
         assert!(parse_call("outline,targets").is_err());

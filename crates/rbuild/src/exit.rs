@@ -11,6 +11,8 @@ pub(crate) enum Failure {
     /// The build failed: the message is printed as it is (it may span lines, e.g. a
     /// Dockerfile excerpt), exit status 1.
     Build(String),
+    /// Nothing more to print; exit with this status (`--call=check` with findings).
+    Status(u8),
 }
 
 impl Failure {
@@ -40,6 +42,7 @@ pub(crate) fn report(result: Result<(), Failure>) -> ExitCode {
             }
             ExitCode::from(1)
         }
+        Err(Failure::Status(code)) => ExitCode::from(code),
     }
 }
 

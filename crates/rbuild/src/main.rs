@@ -9,11 +9,14 @@ mod bake_cmd;
 mod build;
 mod cache_cmd;
 mod call;
+mod check;
 mod diag;
+mod dropin;
 mod exit;
 mod imagetools;
 mod info;
 mod inspect;
+mod plugin;
 mod progress;
 mod run;
 
@@ -49,7 +52,16 @@ enum Command {
 fn main() -> ExitCode {
     // A RUN step re-executes this binary as the sandbox's init: that must come first.
     builder_core::maybe_run_init();
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = if plugin::is_plugin(&args) {
+        match plugin::dispatch(&args) {
+            plugin::Plugin::Done(code) => return code,
+            plugin::Plugin::Run(args) => args,
+        }
+    } else {
+        args
+    };
+    let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => return exit::clap_error(&e),
     };

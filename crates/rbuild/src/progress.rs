@@ -162,28 +162,49 @@ impl Renderer {
                 let _ = writeln!(err, "#{n} ERROR: {error}");
             }
             ProgressEvent::Warning { message, location } => {
-                let at = location
-                    .as_deref()
-                    .map(|l| format!(" ({l})"))
-                    .unwrap_or_default();
-                self.warnings.push(format!("{message}{at}"));
+                self.warnings
+                    .push(short_warning(message, location.as_deref()));
             }
             ProgressEvent::BuildDone { elapsed } => {
-                self.flush_warnings(err);
                 let _ = writeln!(
                     err,
                     "#done {}in {:.1}s",
                     self.label_prefix(),
                     elapsed.as_secs_f64()
                 );
+                self.flush_warnings(err);
             }
             _ => {}
         }
     }
 
+    /// buildx's summary when the progress closes: a count, then one line per warning.
     fn flush_warnings(&mut self, err: &mut impl Write) {
+        if self.warnings.is_empty() {
+            return;
+        }
+        let count = match self.warnings.len() {
+            1 => "1 warning found:".to_owned(),
+            n => format!("{n} warnings found:"),
+        };
+        if self.mode == Mode::Tty {
+            let _ = writeln!(err, "\n \x1b[33m{count}\x1b[0m");
+        } else {
+            let _ = writeln!(err, "\n {count}");
+        }
         for w in self.warnings.drain(..) {
-            let _ = writeln!(err, "WARNING: {w}");
+            let _ = writeln!(err, " - {w}");
+        }
+    }
+
+    /// Prints what is left when the build ended without `BuildDone` (it failed or was
+    /// cancelled): the warnings, as buildx prints them whatever the outcome.
+    pub(crate) fn finish(&mut self) {
+        if matches!(self.mode, Mode::Plain | Mode::Tty) {
+            let stderr = std::io::stderr();
+            let mut err = stderr.lock();
+            self.clear_status(&mut err);
+            self.flush_warnings(&mut err);
         }
     }
 
@@ -292,21 +313,18 @@ impl Renderer {
                 let _ = writeln!(err, " => ERROR {name}: {error}");
             }
             ProgressEvent::Warning { message, location } => {
-                let at = location
-                    .as_deref()
-                    .map(|l| format!(" ({l})"))
-                    .unwrap_or_default();
-                self.warnings.push(format!("{message}{at}"));
+                self.warnings
+                    .push(short_warning(message, location.as_deref()));
             }
             ProgressEvent::BuildDone { .. } => {
                 self.clear_status(err);
-                self.flush_warnings(err);
                 let _ = writeln!(
                     err,
                     "[+] {}Built in {:.1}s",
                     self.label_prefix(),
                     self.start.elapsed().as_secs_f64()
                 );
+                self.flush_warnings(err);
             }
             _ => {}
         }
@@ -355,6 +373,19 @@ impl builder_core::GroupSink for GroupRenderer {
     }
 }
 
+/// BuildKit's short form of a warning (`linter.LintFormatShort`): `Rule: message (line N)`
+/// when it has a `file:line` location.
+fn short_warning(message: &str, location: Option<&str>) -> String {
+    let line = location
+        .and_then(|l| l.rsplit_once(':'))
+        .and_then(|(_, n)| n.parse::<u32>().ok())
+        .filter(|n| *n > 0);
+    match line {
+        Some(n) => format!("{message} (line {n})"),
+        None => message.to_owned(),
+    }
+}
+
 fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         return s.to_owned();
@@ -382,6 +413,21 @@ fn human(n: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warnings_read_like_buildkits_short_form() {
+        assert_eq!(
+            short_warning(
+                "StageNameCasing: Stage name 'A' should be lowercase",
+                Some("Dockerfile:3")
+            ),
+            "StageNameCasing: Stage name 'A' should be lowercase (line 3)"
+        );
+        assert_eq!(
+            short_warning("UnusedBuildArgs: x", None),
+            "UnusedBuildArgs: x"
+        );
+    }
 
     #[test]
     fn sizes_and_truncation() {

@@ -110,6 +110,7 @@ pub(crate) fn build(
         b = b.label(k, v).map_err(usage)?;
     }
     b = b.network(&opts.network).map_err(usage)?;
+    b = opts.dropin.apply(b).map_err(usage)?;
     for h in &opts.insecure_registries {
         b = b.insecure_registry(h);
     }
@@ -155,6 +156,7 @@ pub(crate) fn build(
         watcher.abort();
         r
     });
+    renderer.finish();
     let report = result.map_err(failure)?;
     // One platform: the config digest (docker's image ID). Several: the index digest, or
     // without an output (no index was made) the config digests, one per line.

@@ -182,7 +182,7 @@ fn inconsistent_options_exit_2() {
         &["build", "-f", "nope.Dockerfile", "--call", "targets", "."],
         "--file",
     );
-    usage_error(&["build", "--check", "."], "--call=check is not supported");
+    usage_error(&["build", "--check", "--call", "outline", "."], "--call");
 }
 
 #[test]

@@ -31,3 +31,14 @@ mod modes;
 /// examples/ci: the GitHub Actions workflow and Kubernetes Jobs parsed, checked, and the
 /// Jobs' commands run against the local registry (issue 17).
 mod ci_examples;
+
+/// `rbuild build --call=check`: every build check against the reference's output (issue 20).
+mod checks;
+
+/// buildx flags: RUN's /etc/hosts and hostname against the reference, --add-host,
+/// --no-cache-filter, --pull, refused flags (issue 20).
+mod dropin;
+
+/// rbuild as the `docker-buildx` CLI plugin, through the real docker CLI, with the
+/// command lines the GitHub actions run (issue 20).
+mod plugin;

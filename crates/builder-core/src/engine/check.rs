@@ -21,6 +21,11 @@ pub struct CheckReport {
     pub text: String,
     /// The findings, in the order the checks ran.
     pub warnings: Vec<LintWarning>,
+    /// The check configuration in force (`error` says whether findings fail the build).
+    pub config: LintConfig,
+    /// Base images [`Build::check_with_images`] could not resolve, with why: the stages
+    /// on them were not checked for `UndefinedVar`.
+    pub unresolved: Vec<(String, String)>,
 }
 
 impl Build {
@@ -33,6 +38,113 @@ impl Build {
     /// The Dockerfile cannot be read, parsed or planned, or its check configuration is
     /// invalid.
     pub fn check(&self) -> Result<CheckReport, Error> {
+        Ok(self.prepare_check()?.0)
+    }
+
+    /// [`Build::check`], plus `UndefinedVar`, which needs the environment of each stage's
+    /// base image: the images are resolved (their configs fetched) for the first
+    /// platform, as BuildKit's check does. A base image that cannot be resolved is listed
+    /// in [`CheckReport::unresolved`] and the stages on it are not checked for
+    /// `UndefinedVar`.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), builder_core::Error> {
+    /// let report = builder_core::Build::new("app")?.check_with_images().await?;
+    /// for w in &report.warnings {
+    ///     println!("{}: {}", w.rule.name, w.message);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`Build::check`], and an instruction that cannot be expanded.
+    pub async fn check_with_images(&self) -> Result<CheckReport, Error> {
+        let (mut report, plan) = self.prepare_check()?;
+        if !report.config.enabled(&dockerfile::lint::UNDEFINED_VAR) {
+            return Ok(report);
+        }
+        let ast = dockerfile::parse_ast(&report.text).map_err(|source| Error::Parse {
+            file: report.file.clone(),
+            source: Box::new(source),
+        })?;
+        let mut client = registry_client::Client::builder();
+        for h in &self.insecure_registries {
+            client = client.insecure_registry(h);
+        }
+        let client = client.build()?;
+        let target = self
+            .platforms
+            .first()
+            .cloned()
+            .unwrap_or_else(Platform::host);
+        let checked: Vec<usize> = if self.target.is_none() {
+            (0..plan.stages().len()).collect()
+        } else {
+            plan.reachable().to_vec()
+        };
+        let mut scopes: Vec<Option<dockerfile::Scope>> = Vec::new();
+        let mut envs: std::collections::HashMap<(String, String), Vec<String>> =
+            std::collections::HashMap::new();
+        for stage in plan.stages() {
+            let idx = stage.index;
+            let scope = match &stage.base {
+                dockerfile::StageBase::Scratch => Some(plan.image_scope::<&str>(idx, &[])),
+                dockerfile::StageBase::Stage(j) => scopes
+                    .get(*j)
+                    .cloned()
+                    .flatten()
+                    .map(|p| plan.stage_scope(idx, &p)),
+                dockerfile::StageBase::Image(r) => {
+                    let platform = super::exec::stage_platform(&plan, stage, &target)?;
+                    let key = (r.clone(), platform.to_string());
+                    if !envs.contains_key(&key) {
+                        match image_env(&client, r, &platform).await {
+                            Ok(env) => {
+                                envs.insert(key.clone(), env);
+                            }
+                            Err(e) => {
+                                if !report.unresolved.iter().any(|(u, _)| u == r) {
+                                    report.unresolved.push((r.clone(), e.to_string()));
+                                }
+                            }
+                        }
+                    }
+                    envs.get(&key).map(|env| plan.image_scope(idx, env))
+                }
+                // A base kind added to the frontend later: not checked until handled here.
+                _ => None,
+            };
+            let Some(mut scope) = scope else {
+                scopes.push(None);
+                continue;
+            };
+            for ins in &stage.instructions {
+                let step = scope.step(ins).map_err(|source| Error::Stages {
+                    file: report.file.clone(),
+                    source: Box::new(source),
+                })?;
+                if !checked.contains(&idx) {
+                    continue;
+                }
+                for w in step.warnings.iter().filter(|w| w.rule == "UndefinedVar") {
+                    let at = w.span.unwrap_or(ins.span);
+                    let config = dockerfile::lint::config_at(&ast, &report.config, at);
+                    let found = LintWarning::new(
+                        &dockerfile::lint::UNDEFINED_VAR,
+                        w.message.clone(),
+                        Some(at),
+                    );
+                    if config.enabled(found.rule) && !report.warnings.contains(&found) {
+                        report.warnings.push(found);
+                    }
+                }
+            }
+            scopes.push(Some(scope));
+        }
+        Ok(report)
+    }
+
+    fn prepare_check(&self) -> Result<(CheckReport, BuildPlan), Error> {
         let (file, text) = match &self.dockerfile {
             Some(DockerfileSource::Text { name, text }) => (name.clone(), text.clone()),
             Some(DockerfileSource::Path(p)) => {
@@ -65,21 +177,59 @@ impl Build {
         })?;
         let config = config(&text, &self.build_args)?;
         let ignore = ignore_patterns(&self.context, self.dockerfile_path().as_deref());
+        let plan = Arc::new(plan);
         let warnings = findings(
             &file,
             &text,
             &df,
-            &[Arc::new(plan)],
+            std::slice::from_ref(&plan),
             &config,
             &ignore,
             self.target.is_none(),
         )?;
-        Ok(CheckReport {
-            file,
-            text,
-            warnings,
-        })
+        let plan = Arc::try_unwrap(plan).unwrap_or_else(|p| (*p).clone());
+        Ok((
+            CheckReport {
+                file,
+                text,
+                warnings,
+                config,
+                unresolved: Vec::new(),
+            },
+            plan,
+        ))
     }
+}
+
+/// The `Env` of an image's config for a platform.
+async fn image_env(
+    client: &registry_client::Client,
+    r: &str,
+    platform: &Platform,
+) -> Result<Vec<String>, Error> {
+    let reference: registry_client::Reference = r.parse()?;
+    let resolved = client.resolve_platform(&reference, platform).await?;
+    let manifest = match resolved.manifest.parse()? {
+        registry_client::Manifest::Image(m) => m,
+        _ => {
+            return Err(Error::BadImage {
+                reference: r.to_owned(),
+                reason: "the platform's manifest is not an image manifest".into(),
+            });
+        }
+    };
+    let bytes = client
+        .fetch_blob(reference.repository(), manifest.config())
+        .await?;
+    let config = crate::image::ImageConfig::from_slice(&bytes).map_err(|e| Error::BadImage {
+        reference: r.to_owned(),
+        reason: e.to_string(),
+    })?;
+    Ok(config
+        .env()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect())
 }
 
 /// The check configuration of a build.

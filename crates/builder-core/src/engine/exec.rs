@@ -173,6 +173,8 @@ struct Ctx {
     cached_steps: AtomicU32,
     run_steps: AtomicU32,
     no_cache: bool,
+    /// `--no-cache-filter`: the stages (indexes) whose steps never use cached results.
+    no_cache_stages: std::collections::BTreeSet<usize>,
     /// One lock per cache key being computed: identical steps run once.
     key_locks: KeyLocks,
     /// Bounds concurrent layer compression to the cores.
@@ -204,6 +206,8 @@ struct Ctx {
     prefetches: Mutex<Vec<(StepId, Instant, tokio::task::JoinHandle<()>)>>,
     /// The hostname RUN steps see (`BUILDKIT_SANDBOX_HOSTNAME`, else BuildKit's default).
     sandbox_hostname: String,
+    /// `--add-host` entries for RUN steps' `/etc/hosts`.
+    extra_hosts: Vec<(String, std::net::IpAddr)>,
     /// The caches `--cache-from` imported (manifests and configs only).
     remote: remote::RemoteCaches,
     /// The repositories pushed to, when every output is a push (else empty).
@@ -1079,6 +1083,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         cached_steps: AtomicU32::new(0),
         run_steps: AtomicU32::new(0),
         no_cache: b.no_cache,
+        no_cache_stages: no_cache_stages(&plans[0], &b.no_cache_filter)?,
         key_locks: b.key_locks.clone(),
         cpu: Semaphore::new(cores),
         dockerfile_name: name.clone(),
@@ -1105,6 +1110,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .filter(|h| !h.is_empty())
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
+        extra_hosts: b.extra_hosts.clone(),
         remote,
         push_repos: lazy_push_repos,
         used_mounts: Mutex::default(),
@@ -1921,6 +1927,9 @@ pub(crate) struct RunKey<'a> {
     /// RUN --mount definitions (left out when there are none, so older keys still match).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub(crate) mounts: &'a [serde_json::Value],
+    /// `--add-host` entries, `HOST=IP` (left out when there are none).
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    pub(crate) extra_hosts: &'a [String],
 }
 
 /// The stage or image each `RUN --mount` names with `from` (`None` for the others): its
@@ -2228,6 +2237,30 @@ pub(crate) fn inner_error(reason: impl Into<String>) -> Error {
 /// Looks the step up in the cache; on a miss runs `work` to fill a fresh diff directory
 /// (`<dir>/diff`, with `<dir>` free for scratch space) and stores the result. Either way the
 /// layer (the empty tar when nothing changed) and a history entry are added to the stage.
+/// The stages `--no-cache-filter` names (stage names compare case-insensitively, as
+/// BuildKit's do).
+fn no_cache_stages(
+    plan: &BuildPlan,
+    names: &[String],
+) -> Result<std::collections::BTreeSet<usize>, Error> {
+    let mut out = std::collections::BTreeSet::new();
+    for n in names {
+        let found = plan
+            .stages()
+            .iter()
+            .find(|s| s.name.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(n)))
+            .ok_or_else(|| {
+                super::invalid(
+                    "no-cache-filter",
+                    n,
+                    "the Dockerfile has no stage of that name",
+                )
+            })?;
+        out.insert(found.index);
+    }
+    Ok(out)
+}
+
 async fn cached_or_run<F, Fut>(
     ctx: &Arc<Ctx>,
     state: &mut StageState,
@@ -2242,9 +2275,11 @@ where
 {
     let _guard = ctx.key_lock(&key).await;
     let (mut origin, mut dir_origin, mut source) = (None, None, None);
-    let local = ctx.lookup(&key)?;
+    let filtered = ctx.no_cache_stages.contains(&state.scope.stage());
+    let local = if filtered { None } else { ctx.lookup(&key)? };
     let remote = match local {
         Some(_) => None,
+        None if filtered => None,
         None => ctx.remote_lookup(&key)?,
     };
     let rec = match local.or_else(|| {
@@ -2627,6 +2662,11 @@ async fn run_step(
             rec.network();
         }
     }
+    let extra_hosts: Vec<String> = ctx
+        .extra_hosts
+        .iter()
+        .map(|(h, ip)| format!("{h}={ip}"))
+        .collect();
     let key = CacheKey::derive(
         Some(&state.key),
         "run",
@@ -2639,6 +2679,7 @@ async fn run_step(
             insecure,
             files: &files,
             mounts: mounts.key(),
+            extra_hosts: &extra_hosts,
         },
     );
     let created_by = history::run(&state.scope.declared_args(), &argv);
@@ -2695,6 +2736,7 @@ async fn run_step(
             .with_cwd(cwd)?
             // BuildKit's RUN sees this hostname (NET-03).
             .with_hostname(hostname.as_str())?
+            .with_extra_hosts(&ctx.extra_hosts)?
             .with_user(run_user)
             .with_network(network)
             .with_insecure(insecure);

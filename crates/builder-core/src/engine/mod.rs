@@ -252,9 +252,11 @@ pub struct Build {
     cache_to: Vec<crate::remote_cache::CacheExportSpec>,
     cache_from: Vec<crate::remote_cache::CacheImportSpec>,
     no_cache: bool,
+    no_cache_filter: Vec<String>,
     image_id: bool,
     labels: BTreeMap<String, String>,
     network: crate::sandbox::NetworkMode,
+    extra_hosts: Vec<(String, std::net::IpAddr)>,
     insecure_registries: Vec<String>,
     secrets: BTreeMap<String, SecretSource>,
     ssh: BTreeMap<String, SshSource>,
@@ -349,9 +351,11 @@ impl Build {
             cache_to: Vec::new(),
             cache_from: Vec::new(),
             no_cache: false,
+            no_cache_filter: Vec::new(),
             image_id: false,
             labels: BTreeMap::new(),
             network: crate::sandbox::NetworkMode::Host,
+            extra_hosts: Vec::new(),
             insecure_registries: Vec::new(),
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
@@ -474,12 +478,57 @@ impl Build {
         self
     }
 
+    /// Do not use cached results for the steps of the stage named `stage`
+    /// (`--no-cache-filter`; may be given several times). The build fails when the
+    /// Dockerfile has no such stage.
+    pub fn no_cache_filter(mut self, stage: &str) -> Self {
+        self.no_cache_filter.push(stage.to_owned());
+        self
+    }
+
     /// A label added to the final image.
     pub fn label(mut self, key: &str, value: &str) -> Result<Self, Error> {
         if key.is_empty() {
             return Err(invalid("label", key, "empty key"));
         }
         self.labels.insert(key.to_owned(), value.to_owned());
+        Ok(self)
+    }
+
+    /// An `/etc/hosts` entry for RUN steps (`--add-host HOST=IP`): `ip` is one address or
+    /// several separated by `,` (each may be in brackets, `[::1]`), or `host-gateway`,
+    /// which is the host itself: `127.0.0.1`, since RUN steps share the host's network.
+    /// Entries are part of the RUN steps' cache keys, as in BuildKit.
+    ///
+    /// ```
+    /// let b = builder_core::Build::new(".")?
+    ///     .add_host("db", "10.0.0.5")?
+    ///     .add_host("gw", "host-gateway")?;
+    /// # Ok::<(), builder_core::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// An empty or blank host name, or an address that is not an IP address.
+    pub fn add_host(mut self, host: &str, ip: &str) -> Result<Self, Error> {
+        let spec = format!("{host}={ip}");
+        if host.is_empty() || ip.is_empty() || host.contains(char::is_whitespace) {
+            return Err(invalid("add-host", &spec, "expected HOST=IP"));
+        }
+        if ip == "host-gateway" {
+            self.extra_hosts
+                .push((host.to_owned(), std::net::Ipv4Addr::LOCALHOST.into()));
+            return Ok(self);
+        }
+        for v in ip.split(',') {
+            let v = v
+                .strip_prefix('[')
+                .and_then(|x| x.strip_suffix(']'))
+                .unwrap_or(v);
+            let addr: std::net::IpAddr = v
+                .parse()
+                .map_err(|_| invalid("add-host", &spec, format!("{v:?} is not an IP address")))?;
+            self.extra_hosts.push((host.to_owned(), addr));
+        }
         Ok(self)
     }
 

@@ -458,6 +458,9 @@ impl<'a> GraphBuilder<'a> {
                 insecure,
                 files: &files,
                 mounts: mounts.key(),
+                // The graph is planned without `--add-host` (the engine's keys differ
+                // only when a build gives some).
+                extra_hosts: &[],
             },
         );
         let op = Op::Exec {

@@ -113,6 +113,7 @@ fn two_platforms_and_two_targets_share_their_common_steps() {
                 insecure: false,
                 files: &[],
                 mounts: &[],
+                extra_hosts: &[],
             },
         );
         let apt_runs: Vec<&Vertex> = g

@@ -28,6 +28,35 @@ pub(crate) fn elf_machine(arch: &str) -> Option<(u8, bool, u16)> {
     })
 }
 
+/// The platforms RUN steps can run on here, as buildx lists a builder's: the host's
+/// (with the 32-bit one it runs natively), then each architecture binfmt_misc hands to a
+/// QEMU emulator with the `F` flag.
+pub fn run_platforms() -> Vec<String> {
+    const ALL: &[(&str, &str)] = &[
+        ("amd64", "linux/amd64"),
+        ("arm64", "linux/arm64"),
+        ("riscv64", "linux/riscv64"),
+        ("ppc64le", "linux/ppc64le"),
+        ("s390x", "linux/s390x"),
+        ("386", "linux/386"),
+        ("mips64le", "linux/mips64le"),
+        ("loong64", "linux/loong64"),
+        ("arm", "linux/arm/v7"),
+    ];
+    let host = host_arch();
+    let mut out: Vec<String> = ALL
+        .iter()
+        .filter(|(a, _)| *a == host)
+        .map(|(_, p)| (*p).to_owned())
+        .collect();
+    for (arch, platform) in ALL {
+        if *arch != host && (native(arch) || check_emulator(arch).is_ok()) {
+            out.push((*platform).to_owned());
+        }
+    }
+    out
+}
+
 /// QEMU's name for an architecture, for messages.
 fn qemu_name(arch: &str) -> &str {
     match arch {

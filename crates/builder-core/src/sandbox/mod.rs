@@ -1,6 +1,7 @@
 #![doc = include_str!("README.md")]
 
 mod binfmt;
+pub use binfmt::run_platforms;
 mod copy;
 mod diff;
 mod error;

@@ -276,6 +276,20 @@ fn mkdir(p: &Path) -> Result<PathBuf, SandboxError> {
     Ok(p.to_path_buf())
 }
 
+/// The `/etc/hosts` a RUN step sees, as BuildKit writes it (not the host's): localhost
+/// with the hostname, the IPv6 localhost line, then the extra hosts.
+fn hosts_file(hostname: Option<&str>, extra: &[(String, std::net::IpAddr)]) -> Vec<u8> {
+    let mut text = match hostname {
+        Some(h) => format!("127.0.0.1\tlocalhost {h}\n"),
+        None => "127.0.0.1\tlocalhost\n".to_owned(),
+    };
+    text.push_str("::1\tlocalhost ip6-localhost ip6-loopback\n");
+    for (host, ip) in extra {
+        text.push_str(&format!("{ip}\t{host}\n"));
+    }
+    text.into_bytes()
+}
+
 fn host_file(path: &str, default: &str) -> Vec<u8> {
     fs::read(path).unwrap_or_else(|_| default.as_bytes().to_vec())
 }
@@ -396,19 +410,7 @@ pub(crate) fn prepare(
         make_device_nodes(&root.join(&rel), planner.undo)?;
     }
 
-    let mut hosts = host_file(
-        "/etc/hosts",
-        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
-    );
-    if let Some(h) = &spec.hostname {
-        let text = String::from_utf8_lossy(&hosts);
-        if !text.split_whitespace().any(|w| w == h) {
-            if !hosts.is_empty() && !hosts.ends_with(b"\n") {
-                hosts.push(b'\n');
-            }
-            hosts.extend_from_slice(format!("127.0.0.1\t{h}\n").as_bytes());
-        }
-    }
+    let hosts = hosts_file(spec.hostname.as_deref(), &spec.extra_hosts);
     for (target, content) in [
         ("/etc/resolv.conf", host_file("/etc/resolv.conf", "")),
         ("/etc/hosts", hosts),

@@ -162,6 +162,8 @@ pub struct RunSpec {
     pub user: User,
     /// The UTS hostname; `None` keeps the host's.
     pub hostname: Option<String>,
+    /// Lines added to the generated `/etc/hosts` (`--add-host`), in order.
+    pub extra_hosts: Vec<(String, std::net::IpAddr)>,
     /// The network.
     pub network: NetworkMode,
     /// Extra mounts, in order.
@@ -189,6 +191,7 @@ impl RunSpec {
             cwd: "/".into(),
             user: User::root(),
             hostname: None,
+            extra_hosts: Vec::new(),
             network: NetworkMode::Host,
             mounts: Vec::new(),
             insecure: false,
@@ -231,6 +234,23 @@ impl RunSpec {
             });
         }
         self.hostname = Some(hostname);
+        Ok(self)
+    }
+
+    /// Adds `IP<TAB>HOST` lines to `/etc/hosts` (after BuildKit's two lines).
+    pub fn with_extra_hosts(
+        mut self,
+        hosts: &[(String, std::net::IpAddr)],
+    ) -> Result<Self, SandboxError> {
+        for (h, _) in hosts {
+            if h.is_empty() || h.contains(|c: char| c.is_whitespace() || c == '\0') {
+                return Err(SandboxError::InvalidSpec {
+                    field: "extra_hosts",
+                    reason: format!("{h:?} is not a valid host name"),
+                });
+            }
+        }
+        self.extra_hosts = hosts.to_vec();
         Ok(self)
     }
 

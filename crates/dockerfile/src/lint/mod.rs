@@ -158,12 +158,18 @@ pub fn lint(
     for w in &df.warnings {
         if let Some(r) = rule(w.rule) {
             // BuildKit reports the parser's finding with the rule's own message.
-            let message = if r.name == NO_EMPTY_CONTINUATION.name {
-                "Empty continuation line".to_owned()
+            let (message, span) = if r.name == NO_EMPTY_CONTINUATION.name {
+                // BuildKit places it on the instruction's last line.
+                let last = Span {
+                    start_line: w.span.end_line,
+                    start_column: 1,
+                    ..w.span
+                };
+                ("Empty continuation line".to_owned(), last)
             } else {
-                w.message.clone()
+                (w.message.clone(), w.span)
             };
-            sink.push(LintWarning::new(r, message, Some(w.span)), true);
+            sink.push(LintWarning::new(r, message, Some(span)), true);
         }
     }
     rules::run(&mut sink, df, plan, opts);
@@ -198,6 +204,16 @@ impl Sink<'_> {
 
     pub(crate) fn ast(&self) -> &Ast {
         self.ast
+    }
+}
+
+/// The configuration that applies to the instruction at `span`: `config` merged with a
+/// `# check=` comment above it (how BuildKit decides `UndefinedVar` per instruction).
+#[must_use]
+pub fn config_at(ast: &Ast, config: &LintConfig, span: Span) -> LintConfig {
+    match node_at(ast, span) {
+        Some(n) => config.with_comments(&n.comments),
+        None => config.clone(),
     }
 }
 

@@ -1,0 +1,142 @@
+//! The `docker buildx build` flags a CI configuration copied from a buildx project passes
+//! that are not about outputs or caches: `--add-host`, `--no-cache-filter`, `--pull`,
+//! `--builder`, and the ones rbuild refuses with a clear error (`--ulimit`, `--shm-size`,
+//! `--cgroup-parent`, `--annotation`) rather than ignoring them.
+
+use builder_core::Build;
+use clap::Args;
+
+use crate::exit::Failure;
+
+/// The flags, flattened into `rbuild build`.
+#[derive(Debug, Args)]
+pub(crate) struct DropinOpts {
+    /// Add a custom host-to-IP mapping (format: "host:ip"; "host-gateway" is the host)
+    #[arg(long = "add-host", value_name = "HOST:IP", value_parser = parse_add_host)]
+    pub(crate) add_hosts: Vec<(String, String)>,
+
+    /// Add annotation to the image (not supported by rbuild yet)
+    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    pub(crate) annotations: Vec<String>,
+
+    /// Override the configured builder instance (rbuild has one builder: accepted, with a note)
+    #[arg(long = "builder", value_name = "NAME")]
+    pub(crate) builder: Option<String>,
+
+    /// Set the parent cgroup for the "RUN" instructions during build (not supported by rbuild)
+    #[arg(long = "cgroup-parent", value_name = "PATH")]
+    pub(crate) cgroup_parent: Option<String>,
+
+    /// Do not cache specified stages
+    #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
+    pub(crate) no_cache_filter: Vec<String>,
+
+    /// Always attempt to pull all referenced images (rbuild always resolves tags again)
+    #[arg(long = "pull")]
+    pub(crate) pull: bool,
+
+    /// Shared memory size for build containers (not supported by rbuild yet)
+    #[arg(long = "shm-size", value_name = "BYTES")]
+    pub(crate) shm_size: Option<String>,
+
+    /// Ulimit options (not supported by rbuild yet)
+    #[arg(long = "ulimit", value_name = "ULIMIT")]
+    pub(crate) ulimits: Vec<String>,
+}
+
+/// buildx's `HOST=IP` or `HOST:IP` (cut at the first `=`, else the first `:`).
+fn parse_add_host(s: &str) -> Result<(String, String), String> {
+    let (host, ip) = s
+        .split_once('=')
+        .or_else(|| s.split_once(':'))
+        .ok_or_else(|| format!("invalid host {s}"))?;
+    if host.is_empty() || ip.is_empty() {
+        return Err(format!("invalid host {s}"));
+    }
+    // builder-core judges the address; here only its shape, for a one-line usage error.
+    let _checked = Build::new("/")
+        .and_then(|b| b.add_host(host, ip))
+        .map_err(|e| match e {
+            builder_core::Error::InvalidOption { reason, .. } => reason,
+            e => e.to_string(),
+        })?;
+    Ok((host.to_owned(), ip.to_owned()))
+}
+
+impl DropinOpts {
+    /// Refuses what rbuild cannot do, before anything runs.
+    pub(crate) fn check(&self) -> Result<(), Failure> {
+        let refuse = |flag: &str, why: &str| {
+            Err(Failure::usage(format!(
+                "{flag} is not supported by rbuild: {why}"
+            )))
+        };
+        if !self.annotations.is_empty() {
+            return refuse(
+                "--annotation",
+                "image annotations are not implemented yet (labels are: --label)",
+            );
+        }
+        if self.cgroup_parent.is_some() {
+            return refuse(
+                "--cgroup-parent",
+                "RUN steps run in rbuild's own process tree, not under a cgroup manager",
+            );
+        }
+        if self.shm_size.is_some() {
+            return refuse("--shm-size", "RUN steps get no sized /dev/shm mount yet");
+        }
+        if !self.ulimits.is_empty() {
+            return refuse(
+                "--ulimit",
+                "RUN steps inherit rbuild's limits; setting them is not implemented yet",
+            );
+        }
+        Ok(())
+    }
+
+    /// Notes printed before a build.
+    pub(crate) fn notes(&self) {
+        if let Some(b) = &self.builder {
+            eprintln!(
+                "WARNING: --builder {b:?} ignored: rbuild builds in this process, it has no builder instances"
+            );
+        }
+    }
+
+    /// Hands the flags builder-core implements to the build.
+    pub(crate) fn apply(&self, mut b: Build) -> Result<Build, builder_core::Error> {
+        for (host, ip) in &self.add_hosts {
+            b = b.add_host(host, ip)?;
+        }
+        for s in &self.no_cache_filter {
+            b = b.no_cache_filter(s);
+        }
+        // `--pull`: every tag is resolved at the registry at each build already (only
+        // digest-pinned bases come from the content store, and they cannot change).
+        Ok(b)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn add_host_values() {
+        assert_eq!(
+            parse_add_host("db:10.0.0.1").unwrap(),
+            ("db".into(), "10.0.0.1".into())
+        );
+        assert_eq!(
+            parse_add_host("v6=::1").unwrap(),
+            ("v6".into(), "::1".into())
+        );
+        assert_eq!(parse_add_host("v6:::1").unwrap().1, "::1");
+        assert!(parse_add_host("gw:host-gateway").is_ok());
+        assert!(parse_add_host("db:[fe80::1],10.0.0.2").is_ok());
+        assert!(parse_add_host("db").is_err());
+        assert!(parse_add_host(":1.2.3.4").is_err());
+        assert!(parse_add_host("db:300.1.1.1").is_err());
+    }
+}

@@ -1,0 +1,264 @@
+//! buildx flags a copied CI configuration passes (issue 20): the RUN environment equal to
+//! the reference BuildKit's (`/etc/hosts`, hostname, with `--add-host`), `--no-cache-filter`,
+//! `--pull` following a moved tag, `--builder` noted, and the flags rbuild cannot honour
+//! refused with a clear error.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+const BUSYBOX: &str = "127.0.0.1:5000/library/busybox:latest";
+
+fn rbuild(cwd: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run rbuild")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[track_caller]
+fn ok(out: &Output) {
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// The reference BuildKit's local output of the context (buildctl, extra frontend opts).
+fn reference_build(ctx: &Path, dest: &Path, opts: &[&str]) {
+    let mut cmd = Command::new("/var/tmp/reference-buildkit/bin/buildctl");
+    cmd.args([
+        "--addr",
+        "unix:///run/reference-buildkitd.sock",
+        "build",
+        "--frontend",
+        "dockerfile.v0",
+        "--local",
+        "context=.",
+        "--local",
+        "dockerfile=.",
+    ]);
+    for o in opts {
+        cmd.args(["--opt", o]);
+    }
+    cmd.arg("--output")
+        .arg(format!("type=local,dest={}", dest.display()))
+        .current_dir(ctx);
+    let out = cmd.output().expect("run buildctl");
+    ok(&out);
+}
+
+#[test]
+fn run_sees_buildkits_hosts_and_hostname() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX} AS base\nRUN (cat /etc/hosts; echo ---; hostname; ls -l /etc/hostname 2>&1; true) > /out\n\
+             FROM scratch\nCOPY --from=base /out /\n"
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    for (rb_flags, bk_opts) in [
+        (vec![], vec![]),
+        (
+            vec!["--add-host", "db:10.1.2.3", "--add-host", "v6=[::2]"],
+            vec!["add-hosts=db=10.1.2.3,v6=::2"],
+        ),
+    ] {
+        let bk = dir.path().join("bk");
+        let rb = dir.path().join("rb");
+        let _ = std::fs::remove_dir_all(&bk);
+        let _ = std::fs::remove_dir_all(&rb);
+        reference_build(&ctx, &bk, &bk_opts);
+        let mut args = vec!["build", "--cache-dir", cache.to_str().unwrap(), "-o"];
+        args.push(rb.to_str().unwrap());
+        args.extend(rb_flags);
+        args.push(".");
+        ok(&rbuild(&ctx, &args));
+        let want = std::fs::read_to_string(bk.join("out")).unwrap();
+        // The listing's size and date of /etc/hosts are the only parts that may differ.
+        let strip = |s: &str| -> String {
+            s.lines()
+                .map(|l| {
+                    if l.starts_with("-rw") {
+                        "HOSTS-LISTING"
+                    } else {
+                        l
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            strip(&std::fs::read_to_string(rb.join("out")).unwrap()),
+            strip(&want)
+        );
+        assert!(
+            want.starts_with("127.0.0.1\tlocalhost buildkitsandbox\n"),
+            "{want}"
+        );
+    }
+}
+
+#[test]
+fn add_host_gateway_is_the_host_and_bad_values_exit_2() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {BUSYBOX}\nRUN grep -x '127.0.0.1\tgw' /etc/hosts\n"),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    ok(&rbuild(
+        dir.path(),
+        &[
+            "build",
+            "--cache-dir",
+            cache,
+            "--add-host",
+            "gw:host-gateway",
+            ".",
+        ],
+    ));
+    for bad in ["nohost", "db:300.1.1.1", ":1.2.3.4"] {
+        let out = rbuild(dir.path(), &["build", "--add-host", bad, "."]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out.stderr));
+        assert!(
+            text(&out.stderr).contains("--add-host"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+}
+
+#[test]
+fn no_cache_filter_reruns_only_that_stage() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX} AS deps\nRUN echo deps > /deps\n\
+             FROM deps AS app\nRUN echo app > /app\n"
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let build = |extra: &[&str]| {
+        let mut args = vec!["build", "--progress=plain", "--cache-dir", cache];
+        args.extend(extra);
+        args.push(".");
+        rbuild(dir.path(), &args)
+    };
+    ok(&build(&[]));
+    let out = build(&["--no-cache-filter", "app"]);
+    ok(&out);
+    let err = text(&out.stderr);
+    let step_of = |needle: &str| {
+        err.lines()
+            .find(|l| l.contains(needle))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {needle} in\n{err}"))
+    };
+    let deps = step_of("RUN echo deps");
+    let app = step_of("RUN echo app");
+    assert!(err.contains(&format!("{deps} CACHED")), "{err}");
+    assert!(!err.contains(&format!("{app} CACHED")), "{err}");
+    let out = build(&["--no-cache-filter", "nope"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("nope"), "{}", text(&out.stderr));
+}
+
+#[test]
+fn pull_follows_a_moved_tag() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = dir.path().join("base");
+    let app = dir.path().join("app");
+    std::fs::create_dir(&base).unwrap();
+    std::fs::create_dir(&app).unwrap();
+    std::fs::write(base.join("Dockerfile"), "FROM scratch\nCOPY v /v\n").unwrap();
+    let tag = format!(
+        "127.0.0.1:5000/checks-helper/pull-base:{}",
+        std::process::id()
+    );
+    std::fs::write(
+        app.join("Dockerfile"),
+        format!("FROM {tag} AS base\nFROM scratch\nCOPY --from=base /v /v\n"),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    for v in ["one", "two"] {
+        std::fs::write(base.join("v"), v).unwrap();
+        ok(&rbuild(
+            &base,
+            &["build", "--cache-dir", cache, "--push", "-t", &tag, "."],
+        ));
+        let out_dir = dir.path().join(format!("out-{v}"));
+        ok(&rbuild(
+            &app,
+            &[
+                "build",
+                "--pull",
+                "--cache-dir",
+                cache,
+                "-o",
+                out_dir.to_str().unwrap(),
+                ".",
+            ],
+        ));
+        assert_eq!(std::fs::read_to_string(out_dir.join("v")).unwrap(), v);
+    }
+}
+
+#[test]
+fn unsupported_flags_are_refused_and_builder_is_noted() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
+    for (flag, value) in [
+        ("--ulimit", "nofile=1024:1024"),
+        ("--shm-size", "2g"),
+        ("--cgroup-parent", "/ci"),
+        ("--annotation", "index:org.opencontainers.image.title=x"),
+    ] {
+        let out = rbuild(dir.path(), &["build", flag, value, "."]);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("{flag} is not supported by rbuild")),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    let cache = dir.path().join("cache");
+    let out = rbuild(
+        dir.path(),
+        &[
+            "build",
+            "--builder",
+            "ci-builder",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            ".",
+        ],
+    );
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains("--builder \"ci-builder\" ignored"),
+        "{}",
+        text(&out.stderr)
+    );
+}
