@@ -205,6 +205,7 @@ pub(crate) fn failure(e: builder_core::Error) -> Failure {
             instruction,
             reason,
             output_tail,
+            ..
         } => {
             let mut msg = String::new();
             if !output_tail.is_empty() {

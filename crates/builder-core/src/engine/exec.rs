@@ -28,8 +28,10 @@ use registry_client::{Client, Platform, Reference, Repository};
 use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
+use self::cache_source::{CacheSource, LocalCache};
+use super::export::{ExportCx, Needs, Solved, SolvedFiles};
 use super::export_spec::ExportKind;
-use super::{Build, DockerfileSource, Error, history};
+use super::{Build, DockerfileSource, Error, StepError, history};
 use crate::cachekey::CacheKey;
 use crate::fsview::LayeredView;
 use crate::image::{Healthcheck as ConfigHealthcheck, HistoryEntry, ImageConfig, rfc3339};
@@ -38,6 +40,7 @@ use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
 mod attest;
+mod cache_source;
 mod remote;
 mod remote_mounts;
 
@@ -133,7 +136,7 @@ struct StageState {
     build_target: Platform,
 }
 
-type StageFuture = Shared<BoxFuture<'static, Result<Arc<StageState>, Arc<Error>>>>;
+type StageFuture = Shared<BoxFuture<'static, Result<Arc<StageState>, Error>>>;
 
 /// A base image resolved for one platform.
 #[derive(Debug)]
@@ -262,7 +265,7 @@ impl Ctx {
         }
         let mut first = self.first_error.lock().unwrap_or_else(|e| e.into_inner());
         if first.is_none() {
-            *first = Some(clone_error(e));
+            *first = Some(e.clone());
         }
         drop(first);
         // A rejected cache blob ends this attempt, not the build: the handle is the
@@ -299,47 +302,6 @@ impl Ctx {
             locks.entry(key.clone()).or_default().clone()
         };
         m.lock_owned().await
-    }
-
-    fn lookup(&self, key: &CacheKey) -> Result<Option<LayerRecord>, Error> {
-        if self.no_cache {
-            return Ok(None);
-        }
-        let d = cache_digest(key);
-        let Some(rec) = self.cache.index().get(&d)? else {
-            return Ok(None);
-        };
-        // A layer packed with another SOURCE_DATE_EPOCH clamp (or none) has other bytes:
-        // the step runs again rather than export mtimes this build did not ask for.
-        let rec_epoch = rec
-            .annotations
-            .get(EPOCH_ANNOTATION)
-            .and_then(|v| v.parse::<i64>().ok());
-        if rec_epoch != self.pack.source_date_epoch {
-            return Ok(None);
-        }
-        // A record whose layer is gone (pruned) is a miss: it needs its blob or, for a layer
-        // never compressed, its snapshot.
-        {
-            match pick_blob(&rec, self.pack.compression) {
-                Some(blob) if self.cache.content().contains(&blob.digest) => {
-                    self.lease
-                        .hold(layer_cache::EntryRef::Blob(blob.digest.clone()))?;
-                }
-                _ => {
-                    let Some(chain) = &rec.chain_id else {
-                        return Ok(None);
-                    };
-                    self.lease
-                        .hold(layer_cache::EntryRef::Snapshot(chain.clone()))?;
-                    if self.cache.snapshots().get(chain)?.is_none() {
-                        return Ok(None);
-                    }
-                }
-            }
-        }
-        let _ = self.cache.index().touch(&d);
-        Ok(Some(rec))
     }
 
     /// Makes sure the blob of `stack[i]` is in the content store, pulling it (a base
@@ -386,17 +348,27 @@ impl Ctx {
         if self.cache.content().contains(&blob.digest) {
             return Ok(());
         }
-        if let (None, Some(dir)) = (&layer.origin, &layer.dir_origin) {
-            return self.copy_from_dir(dir, blob).await;
+        // A step's layer with an origin was found in an imported cache, which fetches it;
+        // a base image's layer comes from its repository; any other layer's blob is the
+        // local cache's.
+        match (&layer.key, &layer.origin, &layer.dir_origin) {
+            (Some(_), Some(_), _) | (Some(_), None, Some(_)) => {
+                self.remote.fetch(self, layer, blob, step).await
+            }
+            (None, Some(repo), _) => self.pull_from(repo, layer, blob, step).await,
+            _ => LocalCache.fetch(self, layer, blob, step).await,
         }
-        let Some(repo) = &layer.origin else {
-            return Err(Error::from(layer_cache::Error::NotFound {
-                what: format!(
-                    "blob {} (it was pruned while the build used it)",
-                    blob.digest
-                ),
-            }));
-        };
+    }
+
+    /// Pulls `blob` of `layer` from `repo` into the content store; the caller holds its
+    /// [`Ctx::pull_lock`].
+    async fn pull_from(
+        &self,
+        repo: &Repository,
+        layer: &Layer,
+        blob: &CacheBlobRef,
+        step: StepId,
+    ) -> Result<(), Error> {
         let (store, digest, size) = (self.cache.content().clone(), blob.digest.clone(), blob.size);
         let ingest = tokio::task::spawn_blocking(move || store.ingest(&digest, Some(size)))
             .await
@@ -451,10 +423,9 @@ impl Ctx {
         ),
         Error,
     > {
-        let key = layer
-            .key
-            .as_ref()
-            .ok_or_else(|| inner_error("a layer without a diffID or blob has no cache record"))?;
+        let key = layer.key.as_ref().ok_or_else(|| {
+            Error::invalid_step("a layer without a diffID or blob has no cache record")
+        })?;
         let guard = self.key_lock(key).await;
         Ok((guard, self.layer_record(layer)?))
     }
@@ -791,12 +762,7 @@ fn short(d: &str) -> String {
 }
 
 fn join_error(e: &tokio::task::JoinError) -> Error {
-    Error::Step {
-        location: String::new(),
-        instruction: String::new(),
-        reason: format!("internal task failed: {e}"),
-        output_tail: Vec::new(),
-    }
+    Error::invalid_step(format!("internal task failed: {e}"))
 }
 
 fn descriptor(blob: &CacheBlobRef) -> Result<registry_client::oci_spec::image::Descriptor, Error> {
@@ -880,12 +846,7 @@ fn step_failed(
     instruction: &str,
     reason: impl Into<String>,
 ) -> Error {
-    Error::Step {
-        location: ctx.location(span),
-        instruction: instruction.to_owned(),
-        reason: reason.into(),
-        output_tail: Vec::new(),
-    }
+    Error::invalid_step(reason).at_step(&ctx.location(span), instruction)
 }
 
 /// Whether a `syntax` directive's image is the Dockerfile frontend (`docker/dockerfile`
@@ -927,7 +888,7 @@ pub(crate) fn load_dockerfile(b: &Build) -> Result<(String, String, Dockerfile),
     }
     let df = dockerfile::parse(&text).map_err(|source| Error::Parse {
         file: name.clone(),
-        source: Box::new(source),
+        source: source.into(),
     })?;
     Ok((name, text, df))
 }
@@ -984,7 +945,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             opts.target = b.target.clone();
             let plan = BuildPlan::new(&df, &opts).map_err(|source| Error::Stages {
                 file: name.clone(),
-                source: Box::new(source),
+                source: source.into(),
             })?;
             plans.push(Arc::new(plan));
         }
@@ -1168,7 +1129,6 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     };
     let states = forwarding(work, &mut rx, sink).await;
     let states = states.map_err(|e| {
-        let e = Arc::try_unwrap(e).unwrap_or_else(|e| clone_error(&e));
         // Cancelled because another stage failed: report that failure.
         let first = ctx
             .first_error
@@ -1185,11 +1145,10 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     let export_step = ctx.step_id();
     // Without an output nothing needs compressed layers: only the configs are made.
     // Files only (`type=local`): copied from the snapshots, nothing compressed either.
-    let local_only = !b.outputs.is_empty()
-        && b.outputs
-            .iter()
-            .all(|o| matches!(o.kind, ExportKind::Local { .. }));
-    let built = if b.outputs.is_empty() || local_only {
+    let exporters =
+        super::export::exporters(&b.outputs, &b.tags, &b.tag_names, ctx.source_date_epoch)?;
+    let needs_blobs = exporters.iter().any(|e| e.needs() == Needs::Blobs);
+    let built = if !needs_blobs {
         None
     } else {
         let assembled = futures_util::future::try_join_all(
@@ -1252,23 +1211,23 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         names.clone_from(&b.tag_names);
     }
     let base_repos = states_layers(&states);
-    if local_only {
-        let export = export_files(&ctx, &states, &platforms, &b.outputs, export_step);
-        forwarding(export, &mut rx, sink).await?;
-    }
-    if let Some(built) = &built {
-        let export = super::export::export_all(
-            &ctx.client,
-            &ctx.cache,
-            built,
-            &base_repos,
-            &b.outputs,
-            &b.tags,
-            &b.tag_names,
-            ctx.source_date_epoch,
-            &ctx.events,
-            export_step,
-        );
+    if !exporters.is_empty() {
+        let files = StageFiles {
+            ctx: ctx.clone(),
+            states: states.clone(),
+            platforms: platforms.clone(),
+        };
+        let solved = Solved {
+            image: built.as_ref(),
+            files: &files,
+            base_repos: &base_repos,
+        };
+        let cx = ExportCx {
+            client: &ctx.client,
+            events: &ctx.events,
+            step: export_step,
+        };
+        let export = super::export::export_all(&exporters, &solved, &cx);
         forwarding(export, &mut rx, sink).await?;
     }
     if !b.cache_to.is_empty() {
@@ -1288,7 +1247,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     }
     ctx.copy_context
         .save()
-        .map_err(|e| inner_error(e.to_string()))?;
+        .map_err(|e| Error::invalid_step(e.to_string()))?;
     sink.event(&ProgressEvent::BuildDone {
         elapsed: started.elapsed(),
     });
@@ -1365,45 +1324,17 @@ fn states_layers(states: &[Arc<StageState>]) -> Vec<Option<Repository>> {
     states.iter().map(|s| s.base_repo.clone()).collect()
 }
 
-fn clone_error(e: &Error) -> Error {
-    // Shared futures hand out one error to several waiters; rebuild an owned one.
-    match e {
-        Error::Step {
-            location,
-            instruction,
-            reason,
-            output_tail,
-        } => Error::Step {
-            location: location.clone(),
-            instruction: instruction.clone(),
-            reason: reason.clone(),
-            output_tail: output_tail.clone(),
-        },
-        Error::Cancelled => Error::Cancelled,
-        Error::RejectedCacheBlob { digest, reason } => Error::RejectedCacheBlob {
-            digest: digest.clone(),
-            reason: reason.clone(),
-        },
-        other => Error::Step {
-            location: String::new(),
-            instruction: String::new(),
-            reason: other.to_string(),
-            output_tail: Vec::new(),
-        },
-    }
-}
-
 pub(super) fn read_dockerfile(p: &Path) -> Result<String, Error> {
     let bytes = std::fs::read(p).map_err(|source| Error::ReadDockerfile {
         path: p.to_owned(),
-        source,
+        source: source.into(),
     })?;
     String::from_utf8(bytes).map_err(|_| Error::ReadDockerfile {
         path: p.to_owned(),
-        source: std::io::Error::new(
+        source: Arc::new(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "the Dockerfile is not valid UTF-8",
-        ),
+        )),
     })
 }
 
@@ -1439,10 +1370,10 @@ fn spawn_stages(ctx: &Arc<Ctx>, plan: Arc<BuildPlan>, platform: Platform) -> Sta
             }
             r.map(Arc::new)
         });
-        let fut: BoxFuture<'static, Result<Arc<StageState>, Arc<Error>>> = async move {
+        let fut: BoxFuture<'static, Result<Arc<StageState>, Error>> = async move {
             match handle.await {
-                Ok(r) => r.map_err(Arc::new),
-                Err(e) => Err(Arc::new(join_error(&e))),
+                Ok(r) => r,
+                Err(e) => Err(join_error(&e)),
             }
         }
         .boxed();
@@ -1458,13 +1389,10 @@ async fn wait_stage(
     j: usize,
 ) -> Result<Arc<StageState>, Error> {
     match deps.get(&j) {
-        Some(f) => f.clone().await.map_err(|e| clone_error(&e)),
-        None => Err(Error::Step {
-            location: String::new(),
-            instruction: String::new(),
-            reason: format!("stage {j} is not part of this build"),
-            output_tail: Vec::new(),
-        }),
+        Some(f) => f.clone().await,
+        None => Err(Error::invalid_step(format!(
+            "stage {j} is not part of this build"
+        ))),
     }
 }
 
@@ -1520,7 +1448,7 @@ async fn build_stage(
                 .map_err(|e| step_failed(&ctx, stage.span, &from_text, e.to_string()))?;
             let base = resolve_image(&ctx, r, &target, id)
                 .await
-                .map_err(|e| step_failed(&ctx, stage.span, &from_text, e.to_string()))?;
+                .map_err(|e| e.at_step(&ctx.location(stage.span), &from_text))?;
             note_image(&ctx, &platform, r, &base, &target);
             if let Some(rec) = &ctx.recorder {
                 rec.step(
@@ -1637,7 +1565,7 @@ async fn build_stage(
             for ins in &df.instructions {
                 let step = state.scope.step(ins).map_err(|source| Error::Stages {
                     file: ctx.dockerfile_name.clone(),
-                    source: Box::new(source),
+                    source: source.into(),
                 })?;
                 let text = format!("ONBUILD {trigger}");
                 let dep = trigger_dep(&plan, stage, t, &step.instruction)
@@ -1678,7 +1606,7 @@ async fn build_stage(
         let id = ctx.step_id();
         let step = state.scope.step(ins).map_err(|source| Error::Stages {
             file: ctx.dockerfile_name.clone(),
-            source: Box::new(source),
+            source: source.into(),
         })?;
         for w in step
             .warnings
@@ -1964,7 +1892,7 @@ async fn mount_froms(
             // Every mount of the Dockerfile's own RUNs naming a stage is a dep; one that is
             // not comes from an ONBUILD trigger of a base image.
             None if names_stage(plan, from) => {
-                return Err(inner_error(format!(
+                return Err(Error::invalid_step(format!(
                     "RUN --mount from={from} in an ONBUILD trigger of a base image names a \
                      stage of this Dockerfile: not supported (a trigger can read stages only \
                      when its base is a stage of the same Dockerfile)"
@@ -1984,7 +1912,7 @@ async fn mount_froms(
                 (b.layers.clone(), key)
             }
             _ => {
-                return Err(inner_error(format!(
+                return Err(Error::invalid_step(format!(
                     "mount from {from}: unsupported source"
                 )));
             }
@@ -2141,12 +2069,7 @@ async fn dispatch(
                     })
                     .await
                     .map_err(|e| join_error(&e))?
-                    .map_err(|r| Error::Step {
-                        location: String::new(),
-                        instruction: String::new(),
-                        reason: r,
-                        output_tail: Vec::new(),
-                    })
+                    .map_err(Error::invalid_step)
                 }
             })
             .await
@@ -2202,36 +2125,7 @@ pub(crate) fn workdir_path(config: &ImageConfig, platform: &Platform) -> String 
 
 /// Attaches the instruction's location to an error raised inside a step.
 fn locate(ctx: &Ctx, span: dockerfile::Span, text: &str, e: Error) -> Error {
-    match e {
-        Error::Step {
-            location,
-            reason,
-            output_tail,
-            ..
-        } if location.is_empty() => Error::Step {
-            location: ctx.location(span),
-            instruction: text.to_owned(),
-            reason,
-            output_tail,
-        },
-        // A rejected cache blob restarts the build: it must reach `Build::run` as it is.
-        Error::Step { .. } | Error::Cancelled | Error::RejectedCacheBlob { .. } => e,
-        other => Error::Step {
-            location: ctx.location(span),
-            instruction: text.to_owned(),
-            reason: other.to_string(),
-            output_tail: Vec::new(),
-        },
-    }
-}
-
-pub(crate) fn inner_error(reason: impl Into<String>) -> Error {
-    Error::Step {
-        location: String::new(),
-        instruction: String::new(),
-        reason: reason.into(),
-        output_tail: Vec::new(),
-    }
+    e.at_step(&ctx.location(span), text)
 }
 
 /// Looks the step up in the cache; on a miss runs `work` to fill a fresh diff directory
@@ -2275,18 +2169,15 @@ where
 {
     let _guard = ctx.key_lock(&key).await;
     let (mut origin, mut dir_origin, mut source) = (None, None, None);
-    let filtered = ctx.no_cache_stages.contains(&state.scope.stage());
-    let local = if filtered { None } else { ctx.lookup(&key)? };
-    let remote = match local {
-        Some(_) => None,
-        None if filtered => None,
-        None => ctx.remote_lookup(&key)?,
+    let filtered = ctx.no_cache || ctx.no_cache_stages.contains(&state.scope.stage());
+    let hit = if filtered {
+        None
+    } else {
+        cache_source::lookup(ctx, &key)?
     };
-    let rec = match local.or_else(|| {
-        remote.map(|hit| {
-            (origin, dir_origin, source) = (hit.repo, hit.dir, Some(hit.source));
-            hit.rec
-        })
+    let rec = match hit.map(|hit| {
+        (origin, dir_origin, source) = (hit.repo, hit.dir, hit.source);
+        hit.rec
     }) {
         Some(rec) => {
             ctx.emit(ProgressEvent::StepCached { id });
@@ -2336,7 +2227,7 @@ where
             (Some(c), _) => c.clone(),
             (None, Some(d)) => ChainId::child(parent.as_ref(), d),
             (None, None) => {
-                return Err(inner_error(format!(
+                return Err(Error::invalid_step(format!(
                     "cache record for {key} has neither a layer nor a snapshot"
                 )));
             }
@@ -2821,6 +2712,7 @@ async fn run_step(
                     instruction: String::new(),
                     reason,
                     output_tail,
+                    source: StepError::Exit(status),
                 });
             }
             Ok(())
@@ -2961,57 +2853,42 @@ async fn image_id(
     Ok(crate::oci::sha256_digest(&config.to_vec()))
 }
 
-/// `type=local` outputs written from the final stages' snapshots (unpacked where needed),
-/// without compressing any layer.
-async fn export_files(
-    ctx: &Arc<Ctx>,
-    states: &[Arc<StageState>],
-    platforms: &[Platform],
-    outputs: &[super::ExportSpec],
-    step: StepId,
-) -> Result<(), Error> {
-    for out in outputs {
-        let ExportKind::Local { dest } = &out.kind else {
-            continue;
-        };
-        ctx.emit(ProgressEvent::StepStarted {
-            id: step,
-            name: format!("exporting files to {}", dest.display()),
-            platform: None,
-            location: None,
-        });
-        let t = Instant::now();
-        for (state, platform) in states.iter().zip(platforms) {
-            let p = (
-                platform.os().to_owned(),
-                platform.architecture().to_owned(),
-                oci_variant(platform).map(str::to_owned),
-            );
-            let dir = super::export::local_dir(dest, &p, platforms.len());
-            let lowers = ctx.materialize(&state.layers, step).await?;
-            // The build's options carry its SOURCE_DATE_EPOCH clamp.
-            let pack = ctx.pack.clone();
-            tokio::task::spawn_blocking(move || -> Result<(), Error> {
-                std::fs::create_dir_all(&dir).map_err(|source| Error::Export {
-                    path: dir.clone(),
-                    source,
-                })?;
-                let mut opts = ApplyOptions::default();
-                opts.devices = layer_cache::DevicePolicy::Skip;
-                for layer in lowers.iter().rev() {
-                    layer_cache::flatten_layer_dir(layer, &dir, &opts, &pack)?;
-                }
-                Ok(())
+/// The final stages' filesystems for the exporters of files: their snapshots (unpacked
+/// where needed), nothing compressed.
+struct StageFiles {
+    ctx: Arc<Ctx>,
+    states: Vec<Arc<StageState>>,
+    platforms: Vec<Platform>,
+}
+
+impl SolvedFiles for StageFiles {
+    fn platforms(&self) -> Vec<(String, String, Option<String>)> {
+        self.platforms
+            .iter()
+            .map(|p| {
+                (
+                    p.os().to_owned(),
+                    p.architecture().to_owned(),
+                    oci_variant(p).map(str::to_owned),
+                )
             })
-            .await
-            .map_err(|e| join_error(&e))??;
-        }
-        ctx.emit(ProgressEvent::StepDone {
-            id: step,
-            elapsed: t.elapsed(),
-        });
+            .collect()
     }
-    Ok(())
+
+    fn layer_dirs(&self, i: usize, step: StepId) -> BoxFuture<'_, Result<Vec<PathBuf>, Error>> {
+        async move {
+            let state = self
+                .states
+                .get(i)
+                .ok_or_else(|| Error::invalid_step(format!("no platform {i} in this build")))?;
+            self.ctx.materialize(&state.layers, step).await
+        }
+        .boxed()
+    }
+
+    fn pack(&self) -> &PackOptions {
+        &self.ctx.pack
+    }
 }
 
 /// What a COPY reads from, before it is materialised.
@@ -3033,7 +2910,11 @@ async fn copy_step(
     text: &str,
 ) -> Result<(), Error> {
     let workdir = fs_workdir(state);
-    let fail = |e: crate::copy::CopyError| step_failed(ctx, span, text, e.to_string());
+    let fail = |e: crate::copy::CopyError| {
+        let reason = e.to_string();
+        Error::unlocated(StepError::Copy(reason.as_str().into()), reason)
+            .at_step(&ctx.location(span), text)
+    };
     let (params, keyword, flags, shown) = match &ins.value {
         Instruction::Copy(c) => {
             let mut flags = Vec::new();
@@ -3081,7 +2962,7 @@ async fn copy_step(
         Some(DepSource::Image(r)) => {
             let b = resolve_image(ctx, &r, platform, id)
                 .await
-                .map_err(|e| step_failed(ctx, span, text, e.to_string()))?;
+                .map_err(|e| e.at_step(&ctx.location(span), text))?;
             note_image(ctx, &state.build_target, &r, &b, platform);
             CopyFrom::Layers {
                 layers: b.layers.clone(),
@@ -3154,7 +3035,7 @@ async fn copy_step(
                 };
                 crate::copy::execute(&params, &source, dest_view.as_ref(), &out)
                     .map(|_| ())
-                    .map_err(|e| inner_error(e.to_string()))
+                    .map_err(|e| Error::invalid_step(e.to_string()))
             })
             .await
             .map_err(|e| join_error(&e))?

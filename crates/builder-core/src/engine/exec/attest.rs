@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use registry_client::Platform;
 
-use super::{Ctx, Error, StageState, inner_error, join_error};
+use super::{Ctx, Error, StageState, join_error};
 use crate::attest::layout::{self, AttestationManifest, Predicate};
 use crate::attest::provenance::{self, Request, RunTimes};
 use crate::attest::scan::{EntryKind, Tree};
@@ -151,7 +151,7 @@ pub(super) async fn make(
             })
             .await
             .map_err(|e| join_error(&e))?
-            .map_err(|e| inner_error(format!("SBOM: scanning the image's files: {e}")))?;
+            .map_err(|e| Error::invalid_step(format!("SBOM: scanning the image's files: {e}")))?;
             predicates.push(Predicate {
                 predicate_type: sbom::PREDICATE_SPDX,
                 body: doc,
