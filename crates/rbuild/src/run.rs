@@ -20,6 +20,49 @@ pub(crate) fn build(
     build_args: &std::collections::BTreeMap<String, String>,
     dockerfile_text: Option<(String, String)>,
 ) -> Result<(), Failure> {
+    let b = engine_build(opts, build_args, dockerfile_text)?;
+    if opts.outputs.is_empty() && !opts.push {
+        eprintln!(
+            "WARNING: No output specified with docker-container driver. Build result will only remain in the build cache. \
+             To push result image into registry use --push or to load image into docker use --output type=docker,dest=FILE"
+        );
+    }
+    run_build(opts, b)
+}
+
+/// The build graph of the command line's build (`--call plan,format=json|text`): JSON
+/// (`plan` with the graph as its `graph` member) or the graph's short text form.
+pub(crate) fn graph(
+    opts: &BuildOpts,
+    build_args: &std::collections::BTreeMap<String, String>,
+    dockerfile_text: Option<(String, String)>,
+    plan: Option<serde_json::Value>,
+) -> Result<(), Failure> {
+    let b = engine_build(opts, build_args, dockerfile_text)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::build(format!("cannot start the async runtime: {e}")))?;
+    let graph = runtime.block_on(b.graph()).map_err(failure)?;
+    match plan {
+        Some(mut plan) => {
+            plan["graph"] = serde_json::to_value(&graph)
+                .map_err(|e| Failure::build(format!("failed to encode the graph: {e}")))?;
+            let text = serde_json::to_string_pretty(&plan)
+                .map_err(|e| Failure::build(format!("failed to encode the plan: {e}")))?;
+            println!("{text}");
+        }
+        None => print!("{}", graph.to_text()),
+    }
+    Ok(())
+}
+
+/// The engine's build of the command line's options.
+fn engine_build(
+    opts: &BuildOpts,
+    build_args: &std::collections::BTreeMap<String, String>,
+    dockerfile_text: Option<(String, String)>,
+) -> Result<Build, Failure> {
     let usage = |e: builder_core::Error| Failure::usage(e.to_string());
     let mut b = Build::new(&opts.context).map_err(usage)?;
     b = match (dockerfile_text, opts.file.as_deref()) {
@@ -55,12 +98,6 @@ pub(crate) fn build(
             .any(|o| o.kind == builder_core::ExportKind::Registry)
     {
         outputs.push(ExportSpec::registry());
-    }
-    if outputs.is_empty() {
-        eprintln!(
-            "WARNING: No output specified with docker-container driver. Build result will only remain in the build cache. \
-             To push result image into registry use --push or to load image into docker use --output type=docker,dest=FILE"
-        );
     }
     let pushes = outputs
         .iter()
@@ -132,7 +169,11 @@ pub(crate) fn build(
     }
     b = b.allow_insecure(opts.allow.iter().any(|a| a == "security.insecure"));
     b = b.allow_network_host(opts.allow.iter().any(|a| a == "network.host"));
+    Ok(b)
+}
 
+/// Runs `b`, rendering its progress; writes `--iidfile` and `--metadata-file`.
+fn run_build(opts: &BuildOpts, b: Build) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
