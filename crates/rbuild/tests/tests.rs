@@ -42,3 +42,6 @@ mod dropin;
 /// rbuild as the `docker-buildx` CLI plugin, through the real docker CLI, with the
 /// command lines the GitHub actions run (issue 20).
 mod plugin;
+
+/// Hardening (issue 22): full disks, blobs tampered in the cache, kill -9 mid-build.
+mod hardening;

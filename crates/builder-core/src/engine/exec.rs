@@ -2816,6 +2816,19 @@ async fn run_step(
                         }
                     ));
                 }
+                // A step that ran out of space while its upper directory (in the cache)
+                // filled the cache's file system: say so, so the build names the cache.
+                if output_tail.iter().any(|l| {
+                    l.contains("No space left on device") || l.contains("Disk quota exceeded")
+                }) {
+                    if let Some(free) = nearly_full(ctx.cache.root()) {
+                        reason.push_str(&format!(
+                            " (No space left on device: the cache directory {} has {} KiB free)",
+                            ctx.cache.root().display(),
+                            free / 1024
+                        ));
+                    }
+                }
                 return Err(Error::Step {
                     location: String::new(),
                     instruction: String::new(),
@@ -3336,6 +3349,15 @@ fn source_names(sources: &[dockerfile::Source], dest: &str) -> (Vec<String>, Str
         })
         .collect();
     (names, dest.to_owned())
+}
+
+/// The bytes free on the file system of `dir` when it is nearly full (under 4 MiB or 1%
+/// free), `None` otherwise or when it cannot be told.
+fn nearly_full(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let size = st.f_blocks.saturating_mul(st.f_frsize);
+    (free < (4 << 20) || free < size / 100).then_some(free)
 }
 
 #[cfg(test)]
