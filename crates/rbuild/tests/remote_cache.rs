@@ -421,9 +421,17 @@ fn npm_context(reg: &LocalRegistry, deps: &[(&str, &str)]) -> tempfile::TempDir 
     dir
 }
 
+/// Whether a step printed `marker` (a log line ending with it that is not the step's
+/// title, which holds the command).
+fn printed(log: &str, marker: &str) -> bool {
+    log.lines()
+        .any(|l| l.ends_with(marker) && !l.contains("RUN --mount"))
+}
+
 /// Cache mounts travel: runner A's npm cache (`RUN --mount=type=cache,target=/root/.npm
 /// npm ci`) is exported with the cache; after a dependency change runner B, empty, finds it
-/// restored before `npm ci` runs, from the registry and from a local cache; exported with
+/// restored before `npm ci` runs, from the registry and from a local cache, and from the
+/// export of a warm build of A whose steps were all cached; exported with
 /// `cache-mounts=false` it is not.
 #[test]
 fn cache_mount_content_travels_with_the_cache() {
@@ -446,14 +454,24 @@ fn cache_mount_content_travels_with_the_cache() {
         ],
         ctx.path(),
     );
-    assert!(log.contains("NPM-CACHE-EMPTY"), "{log}");
+    assert!(printed(&log, "NPM-CACHE-EMPTY"), "{log}");
     assert!(log.contains("1 cache mounts: packs sent"), "{log}");
+    // Runner A again, every step cached: its copy of the mount is exported all the same.
+    let warm = format!("{}/{repo}:warm", reg.host());
+    let log = rbuild(
+        &root.path().join("a"),
+        &["--cache-to", &format!("type=registry,ref={warm},mode=max")],
+        ctx.path(),
+    );
+    assert!(log.contains("(0 steps run, 3 cached)"), "{log}");
+    assert!(log.contains("1 cache mounts: packs sent 0 B"), "{log}");
 
     // A dependency added: npm ci runs again on fresh runners.
     let ctx = npm_context(&reg, &[("ms", "2.1.3"), ("is-number", "7.0.0")]);
     for (n, from) in [
         ("b", format!("type=registry,ref={with}")),
         ("c", format!("type=local,src={}", local.display())),
+        ("e", format!("type=registry,ref={warm}")),
     ] {
         let log = rbuild(
             &cache_dir(root.path(), n),
@@ -461,10 +479,10 @@ fn cache_mount_content_travels_with_the_cache() {
             ctx.path(),
         );
         assert!(
-            log.contains("RAN-npm"),
+            printed(&log, "RAN-npm"),
             "{from}: npm ci did not run:\n{log}"
         );
-        assert!(log.contains("NPM-CACHE-RESTORED"), "{from}:\n{log}");
+        assert!(printed(&log, "NPM-CACHE-RESTORED"), "{from}:\n{log}");
         assert!(log.contains("cache mount restored from"), "{from}:\n{log}");
     }
     let log = rbuild(
@@ -472,9 +490,9 @@ fn cache_mount_content_travels_with_the_cache() {
         &["--cache-from", &format!("type=registry,ref={without}")],
         ctx.path(),
     );
-    assert!(log.contains("RAN-npm"), "{log}");
+    assert!(printed(&log, "RAN-npm"), "{log}");
     assert!(
-        log.contains("NPM-CACHE-EMPTY"),
+        printed(&log, "NPM-CACHE-EMPTY"),
         "cache-mounts=false exported it:\n{log}"
     );
 }

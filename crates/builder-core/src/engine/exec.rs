@@ -212,7 +212,7 @@ struct Ctx {
     remote: remote::RemoteCaches,
     /// The repositories pushed to, when every output is a push (else empty).
     push_repos: Vec<Repository>,
-    /// The cache mounts the steps that ran used (directory names), for a cache export.
+    /// The cache mounts of the RUN steps (run or cached; directory names), for a cache export.
     used_mounts: Mutex<std::collections::BTreeSet<String>>,
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
@@ -2689,6 +2689,8 @@ async fn run_step(
     let platform_s = platform.to_string();
     let hostname = ctx.sandbox_hostname.clone();
     let native = platform.architecture() == ctx.build_platform.architecture();
+    // Exported with the cache even when the step is a hit (a warm runner's copy).
+    ctx.note_cache_mounts(&mounts.cache_dirs());
     cached_or_run(ctx, state, key, id, created_by, |ctx, state, dir| {
         let ctx = ctx.clone();
         let layers = state.layers.clone();
