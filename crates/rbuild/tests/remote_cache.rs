@@ -197,9 +197,15 @@ fn registry_cache_fresh_runner_runs_nothing_and_downloads_no_layer() {
     ]));
     verify_layout(&oci);
 
-    // A one-line source change on another fresh runner: only the steps after it run.
+    // A one-line source change on another fresh runner: only the steps after it run, and
+    // the import is lazy: it read the manifest and config only, and of the cache's layers
+    // the build pulls just the one the first step that runs sits on (RAN-first's, under
+    // RAN-second).
     std::fs::write(ctx.path().join("src.txt"), "changed\n").expect("src");
+    let cache_layers = layer_digests(&skopeo_raw(&format!("{}/{repo}:cache", reg.host())));
+    assert!(cache_layers.len() >= 4, "mode=max: {cache_layers:?}");
     let c = cache_dir(root.path(), "runner-c");
+    let before = proxy.seen().len();
     let log = rbuild(
         &c,
         &[
@@ -214,6 +220,26 @@ fn registry_cache_fresh_runner_runs_nothing_and_downloads_no_layer() {
         ctx.path(),
     );
     assert_eq!(ran(&log), ["RAN-second", "RAN-final"], "{log}");
+    assert!(log.contains("(pulled only when needed)"), "{log}");
+    let seen = &proxy.seen()[before..];
+    let pulled: Vec<&str> = cache_layers
+        .iter()
+        .filter(|l| {
+            seen.iter()
+                .any(|s| s.method == "GET" && s.uri.ends_with(&format!("/blobs/{l}")))
+        })
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        pulled.len(),
+        1,
+        "cache layers pulled: {pulled:?} of {cache_layers:?}"
+    );
+    // The cache's manifest was read before that layer.
+    let at = |f: &dyn Fn(&str) -> bool| seen.iter().position(|s| f(&s.uri));
+    let manifest = at(&|u| u.ends_with("/manifests/cache")).expect("the cache manifest read");
+    let layer = at(&|u| u.ends_with(&format!("/blobs/{}", pulled[0]))).expect("layer");
+    assert!(manifest < layer);
 }
 
 /// A cache layer whose bytes in the registry no longer match its digest is rejected (a
