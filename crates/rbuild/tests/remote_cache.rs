@@ -15,6 +15,9 @@ use test_support::{FaultProxy, LocalRegistry, describe, output, run_stdout};
 /// `--cache-to type=inline`.
 mod inline;
 
+/// Several `--cache-from`, `mode=min`, `compression=`, `ignore-error=`, platforms, bases.
+mod options;
+
 /// Where the test registry keeps its blobs (`scripts/testenv/up.sh`).
 const REGISTRY_BLOBS: &str = "/var/lib/rbuild-testenv/registry/docker/registry/v2/blobs/sha256";
 
