@@ -450,6 +450,29 @@ fn npm_context(reg: &LocalRegistry, deps: &[(&str, &str)]) -> tempfile::TempDir 
     dir
 }
 
+/// The bytes of a cache export's `packs sent N, already there M` (kB and MB read too).
+pub(super) fn pack_bytes(log: &str) -> (u64, u64) {
+    let bytes = |s: &str| -> u64 {
+        let mut it = s.split_whitespace();
+        let v: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let unit = match it.next() {
+            Some("kB") => 1e3,
+            Some("MB") => 1e6,
+            Some("GB") => 1e9,
+            _ => 1.0,
+        };
+        (v * unit) as u64
+    };
+    let line = log
+        .lines()
+        .find(|l| l.contains("packs sent "))
+        .unwrap_or_else(|| panic!("no cache mount export in:\n{log}"));
+    let after = line.split("packs sent ").nth(1).unwrap_or("");
+    let (sent, rest) = after.split_once(", already there ").unwrap_or((after, ""));
+    let had = rest.split(';').next().unwrap_or("");
+    (bytes(sent), bytes(had))
+}
+
 /// Whether a step printed `marker` (a log line ending with it that is not the step's
 /// title, which holds the command).
 fn printed(log: &str, marker: &str) -> bool {
