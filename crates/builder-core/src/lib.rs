@@ -16,6 +16,7 @@ mod passwd;
 pub mod plan;
 mod progress;
 pub mod remote_cache;
+pub mod remote_context;
 mod sandbox;
 
 pub use attest::{

@@ -9,7 +9,7 @@ use clap::Args;
 use crate::exit::Failure;
 
 /// The flags, flattened into `rbuild build`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct DropinOpts {
     /// Add a custom host-to-IP mapping (format: "host:ip"; "host-gateway" is the host)
     #[arg(long = "add-host", value_name = "HOST:IP", value_parser = parse_add_host)]
@@ -26,6 +26,10 @@ pub(crate) struct DropinOpts {
     /// Set the parent cgroup for the "RUN" instructions during build (not supported by rbuild)
     #[arg(long = "cgroup-parent", value_name = "PATH")]
     pub(crate) cgroup_parent: Option<String>,
+
+    /// Keep the .git directory of a git context (as BUILDKIT_CONTEXT_KEEP_GIT_DIR=1)
+    #[arg(long = "keep-git-dir")]
+    pub(crate) keep_git_dir: bool,
 
     /// Do not cache specified stages
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]

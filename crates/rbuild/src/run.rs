@@ -115,15 +115,7 @@ pub(crate) fn build(
         b = b.insecure_registry(h);
     }
     for s in &opts.secrets {
-        let source = match (&s.src, &s.env) {
-            (Some(src), _) => SecretSource::File(src.into()),
-            (None, Some(env)) => SecretSource::Env(env.clone()),
-            // buildx: no src and no env means the environment variable named like the id,
-            // else a file of that name.
-            (None, None) if std::env::var_os(&s.id).is_some() => SecretSource::Env(s.id.clone()),
-            (None, None) => SecretSource::File(s.id.clone().into()),
-        };
-        b = b.secret(&s.id, source).map_err(usage)?;
+        b = b.secret(&s.id, secret_source(s)).map_err(usage)?;
     }
     for s in &opts.ssh {
         let paths: Vec<std::path::PathBuf> = s.paths.iter().map(Into::into).collect();
@@ -194,6 +186,18 @@ pub(crate) fn build(
         println!("{image_id}");
     }
     Ok(())
+}
+
+/// Where a `--secret` comes from.
+pub(crate) fn secret_source(s: &crate::build::SecretSpec) -> SecretSource {
+    match (&s.src, &s.env) {
+        (Some(src), _) => SecretSource::File(src.into()),
+        (None, Some(env)) => SecretSource::Env(env.clone()),
+        // buildx: no src and no env means the environment variable named like the id,
+        // else a file of that name.
+        (None, None) if std::env::var_os(&s.id).is_some() => SecretSource::Env(s.id.clone()),
+        (None, None) => SecretSource::File(s.id.clone().into()),
+    }
 }
 
 /// A failed build's error as the command reports it.

@@ -175,6 +175,15 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A remote build context (git, HTTP, standard input) could not be fetched or is
+    /// not valid.
+    #[error("context {context}: {reason}")]
+    Context {
+        /// The context as given (credentials redacted).
+        context: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The build was cancelled.
     #[error("build cancelled")]
     Cancelled,
@@ -206,6 +215,10 @@ impl Error {
             Error::InvalidOption { .. } | Error::InvalidOutput { .. } | Error::InvalidCache { .. }
         )
     }
+}
+
+pub(crate) fn invalid_option(what: &'static str, value: &str, reason: impl Into<String>) -> Error {
+    invalid(what, value, reason)
 }
 
 fn invalid(what: &'static str, value: &str, reason: impl Into<String>) -> Error {
