@@ -11,6 +11,7 @@ mod engine;
 mod fsview;
 pub mod graph;
 mod image;
+pub mod load;
 mod oci;
 mod passwd;
 pub mod plan;

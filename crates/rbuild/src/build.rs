@@ -568,7 +568,13 @@ fn check_combinations(opts: &BuildOpts) -> Result<(), Failure> {
     if pushes && opts.tags.is_empty() && !named {
         return Err(Failure::usage("tag is needed when pushing to registry"));
     }
-    let docker_outputs = opts.outputs.iter().filter(|o| o.kind == "docker").count();
+    let docker_outputs = opts.outputs.iter().filter(|o| o.kind == "docker").count()
+        + usize::from(
+            opts.dropin
+                .load
+                .as_deref()
+                .is_some_and(|l| l != "false" && l != "0"),
+        );
     let platforms: usize = opts.platforms.iter().map(Vec::len).sum();
     if docker_outputs > 0 && platforms > 1 {
         return Err(Failure::usage(

@@ -74,11 +74,7 @@ fn respond(mut conn: &TcpStream, status: &str, headers: &[(&str, String)], body:
     let _ = conn.write_all(body);
 }
 
-fn serve(
-    conn: TcpStream,
-    cfg: &Config,
-    seen: &Seen,
-) -> std::io::Result<()> {
+fn serve(conn: TcpStream, cfg: &Config, seen: &Seen) -> std::io::Result<()> {
     let mut r = BufReader::new(conn.try_clone()?);
     let mut line = String::new();
     r.read_line(&mut line)?;

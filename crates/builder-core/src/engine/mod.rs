@@ -184,6 +184,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Loading the image into a local image store (`--load`) failed, or there is none.
+    #[error("--load into {target}: {reason}")]
+    Load {
+        /// `docker` or `containerd`.
+        target: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The build was cancelled.
     #[error("build cancelled")]
     Cancelled,
