@@ -629,7 +629,7 @@ impl Build {
 
     /// An attestation to attach (`--attest`, `--provenance`, `--sbom`; later flags of a
     /// type replace earlier ones, `type=none` switches all off). Attestations go into every
-    /// image output; see [`crate::attest`].
+    /// image output; see [`AttestSpec`](crate::AttestSpec).
     pub fn attest(mut self, spec: crate::attest::AttestSpec) -> Self {
         self.attestations.apply(spec);
         self
