@@ -42,3 +42,6 @@ mod dropin;
 /// rbuild as the `docker-buildx` CLI plugin, through the real docker CLI, with the
 /// command lines the GitHub actions run (issue 20).
 mod plugin;
+
+/// The build timeline: phase events in rawjson, `rbuild debug timeline` (issue 21).
+mod timeline;
