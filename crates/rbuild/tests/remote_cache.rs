@@ -12,6 +12,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 use test_support::{FaultProxy, LocalRegistry, describe, output, run_stdout};
 
+/// `--cache-to type=inline`.
+mod inline;
+
 /// Where the test registry keeps its blobs (`scripts/testenv/up.sh`).
 const REGISTRY_BLOBS: &str = "/var/lib/rbuild-testenv/registry/docker/registry/v2/blobs/sha256";
 

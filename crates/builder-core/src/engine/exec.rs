@@ -217,6 +217,8 @@ struct Ctx {
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
     noted: Mutex<Vec<Vec<Layer>>>,
+    /// `--cache-to type=inline`: each image's config carries its steps' records.
+    inline_cache: bool,
     /// What the provenance records (base images, downloads, steps), when one is made.
     recorder: Option<crate::attest::provenance::Recorder>,
 }
@@ -1119,6 +1121,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .iter()
             .any(|c| c.mode == crate::remote_cache::CacheMode::Max),
         noted: Mutex::new(Vec::new()),
+        inline_cache: remote::inline_wanted(&b.cache_to, &b.outputs)?,
         recorder: b
             .attestations
             .provenance
@@ -2864,6 +2867,9 @@ fn final_config(
     diff_ids: &[Digest],
 ) -> ImageConfig {
     let mut config = state.config.clone();
+    // A base image's inline cache (rbuild's or BuildKit's) is not this image's.
+    config.set_field(crate::remote_cache::INLINE_CACHE_FIELD, None);
+    config.set_field(crate::remote_cache::BUILDKIT_INLINE_FIELD, None);
     let ids: Vec<String> = diff_ids.iter().map(ToString::to_string).collect();
     config.set_diff_ids(&ids);
     for (k, v) in &ctx.labels {
@@ -2919,7 +2925,10 @@ async fn assemble(
     }))
     .await?;
     let diff_ids: Vec<Digest> = blobs.iter().map(|(_, d)| d.clone()).collect();
-    let config = final_config(ctx, state, platform, &diff_ids);
+    let mut config = final_config(ctx, state, platform, &diff_ids);
+    if ctx.inline_cache {
+        ctx.set_inline_cache(&mut config, stack, &blobs)?;
+    }
     let layers = blobs
         .into_iter()
         .zip(stack)
