@@ -323,6 +323,18 @@ impl ImageConfig {
         self.doc.insert("created".into(), json!(created));
     }
 
+    /// Sets (or with `None` removes) a top-level field of the document.
+    pub(crate) fn set_field(&mut self, key: &str, value: Option<Value>) {
+        match value {
+            Some(v) => {
+                self.doc.insert(key.to_owned(), v);
+            }
+            None => {
+                self.doc.remove(key);
+            }
+        }
+    }
+
     /// `rootfs.diff_ids`.
     pub fn diff_ids(&self) -> Vec<String> {
         self.doc

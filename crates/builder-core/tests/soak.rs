@@ -1,9 +1,9 @@
 //! A bounded soak (issue 22): 60 consecutive builds in one process through the builder-core
 //! API (a fifth failing in a RUN step, a fifth cancelled mid-step), then no growth from
 //! build 20 to build 60 in open fds, mounts or child processes, and RSS within 32 MiB.
-//! `examples/soak` runs 200 and prints the figures. This binary is its own sandbox init.
+//! `examples/soak_mixed` runs 200 and prints the figures. This binary is its own sandbox init.
 
-#[path = "../examples/soak/soak_loop.rs"]
+#[path = "../examples/soak_mixed/soak_loop.rs"]
 #[allow(dead_code)]
 mod soak_loop;
 

@@ -97,7 +97,7 @@ fn bad(name: &dyn std::fmt::Display, reason: impl Into<String>) -> Error {
     }
 }
 
-fn compression_of(media_type: &str) -> Compression {
+pub(super) fn compression_of(media_type: &str) -> Compression {
     if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
         Compression::Zstd
     } else if media_type.ends_with("+gzip")
@@ -121,17 +121,60 @@ pub async fn fetch_registry_cache(
         Err(e) if e.is_not_found() => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let Manifest::Image(manifest) = raw.parse()? else {
-        return Err(bad(reference, "is an index, not an rbuild cache manifest"));
-    };
-    check_config(reference, &manifest)?;
     let repo = reference.repository().clone();
+    let manifest = match raw.parse()? {
+        Manifest::Image(m) => m,
+        // An image index: the inline caches of its images (`--cache-to type=inline`).
+        Manifest::Index(index) => {
+            let mut out = ImportedCache::default();
+            let buildkit = super::inline::fetch_index(client, reference, &index, &mut out).await?;
+            out.metadata_bytes += raw.size();
+            return inline_result(reference, out, buildkit).map(Some);
+        }
+    };
+    if super::inline::is_image_config(manifest.config().media_type().as_ref()) {
+        let config_bytes = client.fetch_blob(&repo, manifest.config()).await?;
+        let mut out = ImportedCache {
+            metadata_bytes: raw.size() + config_bytes.len() as u64,
+            ..ImportedCache::default()
+        };
+        let buildkit = super::inline::decode_image(reference, &manifest, &config_bytes, &mut out)?;
+        out.repo = Some(repo);
+        return inline_result(reference, out, buildkit).map(Some);
+    }
+    check_config(reference, &manifest)?;
     // Verified against its digest by the client.
     let config_bytes = client.fetch_blob(&repo, manifest.config()).await?;
     let mut out = decode(reference, &manifest, &config_bytes)?;
     out.repo = Some(repo);
     out.metadata_bytes = raw.size() + config_bytes.len() as u64;
     Ok(Some(out))
+}
+
+/// An image read as an inline cache: refused when it has none (saying so when it has
+/// BuildKit's, whose keys rbuild cannot use).
+fn inline_result(
+    reference: &Reference,
+    mut out: ImportedCache,
+    buildkit: bool,
+) -> Result<ImportedCache, Error> {
+    if out.records.is_empty() {
+        let reason = if buildkit {
+            format!(
+                "is an image with BuildKit's inline cache ({}), whose keys rbuild cannot use; \
+                 export one with rbuild --cache-to type=inline",
+                super::inline::BUILDKIT_INLINE_FIELD
+            )
+        } else {
+            format!(
+                "is an image without an inline cache (no {} in its config)",
+                super::inline::INLINE_CACHE_FIELD
+            )
+        };
+        return Err(bad(reference, reason));
+    }
+    out.repo = Some(reference.repository().clone());
+    Ok(out)
 }
 
 /// Refuses a manifest whose config is not an rbuild cache config.

@@ -36,6 +36,10 @@ pub enum CacheLocation {
         /// On import, the manifest's digest when given (`digest=`): it wins over the tag.
         digest: Option<String>,
     },
+    /// On export only (`type=inline`): the records of the image's own steps in the config
+    /// of each image the build writes. It is imported with
+    /// `type=registry,ref=IMAGE`.
+    Inline,
 }
 
 impl std::fmt::Display for CacheLocation {
@@ -43,6 +47,7 @@ impl std::fmt::Display for CacheLocation {
         match self {
             CacheLocation::Registry(r) => write!(f, "{r}"),
             CacheLocation::Local { dir, tag, .. } => write!(f, "{}:{tag}", dir.display()),
+            CacheLocation::Inline => write!(f, "the image config (inline)"),
         }
     }
 }
@@ -172,9 +177,19 @@ fn location(spec: &str, w: &Where<'_>, dir_key: &str) -> Result<CacheLocation, E
                 digest: w.digest.map(str::to_owned),
             })
         }
+        "inline" if dir_key == "dest" => {
+            if reference.is_some() {
+                return Err(bad(
+                    spec,
+                    "ref= is not an option of type=inline (the cache goes into the image)",
+                ));
+            }
+            Ok(CacheLocation::Inline)
+        }
         "inline" => Err(bad(
             spec,
-            "type=inline cache is not supported by rbuild yet; use type=registry",
+            "type=inline is for --cache-to; an inline cache is imported with \
+             --cache-from type=registry,ref=IMAGE",
         )),
         k @ ("gha" | "s3" | "azblob") => Err(bad(
             spec,
@@ -270,6 +285,22 @@ impl FromStr for CacheExportSpec {
             }
         }
         let location = location(spec, &w, "dest")?;
+        if location == CacheLocation::Inline {
+            if mode == CacheMode::Max {
+                return Err(bad(
+                    spec,
+                    "type=inline carries only the image's own steps (mode=min); use \
+                     type=registry for mode=max",
+                ));
+            }
+            if compression.is_some() || level.is_some() || !cache_mounts {
+                return Err(bad(
+                    spec,
+                    "compression and cache-mounts are not options of type=inline (its layers \
+                     are the image's; cache mounts travel with type=registry or type=local)",
+                ));
+            }
+        }
         if let Some(l) = level {
             let ok = match compression.unwrap_or_default() {
                 Compression::Gzip => (0..=9).contains(&l),
@@ -370,7 +401,9 @@ mod tests {
             "type=local,dest=/tmp/x,ref=a/b",
             "type=local,dest=/tmp/x,src=/tmp/y",
             "type=registry,ref=a/b,dest=/tmp/x",
-            "type=inline",
+            "type=inline,mode=max",
+            "type=inline,ref=a/b",
+            "type=inline,compression=zstd",
             "type=registry,ref=a/b,cache-mounts=maybe",
         ] {
             let e = s.parse::<CacheExportSpec>().unwrap_err();
@@ -381,5 +414,11 @@ mod tests {
                 .parse::<CacheImportSpec>()
                 .is_err()
         );
+        assert!("type=inline".parse::<CacheImportSpec>().is_err());
+        let e: CacheExportSpec = "type=inline".parse().unwrap();
+        assert_eq!(e.location, CacheLocation::Inline);
+        assert_eq!(e.mode, CacheMode::Min);
+        let e: CacheExportSpec = "type=inline,mode=min,ignore-error=true".parse().unwrap();
+        assert!(e.ignore_error);
     }
 }

@@ -17,7 +17,8 @@ use super::{Ctx, Error, Layer, StageState, cache_digest, pick_blob};
 use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
 use crate::remote_cache::{
     CacheEntry, CacheExportSpec, CacheImportSpec, CacheLocation, CacheMode, ImportedCache,
-    fetch_registry_cache, push_registry_cache, put_blob, read_local_cache, write_local_cache,
+    fetch_registry_cache, inline_value, push_registry_cache, put_blob, read_local_cache,
+    write_local_cache,
 };
 
 /// A step found in an imported cache: its record (blob not fetched) and where the blob
@@ -170,6 +171,8 @@ pub(super) async fn import_caches(
             CacheLocation::Local { dir, tag, digest } => {
                 read_local_cache(dir, tag, digest.as_deref())
             }
+            // Refused when the spec is parsed.
+            CacheLocation::Inline => Ok(None),
         };
         match fetched {
             Ok(Some(c)) => {
@@ -326,6 +329,66 @@ impl Ctx {
     }
 }
 
+/// Whether a `--cache-to type=inline` is given; refused when no output writes an image
+/// (there is no config to carry it).
+pub(super) fn inline_wanted(
+    specs: &[CacheExportSpec],
+    outputs: &[crate::engine::ExportSpec],
+) -> Result<bool, Error> {
+    let Some(spec) = specs.iter().find(|s| s.location == CacheLocation::Inline) else {
+        return Ok(false);
+    };
+    let image_output = outputs
+        .iter()
+        .any(|o| !matches!(o.kind, crate::engine::ExportKind::Local { .. }));
+    if !image_output {
+        return Err(Error::InvalidCache {
+            spec: spec.location.to_string(),
+            reason: "type=inline needs an image output (--push, --load, or --output \
+                     type=image|oci|docker): the cache travels in the image's config"
+                .to_owned(),
+        });
+    }
+    Ok(true)
+}
+
+impl Ctx {
+    /// Puts the records of the steps that made `stack`'s layers into `config`
+    /// (`type=inline`); `blobs` are the layers' blobs and diffIDs, as in the manifest.
+    pub(super) fn set_inline_cache(
+        &self,
+        config: &mut crate::image::ImageConfig,
+        stack: &[Layer],
+        blobs: &[(CacheBlobRef, Digest)],
+    ) -> Result<(), Error> {
+        let mut entries = Vec::new();
+        for (i, (layer, (blob, diff_id))) in stack.iter().zip(blobs).enumerate() {
+            let Some(key) = &layer.key else { continue };
+            let kd = cache_digest(key);
+            let mut rec = self
+                .cache
+                .index()
+                .get(&kd)?
+                .filter(|r| r.diff_id.as_ref() == Some(diff_id))
+                .unwrap_or_else(|| LayerRecord::new(diff_id.clone(), 0));
+            rec.diff_id = Some(diff_id.clone());
+            entries.push((
+                i,
+                CacheEntry {
+                    key: kd,
+                    record: rec,
+                    blob: blob.clone(),
+                },
+            ));
+        }
+        config.set_field(
+            crate::remote_cache::INLINE_CACHE_FIELD,
+            inline_value(&entries),
+        );
+        Ok(())
+    }
+}
+
 /// Exports the cache of the build to every `--cache-to`. `image_repos` are repositories the
 /// image was pushed to (blobs are mounted from there rather than uploaded again).
 pub(super) async fn export_caches(
@@ -401,6 +464,16 @@ async fn export_one(
     }
     let reference = match location {
         CacheLocation::Registry(r) => r,
+        CacheLocation::Inline => {
+            let n: usize = states
+                .iter()
+                .map(|s| s.layers.iter().filter(|l| l.key.is_some()).count())
+                .sum();
+            return Ok(format!(
+                "{n} records written into the image config ({})",
+                crate::remote_cache::INLINE_CACHE_FIELD
+            ));
+        }
         CacheLocation::Local { dir, tag, .. } => {
             return export_local(ctx, &wanted, dir, tag, spec.cache_mounts, step).await;
         }

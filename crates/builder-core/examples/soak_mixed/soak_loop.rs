@@ -1,4 +1,4 @@
-//! The soak loop shared by `examples/soak` (200 builds, figures printed) and
+//! The soak loop shared by `examples/soak_mixed` (200 builds, figures printed) and
 //! `tests/soak.rs` (a bounded run that asserts no growth): consecutive builds through
 //! [`builder_core::Build`] in one process, some succeeding, some cached, some failing in
 //! a RUN step, some cancelled mid-step, with the process's open file descriptors, mounts,

@@ -4,8 +4,8 @@
 # threads and RSS every 20 builds and the growth from build 20 to the end. The bounded
 # version (60 builds, asserting no growth) is `cargo test -p builder-core --test soak`.
 #
-#   scripts/soak.sh [BUILDS]
+#   scripts/soak-mixed.sh [BUILDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/testenv/up.sh >/dev/null
-cargo run -q -p builder-core --example soak -- "${1:-200}"
+cargo run -q -p builder-core --example soak_mixed -- "${1:-200}"

@@ -2,10 +2,11 @@
 //! some failing, some cancelled, printing the process's open fds, mounts, child
 //! processes, threads and RSS every 20 builds, and the growth from build 20 to the end.
 //!
-//!     cargo run -p builder-core --example soak -- [BUILDS] [BASE_IMAGE]
+//!     cargo run -p builder-core --example soak_mixed -- [BUILDS] [BASE_IMAGE]
 //!
 //! BASE_IMAGE defaults to the test registry's busybox (scripts/testenv/up.sh). Run as
-//! root (or rootless with subordinate ids). `scripts/soak.sh` runs it.
+//! root (or rootless with subordinate ids). `scripts/soak-mixed.sh` runs it. (`examples/soak.rs`, issue 21, measures memory over
+//! successful builds only.)
 
 mod soak_loop;
 
