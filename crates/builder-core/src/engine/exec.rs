@@ -34,7 +34,7 @@ use crate::cachekey::CacheKey;
 use crate::fsview::LayeredView;
 use crate::image::{Healthcheck as ConfigHealthcheck, HistoryEntry, ImageConfig, rfc3339};
 use crate::oci::{BlobRef, BuiltImage, PlatformImage};
-use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
+use crate::progress::{Phase, ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
 mod attest;
@@ -169,6 +169,8 @@ struct Ctx {
     sandbox: Sandbox,
     cancel: CancelHandle,
     events: mpsc::UnboundedSender<ProgressEvent>,
+    /// The build's start: the timeline's phases are timed from it.
+    clock: crate::progress::Clock,
     next_step: AtomicU32,
     cached_steps: AtomicU32,
     run_steps: AtomicU32,
@@ -212,7 +214,7 @@ struct Ctx {
     remote: remote::RemoteCaches,
     /// The repositories pushed to, when every output is a push (else empty).
     push_repos: Vec<Repository>,
-    /// The cache mounts the steps that ran used (directory names), for a cache export.
+    /// The cache mounts of the RUN steps (run or cached; directory names), for a cache export.
     used_mounts: Mutex<std::collections::BTreeSet<String>>,
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
@@ -254,6 +256,16 @@ impl Ctx {
 
     fn emit(&self, ev: ProgressEvent) {
         let _ = self.events.send(ev);
+    }
+
+    /// Times `phase` of step `id` until the timer is dropped (the timeline's events).
+    fn timer(
+        &self,
+        id: impl Into<Option<StepId>>,
+        phase: Phase,
+        label: impl Into<String>,
+    ) -> crate::progress::PhaseTimer<'_> {
+        self.clock.timer(&self.events, id.into(), phase, label)
     }
 
     /// A stage failed: remember the first failure and cancel the rest of the build, so
@@ -399,6 +411,8 @@ impl Ctx {
                 ),
             }));
         };
+        let mut timer = self.timer(step, Phase::Pull, short(&blob.digest.to_string()));
+        timer.bytes(blob.size);
         let (store, digest, size) = (self.cache.content().clone(), blob.digest.clone(), blob.size);
         let ingest = tokio::task::spawn_blocking(move || store.ingest(&digest, Some(size)))
             .await
@@ -529,6 +543,7 @@ impl Ctx {
         let chain = layer.chain.clone();
         let tick = label.clone();
         let packed = tokio::task::spawn_blocking(move || {
+            let mut timer = me.timer(step, Phase::Compress, tick.clone());
             // A progress event per 4 MiB of tar stream.
             let last = std::cell::Cell::new(0u64);
             let progress = |n: u64| {
@@ -537,8 +552,17 @@ impl Ctx {
                     me.emit_compress(step, &tick, n, total);
                 }
             };
-            me.cache
-                .pack_snapshot(&chain, expected.as_ref(), &opts, Some(&me.lease), &progress)
+            let packed = me.cache.pack_snapshot(
+                &chain,
+                expected.as_ref(),
+                &opts,
+                Some(&me.lease),
+                &progress,
+            );
+            if let Ok(p) = &packed {
+                timer.bytes(p.uncompressed_size);
+            }
+            packed
         })
         .await
         .map_err(|e| join_error(&e))??;
@@ -565,9 +589,16 @@ impl Ctx {
         let opts = self.layer_pack_options(rec.as_ref().map(|(_, r)| r));
         let me = self.clone();
         let chain = layer.chain.clone();
-        let hashed = tokio::task::spawn_blocking(move || me.cache.hash_snapshot(&chain, &opts))
-            .await
-            .map_err(|e| join_error(&e))??;
+        let hashed = tokio::task::spawn_blocking(move || {
+            let mut timer = me.timer(None, Phase::Hash, short(&chain.to_string()));
+            let hashed = me.cache.hash_snapshot(&chain, &opts);
+            if let Ok(h) = &hashed {
+                timer.bytes(h.uncompressed_size);
+            }
+            hashed
+        })
+        .await
+        .map_err(|e| join_error(&e))??;
         if let Some((record_key, _)) = &rec {
             self.record_layer(record_key, layer, &hashed, None)?;
         }
@@ -627,6 +658,7 @@ impl Ctx {
         .collect();
         let me = self.clone();
         let unpacked = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, Error> {
+            let _timer = me.timer(step, Phase::Unpack, format!("{} layers", refs.len()));
             let opts = overlay_apply_options();
             let top = me.cache.unpack_chain(&refs, &opts, Some(&me.lease))?;
             Ok(me.cache.snapshots().lowerdirs(&top.chain_id)?)
@@ -1081,6 +1113,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         sandbox,
         cancel: b.cancel.clone(),
         events: tx,
+        clock: crate::progress::Clock(started),
         next_step: AtomicU32::new(next_step),
         cached_steps: AtomicU32::new(0),
         run_steps: AtomicU32::new(0),
@@ -1270,6 +1303,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             &b.tag_names,
             ctx.source_date_epoch,
             &ctx.events,
+            ctx.clock,
             export_step,
         );
         forwarding(export, &mut rx, sink).await?;
@@ -1793,7 +1827,7 @@ async fn resolve_image(
         return Ok(b.clone());
     }
     let reference: Reference = r.parse()?;
-    let _ = step;
+    let _timer = ctx.timer(step, Phase::Resolve, r);
     // A digest-pinned base resolved before needs no registry: its manifests are kept in
     // the content store, like its config below.
     let (platform_manifest, resolved_digest) = match pinned_from_store(ctx, &reference, platform) {
@@ -2331,9 +2365,12 @@ where
                 );
             }
             let (ctx2, key2, parent) = (ctx.clone(), key.clone(), state.layers.clone());
-            let rec = tokio::task::spawn_blocking(move || ctx2.commit_diff(&key2, &diff, &parent))
-                .await
-                .map_err(|e| join_error(&e))??;
+            let rec = tokio::task::spawn_blocking(move || {
+                let _timer = ctx2.timer(id, Phase::Snapshot, "");
+                ctx2.commit_diff(&key2, &diff, &parent)
+            })
+            .await
+            .map_err(|e| join_error(&e))??;
             ctx.run_steps.fetch_add(1, Ordering::Relaxed);
             rec
         }
@@ -2705,6 +2742,8 @@ async fn run_step(
     let platform_s = platform.to_string();
     let hostname = ctx.sandbox_hostname.clone();
     let native = platform.architecture() == ctx.build_platform.architecture();
+    // Exported with the cache even when the step is a hit (a warm runner's copy).
+    ctx.note_cache_mounts(&mounts.cache_dirs());
     cached_or_run(ctx, state, key, id, created_by, |ctx, state, dir| {
         let ctx = ctx.clone();
         let layers = state.layers.clone();
@@ -2723,6 +2762,7 @@ async fn run_step(
                     None => None,
                 });
             }
+            let mount_timer = ctx.timer(id, Phase::Mount, "");
             let active = mounts
                 .activate(&super::mounts::Sources {
                     opts: &ctx.run_opts,
@@ -2734,6 +2774,7 @@ async fn run_step(
                     cancel: &ctx.cancel,
                 })
                 .await?;
+            drop(mount_timer);
             let mut env = env;
             active.apply_env(&mut env);
             // Without USER, root with its supplementary groups from /etc/group (as
@@ -2791,16 +2832,24 @@ async fn run_step(
             let ctx2 = ctx.clone();
             let (status, tail) = tokio::task::spawn_blocking(move || {
                 let mut tail = Tail::default();
-                let status =
-                    ctx2.sandbox
-                        .run(&spec, &ctx2.cancel, &mut |stream: Stream, data: &[u8]| {
-                            tail.push(data);
-                            ctx2.emit(ProgressEvent::StepLog {
-                                id,
-                                stream,
-                                data: data.to_vec(),
-                            });
+                let mut timer = ctx2.timer(id, Phase::Run, "");
+                let status = ctx2.sandbox.run_measured(
+                    &spec,
+                    &ctx2.cancel,
+                    &mut |stream: Stream, data: &[u8]| {
+                        tail.push(data);
+                        ctx2.emit(ProgressEvent::StepLog {
+                            id,
+                            stream,
+                            data: data.to_vec(),
                         });
+                    },
+                );
+                let status = status.map(|(s, cpu)| {
+                    timer.cpu(cpu);
+                    s
+                });
+                drop(timer);
                 (status, tail)
             })
             .await
@@ -3122,6 +3171,7 @@ async fn copy_step(
         CopyFrom::Context => {
             let (ctx2, p2) = (ctx.clone(), params.clone());
             tokio::task::spawn_blocking(move || {
+                let _timer = ctx2.timer(id, Phase::Context, "");
                 crate::copy::cache_inputs(
                     &p2,
                     &crate::copy::CopySource::Context(&ctx2.copy_context),
@@ -3169,6 +3219,7 @@ async fn copy_step(
             };
             let ctx2 = ctx.clone();
             tokio::task::spawn_blocking(move || {
+                let _timer = ctx2.timer(id, Phase::Copy, "");
                 let dest_view = (!link).then(|| LayeredView::new(dest_lowers));
                 let src_view = src_lowers.map(LayeredView::new);
                 let dummy = CacheKey::derive(None, "unused", "");

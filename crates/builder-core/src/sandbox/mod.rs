@@ -210,7 +210,8 @@ impl Sandbox {
                 .map_or(0, |d| d.as_nanos())
         ));
         std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io("mkdir", &dir, e))?;
-        let outcome = call_init(&InitRequest::Probe(dir.clone()), None, &mut |_, _| {});
+        let outcome = call_init(&InitRequest::Probe(dir.clone()), None, &mut |_, _| {})
+            .map(|(msgs, exit, _)| (msgs, exit));
         let cleanup =
             std::fs::remove_dir_all(&dir).map_err(|e| SandboxError::io("remove", &dir, e));
         let (msgs, _) = outcome?;
@@ -292,6 +293,31 @@ impl Sandbox {
         cancel: &CancelHandle,
         output: &mut dyn FnMut(Stream, &[u8]),
     ) -> Result<ExitStatus, SandboxError> {
+        self.run_measured(spec, cancel, output).map(|(s, _)| s)
+    }
+
+    /// [`Sandbox::run`], also giving the CPU time (user and system) that the step's
+    /// processes used, all of them (the sandbox's init waits for each).
+    ///
+    /// ```no_run
+    /// use builder_core::{CancelHandle, Rootfs, RunSpec, Sandbox};
+    /// # fn main() -> Result<(), builder_core::SandboxError> {
+    /// let sandbox = Sandbox::detect("/var/cache/rbuild/tmp".as_ref())?;
+    /// let spec = RunSpec::new(
+    ///     Rootfs::Layers { lowers: vec!["/var/cache/rbuild/snap/1".into()], upper: "/tmp/u".into() },
+    ///     "/var/cache/rbuild/tmp/run-1",
+    ///     vec!["/bin/sh".into(), "-c".into(), "sha256sum /bin/sh".into()],
+    /// )?;
+    /// let (status, cpu) = sandbox.run_measured(&spec, &CancelHandle::new(), &mut |_, _| {})?;
+    /// println!("{status}: {:.2}s of CPU", cpu.as_secs_f64());
+    /// # Ok(()) }
+    /// ```
+    pub fn run_measured(
+        &self,
+        spec: &RunSpec,
+        cancel: &CancelHandle,
+        output: &mut dyn FnMut(Stream, &[u8]),
+    ) -> Result<(ExitStatus, std::time::Duration), SandboxError> {
         spec.validate()?;
         if !rustix::process::geteuid().is_root() {
             return Err(SandboxError::Unsupported {
@@ -343,7 +369,7 @@ impl Sandbox {
         cancel: &CancelHandle,
         output: &mut dyn FnMut(Stream, &[u8]),
         undo: &mut plan::Undo,
-    ) -> Result<ExitStatus, SandboxError> {
+    ) -> Result<(ExitStatus, std::time::Duration), SandboxError> {
         let prepared = plan::prepare(spec, self.caps.mode, self.caps.namespaces, undo).map_err(
             |e| match e {
                 SandboxError::Unsupported {
@@ -362,7 +388,7 @@ impl Sandbox {
                 other => other,
             },
         )?;
-        let (msgs, exit) = call_init(
+        let (msgs, exit, cpu) = call_init(
             &InitRequest::Run(Box::new(prepared.plan)),
             Some(cancel),
             output,
@@ -395,7 +421,7 @@ impl Sandbox {
             diff::expand_opaque_dirs(&crate::fsview::LayeredView::new(lowers.clone()), upper)?;
             add_runtime_mount_points(lowers, upper)?;
         }
-        Ok(status)
+        Ok((status, cpu))
     }
 }
 
@@ -452,7 +478,7 @@ fn call_init(
     req: &InitRequest,
     cancel: Option<&CancelHandle>,
     output: &mut dyn FnMut(Stream, &[u8]),
-) -> Result<(Vec<InitMsg>, std::process::ExitStatus), SandboxError> {
+) -> Result<(Vec<InitMsg>, std::process::ExitStatus, std::time::Duration), SandboxError> {
     let (ours, theirs) = UnixStream::pair().map_err(|e| SandboxError::sys("socketpair", e))?;
     let mut child = Command::new("/proc/self/exe")
         .arg(INIT_MARKER)
@@ -526,9 +552,11 @@ fn call_init(
     if let Some((c, id)) = attached {
         c.detach(id);
     }
-    let exit = child
-        .wait()
-        .map_err(|e| SandboxError::sys("wait for the sandbox init", e))?;
+    // wait4 rather than `child.wait()`: it also gives the CPU time of the init and of the
+    // step's processes it waited for. `child` is not used after (std never waits on drop).
+    let (raw, cpu) =
+        sys::wait4(child.id()).map_err(|e| SandboxError::sys("wait for the sandbox init", e))?;
+    let exit = std::os::unix::process::ExitStatusExt::from_raw(raw);
     result?;
     let mut msgs = Vec::new();
     for l in msgbuf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
@@ -537,5 +565,5 @@ fn call_init(
         })?;
         msgs.push(msg);
     }
-    Ok((msgs, exit))
+    Ok((msgs, exit, cpu))
 }
