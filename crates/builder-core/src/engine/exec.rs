@@ -2313,6 +2313,7 @@ where
     let _guard = ctx.key_lock(&key).await;
     let (mut origin, mut dir_origin, mut source) = (None, None, None);
     let filtered = ctx.no_cache_stages.contains(&state.scope.stage());
+    let mut key = key;
     let local = if filtered { None } else { ctx.lookup(&key)? };
     let remote = match local {
         Some(_) => None,
@@ -2348,6 +2349,21 @@ where
             // Steps run as soon as their inputs are ready, as many at once as the graph
             // allows (as BuildKit): a slow emulated step must not hold up native ones.
             work(ctx, state, tmp.path()).await?;
+            if filtered {
+                // A step run again under --no-cache-filter is a result of its own: recorded
+                // under a key of this run, so the steps built on it (in this stage or in
+                // others, by COPY --from or a mount) run again too, as in BuildKit, and
+                // the cached result of `key` stays what later builds reuse with the steps
+                // made from it.
+                let nonce = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                key = CacheKey::derive(
+                    Some(&key),
+                    "no-cache-filter-run",
+                    &format!("{}:{nonce}:{id:?}", std::process::id()),
+                );
+            }
             let (ctx2, key2, parent) = (ctx.clone(), key.clone(), state.layers.clone());
             let rec = tokio::task::spawn_blocking(move || {
                 let _timer = ctx2.timer(id, Phase::Snapshot, "");
