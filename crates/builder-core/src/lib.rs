@@ -46,8 +46,8 @@ pub use progress::{Activity, CollectSink, NullSink, ProgressEvent, ProgressSink,
 pub use sandbox::{
     BindAccess, CancelHandle, Capabilities, ExitStatus, HostCheck, HostReport, IdRange, Mode,
     ModeRequest, ModeStatus, Mount, MountKind, MountSource, NetworkMode, Privilege, ROOTLESS_ENV,
-    Rootfs, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, User, enter_rootless, maybe_run_init,
-    resolve_user, run_platforms,
+    Rootfs, RunLimits, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, Ulimit, User,
+    enter_rootless, maybe_run_init, parse_mem_bytes, resolve_user, run_platforms,
 };
 
 pub use dockerfile;

@@ -7,6 +7,7 @@ mod diff;
 mod error;
 mod hostinfo;
 mod init;
+mod limits;
 mod plan;
 mod proto;
 mod seccomp;
@@ -30,6 +31,7 @@ use rustix::event::{PollFd, PollFlags, poll};
 pub use error::SandboxError;
 pub use hostinfo::{HostCheck, HostReport, ModeStatus};
 pub use init::maybe_run_init;
+pub use limits::{RunLimits, Ulimit, parse_mem_bytes};
 pub use spec::{
     BindAccess, ExitStatus, Mount, MountKind, MountSource, NetworkMode, Rootfs, RunSpec, User,
 };
