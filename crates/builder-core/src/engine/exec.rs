@@ -34,7 +34,7 @@ use crate::cachekey::CacheKey;
 use crate::fsview::LayeredView;
 use crate::image::{Healthcheck as ConfigHealthcheck, HistoryEntry, ImageConfig, rfc3339};
 use crate::oci::{BlobRef, BuiltImage, PlatformImage};
-use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
+use crate::progress::{Phase, ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
 mod attest;
@@ -169,6 +169,8 @@ struct Ctx {
     sandbox: Sandbox,
     cancel: CancelHandle,
     events: mpsc::UnboundedSender<ProgressEvent>,
+    /// The build's start: the timeline's phases are timed from it.
+    clock: crate::progress::Clock,
     next_step: AtomicU32,
     cached_steps: AtomicU32,
     run_steps: AtomicU32,
@@ -214,7 +216,7 @@ struct Ctx {
     remote: remote::RemoteCaches,
     /// The repositories pushed to, when every output is a push (else empty).
     push_repos: Vec<Repository>,
-    /// The cache mounts the steps that ran used (directory names), for a cache export.
+    /// The cache mounts of the RUN steps (run or cached; directory names), for a cache export.
     used_mounts: Mutex<std::collections::BTreeSet<String>>,
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
@@ -256,6 +258,16 @@ impl Ctx {
 
     fn emit(&self, ev: ProgressEvent) {
         let _ = self.events.send(ev);
+    }
+
+    /// Times `phase` of step `id` until the timer is dropped (the timeline's events).
+    fn timer(
+        &self,
+        id: impl Into<Option<StepId>>,
+        phase: Phase,
+        label: impl Into<String>,
+    ) -> crate::progress::PhaseTimer<'_> {
+        self.clock.timer(&self.events, id.into(), phase, label)
     }
 
     /// A stage failed: remember the first failure and cancel the rest of the build, so
@@ -401,6 +413,8 @@ impl Ctx {
                 ),
             }));
         };
+        let mut timer = self.timer(step, Phase::Pull, short(&blob.digest.to_string()));
+        timer.bytes(blob.size);
         let (store, digest, size) = (self.cache.content().clone(), blob.digest.clone(), blob.size);
         let ingest = tokio::task::spawn_blocking(move || store.ingest(&digest, Some(size)))
             .await
@@ -531,6 +545,7 @@ impl Ctx {
         let chain = layer.chain.clone();
         let tick = label.clone();
         let packed = tokio::task::spawn_blocking(move || {
+            let mut timer = me.timer(step, Phase::Compress, tick.clone());
             // A progress event per 4 MiB of tar stream.
             let last = std::cell::Cell::new(0u64);
             let progress = |n: u64| {
@@ -539,8 +554,17 @@ impl Ctx {
                     me.emit_compress(step, &tick, n, total);
                 }
             };
-            me.cache
-                .pack_snapshot(&chain, expected.as_ref(), &opts, Some(&me.lease), &progress)
+            let packed = me.cache.pack_snapshot(
+                &chain,
+                expected.as_ref(),
+                &opts,
+                Some(&me.lease),
+                &progress,
+            );
+            if let Ok(p) = &packed {
+                timer.bytes(p.uncompressed_size);
+            }
+            packed
         })
         .await
         .map_err(|e| join_error(&e))??;
@@ -567,9 +591,16 @@ impl Ctx {
         let opts = self.layer_pack_options(rec.as_ref().map(|(_, r)| r));
         let me = self.clone();
         let chain = layer.chain.clone();
-        let hashed = tokio::task::spawn_blocking(move || me.cache.hash_snapshot(&chain, &opts))
-            .await
-            .map_err(|e| join_error(&e))??;
+        let hashed = tokio::task::spawn_blocking(move || {
+            let mut timer = me.timer(None, Phase::Hash, short(&chain.to_string()));
+            let hashed = me.cache.hash_snapshot(&chain, &opts);
+            if let Ok(h) = &hashed {
+                timer.bytes(h.uncompressed_size);
+            }
+            hashed
+        })
+        .await
+        .map_err(|e| join_error(&e))??;
         if let Some((record_key, _)) = &rec {
             self.record_layer(record_key, layer, &hashed, None)?;
         }
@@ -629,6 +660,7 @@ impl Ctx {
         .collect();
         let me = self.clone();
         let unpacked = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, Error> {
+            let _timer = me.timer(step, Phase::Unpack, format!("{} layers", refs.len()));
             let opts = overlay_apply_options();
             let top = me.cache.unpack_chain(&refs, &opts, Some(&me.lease))?;
             Ok(me.cache.snapshots().lowerdirs(&top.chain_id)?)
@@ -1083,6 +1115,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         sandbox,
         cancel: b.cancel.clone(),
         events: tx,
+        clock: crate::progress::Clock(started),
         next_step: AtomicU32::new(next_step),
         cached_steps: AtomicU32::new(0),
         run_steps: AtomicU32::new(0),
@@ -1273,6 +1306,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             &b.tag_names,
             ctx.source_date_epoch,
             &ctx.events,
+            ctx.clock,
             export_step,
         );
         forwarding(export, &mut rx, sink).await?;
@@ -1796,7 +1830,7 @@ async fn resolve_image(
         return Ok(b.clone());
     }
     let reference: Reference = r.parse()?;
-    let _ = step;
+    let _timer = ctx.timer(step, Phase::Resolve, r);
     // A digest-pinned base resolved before needs no registry: its manifests are kept in
     // the content store, like its config below.
     let (platform_manifest, resolved_digest) = match pinned_from_store(ctx, &reference, platform) {
@@ -2321,9 +2355,12 @@ where
             // allows (as BuildKit): a slow emulated step must not hold up native ones.
             work(ctx, state, tmp.path()).await?;
             let (ctx2, key2, parent) = (ctx.clone(), key.clone(), state.layers.clone());
-            let rec = tokio::task::spawn_blocking(move || ctx2.commit_diff(&key2, &diff, &parent))
-                .await
-                .map_err(|e| join_error(&e))??;
+            let rec = tokio::task::spawn_blocking(move || {
+                let _timer = ctx2.timer(id, Phase::Snapshot, "");
+                ctx2.commit_diff(&key2, &diff, &parent)
+            })
+            .await
+            .map_err(|e| join_error(&e))??;
             ctx.run_steps.fetch_add(1, Ordering::Relaxed);
             rec
         }
@@ -2696,6 +2733,8 @@ async fn run_step(
     let platform_s = platform.to_string();
     let hostname = ctx.sandbox_hostname.clone();
     let native = platform.architecture() == ctx.build_platform.architecture();
+    // Exported with the cache even when the step is a hit (a warm runner's copy).
+    ctx.note_cache_mounts(&mounts.cache_dirs());
     cached_or_run(ctx, state, key, id, created_by, |ctx, state, dir| {
         let ctx = ctx.clone();
         let layers = state.layers.clone();
@@ -2714,6 +2753,7 @@ async fn run_step(
                     None => None,
                 });
             }
+            let mount_timer = ctx.timer(id, Phase::Mount, "");
             let active = mounts
                 .activate(&super::mounts::Sources {
                     opts: &ctx.run_opts,
@@ -2725,6 +2765,7 @@ async fn run_step(
                     cancel: &ctx.cancel,
                 })
                 .await?;
+            drop(mount_timer);
             let mut env = env;
             active.apply_env(&mut env);
             // Without USER, root with its supplementary groups from /etc/group (as
@@ -2783,16 +2824,24 @@ async fn run_step(
             let ctx2 = ctx.clone();
             let (status, tail) = tokio::task::spawn_blocking(move || {
                 let mut tail = Tail::default();
-                let status =
-                    ctx2.sandbox
-                        .run(&spec, &ctx2.cancel, &mut |stream: Stream, data: &[u8]| {
-                            tail.push(data);
-                            ctx2.emit(ProgressEvent::StepLog {
-                                id,
-                                stream,
-                                data: data.to_vec(),
-                            });
+                let mut timer = ctx2.timer(id, Phase::Run, "");
+                let status = ctx2.sandbox.run_measured(
+                    &spec,
+                    &ctx2.cancel,
+                    &mut |stream: Stream, data: &[u8]| {
+                        tail.push(data);
+                        ctx2.emit(ProgressEvent::StepLog {
+                            id,
+                            stream,
+                            data: data.to_vec(),
                         });
+                    },
+                );
+                let status = status.map(|(s, cpu)| {
+                    timer.cpu(cpu);
+                    s
+                });
+                drop(timer);
                 (status, tail)
             })
             .await
@@ -2903,12 +2952,14 @@ fn final_config(
     } else if ctx.explicit_platform {
         // As BuildKit: with `--platform`, the image is the target's whatever its base
         // says; the base's variant stays only when os and architecture already matched
-        // and the target names none.
+        // and the target names none, normalised as containerd does (arm64's default `v8`
+        // is no variant: BuildKit 0.32 writes a linux/arm64 image over an arm64/v8 base
+        // without one).
         let same = os.as_deref() == Some(platform.os())
             && arch.as_deref() == Some(platform.architecture());
         let variant = match oci_variant(platform) {
             Some(v) => Some(v.to_owned()),
-            None if same => variant,
+            None if same => variant.filter(|v| !(platform.architecture() == "arm64" && v == "v8")),
             None => None,
         };
         config.set_platform(platform.os(), platform.architecture(), variant.as_deref());
@@ -3112,6 +3163,7 @@ async fn copy_step(
         CopyFrom::Context => {
             let (ctx2, p2) = (ctx.clone(), params.clone());
             tokio::task::spawn_blocking(move || {
+                let _timer = ctx2.timer(id, Phase::Context, "");
                 crate::copy::cache_inputs(
                     &p2,
                     &crate::copy::CopySource::Context(&ctx2.copy_context),
@@ -3159,6 +3211,7 @@ async fn copy_step(
             };
             let ctx2 = ctx.clone();
             tokio::task::spawn_blocking(move || {
+                let _timer = ctx2.timer(id, Phase::Copy, "");
                 let dest_view = (!link).then(|| LayeredView::new(dest_lowers));
                 let src_view = src_lowers.map(LayeredView::new);
                 let dummy = CacheKey::derive(None, "unused", "");
@@ -3170,8 +3223,14 @@ async fn copy_step(
                     None => crate::copy::CopySource::Context(&ctx2.copy_context),
                 };
                 crate::copy::execute(&params, &source, dest_view.as_ref(), &out)
-                    .map(|_| ())
-                    .map_err(|e| inner_error(e.to_string()))
+                    .map_err(|e| inner_error(e.to_string()))?;
+                // What the copy rewrote unchanged is not part of the layer (BuildKit's differ).
+                match &dest_view {
+                    Some(v) => {
+                        sandbox::prune_unchanged(v, &out).map_err(|e| inner_error(e.to_string()))
+                    }
+                    None => Ok(()),
+                }
             })
             .await
             .map_err(|e| join_error(&e))?

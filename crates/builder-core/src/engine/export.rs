@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use super::Error;
 use super::export_spec::{ExportKind, ExportSpec};
 use crate::oci::{self, BuiltImage, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
-use crate::progress::{Activity, ProgressEvent, StepId};
+use crate::progress::{Activity, Clock, Phase, ProgressEvent, StepId};
 
 fn export_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Export {
@@ -93,6 +93,7 @@ pub(super) async fn export_all(
     tag_names: &[String],
     epoch: Option<i64>,
     events: &mpsc::UnboundedSender<ProgressEvent>,
+    clock: Clock,
     step: StepId,
 ) -> Result<(), Error> {
     for out in outputs {
@@ -125,6 +126,13 @@ pub(super) async fn export_all(
             location: None,
         });
         let t = std::time::Instant::now();
+        let kind = match &out.kind {
+            ExportKind::Registry => "registry",
+            ExportKind::Oci { .. } => "oci",
+            ExportKind::Docker { .. } => "docker",
+            ExportKind::Local { .. } => "local",
+        };
+        let timer = clock.timer(events, Some(id), Phase::Export, kind);
         match &out.kind {
             ExportKind::Oci { dest, tar: true } => {
                 let (img, dest, names) = (img.clone(), dest.clone(), names.clone());
@@ -161,9 +169,10 @@ pub(super) async fn export_all(
             }
             ExportKind::Registry => {
                 let targets = push_targets(out, tag_names)?;
-                push(client, img, base_repos, &targets, events, id).await?;
+                push(client, img, base_repos, &targets, events, clock, id).await?;
             }
         }
+        drop(timer);
         let _ = events.send(ProgressEvent::StepDone {
             id,
             elapsed: t.elapsed(),
@@ -248,6 +257,7 @@ async fn push(
     base_repos: &[Option<Repository>],
     targets: &[PushTarget],
     events: &mpsc::UnboundedSender<ProgressEvent>,
+    clock: Clock,
     step: StepId,
 ) -> Result<(), Error> {
     let progress = PushProgress { events, step };
@@ -271,19 +281,29 @@ async fn push(
                 .cloned()
                 .flatten()
                 .filter(|b| b.registry() == repo.registry() && b != repo);
-            for l in &i.layers {
-                let d: registry_client::Digest = l.digest.parse()?;
-                client
-                    .push_blob(
-                        repo,
-                        &d,
-                        l.size,
-                        &BlobSource::File(l.path.clone()),
-                        mount_from.as_ref(),
-                        &progress,
-                    )
-                    .await?;
-            }
+            // The layers at once (as BuildKit's pusher): each upload mostly waits on the
+            // registry, and the manifest needs them all.
+            let uploads = i.layers.iter().map(|l| {
+                let (progress, mount_from) = (&progress, mount_from.as_ref());
+                async move {
+                    let d: registry_client::Digest = l.digest.parse()?;
+                    let label: String = d.hex().chars().take(12).collect();
+                    let mut timer = clock.timer(events, Some(step), Phase::Upload, label);
+                    timer.bytes(l.size);
+                    client
+                        .push_blob(
+                            repo,
+                            &d,
+                            l.size,
+                            &BlobSource::File(l.path.clone()),
+                            mount_from,
+                            progress,
+                        )
+                        .await?;
+                    Ok::<(), Error>(())
+                }
+            });
+            futures_util::future::try_join_all(uploads).await?;
             let cd: registry_client::Digest = i.config_digest().parse()?;
             client
                 .push_blob(
