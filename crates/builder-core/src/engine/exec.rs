@@ -210,6 +210,8 @@ struct Ctx {
     sandbox_hostname: String,
     /// `--add-host` entries for RUN steps' `/etc/hosts`.
     extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--ulimit`, `--shm-size` of RUN steps.
+    run_limits: sandbox::RunLimits,
     /// The caches `--cache-from` imported (manifests and configs only).
     remote: remote::RemoteCaches,
     /// The repositories pushed to, when every output is a push (else empty).
@@ -1146,6 +1148,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
         extra_hosts: b.extra_hosts.clone(),
+        run_limits: b.run_limits.clone(),
         remote,
         push_repos: lazy_push_repos,
         used_mounts: Mutex::default(),
@@ -1967,6 +1970,9 @@ pub(crate) struct RunKey<'a> {
     /// `--add-host` entries, `HOST=IP` (left out when there are none).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub(crate) extra_hosts: &'a [String],
+    /// `--ulimit`, `--shm-size` (left out when not set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) limits: Option<&'a sandbox::RunLimits>,
 }
 
 /// The stage or image each `RUN --mount` names with `from` (`None` for the others): its
@@ -2736,6 +2742,7 @@ async fn run_step(
             files: &files,
             mounts: mounts.key(),
             extra_hosts: &extra_hosts,
+            limits: Some(&ctx.run_limits).filter(|l| !l.is_default()),
         },
     );
     let created_by = history::run(&state.scope.declared_args(), &argv);
@@ -2799,7 +2806,8 @@ async fn run_step(
             .with_extra_hosts(&ctx.extra_hosts)?
             .with_user(run_user)
             .with_network(network)
-            .with_insecure(insecure);
+            .with_insecure(insecure)
+            .with_limits(ctx.run_limits.clone());
             if !native {
                 spec = spec.with_platform(&platform_s)?;
             }

@@ -292,6 +292,7 @@ pub struct Build {
     labels: BTreeMap<String, String>,
     network: crate::sandbox::NetworkMode,
     extra_hosts: Vec<(String, std::net::IpAddr)>,
+    run_limits: crate::sandbox::RunLimits,
     insecure_registries: Vec<String>,
     secrets: BTreeMap<String, SecretSource>,
     ssh: BTreeMap<String, SshSource>,
@@ -391,6 +392,7 @@ impl Build {
             labels: BTreeMap::new(),
             network: crate::sandbox::NetworkMode::Host,
             extra_hosts: Vec::new(),
+            run_limits: crate::sandbox::RunLimits::default(),
             insecure_registries: Vec::new(),
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
@@ -564,6 +566,33 @@ impl Build {
                 .map_err(|_| invalid("add-host", &spec, format!("{v:?} is not an IP address")))?;
             self.extra_hosts.push((host.to_owned(), addr));
         }
+        Ok(self)
+    }
+
+    /// A resource limit of RUN steps (`--ulimit NAME=SOFT[:HARD]`, `-1` unlimited), set
+    /// with setrlimit in the step's process as BuildKit's runtime does; part of the steps'
+    /// cache keys.
+    ///
+    /// ```
+    /// let b = builder_core::Build::new(".")?
+    ///     .ulimit("nofile=1024:4096")?
+    ///     .shm_size("128m")?;
+    /// # Ok::<(), builder_core::Error>(())
+    /// ```
+    pub fn ulimit(mut self, spec: &str) -> Result<Self, Error> {
+        let u: crate::sandbox::Ulimit = spec
+            .parse()
+            .map_err(|e: crate::SandboxError| invalid("ulimit", spec, e.to_string()))?;
+        self.run_limits.ulimits.push(u);
+        Ok(self)
+    }
+
+    /// The size of RUN steps' `/dev/shm` (`--shm-size`, docker's units: `64m`, `1g`;
+    /// BuildKit's default is 64 MiB); part of the steps' cache keys.
+    pub fn shm_size(mut self, size: &str) -> Result<Self, Error> {
+        let bytes = crate::sandbox::parse_mem_bytes(size)
+            .map_err(|e| invalid("shm-size", size, e.to_string()))?;
+        self.run_limits.shm_size = Some(bytes);
         Ok(self)
     }
 

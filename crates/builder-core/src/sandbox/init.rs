@@ -697,7 +697,12 @@ fn mount_one(root: &OwnedFd, m: &InitMount, insecure: bool) -> Result<(), Fail> 
 
 /// /proc, a minimal /dev, /dev/pts, /dev/shm (unless `shm` is false: the step mounts its
 /// own), /dev/mqueue, read-only /sys, masked paths.
-fn mount_system(root: &OwnedFd, insecure: bool, shm: bool) -> Result<(), Fail> {
+fn mount_system(
+    root: &OwnedFd,
+    insecure: bool,
+    shm: bool,
+    shm_size: Option<u64>,
+) -> Result<(), Fail> {
     let dir = |rel: &str| {
         in_root(
             root,
@@ -800,9 +805,11 @@ fn mount_system(root: &OwnedFd, insecure: bool, shm: bool) -> Result<(), Fail> {
     .map_err(|e| fail("mount devpts", None, e))?;
     attach(&pts, &sub("pts")?, "mount devpts", "dev/pts")?;
     if shm {
+        // BuildKit's default is 64 MiB; `--shm-size` in bytes.
+        let size = shm_size.map_or_else(|| "65536k".to_owned(), |b| b.to_string());
         let shm = new_fs(
             "tmpfs",
-            &[("mode", "1777"), ("size", "65536k")],
+            &[("mode", "1777"), ("size", size.as_str())],
             &[],
             noexec,
         )
@@ -973,7 +980,7 @@ fn setup_namespaced_root(plan: &InitPlan) -> Result<(), Fail> {
         .mounts
         .iter()
         .any(|m| m.target.trim_matches('/') == "dev/shm");
-    mount_system(&root, plan.insecure, !own_shm)?;
+    mount_system(&root, plan.insecure, !own_shm, plan.limits.shm_size)?;
     for m in &plan.mounts {
         mount_one(&root, m, plan.insecure)?;
     }
@@ -1026,6 +1033,11 @@ fn last_cap() -> u32 {
 
 /// Credentials and capabilities: bounding set, groups, gid, uid, then the sets.
 fn drop_privileges(plan: &InitPlan) -> Result<(), Fail> {
+    // Limits first, while CAP_SYS_RESOURCE may still raise a hard limit.
+    for u in &plan.limits.ulimits {
+        u.apply()
+            .map_err(|e| fail(&format!("setrlimit {}", u.name), None, e))?;
+    }
     let current = rustix::thread::capabilities(None).map_err(|e| fail("capget", None, e))?;
     let allowed = if plan.insecure {
         current.permitted
