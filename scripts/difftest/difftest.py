@@ -16,11 +16,23 @@ Dockerfile frontend 1.26, driven by buildctl) and by rbuild, both to an OCI imag
              xattrs (whiteouts are entries like any other); mtimes only where the case holds a
              `compare-mtimes` file (a SOURCE_DATE_EPOCH case). A layer with the same diff ID in
              both is byte-identical and printed as such.
+  attestations  per attestation manifest: its platform's image, artifact type, layers with
+             their media types and annotations, and each in-toto statement flattened to one
+             `path = value` line per leaf. Masked: the subject and reference digests (shown as
+             whether they name the tool's own image), the invocation id and start/finish
+             times, the LLB-only parts of mode=max provenance (`llbDefinition`,
+             `digestMapping` left out: rbuild has no LLB; its steps are in LLB's op shape,
+             not its digests), the step ids keying `buildkit_metadata.layers` and
+             `source.locations` (their values are compared as a sorted list), and layer
+             descriptors there (named by their place in the image: mtimes and compressors differ).
 
 A case is a directory holding a Dockerfile and its context, and optionally:
   args            build flags on one line, buildx spelling: --build-arg K=V, --target T,
                   --platform P[,P], --secret id=ID,src=FILE (FILE relative to the case),
-                  --label K=V, --no-cache, -f NAME (a Dockerfile of another name in the case)
+                  --label K=V, --no-cache, -f NAME (a Dockerfile of another name in the case),
+                  --provenance V (buildctl `--opt attest:provenance=V`; the attestation
+                  manifests are then compared, see below), --ssh ID=KEYFILE (a private key
+                  of the case, forwarded as an agent)
   output-opts     extra attributes for both OCI outputs, e.g. `rewrite-timestamp=true`
   compare-mtimes  also compare the mtimes of layer entries and the config's created times
   call            a build method instead of an image (`outline`, `targets`): both tools print
@@ -137,6 +149,19 @@ def translate_args(case_dir, words):
         elif flag == "--no-cache":
             bk += ["--no-cache"]
             rb += ["--no-cache"]
+        elif flag == "--provenance":
+            v = value()
+            bk += ["--opt", f"attest:provenance={v}"]
+            rb += [f"--provenance={v}"]
+        elif flag == "--ssh":
+            # ID=KEYFILE (relative to the case) or ID alone: an agent with that key.
+            v = value()
+            sid, _, keys = v.partition("=")
+            if keys:
+                keys = ",".join(os.path.join(case_dir, k) for k in keys.split(","))
+            spec = f"{sid}={keys}" if keys else sid
+            bk += ["--ssh", spec]
+            rb += ["--ssh", spec]
         else:
             raise CaseError(f"args: flag {flag} is not known to the diff suite")
     return bk, rb
@@ -275,6 +300,106 @@ def listing(files, other_diff_ids, mtimes):
                 continue
             for row in layer_entries(blob(files, ld["digest"]), mtimes):
                 lines.append(f"{pre} layer {i} {row}")
+    return lines + attestation_lines(files)
+
+
+def image_manifest_digests(files):
+    """{manifest digest: platform} of the layout's images."""
+    out = {}
+
+    def walk(desc):
+        doc = json.loads(blob(files, desc["digest"]))
+        if "manifests" in doc:
+            for d in doc["manifests"]:
+                walk(d)
+        elif "config" in doc:
+            cfg = json.loads(blob(files, doc["config"]["digest"]))
+            if cfg.get("os") and cfg.get("os") != "unknown":
+                p = f"{cfg.get('os')}/{cfg.get('architecture')}"
+                if cfg.get("variant"):
+                    p += "/" + cfg["variant"]
+                out[desc["digest"]] = p
+
+    for d in json.loads(files["index.json"]).get("manifests", []):
+        walk(d)
+    return out
+
+
+LLB_ONLY = ("llbDefinition", "digestMapping")
+
+
+def normalize_statement(st, own, layer_names):
+    """An in-toto statement with what cannot be equal between two builders masked.
+    own: the tool's image manifest digests; layer_names: {compressed layer digest: name}."""
+    def layer(d):
+        # A layer by its place in the image: compressed digests differ between compressors.
+        return {"layer": layer_names.get(d.get("digest"), "(not in the image)"),
+                "mediaType": d.get("mediaType")}
+
+    def mask(v, path):
+        key = path[-1] if path else ""
+        if key in ("invocationId", "startedOn", "finishedOn"):
+            return "(set)" if v else v
+        if path[-2:] == ["buildkit_metadata", "layers"] and isinstance(v, dict):
+            return sorted(json.dumps([[layer(d) for d in chain] for chain in x], sort_keys=True)
+                          for x in v.values())
+        if path[-2:] == ["source", "locations"] and isinstance(v, dict):
+            return sorted(json.dumps(x, sort_keys=True) for x in v.values())
+        if isinstance(v, dict):
+            return {k: mask(x, path + [k]) for k, x in v.items() if k not in LLB_ONLY}
+        if isinstance(v, list):
+            return [mask(x, path + [str(i)]) for i, x in enumerate(v)]
+        return v
+    st = mask(st, [])
+    for sub in st.get("subject") or []:
+        for algo, d in (sub.get("digest") or {}).items():
+            sub["digest"][algo] = "(this image)" if f"{algo}:{d}" in own else "(another)"
+    return st
+
+
+def flatten(v, prefix, out):
+    if isinstance(v, dict) and v:
+        for k in sorted(v):
+            flatten(v[k], f"{prefix}.{k}", out)
+    elif isinstance(v, list) and v and not all(isinstance(x, str) for x in v):
+        for i, x in enumerate(v):
+            flatten(x, f"{prefix}[{i}]", out)
+    else:
+        out.append(f"{prefix} = {json.dumps(v, sort_keys=True)}")
+
+
+def attestation_lines(files):
+    """Listing lines of the layout's attestation manifests (see the module doc)."""
+    images = image_manifest_digests(files)
+    layer_names = {}
+    for platform, manifest, cfg, _, _ in images_of(files):
+        for i, ld in enumerate(manifest.get("layers") or []):
+            layer_names.setdefault(ld["digest"], f"{platform} layer {i}")
+    lines = []
+
+    def walk(doc):
+        for d in doc.get("manifests") or []:
+            ann = d.get("annotations") or {}
+            if ann.get("vnd.docker.reference.type") == "attestation-manifest":
+                ref = ann.get("vnd.docker.reference.digest", "")
+                pre = f"[attestation of {images.get(ref, 'another manifest')}]"
+                att = json.loads(blob(files, d["digest"]))
+                lines.append(f"{pre} manifest {att.get('mediaType')} artifactType={att.get('artifactType')} "
+                             f"platform={json.dumps(d.get('platform'), sort_keys=True)} "
+                             f"layers={len(att.get('layers') or [])}")
+                for i, ld in enumerate(att.get("layers") or []):
+                    lines.append(f"{pre} layer {i} {ld.get('mediaType')}")
+                    for k, v in sorted((ld.get("annotations") or {}).items()):
+                        lines.append(f"{pre} layer {i} annotation {k}={v}")
+                    if ld.get("mediaType") == "application/vnd.in-toto+json":
+                        st = normalize_statement(json.loads(blob(files, ld["digest"])), images, layer_names)
+                        out = []
+                        flatten(st, "", out)
+                        lines.extend(f"{pre} layer {i} {l.lstrip('.')}" for l in out)
+            elif d.get("mediaType", "").endswith(("index.v1+json", "manifest.list.v2+json")):
+                walk(json.loads(blob(files, d["digest"])))
+
+    walk(json.loads(files["index.json"]))
     return lines
 
 
@@ -440,6 +565,9 @@ def run_case(name, rbuild, work, cache_dir):
         call = open(os.path.join(d, "call")).read().strip()
         if call not in ("outline", "targets"):
             return name, "FAIL", f"call: {call!r} is not outline or targets", 0
+    if "--opt" in bk_args and not any(a.startswith("filename=") for a in bk_args) and \
+            any(a.startswith("attest:") for a in bk_args):
+        bk_args += ["--opt", "filename=Dockerfile"]  # as buildx sends it: the config source path
     bk_out = ["--opt", f"requestid=frontend.{call}"] if call else \
         ["--output", f"type=oci,dest={bk_tar}{oopts}"]
     rb_out = ["--call", call] if call else ["-o", f"type=oci,dest={rb_tar}{oopts}"]

@@ -11,11 +11,13 @@ mod engine;
 mod fsview;
 pub mod graph;
 mod image;
+pub mod load;
 mod oci;
 mod passwd;
 pub mod plan;
 mod progress;
 pub mod remote_cache;
+pub mod remote_context;
 mod sandbox;
 pub mod timeline;
 

@@ -4,12 +4,13 @@
 //! `--cgroup-parent`, `--annotation`) rather than ignoring them.
 
 use builder_core::Build;
+use builder_core::load::LoadTarget;
 use clap::Args;
 
 use crate::exit::Failure;
 
 /// The flags, flattened into `rbuild build`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct DropinOpts {
     /// Add a custom host-to-IP mapping (format: "host:ip"; "host-gateway" is the host)
     #[arg(long = "add-host", value_name = "HOST:IP", value_parser = parse_add_host)]
@@ -26,6 +27,16 @@ pub(crate) struct DropinOpts {
     /// Set the parent cgroup for the "RUN" instructions during build (not supported by rbuild)
     #[arg(long = "cgroup-parent", value_name = "PATH")]
     pub(crate) cgroup_parent: Option<String>,
+
+    /// Keep the .git directory of a git context (as BUILDKIT_CONTEXT_KEEP_GIT_DIR=1)
+    #[arg(long = "keep-git-dir")]
+    pub(crate) keep_git_dir: bool,
+
+    /// Shorthand for "--output=type=docker": load the image into the Docker engine ("--load=containerd": containerd's image store)
+    #[arg(long = "load", value_name = "STORE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "docker", hide_possible_values = true,
+          value_parser = ["docker", "containerd", "true", "false", "1", "0"])]
+    pub(crate) load: Option<String>,
 
     /// Do not cache specified stages
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
@@ -93,6 +104,17 @@ impl DropinOpts {
             );
         }
         Ok(())
+    }
+
+    /// Where `--load` puts the image, if anywhere.
+    pub(crate) fn load_target(&self) -> Result<Option<LoadTarget>, Failure> {
+        match self.load.as_deref() {
+            None | Some("false" | "0") => Ok(None),
+            Some("true" | "1") => Ok(Some(LoadTarget::Docker)),
+            Some(s) => LoadTarget::parse(s)
+                .map(Some)
+                .map_err(|e| Failure::usage(e.to_string())),
+        }
     }
 
     /// Notes printed before a build.

@@ -10,6 +10,7 @@ mod build;
 mod cache_cmd;
 mod call;
 mod check;
+mod context;
 mod debug;
 mod diag;
 mod dropin;

@@ -56,10 +56,28 @@ pub(crate) fn build(
     {
         outputs.push(ExportSpec::registry());
     }
+    // --load: a docker-archive in a temporary directory, loaded after the build.
+    let load = opts.dropin.load_target()?;
+    let load_dir = match &load {
+        Some(target) => {
+            target.probe().map_err(failure)?;
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let dir =
+                std::env::temp_dir().join(format!("rbuild-load-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Failure::build(format!("--load: {}: {e}", dir.display())))?;
+            let spec = format!("type=docker,dest={}", dir.join("image.tar").display());
+            outputs.push(spec.parse().map_err(usage)?);
+            Some(RemoveOnDrop(dir))
+        }
+        None => None,
+    };
     if outputs.is_empty() {
         eprintln!(
             "WARNING: No output specified with docker-container driver. Build result will only remain in the build cache. \
-             To push result image into registry use --push or to load image into docker use --output type=docker,dest=FILE"
+             To push result image into registry use --push or to load image into docker use --load"
         );
     }
     let pushes = outputs
@@ -115,15 +133,7 @@ pub(crate) fn build(
         b = b.insecure_registry(h);
     }
     for s in &opts.secrets {
-        let source = match (&s.src, &s.env) {
-            (Some(src), _) => SecretSource::File(src.into()),
-            (None, Some(env)) => SecretSource::Env(env.clone()),
-            // buildx: no src and no env means the environment variable named like the id,
-            // else a file of that name.
-            (None, None) if std::env::var_os(&s.id).is_some() => SecretSource::Env(s.id.clone()),
-            (None, None) => SecretSource::File(s.id.clone().into()),
-        };
-        b = b.secret(&s.id, source).map_err(usage)?;
+        b = b.secret(&s.id, secret_source(s)).map_err(usage)?;
     }
     for s in &opts.ssh {
         let paths: Vec<std::path::PathBuf> = s.paths.iter().map(Into::into).collect();
@@ -158,6 +168,12 @@ pub(crate) fn build(
     });
     renderer.finish();
     let report = result.map_err(failure)?;
+    if let (Some(target), Some(dir)) = (&load, &load_dir) {
+        let said = target.load(&dir.0.join("image.tar")).map_err(failure)?;
+        if opts.progress != "quiet" && !said.is_empty() {
+            eprintln!("{said}");
+        }
+    }
     // One platform: the config digest (docker's image ID). Several: the index digest, or
     // without an output (no index was made) the config digests, one per line.
     let image_id = match (&report.config_digests[..], &report.digest) {
@@ -194,6 +210,27 @@ pub(crate) fn build(
         println!("{image_id}");
     }
     Ok(())
+}
+
+/// A temporary directory, removed with its contents when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where a `--secret` comes from.
+pub(crate) fn secret_source(s: &crate::build::SecretSpec) -> SecretSource {
+    match (&s.src, &s.env) {
+        (Some(src), _) => SecretSource::File(src.into()),
+        (None, Some(env)) => SecretSource::Env(env.clone()),
+        // buildx: no src and no env means the environment variable named like the id,
+        // else a file of that name.
+        (None, None) if std::env::var_os(&s.id).is_some() => SecretSource::Env(s.id.clone()),
+        (None, None) => SecretSource::File(s.id.clone().into()),
+    }
 }
 
 /// A failed build's error as the command reports it.

@@ -262,3 +262,98 @@ fn unsupported_flags_are_refused_and_builder_is_noted() {
         text(&out.stderr)
     );
 }
+
+fn rbuild_env(cwd: &Path, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    c.args(args).current_dir(cwd);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run rbuild")
+}
+
+/// `--load` puts the image into the Docker engine (the real dockerd), with its tag and
+/// config; `--load=containerd` and an engine that does not answer are clear errors, before
+/// anything is built; several platforms cannot be loaded (buildx's error).
+#[test]
+fn load_into_docker_and_clear_errors_without_a_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let label = format!("dropin-{}", std::process::id());
+    std::fs::write(
+        dir.path().join("Dockerfile"),
+        format!("FROM {BUSYBOX}\nLABEL dropin.test={label}\n"),
+    )
+    .unwrap();
+    let tag = format!("dropin-load:{}", std::process::id());
+    let cache = dir.path().join("cache");
+    let cache = cache.to_str().unwrap();
+    let out = rbuild(
+        dir.path(),
+        &["build", "--cache-dir", cache, "--load", "-t", &tag, "."],
+    );
+    ok(&out);
+    assert!(
+        text(&out.stderr).contains(&format!("Loaded image: {tag}")),
+        "{}",
+        text(&out.stderr)
+    );
+    let inspect = Command::new("docker")
+        .args([
+            "image",
+            "inspect",
+            "--format",
+            "{{index .Config.Labels \"dropin.test\"}}",
+            &tag,
+        ])
+        .output()
+        .unwrap();
+    let _ = Command::new("docker").args(["rmi", "-f", &tag]).output();
+    ok(&inspect);
+    assert_eq!(text(&inspect.stdout).trim(), label);
+
+    let out = rbuild_env(
+        dir.path(),
+        &["build", "--cache-dir", cache, "--load=containerd", "."],
+        &[("CONTAINERD_ADDRESS", "/nonexistent/containerd.sock")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains(
+            "--load into containerd: no containerd socket at /nonexistent/containerd.sock"
+        ),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !text(&out.stderr).contains("FROM"),
+        "refused before the build"
+    );
+    let out = rbuild_env(
+        dir.path(),
+        &["build", "--cache-dir", cache, "--load", "."],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("--load into docker: no Docker engine answers"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = rbuild(
+        dir.path(),
+        &[
+            "build",
+            "--load",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            ".",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr)
+            .contains("docker exporter does not currently support exporting manifest lists")
+    );
+    let out = rbuild(dir.path(), &["build", "--load=podman", "."]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -43,5 +43,8 @@ mod dropin;
 /// command lines the GitHub actions run (issue 20).
 mod plugin;
 
+/// Build contexts: git over smart HTTP (refs, subdirs, auth secrets, refused refs), HTTP
+/// tarballs and Dockerfiles, stdin, build-push-action's default git context (issue 20).
+mod contexts;
 /// The build timeline: phase events in rawjson, `rbuild debug timeline` (issue 21).
 mod timeline;

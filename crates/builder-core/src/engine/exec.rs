@@ -215,7 +215,7 @@ struct Ctx {
     remote: remote::RemoteCaches,
     /// The repositories pushed to, when every output is a push (else empty).
     push_repos: Vec<Repository>,
-    /// The cache mounts the steps that ran used (directory names), for a cache export.
+    /// The cache mounts of the RUN steps (run or cached; directory names), for a cache export.
     used_mounts: Mutex<std::collections::BTreeSet<String>>,
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
@@ -2745,6 +2745,8 @@ async fn run_step(
     let platform_s = platform.to_string();
     let hostname = ctx.sandbox_hostname.clone();
     let native = platform.architecture() == ctx.build_platform.architecture();
+    // Exported with the cache even when the step is a hit (a warm runner's copy).
+    ctx.note_cache_mounts(&mounts.cache_dirs());
     cached_or_run(ctx, state, key, id, created_by, |ctx, state, dir| {
         let ctx = ctx.clone();
         let layers = state.layers.clone();
@@ -2961,12 +2963,14 @@ fn final_config(
     } else if ctx.explicit_platform {
         // As BuildKit: with `--platform`, the image is the target's whatever its base
         // says; the base's variant stays only when os and architecture already matched
-        // and the target names none.
+        // and the target names none, normalised as containerd does (arm64's default `v8`
+        // is no variant: BuildKit 0.32 writes a linux/arm64 image over an arm64/v8 base
+        // without one).
         let same = os.as_deref() == Some(platform.os())
             && arch.as_deref() == Some(platform.architecture());
         let variant = match oci_variant(platform) {
             Some(v) => Some(v.to_owned()),
-            None if same => variant,
+            None if same => variant.filter(|v| !(platform.architecture() == "arm64" && v == "v8")),
             None => None,
         };
         config.set_platform(platform.os(), platform.architecture(), variant.as_deref());
@@ -3230,8 +3234,14 @@ async fn copy_step(
                     None => crate::copy::CopySource::Context(&ctx2.copy_context),
                 };
                 crate::copy::execute(&params, &source, dest_view.as_ref(), &out)
-                    .map(|_| ())
-                    .map_err(|e| inner_error(e.to_string()))
+                    .map_err(|e| inner_error(e.to_string()))?;
+                // What the copy rewrote unchanged is not part of the layer (BuildKit's differ).
+                match &dest_view {
+                    Some(v) => {
+                        sandbox::prune_unchanged(v, &out).map_err(|e| inner_error(e.to_string()))
+                    }
+                    None => Ok(()),
+                }
             })
             .await
             .map_err(|e| join_error(&e))?

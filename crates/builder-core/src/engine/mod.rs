@@ -175,6 +175,23 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A remote build context (git, HTTP, standard input) could not be fetched or is
+    /// not valid.
+    #[error("context {context}: {reason}")]
+    Context {
+        /// The context as given (credentials redacted).
+        context: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Loading the image into a local image store (`--load`) failed, or there is none.
+    #[error("--load into {target}: {reason}")]
+    Load {
+        /// `docker` or `containerd`.
+        target: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The build was cancelled.
     #[error("build cancelled")]
     Cancelled,
@@ -206,6 +223,10 @@ impl Error {
             Error::InvalidOption { .. } | Error::InvalidOutput { .. } | Error::InvalidCache { .. }
         )
     }
+}
+
+pub(crate) fn invalid_option(what: &'static str, value: &str, reason: impl Into<String>) -> Error {
+    invalid(what, value, reason)
 }
 
 fn invalid(what: &'static str, value: &str, reason: impl Into<String>) -> Error {
@@ -608,7 +629,7 @@ impl Build {
 
     /// An attestation to attach (`--attest`, `--provenance`, `--sbom`; later flags of a
     /// type replace earlier ones, `type=none` switches all off). Attestations go into every
-    /// image output; see [`crate::attest`].
+    /// image output; see [`AttestSpec`](crate::AttestSpec).
     pub fn attest(mut self, spec: crate::attest::AttestSpec) -> Self {
         self.attestations.apply(spec);
         self

@@ -4,6 +4,7 @@ mod binfmt;
 pub use binfmt::run_platforms;
 mod copy;
 mod diff;
+pub(crate) use diff::prune_unchanged;
 mod error;
 mod hostinfo;
 mod init;

@@ -126,7 +126,7 @@ fn inline_cache_round_trips_through_the_pushed_image() {
 /// Each tool's inline cache means nothing to the other (the keys differ: interop of keys
 /// is not a goal), and neither fails on it: rbuild imports BuildKit's inline-cached image
 /// with a warning saying why it is not used and builds everything; BuildKit imports
-/// rbuild's inline-cached image and builds.
+/// rbuild's inline-cached image and builds. An image built on either does not inherit it.
 #[test]
 fn inline_cache_of_the_other_tool_is_not_used_and_breaks_nothing() {
     let reg = LocalRegistry::ensure();
@@ -171,6 +171,28 @@ fn inline_cache_of_the_other_tool_is_not_used_and_breaks_nothing() {
         "{log}"
     );
     assert_eq!(ran(&log), ["RAN-first", "RAN-second", "RAN-final"], "{log}");
+
+    // An image built FROM either one does not inherit its base's inline cache.
+    for (n, base) in [("child-bk", &bk_image), ("child-rb", &rb_image)] {
+        let child = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            child.path().join("Dockerfile"),
+            format!("FROM {base}\nRUN echo child > /child\n"),
+        )
+        .expect("Dockerfile");
+        let image = format!("{}/{repo}:{n}", reg.host());
+        rbuild(
+            &cache_dir(root.path(), n),
+            &["-t", &image, "--push", "--provenance=false"],
+            child.path(),
+        );
+        let config = image_config(reg.host(), &repo, &image);
+        assert!(config.get(FIELD).is_none(), "{n}: {config}");
+        assert!(
+            config.get("moby.buildkit.cache.v0").is_none(),
+            "{n}: {config}"
+        );
+    }
 
     // BuildKit reads rbuild's inline-cached image as a cache without failing.
     let log = buildkit(
