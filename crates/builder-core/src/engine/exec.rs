@@ -37,6 +37,7 @@ use crate::oci::{BlobRef, BuiltImage, PlatformImage};
 use crate::progress::{Phase, ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
+mod ahead;
 mod attest;
 mod remote;
 mod remote_mounts;
@@ -223,6 +224,11 @@ struct Ctx {
     noted: Mutex<Vec<Vec<Layer>>>,
     /// `--cache-to type=inline`: each image's config carries its steps' records.
     inline_cache: bool,
+    /// The stages whose new layers are packed as soon as they are made (see `ahead`):
+    /// empty unless an output needs compressed layers.
+    ahead_stages: std::collections::BTreeSet<usize>,
+    /// The packs started ahead (stopped when the build ends).
+    packing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// What the provenance records (base images, downloads, steps), when one is made.
     recorder: Option<crate::attest::provenance::Recorder>,
 }
@@ -239,6 +245,7 @@ struct StopPrefetches(Arc<Ctx>);
 impl Drop for StopPrefetches {
     fn drop(&mut self) {
         self.0.stop_prefetches();
+        self.0.stop_packing();
     }
 }
 
@@ -1106,6 +1113,11 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
                 super::invalid("context", &b.context.display().to_string(), e.to_string())
             })?;
     let checks = super::check::config(&text, &b.build_args)?;
+    // An output other than files needs the image's layers compressed.
+    let packs_layers = b
+        .outputs
+        .iter()
+        .any(|o| !matches!(o.kind, ExportKind::Local { .. }));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let ctx = Arc::new(Ctx {
@@ -1141,6 +1153,12 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         run_opts: super::mounts::RunOptions::new(&b),
         multi_platform: platforms.len() > 1,
         prefetches: Mutex::new(Vec::new()),
+        ahead_stages: if packs_layers && ahead::enabled() {
+            ahead::image_stages(&plans[0])
+        } else {
+            Default::default()
+        },
+        packing: Mutex::new(Vec::new()),
         sandbox_hostname: b
             .build_args
             .get("BUILDKIT_SANDBOX_HOSTNAME")
@@ -2413,6 +2431,7 @@ where
         });
     }
     ctx.note_stack(&state.layers);
+    ctx.pack_ahead(&state.layers, state.scope.stage(), id);
     state.config.push_history(&HistoryEntry {
         created,
         created_by,
