@@ -1,7 +1,7 @@
 //! The `docker buildx build` flags a CI configuration copied from a buildx project passes
 //! that are not about outputs or caches: `--add-host`, `--no-cache-filter`, `--pull`,
-//! `--builder`, and the ones rbuild refuses with a clear error (`--ulimit`, `--shm-size`,
-//! `--cgroup-parent`, `--annotation`) rather than ignoring them.
+//! `--builder`, `--load`, `--ulimit`, `--shm-size`, `--keep-git-dir`, and the ones rbuild
+//! refuses with a clear error (`--cgroup-parent`, `--annotation`) rather than ignoring them.
 
 use builder_core::Build;
 use builder_core::load::LoadTarget;
@@ -46,12 +46,12 @@ pub(crate) struct DropinOpts {
     #[arg(long = "pull")]
     pub(crate) pull: bool,
 
-    /// Shared memory size for build containers (not supported by rbuild yet)
-    #[arg(long = "shm-size", value_name = "BYTES")]
+    /// Shared memory size for build containers (/dev/shm of RUN steps; e.g. "128m")
+    #[arg(long = "shm-size", value_name = "BYTES", value_parser = parse_shm_size)]
     pub(crate) shm_size: Option<String>,
 
-    /// Ulimit options (not supported by rbuild yet)
-    #[arg(long = "ulimit", value_name = "ULIMIT")]
+    /// Ulimit options (format: "NAME=SOFT[:HARD]", e.g. "nofile=1024:4096")
+    #[arg(long = "ulimit", value_name = "ULIMIT", value_parser = parse_ulimit)]
     pub(crate) ulimits: Vec<String>,
 }
 
@@ -74,6 +74,18 @@ fn parse_add_host(s: &str) -> Result<(String, String), String> {
     Ok((host.to_owned(), ip.to_owned()))
 }
 
+fn parse_shm_size(s: &str) -> Result<String, String> {
+    builder_core::parse_mem_bytes(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_ulimit(s: &str) -> Result<String, String> {
+    s.parse::<builder_core::Ulimit>()
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 impl DropinOpts {
     /// Refuses what rbuild cannot do, before anything runs.
     pub(crate) fn check(&self) -> Result<(), Failure> {
@@ -92,15 +104,6 @@ impl DropinOpts {
             return refuse(
                 "--cgroup-parent",
                 "RUN steps run in rbuild's own process tree, not under a cgroup manager",
-            );
-        }
-        if self.shm_size.is_some() {
-            return refuse("--shm-size", "RUN steps get no sized /dev/shm mount yet");
-        }
-        if !self.ulimits.is_empty() {
-            return refuse(
-                "--ulimit",
-                "RUN steps inherit rbuild's limits; setting them is not implemented yet",
             );
         }
         Ok(())
@@ -130,6 +133,12 @@ impl DropinOpts {
     pub(crate) fn apply(&self, mut b: Build) -> Result<Build, builder_core::Error> {
         for (host, ip) in &self.add_hosts {
             b = b.add_host(host, ip)?;
+        }
+        for u in &self.ulimits {
+            b = b.ulimit(u)?;
+        }
+        if let Some(s) = &self.shm_size {
+            b = b.shm_size(s)?;
         }
         for s in &self.no_cache_filter {
             b = b.no_cache_filter(s);

@@ -229,8 +229,6 @@ fn unsupported_flags_are_refused_and_builder_is_noted() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
     for (flag, value) in [
-        ("--ulimit", "nofile=1024:1024"),
-        ("--shm-size", "2g"),
         ("--cgroup-parent", "/ci"),
         ("--annotation", "index:org.opencontainers.image.title=x"),
     ] {
@@ -356,4 +354,80 @@ fn load_into_docker_and_clear_errors_without_a_store() {
     );
     let out = rbuild(dir.path(), &["build", "--load=podman", "."]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `--ulimit` and `--shm-size` reach the RUN step as they do under the reference BuildKit
+/// (the same soft and hard limits, the same /dev/shm size); bad values exit 2; a changed
+/// limit runs the step again (it is part of the cache key, as in BuildKit's ExecOp).
+#[test]
+fn ulimit_and_shm_size_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX} AS base\nRUN (ulimit -Sn; ulimit -Hn; ulimit -Sc; \
+             grep ' /dev/shm ' /proc/mounts | cut -d' ' -f4 | tr ',' '\\n' | grep '^size=') > /out\n\
+             FROM scratch\nCOPY --from=base /out /\n"
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let bk = dir.path().join("bk");
+    reference_build(
+        &ctx,
+        &bk,
+        &[
+            "ulimit=nofile=1024:2048,core=0",
+            &format!("shm-size={}", 128 << 20),
+        ],
+    );
+    let want = std::fs::read_to_string(bk.join("out")).unwrap();
+    assert_eq!(want, "1024\n2048\n0\nsize=131072k\n");
+    let rb = dir.path().join("rb");
+    let args = |out: &Path, nofile: &str| {
+        vec![
+            "build".to_owned(),
+            "--progress=plain".to_owned(),
+            "--cache-dir".to_owned(),
+            cache.to_str().unwrap().to_owned(),
+            "--ulimit".to_owned(),
+            format!("nofile={nofile}"),
+            "--ulimit".to_owned(),
+            "core=0".to_owned(),
+            "--shm-size".to_owned(),
+            "128m".to_owned(),
+            "-o".to_owned(),
+            out.to_str().unwrap().to_owned(),
+            ".".to_owned(),
+        ]
+    };
+    let a = args(&rb, "1024:2048");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    ok(&rbuild(&ctx, &a));
+    assert_eq!(std::fs::read_to_string(rb.join("out")).unwrap(), want);
+    // Another limit: not the cached result.
+    let rb2 = dir.path().join("rb2");
+    let a = args(&rb2, "512:2048");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    ok(&rbuild(&ctx, &a));
+    assert!(
+        std::fs::read_to_string(rb2.join("out"))
+            .unwrap()
+            .starts_with("512\n")
+    );
+    for (flag, bad) in [
+        ("--ulimit", "nofile=9:3"),
+        ("--ulimit", "colour=1"),
+        ("--shm-size", "lots"),
+    ] {
+        let out = rbuild(&ctx, &["build", flag, bad, "."]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{flag} {bad}: {}",
+            text(&out.stderr)
+        );
+    }
 }

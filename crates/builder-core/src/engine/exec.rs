@@ -37,6 +37,7 @@ use crate::oci::{BlobRef, BuiltImage, PlatformImage};
 use crate::progress::{Phase, ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
+mod ahead;
 mod attest;
 mod remote;
 mod remote_mounts;
@@ -210,6 +211,8 @@ struct Ctx {
     sandbox_hostname: String,
     /// `--add-host` entries for RUN steps' `/etc/hosts`.
     extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--ulimit`, `--shm-size` of RUN steps.
+    run_limits: sandbox::RunLimits,
     /// The caches `--cache-from` imported (manifests and configs only).
     remote: remote::RemoteCaches,
     /// The repositories pushed to, when every output is a push (else empty).
@@ -221,6 +224,11 @@ struct Ctx {
     noted: Mutex<Vec<Vec<Layer>>>,
     /// `--cache-to type=inline`: each image's config carries its steps' records.
     inline_cache: bool,
+    /// The stages whose new layers are packed as soon as they are made (see `ahead`):
+    /// empty unless an output needs compressed layers.
+    ahead_stages: std::collections::BTreeSet<usize>,
+    /// The packs started ahead (stopped when the build ends).
+    packing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// What the provenance records (base images, downloads, steps), when one is made.
     recorder: Option<crate::attest::provenance::Recorder>,
 }
@@ -237,6 +245,7 @@ struct StopPrefetches(Arc<Ctx>);
 impl Drop for StopPrefetches {
     fn drop(&mut self) {
         self.0.stop_prefetches();
+        self.0.stop_packing();
     }
 }
 
@@ -1104,6 +1113,11 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
                 super::invalid("context", &b.context.display().to_string(), e.to_string())
             })?;
     let checks = super::check::config(&text, &b.build_args)?;
+    // An output other than files needs the image's layers compressed.
+    let packs_layers = b
+        .outputs
+        .iter()
+        .any(|o| !matches!(o.kind, ExportKind::Local { .. }));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let ctx = Arc::new(Ctx {
@@ -1139,6 +1153,12 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         run_opts: super::mounts::RunOptions::new(&b),
         multi_platform: platforms.len() > 1,
         prefetches: Mutex::new(Vec::new()),
+        ahead_stages: if packs_layers && ahead::enabled() {
+            ahead::image_stages(&plans[0])
+        } else {
+            Default::default()
+        },
+        packing: Mutex::new(Vec::new()),
         sandbox_hostname: b
             .build_args
             .get("BUILDKIT_SANDBOX_HOSTNAME")
@@ -1146,6 +1166,7 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
         extra_hosts: b.extra_hosts.clone(),
+        run_limits: b.run_limits.clone(),
         remote,
         push_repos: lazy_push_repos,
         used_mounts: Mutex::default(),
@@ -1967,6 +1988,9 @@ pub(crate) struct RunKey<'a> {
     /// `--add-host` entries, `HOST=IP` (left out when there are none).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub(crate) extra_hosts: &'a [String],
+    /// `--ulimit`, `--shm-size` (left out when not set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) limits: Option<&'a sandbox::RunLimits>,
 }
 
 /// The stage or image each `RUN --mount` names with `from` (`None` for the others): its
@@ -2407,6 +2431,7 @@ where
         });
     }
     ctx.note_stack(&state.layers);
+    ctx.pack_ahead(&state.layers, state.scope.stage(), id);
     state.config.push_history(&HistoryEntry {
         created,
         created_by,
@@ -2736,6 +2761,7 @@ async fn run_step(
             files: &files,
             mounts: mounts.key(),
             extra_hosts: &extra_hosts,
+            limits: Some(&ctx.run_limits).filter(|l| !l.is_default()),
         },
     );
     let created_by = history::run(&state.scope.declared_args(), &argv);
@@ -2799,7 +2825,8 @@ async fn run_step(
             .with_extra_hosts(&ctx.extra_hosts)?
             .with_user(run_user)
             .with_network(network)
-            .with_insecure(insecure);
+            .with_insecure(insecure)
+            .with_limits(ctx.run_limits.clone());
             if !native {
                 spec = spec.with_platform(&platform_s)?;
             }
@@ -2883,6 +2910,19 @@ async fn run_step(
                             " and mounts of most file systems"
                         }
                     ));
+                }
+                // A step that ran out of space while its upper directory (in the cache)
+                // filled the cache's file system: say so, so the build names the cache.
+                if output_tail.iter().any(|l| {
+                    l.contains("No space left on device") || l.contains("Disk quota exceeded")
+                }) {
+                    if let Some(free) = nearly_full(ctx.cache.root()) {
+                        reason.push_str(&format!(
+                            " (No space left on device: the cache directory {} has {} KiB free)",
+                            ctx.cache.root().display(),
+                            free / 1024
+                        ));
+                    }
                 }
                 return Err(Error::Step {
                     location: String::new(),
@@ -3420,6 +3460,15 @@ fn source_names(sources: &[dockerfile::Source], dest: &str) -> (Vec<String>, Str
         })
         .collect();
     (names, dest.to_owned())
+}
+
+/// The bytes free on the file system of `dir` when it is nearly full (under 4 MiB or 1%
+/// free), `None` otherwise or when it cannot be told.
+fn nearly_full(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let size = st.f_blocks.saturating_mul(st.f_frsize);
+    (free < (4 << 20) || free < size / 100).then_some(free)
 }
 
 #[cfg(test)]

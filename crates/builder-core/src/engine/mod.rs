@@ -196,6 +196,20 @@ pub enum Error {
     /// The build was cancelled.
     #[error("build cancelled")]
     Cancelled,
+    /// The file system of the cache directory ran out of space (or quota) during the
+    /// build. What was being written is discarded (blobs and snapshots become visible only
+    /// once complete), so the same cache builds correctly once space is freed.
+    #[error(
+        "the cache directory {} is out of space: {source}\nfree space there (or run `rbuild \
+         cache prune`) and build again: nothing partly written is kept",
+        .dir.display()
+    )]
+    CacheFull {
+        /// The cache directory.
+        dir: PathBuf,
+        /// The failure the full disk caused.
+        source: Box<Error>,
+    },
 }
 
 impl From<registry_client::Error> for Error {
@@ -279,6 +293,7 @@ pub struct Build {
     labels: BTreeMap<String, String>,
     network: crate::sandbox::NetworkMode,
     extra_hosts: Vec<(String, std::net::IpAddr)>,
+    run_limits: crate::sandbox::RunLimits,
     insecure_registries: Vec<String>,
     secrets: BTreeMap<String, SecretSource>,
     ssh: BTreeMap<String, SshSource>,
@@ -378,6 +393,7 @@ impl Build {
             labels: BTreeMap::new(),
             network: crate::sandbox::NetworkMode::Host,
             extra_hosts: Vec::new(),
+            run_limits: crate::sandbox::RunLimits::default(),
             insecure_registries: Vec::new(),
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
@@ -554,6 +570,33 @@ impl Build {
         Ok(self)
     }
 
+    /// A resource limit of RUN steps (`--ulimit NAME=SOFT[:HARD]`, `-1` unlimited), set
+    /// with setrlimit in the step's process as BuildKit's runtime does; part of the steps'
+    /// cache keys.
+    ///
+    /// ```
+    /// let b = builder_core::Build::new(".")?
+    ///     .ulimit("nofile=1024:4096")?
+    ///     .shm_size("128m")?;
+    /// # Ok::<(), builder_core::Error>(())
+    /// ```
+    pub fn ulimit(mut self, spec: &str) -> Result<Self, Error> {
+        let u: crate::sandbox::Ulimit = spec
+            .parse()
+            .map_err(|e: crate::SandboxError| invalid("ulimit", spec, e.to_string()))?;
+        self.run_limits.ulimits.push(u);
+        Ok(self)
+    }
+
+    /// The size of RUN steps' `/dev/shm` (`--shm-size`, docker's units: `64m`, `1g`;
+    /// BuildKit's default is 64 MiB); part of the steps' cache keys.
+    pub fn shm_size(mut self, size: &str) -> Result<Self, Error> {
+        let bytes = crate::sandbox::parse_mem_bytes(size)
+            .map_err(|e| invalid("shm-size", size, e.to_string()))?;
+        self.run_limits.shm_size = Some(bytes);
+        Ok(self)
+    }
+
     /// The default network of RUN steps (`default`/`host`, or `none`).
     pub fn network(mut self, mode: &str) -> Result<Self, Error> {
         self.network = match mode {
@@ -691,10 +734,39 @@ impl Build {
                     });
                     self.rejected_cache_blobs.insert(digest);
                 }
-                r => return r,
+                r => return r.map_err(|e| self.name_full_cache(e)),
             }
         }
     }
+
+    /// `e` as [`Error::CacheFull`] when a write failed for want of space and it was not
+    /// an output's (those name their own path).
+    fn name_full_cache(&self, e: Error) -> Error {
+        if matches!(e, Error::Export { .. } | Error::CacheFull { .. }) || !is_out_of_space(&e) {
+            return e;
+        }
+        Error::CacheFull {
+            dir: self.cache_dir.clone().unwrap_or_else(default_cache_dir),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Whether `e` comes from `ENOSPC` or `EDQUOT`: an I/O error in its chain, or their text
+/// in a message (a step's reason, a sandbox's report).
+fn is_out_of_space(e: &Error) -> bool {
+    let full = |code: Option<i32>| code.is_some_and(|c| c == 28 || c == 122); // ENOSPC, EDQUOT
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if full(io.raw_os_error()) || io.kind() == std::io::ErrorKind::StorageFull {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    let text = e.to_string();
+    text.contains("No space left on device") || text.contains("Disk quota exceeded")
 }
 
 fn exec_join(e: &tokio::task::JoinError) -> Error {

@@ -456,9 +456,10 @@ impl<'a> GraphBuilder<'a> {
                 insecure,
                 files: &files,
                 mounts: mounts.key(),
-                // The graph is planned without `--add-host` (the engine's keys differ
+                // The graph is planned without `--add-host`, `--ulimit`, `--shm-size` (the engine's keys differ
                 // only when a build gives some).
                 extra_hosts: &[],
+                limits: None,
             },
         );
         let op = Op::Exec {
