@@ -9,6 +9,7 @@ mod export;
 pub(crate) mod export_spec;
 mod group;
 mod history;
+pub(crate) mod labels;
 pub(crate) mod mounts;
 mod plan;
 mod workdir;
