@@ -193,3 +193,119 @@ fn debug_timeline_refuses_what_is_not_a_builds_rawjson() {
         assert!(err.contains(want), "{file:?}: {err}");
     }
 }
+
+/// Builds `dockerfile` cold to an OCI tar with `RBUILD_PACK_AHEAD=ahead`; returns the
+/// rawjson output and the tar's path.
+fn build_oci(dir: &Path, dockerfile: &str, ahead: &str) -> (String, std::path::PathBuf) {
+    let ctx = dir.join(format!("ctx-{ahead}"));
+    std::fs::create_dir_all(&ctx).expect("mkdir");
+    std::fs::write(ctx.join("Dockerfile"), dockerfile).expect("write");
+    let dest = dir.join(format!("out-{ahead}.tar"));
+    let out = output(
+        rbuild()
+            .env("RBUILD_PACK_AHEAD", ahead)
+            .args(["build", "--progress=rawjson", "--network=host"])
+            .arg("--cache-dir")
+            .arg(dir.join(format!("cache-{ahead}")))
+            .arg("-o")
+            .arg(format!("type=oci,dest={}", dest.display()))
+            .arg(&ctx),
+    );
+    let rawjson = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "build failed:\n{rawjson}");
+    (rawjson, dest)
+}
+
+#[test]
+fn layers_an_output_needs_are_compressed_while_later_steps_run() {
+    let reg = LocalRegistry::ensure();
+    let dir = tempfile::tempdir().expect("tempdir");
+    // 24 MB that do not compress, then a step that takes a while: packed ahead, the first
+    // layer's compression overlaps the second step.
+    let dockerfile = format!(
+        "FROM {}\nRUN head -c 24000000 /dev/urandom > /noise\nRUN sleep 3 && echo done > /done\n",
+        reg.busybox()
+    );
+    let run_end = |rawjson: &str, what: &str| {
+        let id = step_id(rawjson, what);
+        let run = phases(rawjson)
+            .into_iter()
+            .find(|v| v["phase"] == "run" && v["id"].as_u64() == Some(id))
+            .expect("a run phase");
+        (
+            secs(&run, "start"),
+            secs(&run, "start") + secs(&run, "elapsed"),
+        )
+    };
+    // The compression of the noise layer (the only big one): its step and span.
+    let compress_of = |rawjson: &str| {
+        let c: Vec<Value> = phases(rawjson)
+            .into_iter()
+            .filter(|v| v["phase"] == "compress" && v["bytes"].as_u64().unwrap_or(0) >= 24_000_000)
+            .collect();
+        assert_eq!(c.len(), 1, "one compression of the noise layer: {c:?}");
+        let v = &c[0];
+        (
+            v["id"].as_u64(),
+            secs(v, "start"),
+            secs(v, "start") + secs(v, "elapsed"),
+        )
+    };
+
+    let (ahead, tar_ahead) = build_oci(dir.path(), &dockerfile, "1");
+    let (sleep_start, sleep_end) = run_end(&ahead, "sleep 3");
+    let (id, c_start, _) = compress_of(&ahead);
+    assert_eq!(
+        id,
+        Some(step_id(&ahead, "urandom")),
+        "packed as the step's work"
+    );
+    assert!(
+        c_start < sleep_end && c_start + 0.5 > sleep_start - 0.5,
+        "packed ahead, the noise layer's compression ({c_start:.2}s) starts while the sleep \
+         ({sleep_start:.2}..{sleep_end:.2}s) runs"
+    );
+
+    let (after, tar_after) = build_oci(dir.path(), &dockerfile, "0");
+    let (_, sleep_end) = run_end(&after, "sleep 3");
+    let (_, c_start, _) = compress_of(&after);
+    assert!(
+        c_start >= sleep_end,
+        "not packed ahead, compression ({c_start:.2}s) waits for the last step ({sleep_end:.2}s)"
+    );
+    // Both outputs hold every layer the manifest lists.
+    for tar in [tar_ahead, tar_after] {
+        let x = dir
+            .path()
+            .join(format!("x-{}", tar.file_stem().unwrap().to_string_lossy()));
+        std::fs::create_dir(&x).expect("mkdir");
+        let st = Command::new("tar")
+            .arg("-xf")
+            .arg(&tar)
+            .arg("-C")
+            .arg(&x)
+            .status();
+        assert!(st.is_ok_and(|s| s.success()), "tar -xf {}", tar.display());
+        let index: Value =
+            serde_json::from_slice(&std::fs::read(x.join("index.json")).expect("index.json"))
+                .expect("json");
+        let blob = |d: &str| x.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+        let mdigest = index["manifests"][0]["digest"]
+            .as_str()
+            .expect("a manifest");
+        let manifest: Value =
+            serde_json::from_slice(&std::fs::read(blob(mdigest)).expect("manifest")).expect("json");
+        let layers = manifest["layers"].as_array().expect("layers");
+        assert_eq!(layers.len(), 3, "{manifest}");
+        for l in layers {
+            let d = l["digest"].as_str().expect("digest");
+            let size = std::fs::metadata(blob(d)).map(|m| m.len()).unwrap_or(0);
+            assert_eq!(
+                Some(size),
+                l["size"].as_u64(),
+                "blob {d} in {}",
+                tar.display()
+            );
+        }
+    }
+}

@@ -37,6 +37,7 @@ use crate::oci::{BlobRef, BuiltImage, PlatformImage};
 use crate::progress::{Phase, ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
+mod ahead;
 mod attest;
 mod remote;
 mod remote_mounts;
@@ -223,6 +224,11 @@ struct Ctx {
     noted: Mutex<Vec<Vec<Layer>>>,
     /// `--cache-to type=inline`: each image's config carries its steps' records.
     inline_cache: bool,
+    /// The stages whose new layers are packed as soon as they are made (see `ahead`):
+    /// empty unless an output needs compressed layers.
+    ahead_stages: std::collections::BTreeSet<usize>,
+    /// The packs started ahead (stopped when the build ends).
+    packing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// What the provenance records (base images, downloads, steps), when one is made.
     recorder: Option<crate::attest::provenance::Recorder>,
 }
@@ -239,6 +245,7 @@ struct StopPrefetches(Arc<Ctx>);
 impl Drop for StopPrefetches {
     fn drop(&mut self) {
         self.0.stop_prefetches();
+        self.0.stop_packing();
     }
 }
 
@@ -1106,6 +1113,11 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
                 super::invalid("context", &b.context.display().to_string(), e.to_string())
             })?;
     let checks = super::check::config(&text, &b.build_args)?;
+    // An output other than files needs the image's layers compressed.
+    let packs_layers = b
+        .outputs
+        .iter()
+        .any(|o| !matches!(o.kind, ExportKind::Local { .. }));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let ctx = Arc::new(Ctx {
@@ -1141,6 +1153,12 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         run_opts: super::mounts::RunOptions::new(&b),
         multi_platform: platforms.len() > 1,
         prefetches: Mutex::new(Vec::new()),
+        ahead_stages: if packs_layers && ahead::enabled() {
+            ahead::image_stages(&plans[0])
+        } else {
+            Default::default()
+        },
+        packing: Mutex::new(Vec::new()),
         sandbox_hostname: b
             .build_args
             .get("BUILDKIT_SANDBOX_HOSTNAME")
@@ -1516,17 +1534,17 @@ async fn build_stage(
     deps: HashMap<usize, StageFuture>,
 ) -> Result<StageState, Error> {
     let stage = &plan.stages()[idx];
-    let total = stage.instructions.len() + 1;
-    let stage_name = stage.display_name();
-    let label = |n: usize, text: &str| format!("[{stage_name} {n}/{total}] {text}");
-    let plat_label = ctx.multi_platform.then(|| platform.to_string());
+    let labels = super::labels::StepLabels::new(stage, plan.stages().len());
+    let plat_label = ctx
+        .multi_platform
+        .then(|| platform_spec(&platform).to_string());
 
     // FROM
     let id = ctx.step_id();
     let from_text = ctx.source_text(stage.span);
     ctx.emit(ProgressEvent::StepStarted {
         id,
-        name: label(1, &from_text),
+        name: labels.from(&from_text),
         platform: plat_label.clone(),
         location: Some(ctx.location(stage.span)),
     });
@@ -1685,7 +1703,7 @@ async fn build_stage(
                 let sid = ctx.step_id();
                 ctx.emit(ProgressEvent::StepStarted {
                     id: sid,
-                    name: format!("[{stage_name}] {text}"),
+                    name: labels.unnumbered(&text),
                     platform: plat_label.clone(),
                     location: Some(ctx.location(stage.span)),
                 });
@@ -1744,7 +1762,7 @@ async fn build_stage(
             .map(|d| d.source.clone());
         ctx.emit(ProgressEvent::StepStarted {
             id,
-            name: label(i + 2, &text),
+            name: labels.instruction(i, &text),
             platform: plat_label.clone(),
             location: Some(ctx.location(ins.span)),
         });
@@ -2319,6 +2337,7 @@ where
     let _guard = ctx.key_lock(&key).await;
     let (mut origin, mut dir_origin, mut source) = (None, None, None);
     let filtered = ctx.no_cache_stages.contains(&state.scope.stage());
+    let mut key = key;
     let local = if filtered { None } else { ctx.lookup(&key)? };
     let remote = match local {
         Some(_) => None,
@@ -2354,6 +2373,21 @@ where
             // Steps run as soon as their inputs are ready, as many at once as the graph
             // allows (as BuildKit): a slow emulated step must not hold up native ones.
             work(ctx, state, tmp.path()).await?;
+            if filtered {
+                // A step run again under --no-cache-filter is a result of its own: recorded
+                // under a key of this run, so the steps built on it (in this stage or in
+                // others, by COPY --from or a mount) run again too, as in BuildKit, and
+                // the cached result of `key` stays what later builds reuse with the steps
+                // made from it.
+                let nonce = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                key = CacheKey::derive(
+                    Some(&key),
+                    "no-cache-filter-run",
+                    &format!("{}:{nonce}:{id:?}", std::process::id()),
+                );
+            }
             let (ctx2, key2, parent) = (ctx.clone(), key.clone(), state.layers.clone());
             let rec = tokio::task::spawn_blocking(move || {
                 let _timer = ctx2.timer(id, Phase::Snapshot, "");
@@ -2397,6 +2431,7 @@ where
         });
     }
     ctx.note_stack(&state.layers);
+    ctx.pack_ahead(&state.layers, state.scope.stage(), id);
     state.config.push_history(&HistoryEntry {
         created,
         created_by,
@@ -2875,6 +2910,19 @@ async fn run_step(
                             " and mounts of most file systems"
                         }
                     ));
+                }
+                // A step that ran out of space while its upper directory (in the cache)
+                // filled the cache's file system: say so, so the build names the cache.
+                if output_tail.iter().any(|l| {
+                    l.contains("No space left on device") || l.contains("Disk quota exceeded")
+                }) {
+                    if let Some(free) = nearly_full(ctx.cache.root()) {
+                        reason.push_str(&format!(
+                            " (No space left on device: the cache directory {} has {} KiB free)",
+                            ctx.cache.root().display(),
+                            free / 1024
+                        ));
+                    }
                 }
                 return Err(Error::Step {
                     location: String::new(),
@@ -3412,6 +3460,15 @@ fn source_names(sources: &[dockerfile::Source], dest: &str) -> (Vec<String>, Str
         })
         .collect();
     (names, dest.to_owned())
+}
+
+/// The bytes free on the file system of `dir` when it is nearly full (under 4 MiB or 1%
+/// free), `None` otherwise or when it cannot be told.
+fn nearly_full(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let size = st.f_blocks.saturating_mul(st.f_frsize);
+    (free < (4 << 20) || free < size / 100).then_some(free)
 }
 
 #[cfg(test)]

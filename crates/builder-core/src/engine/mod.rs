@@ -9,6 +9,7 @@ mod export;
 pub(crate) mod export_spec;
 mod group;
 mod history;
+pub(crate) mod labels;
 pub(crate) mod mounts;
 mod plan;
 mod workdir;
@@ -195,6 +196,20 @@ pub enum Error {
     /// The build was cancelled.
     #[error("build cancelled")]
     Cancelled,
+    /// The file system of the cache directory ran out of space (or quota) during the
+    /// build. What was being written is discarded (blobs and snapshots become visible only
+    /// once complete), so the same cache builds correctly once space is freed.
+    #[error(
+        "the cache directory {} is out of space: {source}\nfree space there (or run `rbuild \
+         cache prune`) and build again: nothing partly written is kept",
+        .dir.display()
+    )]
+    CacheFull {
+        /// The cache directory.
+        dir: PathBuf,
+        /// The failure the full disk caused.
+        source: Box<Error>,
+    },
 }
 
 impl From<registry_client::Error> for Error {
@@ -736,10 +751,39 @@ impl Build {
                     });
                     self.rejected_cache_blobs.insert(digest);
                 }
-                r => return r,
+                r => return r.map_err(|e| self.name_full_cache(e)),
             }
         }
     }
+
+    /// `e` as [`Error::CacheFull`] when a write failed for want of space and it was not
+    /// an output's (those name their own path).
+    fn name_full_cache(&self, e: Error) -> Error {
+        if matches!(e, Error::Export { .. } | Error::CacheFull { .. }) || !is_out_of_space(&e) {
+            return e;
+        }
+        Error::CacheFull {
+            dir: self.cache_dir.clone().unwrap_or_else(default_cache_dir),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Whether `e` comes from `ENOSPC` or `EDQUOT`: an I/O error in its chain, or their text
+/// in a message (a step's reason, a sandbox's report).
+fn is_out_of_space(e: &Error) -> bool {
+    let full = |code: Option<i32>| code.is_some_and(|c| c == 28 || c == 122); // ENOSPC, EDQUOT
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if full(io.raw_os_error()) || io.kind() == std::io::ErrorKind::StorageFull {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    let text = e.to_string();
+    text.contains("No space left on device") || text.contains("Disk quota exceeded")
 }
 
 fn exec_join(e: &tokio::task::JoinError) -> Error {
