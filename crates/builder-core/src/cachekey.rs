@@ -12,7 +12,8 @@ use sha2::{Digest as _, Sha256};
 /// Bump when the meaning of any key input changes, so old cache entries stop matching.
 // v2: a step that changes nothing is an (empty) layer; a RUN layer holds the runtime's mount
 // points the parent lacked.
-const KEY_FORMAT: &str = "rbuild-cachekey-v2";
+// v3: a COPY/ADD layer leaves out what it rewrote unchanged (BuildKit's overlay differ).
+const KEY_FORMAT: &str = "rbuild-cachekey-v3";
 
 /// The cache key of one build step.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

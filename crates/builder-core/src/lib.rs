@@ -1,6 +1,7 @@
 //! Build graph, cache keys, sandboxed RUN, COPY/ADD, image assembly and exporters.
 #![deny(unsafe_code)]
 
+pub mod annotations;
 mod attest;
 pub mod bake;
 mod cachekey;
@@ -11,12 +12,15 @@ mod engine;
 mod fsview;
 pub mod graph;
 mod image;
+pub mod load;
 mod oci;
 mod passwd;
 pub mod plan;
 mod progress;
 pub mod remote_cache;
+pub mod remote_context;
 mod sandbox;
+pub mod timeline;
 
 pub use attest::{
     ANNOTATION_PREDICATE_TYPE, ANNOTATION_REFERENCE_DIGEST, ANNOTATION_REFERENCE_TYPE,
@@ -40,13 +44,17 @@ pub use oci::{
     BlobRef, BuiltImage, MEDIA_TYPE_INDEX, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_LAYER_ZSTD,
     MEDIA_TYPE_MANIFEST, PlatformImage,
 };
-pub use progress::{Activity, CollectSink, NullSink, ProgressEvent, ProgressSink, StepId, Stream};
+pub use progress::{
+    Activity, CollectSink, NullSink, Phase, ProgressEvent, ProgressSink, StepId, Stream,
+};
 pub use sandbox::{
     BindAccess, CancelHandle, Capabilities, ExitStatus, HostCheck, HostReport, IdRange, Mode,
     ModeRequest, ModeStatus, Mount, MountKind, MountSource, NetworkMode, Privilege, ROOTLESS_ENV,
-    Rootfs, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, User, enter_rootless, maybe_run_init,
-    resolve_user, run_platforms,
+    Rootfs, RunLimits, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, Ulimit, User,
+    enter_rootless, maybe_run_init, parse_mem_bytes, resolve_user, run_platforms,
 };
+
+pub use timeline::{Timeline, TimelineError};
 
 pub use dockerfile;
 pub use layer_cache;

@@ -4,12 +4,13 @@
 //! caller supplies. The CLI's tty, plain and rawjson renderers are sinks; an embedding tool
 //! can collect events or forward them anywhere.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 
 /// Identifies one step (vertex) of a build in progress events.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StepId(pub u32);
 
 /// Which output stream a log chunk came from.
@@ -36,6 +37,81 @@ pub enum Activity {
     Extract,
     /// Hashing the build context.
     Context,
+}
+
+/// A timed part of a build, for the timeline ([`ProgressEvent::Phase`],
+/// [`crate::Timeline`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum Phase {
+    /// Resolving a base image: its index, manifest and config from the registry.
+    Resolve,
+    /// Downloading one blob into the content store.
+    Pull,
+    /// Unpacking a chain of layers into snapshots.
+    Unpack,
+    /// Preparing a RUN step's mounts (cache, bind, secret, tmpfs mounts).
+    Mount,
+    /// A RUN step's sandbox, from its start to its end; [`ProgressEvent::Phase::cpu`]
+    /// is the CPU time of its processes.
+    Run,
+    /// Checksumming the build context's files a COPY or ADD step reads (its cache key).
+    Context,
+    /// Copying files of a COPY or ADD step.
+    Copy,
+    /// Committing a step's changes as a snapshot.
+    Snapshot,
+    /// Hashing a layer for its diffID (no blob is written).
+    Hash,
+    /// Packing and compressing a layer into a blob.
+    Compress,
+    /// Uploading one blob to a registry.
+    Upload,
+    /// Writing one output (an OCI layout, a docker archive, files, a push).
+    Export,
+}
+
+impl Phase {
+    /// Every phase, in the order a build meets them.
+    pub const ALL: [Phase; 12] = [
+        Phase::Resolve,
+        Phase::Pull,
+        Phase::Unpack,
+        Phase::Mount,
+        Phase::Run,
+        Phase::Context,
+        Phase::Copy,
+        Phase::Snapshot,
+        Phase::Hash,
+        Phase::Compress,
+        Phase::Upload,
+        Phase::Export,
+    ];
+
+    /// The lowercase name (`pull`), as in the JSON of the events.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Resolve => "resolve",
+            Phase::Pull => "pull",
+            Phase::Unpack => "unpack",
+            Phase::Mount => "mount",
+            Phase::Run => "run",
+            Phase::Context => "context",
+            Phase::Copy => "copy",
+            Phase::Snapshot => "snapshot",
+            Phase::Hash => "hash",
+            Phase::Compress => "compress",
+            Phase::Upload => "upload",
+            Phase::Export => "export",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// One event of a build, in the order the engine produced it.
@@ -122,6 +198,27 @@ pub enum ProgressEvent {
         /// `file:line`, when it applies to an instruction.
         location: Option<String>,
     },
+    /// A timed phase ended (sent when it ends, so phases of concurrent steps
+    /// interleave); [`crate::Timeline`] reads them back.
+    Phase {
+        /// The step it belongs to, when it belongs to one.
+        id: Option<StepId>,
+        /// Which phase.
+        phase: Phase,
+        /// What it worked on (a digest prefix, an image, an output).
+        label: String,
+        /// When it began, in seconds since the build started.
+        #[serde(serialize_with = "serialize_secs")]
+        start: Duration,
+        /// Wall time it took.
+        #[serde(serialize_with = "serialize_secs")]
+        elapsed: Duration,
+        /// CPU time (user and system) of the processes of a RUN step, when measured.
+        #[serde(serialize_with = "serialize_opt_secs")]
+        cpu: Option<Duration>,
+        /// Bytes it moved, when it counts them.
+        bytes: Option<u64>,
+    },
     /// The build finished successfully.
     BuildDone {
         /// Wall time of the whole build.
@@ -136,6 +233,78 @@ fn serialize_lossy<S: serde::Serializer>(data: &[u8], s: S) -> Result<S::Ok, S::
 
 fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_f64(d.as_secs_f64())
+}
+
+fn serialize_opt_secs<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&d.as_secs_f64()),
+        None => s.serialize_none(),
+    }
+}
+
+/// The build's clock: phases are timed from its start.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clock(pub(crate) Instant);
+
+impl Clock {
+    /// Starts timing `phase`; the event is sent when the timer is dropped (also when the
+    /// phase failed: a failed build's timeline shows what it spent).
+    pub(crate) fn timer<'a>(
+        self,
+        events: &'a mpsc::UnboundedSender<ProgressEvent>,
+        id: Option<StepId>,
+        phase: Phase,
+        label: impl Into<String>,
+    ) -> PhaseTimer<'a> {
+        PhaseTimer {
+            events,
+            clock: self,
+            t0: Instant::now(),
+            id,
+            phase,
+            label: label.into(),
+            cpu: None,
+            bytes: None,
+        }
+    }
+}
+
+/// A phase being timed (see [`Clock::timer`]).
+pub(crate) struct PhaseTimer<'a> {
+    events: &'a mpsc::UnboundedSender<ProgressEvent>,
+    clock: Clock,
+    t0: Instant,
+    id: Option<StepId>,
+    phase: Phase,
+    label: String,
+    cpu: Option<Duration>,
+    bytes: Option<u64>,
+}
+
+impl PhaseTimer<'_> {
+    /// The CPU time the phase's processes used.
+    pub(crate) fn cpu(&mut self, d: Duration) {
+        self.cpu = Some(d);
+    }
+
+    /// The bytes the phase moved.
+    pub(crate) fn bytes(&mut self, n: u64) {
+        self.bytes = Some(n);
+    }
+}
+
+impl Drop for PhaseTimer<'_> {
+    fn drop(&mut self) {
+        let _ = self.events.send(ProgressEvent::Phase {
+            id: self.id,
+            phase: self.phase,
+            label: std::mem::take(&mut self.label),
+            start: self.t0.saturating_duration_since(self.clock.0),
+            elapsed: self.t0.elapsed(),
+            cpu: self.cpu,
+            bytes: self.bytes,
+        });
+    }
 }
 
 /// Receives the events of a build.

@@ -26,7 +26,7 @@ Options:
 ";
 
 /// Start a build
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(
     override_usage = "rbuild build [OPTIONS] PATH",
     help_template = BUILD_HELP,
@@ -147,9 +147,15 @@ pub(crate) struct BuildOpts {
     #[command(flatten)]
     pub(crate) dropin: crate::dropin::DropinOpts,
 
-    /// The build context: a directory
-    #[arg(value_name = "PATH")]
+    /// The build context: a directory, a git URL (`URL.git#ref:subdir`), an HTTP(S)
+    /// tarball or Dockerfile URL, or `-` (a tar or a Dockerfile on stdin)
+    #[arg(value_name = "PATH | URL | -")]
     pub(crate) context: PathBuf,
+
+    /// The Dockerfile, when a remote context turned out to be one (set by
+    /// [`crate::context::resolve`]).
+    #[arg(skip)]
+    pub(crate) dockerfile_text: Option<String>,
 }
 
 /// One `--output`.
@@ -493,6 +499,12 @@ struct Source {
 }
 
 fn read_dockerfile(opts: &BuildOpts) -> Result<Source, Failure> {
+    if let Some(text) = &opts.dockerfile_text {
+        return Ok(Source {
+            name: "Dockerfile".into(),
+            bytes: text.clone().into_bytes(),
+        });
+    }
     match opts.file.as_deref() {
         Some("-") => {
             let mut bytes = Vec::new();
@@ -556,24 +568,17 @@ fn check_combinations(opts: &BuildOpts) -> Result<(), Failure> {
     if pushes && opts.tags.is_empty() && !named {
         return Err(Failure::usage("tag is needed when pushing to registry"));
     }
-    let docker_outputs = opts.outputs.iter().filter(|o| o.kind == "docker").count();
+    let docker_outputs = opts.outputs.iter().filter(|o| o.kind == "docker").count()
+        + usize::from(
+            opts.dropin
+                .load
+                .as_deref()
+                .is_some_and(|l| l != "false" && l != "0"),
+        );
     let platforms: usize = opts.platforms.iter().map(Vec::len).sum();
     if docker_outputs > 0 && platforms > 1 {
         return Err(Failure::usage(
             "docker exporter does not currently support exporting manifest lists",
-        ));
-    }
-    let ctx = opts.context.to_string_lossy();
-    if ctx.contains("://") || ctx.starts_with("git@") {
-        return Err(Failure::usage(format!(
-            "remote build contexts (git and HTTP URLs) are not supported by rbuild yet: {ctx}; \
-             check the sources out and give their directory (docker/build-push-action: context: .)"
-        )));
-    }
-    if ctx == "-" {
-        return Err(Failure::usage(
-            "a build context on stdin (-) is not supported by rbuild yet; give a directory \
-             (a Dockerfile on stdin is: -f -)",
         ));
     }
     if !opts.context.is_dir() {
@@ -615,6 +620,10 @@ fn print_warnings(src: &Source, warnings: &[PlanWarning]) {
 /// Runs `rbuild build`.
 pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
     opts.dropin.check()?;
+    // A remote context is fetched first; the build then runs from its directory (kept
+    // until the build ends).
+    let fetched = crate::context::resolve(opts)?;
+    let opts = fetched.as_ref().map_or(opts, |(_, o)| o);
     check_combinations(opts)?;
     opts.dropin.notes();
     let call = if opts.check {
@@ -629,7 +638,7 @@ pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
     };
     let src = read_dockerfile(opts)?;
     if call.name == "check" {
-        let text = (opts.file.as_deref() == Some("-"))
+        let text = (opts.file.as_deref() == Some("-") || opts.dockerfile_text.is_some())
             .then(|| String::from_utf8_lossy(&src.bytes).into_owned());
         return crate::check::run(opts, &call, &build_arg_map(opts), text);
     }
@@ -698,7 +707,8 @@ pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
 
     // The engine reports the plan's warnings itself, with the build's progress.
     drop(plan);
-    let text_source = (opts.file.as_deref() == Some("-")).then(|| (src.name.clone(), text.clone()));
+    let text_source = (opts.file.as_deref() == Some("-") || opts.dockerfile_text.is_some())
+        .then(|| (src.name.clone(), text.clone()));
     crate::run::build(opts, &plan_opts.build_args, text_source)
 }
 

@@ -1,22 +1,23 @@
 //! The `docker buildx build` flags a CI configuration copied from a buildx project passes
 //! that are not about outputs or caches: `--add-host`, `--no-cache-filter`, `--pull`,
-//! `--builder`, and the ones rbuild refuses with a clear error (`--ulimit`, `--shm-size`,
-//! `--cgroup-parent`, `--annotation`) rather than ignoring them.
+//! `--builder`, `--load`, `--ulimit`, `--shm-size`, `--keep-git-dir`, `--annotation`, and
+//! `--cgroup-parent`, which rbuild refuses with a clear error rather than ignoring it.
 
 use builder_core::Build;
+use builder_core::load::LoadTarget;
 use clap::Args;
 
 use crate::exit::Failure;
 
 /// The flags, flattened into `rbuild build`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub(crate) struct DropinOpts {
     /// Add a custom host-to-IP mapping (format: "host:ip"; "host-gateway" is the host)
     #[arg(long = "add-host", value_name = "HOST:IP", value_parser = parse_add_host)]
     pub(crate) add_hosts: Vec<(String, String)>,
 
-    /// Add annotation to the image (not supported by rbuild yet)
-    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    /// Add annotation to the image (format: "[TYPE[,TYPE]:]KEY=VALUE"; types: manifest, manifest[PLATFORM], manifest-descriptor, index, index-descriptor)
+    #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
     pub(crate) annotations: Vec<String>,
 
     /// Override the configured builder instance (rbuild has one builder: accepted, with a note)
@@ -27,6 +28,16 @@ pub(crate) struct DropinOpts {
     #[arg(long = "cgroup-parent", value_name = "PATH")]
     pub(crate) cgroup_parent: Option<String>,
 
+    /// Keep the .git directory of a git context (as BUILDKIT_CONTEXT_KEEP_GIT_DIR=1)
+    #[arg(long = "keep-git-dir")]
+    pub(crate) keep_git_dir: bool,
+
+    /// Shorthand for "--output=type=docker": load the image into the Docker engine ("--load=containerd": containerd's image store)
+    #[arg(long = "load", value_name = "STORE", num_args = 0..=1, require_equals = true,
+          default_missing_value = "docker", hide_possible_values = true,
+          value_parser = ["docker", "containerd", "true", "false", "1", "0"])]
+    pub(crate) load: Option<String>,
+
     /// Do not cache specified stages
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub(crate) no_cache_filter: Vec<String>,
@@ -35,12 +46,12 @@ pub(crate) struct DropinOpts {
     #[arg(long = "pull")]
     pub(crate) pull: bool,
 
-    /// Shared memory size for build containers (not supported by rbuild yet)
-    #[arg(long = "shm-size", value_name = "BYTES")]
+    /// Shared memory size for build containers (/dev/shm of RUN steps; e.g. "128m")
+    #[arg(long = "shm-size", value_name = "BYTES", value_parser = parse_shm_size)]
     pub(crate) shm_size: Option<String>,
 
-    /// Ulimit options (not supported by rbuild yet)
-    #[arg(long = "ulimit", value_name = "ULIMIT")]
+    /// Ulimit options (format: "NAME=SOFT[:HARD]", e.g. "nofile=1024:4096")
+    #[arg(long = "ulimit", value_name = "ULIMIT", value_parser = parse_ulimit)]
     pub(crate) ulimits: Vec<String>,
 }
 
@@ -63,6 +74,27 @@ fn parse_add_host(s: &str) -> Result<(String, String), String> {
     Ok((host.to_owned(), ip.to_owned()))
 }
 
+fn parse_annotation(s: &str) -> Result<String, String> {
+    builder_core::annotations::Annotation::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| match e {
+            builder_core::Error::InvalidOption { reason, .. } => reason,
+            e => e.to_string(),
+        })
+}
+
+fn parse_shm_size(s: &str) -> Result<String, String> {
+    builder_core::parse_mem_bytes(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_ulimit(s: &str) -> Result<String, String> {
+    s.parse::<builder_core::Ulimit>()
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 impl DropinOpts {
     /// Refuses what rbuild cannot do, before anything runs.
     pub(crate) fn check(&self) -> Result<(), Failure> {
@@ -71,28 +103,24 @@ impl DropinOpts {
                 "{flag} is not supported by rbuild: {why}"
             )))
         };
-        if !self.annotations.is_empty() {
-            return refuse(
-                "--annotation",
-                "image annotations are not implemented yet (labels are: --label)",
-            );
-        }
         if self.cgroup_parent.is_some() {
             return refuse(
                 "--cgroup-parent",
                 "RUN steps run in rbuild's own process tree, not under a cgroup manager",
             );
         }
-        if self.shm_size.is_some() {
-            return refuse("--shm-size", "RUN steps get no sized /dev/shm mount yet");
-        }
-        if !self.ulimits.is_empty() {
-            return refuse(
-                "--ulimit",
-                "RUN steps inherit rbuild's limits; setting them is not implemented yet",
-            );
-        }
         Ok(())
+    }
+
+    /// Where `--load` puts the image, if anywhere.
+    pub(crate) fn load_target(&self) -> Result<Option<LoadTarget>, Failure> {
+        match self.load.as_deref() {
+            None | Some("false" | "0") => Ok(None),
+            Some("true" | "1") => Ok(Some(LoadTarget::Docker)),
+            Some(s) => LoadTarget::parse(s)
+                .map(Some)
+                .map_err(|e| Failure::usage(e.to_string())),
+        }
     }
 
     /// Notes printed before a build.
@@ -108,6 +136,15 @@ impl DropinOpts {
     pub(crate) fn apply(&self, mut b: Build) -> Result<Build, builder_core::Error> {
         for (host, ip) in &self.add_hosts {
             b = b.add_host(host, ip)?;
+        }
+        for a in &self.annotations {
+            b = b.annotation(a)?;
+        }
+        for u in &self.ulimits {
+            b = b.ulimit(u)?;
+        }
+        if let Some(s) = &self.shm_size {
+            b = b.shm_size(s)?;
         }
         for s in &self.no_cache_filter {
             b = b.no_cache_filter(s);

@@ -10,6 +10,8 @@ mod build;
 mod cache_cmd;
 mod call;
 mod check;
+mod context;
+mod debug;
 mod diag;
 mod dropin;
 mod exit;
@@ -47,6 +49,7 @@ enum Command {
     Du(cache_cmd::DuOpts),
     Prune(cache_cmd::PruneOpts),
     Info(info::InfoOpts),
+    Debug(debug::DebugOpts),
 }
 
 fn main() -> ExitCode {
@@ -70,7 +73,10 @@ fn main() -> ExitCode {
     if matches!(cli.command, Command::Info(_)) {
         // A failure is part of what `info` reports.
         let _ = builder_core::enter_rootless();
-    } else if !matches!(cli.command, Command::Inspect(_) | Command::Imagetools(_)) {
+    } else if !matches!(
+        cli.command,
+        Command::Inspect(_) | Command::Imagetools(_) | Command::Debug(_)
+    ) {
         if let Err(e) = builder_core::enter_rootless() {
             return exit::report(Err(exit::Failure::build(format!(
                 "{e}\n(set {}=0 to run without a user namespace: RUN steps are refused then)",
@@ -86,6 +92,7 @@ fn main() -> ExitCode {
         Command::Du(opts) => cache_cmd::du(&opts),
         Command::Prune(opts) => cache_cmd::prune(&opts),
         Command::Info(opts) => info::run(&opts),
+        Command::Debug(opts) => debug::run(&opts),
     };
     exit::report(result)
 }

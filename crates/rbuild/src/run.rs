@@ -20,25 +20,25 @@ pub(crate) fn build(
     build_args: &std::collections::BTreeMap<String, String>,
     dockerfile_text: Option<(String, String)>,
 ) -> Result<(), Failure> {
-    let b = engine_build(opts, build_args, dockerfile_text)?;
-    if opts.outputs.is_empty() && !opts.push {
-        eprintln!(
-            "WARNING: No output specified with docker-container driver. Build result will only remain in the build cache. \
-             To push result image into registry use --push or to load image into docker use --output type=docker,dest=FILE"
-        );
-    }
-    run_build(opts, b)
+    build_or_graph(opts, build_args, dockerfile_text, None)
 }
 
-/// The build graph of the command line's build (`--call plan,format=json|text`): JSON
-/// (`plan` with the graph as its `graph` member) or the graph's short text form.
+/// The build graph of the command line's build (`--call plan,format=json|text`): with
+/// `plan`, that JSON with the graph as its `graph` member; else the graph's short text
+/// form. Nothing is built.
 pub(crate) fn graph(
     opts: &BuildOpts,
     build_args: &std::collections::BTreeMap<String, String>,
     dockerfile_text: Option<(String, String)>,
     plan: Option<serde_json::Value>,
 ) -> Result<(), Failure> {
-    let b = engine_build(opts, build_args, dockerfile_text)?;
+    build_or_graph(opts, build_args, dockerfile_text, Some(plan))
+}
+
+/// What to print instead of building: the graph, in the CI plan's JSON or as text.
+type GraphCall = Option<Option<serde_json::Value>>;
+
+fn print_graph(b: &Build, plan: Option<serde_json::Value>) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -57,12 +57,12 @@ pub(crate) fn graph(
     Ok(())
 }
 
-/// The engine's build of the command line's options.
-fn engine_build(
+fn build_or_graph(
     opts: &BuildOpts,
     build_args: &std::collections::BTreeMap<String, String>,
     dockerfile_text: Option<(String, String)>,
-) -> Result<Build, Failure> {
+    graph: GraphCall,
+) -> Result<(), Failure> {
     let usage = |e: builder_core::Error| Failure::usage(e.to_string());
     let mut b = Build::new(&opts.context).map_err(usage)?;
     b = match (dockerfile_text, opts.file.as_deref()) {
@@ -98,6 +98,33 @@ fn engine_build(
             .any(|o| o.kind == builder_core::ExportKind::Registry)
     {
         outputs.push(ExportSpec::registry());
+    }
+    // --load: a docker-archive in a temporary directory, loaded after the build.
+    let load = match graph {
+        Some(_) => None,
+        None => opts.dropin.load_target()?,
+    };
+    let load_dir = match &load {
+        Some(target) => {
+            target.probe().map_err(failure)?;
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let dir =
+                std::env::temp_dir().join(format!("rbuild-load-{}-{nanos}", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| Failure::build(format!("--load: {}: {e}", dir.display())))?;
+            let spec = format!("type=docker,dest={}", dir.join("image.tar").display());
+            outputs.push(spec.parse().map_err(usage)?);
+            Some(RemoveOnDrop(dir))
+        }
+        None => None,
+    };
+    if outputs.is_empty() && graph.is_none() {
+        eprintln!(
+            "WARNING: No output specified with docker-container driver. Build result will only remain in the build cache. \
+             To push result image into registry use --push or to load image into docker use --load"
+        );
     }
     let pushes = outputs
         .iter()
@@ -152,15 +179,7 @@ fn engine_build(
         b = b.insecure_registry(h);
     }
     for s in &opts.secrets {
-        let source = match (&s.src, &s.env) {
-            (Some(src), _) => SecretSource::File(src.into()),
-            (None, Some(env)) => SecretSource::Env(env.clone()),
-            // buildx: no src and no env means the environment variable named like the id,
-            // else a file of that name.
-            (None, None) if std::env::var_os(&s.id).is_some() => SecretSource::Env(s.id.clone()),
-            (None, None) => SecretSource::File(s.id.clone().into()),
-        };
-        b = b.secret(&s.id, source).map_err(usage)?;
+        b = b.secret(&s.id, secret_source(s)).map_err(usage)?;
     }
     for s in &opts.ssh {
         let paths: Vec<std::path::PathBuf> = s.paths.iter().map(Into::into).collect();
@@ -169,11 +188,10 @@ fn engine_build(
     }
     b = b.allow_insecure(opts.allow.iter().any(|a| a == "security.insecure"));
     b = b.allow_network_host(opts.allow.iter().any(|a| a == "network.host"));
-    Ok(b)
-}
+    if let Some(plan) = graph {
+        return print_graph(&b, plan);
+    }
 
-/// Runs `b`, rendering its progress; writes `--iidfile` and `--metadata-file`.
-fn run_build(opts: &BuildOpts, b: Build) -> Result<(), Failure> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -199,6 +217,12 @@ fn run_build(opts: &BuildOpts, b: Build) -> Result<(), Failure> {
     });
     renderer.finish();
     let report = result.map_err(failure)?;
+    if let (Some(target), Some(dir)) = (&load, &load_dir) {
+        let said = target.load(&dir.0.join("image.tar")).map_err(failure)?;
+        if opts.progress != "quiet" && !said.is_empty() {
+            eprintln!("{said}");
+        }
+    }
     // One platform: the config digest (docker's image ID). Several: the index digest, or
     // without an output (no index was made) the config digests, one per line.
     let image_id = match (&report.config_digests[..], &report.digest) {
@@ -235,6 +259,27 @@ fn run_build(opts: &BuildOpts, b: Build) -> Result<(), Failure> {
         println!("{image_id}");
     }
     Ok(())
+}
+
+/// A temporary directory, removed with its contents when dropped.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Where a `--secret` comes from.
+pub(crate) fn secret_source(s: &crate::build::SecretSpec) -> SecretSource {
+    match (&s.src, &s.env) {
+        (Some(src), _) => SecretSource::File(src.into()),
+        (None, Some(env)) => SecretSource::Env(env.clone()),
+        // buildx: no src and no env means the environment variable named like the id,
+        // else a file of that name.
+        (None, None) if std::env::var_os(&s.id).is_some() => SecretSource::Env(s.id.clone()),
+        (None, None) => SecretSource::File(s.id.clone().into()),
+    }
 }
 
 /// A failed build's error as the command reports it.

@@ -238,19 +238,6 @@ fn build_push_action_command_line() {
     );
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("buildx history is not available with rbuild"));
-
-    // The action's default context is the repository's git URL: refused, saying what to do.
-    let out = docker(
-        config.path(),
-        &ctx,
-        &["buildx", "build", "https://github.com/o/r.git#0123abc"],
-    );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("remote build contexts"),
-        "{}",
-        text(&out.stderr)
-    );
 }
 
 fn sha256_hex(data: &[u8]) -> String {

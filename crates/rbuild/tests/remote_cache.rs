@@ -15,6 +15,9 @@ use test_support::{FaultProxy, LocalRegistry, describe, output, run_stdout};
 /// `--cache-to type=inline`.
 mod inline;
 
+/// Several `--cache-from`, `mode=min`, `compression=`, `ignore-error=`, platforms, bases.
+mod options;
+
 /// Where the test registry keeps its blobs (`scripts/testenv/up.sh`).
 const REGISTRY_BLOBS: &str = "/var/lib/rbuild-testenv/registry/docker/registry/v2/blobs/sha256";
 
@@ -197,9 +200,15 @@ fn registry_cache_fresh_runner_runs_nothing_and_downloads_no_layer() {
     ]));
     verify_layout(&oci);
 
-    // A one-line source change on another fresh runner: only the steps after it run.
+    // A one-line source change on another fresh runner: only the steps after it run, and
+    // the import is lazy: it read the manifest and config only, and of the cache's layers
+    // the build pulls just the one the first step that runs sits on (RAN-first's, under
+    // RAN-second).
     std::fs::write(ctx.path().join("src.txt"), "changed\n").expect("src");
+    let cache_layers = layer_digests(&skopeo_raw(&format!("{}/{repo}:cache", reg.host())));
+    assert!(cache_layers.len() >= 4, "mode=max: {cache_layers:?}");
     let c = cache_dir(root.path(), "runner-c");
+    let before = proxy.seen().len();
     let log = rbuild(
         &c,
         &[
@@ -214,6 +223,26 @@ fn registry_cache_fresh_runner_runs_nothing_and_downloads_no_layer() {
         ctx.path(),
     );
     assert_eq!(ran(&log), ["RAN-second", "RAN-final"], "{log}");
+    assert!(log.contains("(pulled only when needed)"), "{log}");
+    let seen = &proxy.seen()[before..];
+    let pulled: Vec<&str> = cache_layers
+        .iter()
+        .filter(|l| {
+            seen.iter()
+                .any(|s| s.method == "GET" && s.uri.ends_with(&format!("/blobs/{l}")))
+        })
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        pulled.len(),
+        1,
+        "cache layers pulled: {pulled:?} of {cache_layers:?}"
+    );
+    // The cache's manifest was read before that layer.
+    let at = |f: &dyn Fn(&str) -> bool| seen.iter().position(|s| f(&s.uri));
+    let manifest = at(&|u| u.ends_with("/manifests/cache")).expect("the cache manifest read");
+    let layer = at(&|u| u.ends_with(&format!("/blobs/{}", pulled[0]))).expect("layer");
+    assert!(manifest < layer);
 }
 
 /// A cache layer whose bytes in the registry no longer match its digest is rejected (a
@@ -421,9 +450,40 @@ fn npm_context(reg: &LocalRegistry, deps: &[(&str, &str)]) -> tempfile::TempDir 
     dir
 }
 
+/// The bytes of a cache export's `packs sent N, already there M` (kB and MB read too).
+pub(super) fn pack_bytes(log: &str) -> (u64, u64) {
+    let bytes = |s: &str| -> u64 {
+        let mut it = s.split_whitespace();
+        let v: f64 = it.next().and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let unit = match it.next() {
+            Some("kB") => 1e3,
+            Some("MB") => 1e6,
+            Some("GB") => 1e9,
+            _ => 1.0,
+        };
+        (v * unit) as u64
+    };
+    let line = log
+        .lines()
+        .find(|l| l.contains("packs sent "))
+        .unwrap_or_else(|| panic!("no cache mount export in:\n{log}"));
+    let after = line.split("packs sent ").nth(1).unwrap_or("");
+    let (sent, rest) = after.split_once(", already there ").unwrap_or((after, ""));
+    let had = rest.split(';').next().unwrap_or("");
+    (bytes(sent), bytes(had))
+}
+
+/// Whether a step printed `marker` (a log line ending with it that is not the step's
+/// title, which holds the command).
+fn printed(log: &str, marker: &str) -> bool {
+    log.lines()
+        .any(|l| l.ends_with(marker) && !l.contains("RUN --mount"))
+}
+
 /// Cache mounts travel: runner A's npm cache (`RUN --mount=type=cache,target=/root/.npm
 /// npm ci`) is exported with the cache; after a dependency change runner B, empty, finds it
-/// restored before `npm ci` runs, from the registry and from a local cache; exported with
+/// restored before `npm ci` runs, from the registry and from a local cache, and from the
+/// export of a warm build of A whose steps were all cached; exported with
 /// `cache-mounts=false` it is not.
 #[test]
 fn cache_mount_content_travels_with_the_cache() {
@@ -446,14 +506,24 @@ fn cache_mount_content_travels_with_the_cache() {
         ],
         ctx.path(),
     );
-    assert!(log.contains("NPM-CACHE-EMPTY"), "{log}");
+    assert!(printed(&log, "NPM-CACHE-EMPTY"), "{log}");
     assert!(log.contains("1 cache mounts: packs sent"), "{log}");
+    // Runner A again, every step cached: its copy of the mount is exported all the same.
+    let warm = format!("{}/{repo}:warm", reg.host());
+    let log = rbuild(
+        &root.path().join("a"),
+        &["--cache-to", &format!("type=registry,ref={warm},mode=max")],
+        ctx.path(),
+    );
+    assert!(log.contains("(0 steps run, 3 cached)"), "{log}");
+    assert!(log.contains("1 cache mounts: packs sent 0 B"), "{log}");
 
     // A dependency added: npm ci runs again on fresh runners.
     let ctx = npm_context(&reg, &[("ms", "2.1.3"), ("is-number", "7.0.0")]);
     for (n, from) in [
         ("b", format!("type=registry,ref={with}")),
         ("c", format!("type=local,src={}", local.display())),
+        ("e", format!("type=registry,ref={warm}")),
     ] {
         let log = rbuild(
             &cache_dir(root.path(), n),
@@ -461,10 +531,10 @@ fn cache_mount_content_travels_with_the_cache() {
             ctx.path(),
         );
         assert!(
-            log.contains("RAN-npm"),
+            printed(&log, "RAN-npm"),
             "{from}: npm ci did not run:\n{log}"
         );
-        assert!(log.contains("NPM-CACHE-RESTORED"), "{from}:\n{log}");
+        assert!(printed(&log, "NPM-CACHE-RESTORED"), "{from}:\n{log}");
         assert!(log.contains("cache mount restored from"), "{from}:\n{log}");
     }
     let log = rbuild(
@@ -472,9 +542,9 @@ fn cache_mount_content_travels_with_the_cache() {
         &["--cache-from", &format!("type=registry,ref={without}")],
         ctx.path(),
     );
-    assert!(log.contains("RAN-npm"), "{log}");
+    assert!(printed(&log, "RAN-npm"), "{log}");
     assert!(
-        log.contains("NPM-CACHE-EMPTY"),
+        printed(&log, "NPM-CACHE-EMPTY"),
         "cache-mounts=false exported it:\n{log}"
     );
 }

@@ -42,3 +42,12 @@ mod dropin;
 /// rbuild as the `docker-buildx` CLI plugin, through the real docker CLI, with the
 /// command lines the GitHub actions run (issue 20).
 mod plugin;
+
+/// Build contexts: git over smart HTTP (refs, subdirs, auth secrets, refused refs), HTTP
+/// tarballs and Dockerfiles, stdin, build-push-action's default git context (issue 20).
+mod contexts;
+/// The build timeline: phase events in rawjson, `rbuild debug timeline` (issue 21).
+mod timeline;
+
+/// Hardening (issue 22): full disks, blobs tampered in the cache, kill -9 mid-build.
+mod hardening;

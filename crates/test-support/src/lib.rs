@@ -10,10 +10,12 @@
 #![forbid(unsafe_code)]
 
 mod command;
+mod git_http;
 mod proxy;
 mod registry;
 
 // The public interface.
 pub use command::{describe, output, run, run_stdout};
+pub use git_http::GitHttpServer;
 pub use proxy::{Fault, FaultProxy, Rule, Seen, TokenAuth};
 pub use registry::{LocalRegistry, workspace_root};

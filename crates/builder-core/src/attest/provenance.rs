@@ -329,14 +329,18 @@ pub(crate) fn predicate(
         let locals: Vec<Value> = request.locals.iter().map(|n| json!({"name": n})).collect();
         req.insert("locals".into(), Value::Array(locals));
     }
-    let mut root_req = Map::new();
-    if !args.is_empty() {
-        root_req.insert("args".into(), json!(args));
+    // BuildKit records the client's root request only when it carried frontend options
+    // besides the file name (its rootRequestProvenance is nil without them).
+    if !request.args.is_empty() {
+        let mut root_req = Map::new();
+        if !args.is_empty() {
+            root_req.insert("args".into(), json!(args));
+        }
+        req.insert(
+            "root".into(),
+            json!({"configSource": config_source, "request": root_req}),
+        );
     }
-    req.insert(
-        "root".into(),
-        json!({"configSource": config_source, "request": root_req}),
-    );
     req.insert("compatibilityVersion".into(), json!(COMPATIBILITY_VERSION));
 
     let mut internal = Map::new();

@@ -12,13 +12,13 @@
 //!   builder's message instead of silently keeping the last file (moby/buildkit#1853);
 //! - an unknown `--chown` name fails instead of silently meaning root.
 
-mod archive;
+pub(crate) mod archive;
 mod chmod;
 mod context;
 mod error;
 mod glob;
-mod http;
-mod params;
+pub(crate) mod http;
+pub(crate) mod params;
 mod tree;
 mod users;
 mod write;

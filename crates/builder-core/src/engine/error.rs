@@ -176,9 +176,40 @@ pub enum Error {
         /// What is wrong.
         reason: String,
     },
+    /// A remote build context (git, HTTP, standard input) could not be fetched or is
+    /// not valid.
+    #[error("context {context}: {reason}")]
+    Context {
+        /// The context as given (credentials redacted).
+        context: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Loading the image into a local image store (`--load`) failed, or there is none.
+    #[error("--load into {target}: {reason}")]
+    Load {
+        /// `docker` or `containerd`.
+        target: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// The build was cancelled.
     #[error("build cancelled")]
     Cancelled,
+    /// The file system of the cache directory ran out of space (or quota) during the
+    /// build. What was being written is discarded (blobs and snapshots become visible only
+    /// once complete), so the same cache builds correctly once space is freed.
+    #[error(
+        "the cache directory {} is out of space: {source}\nfree space there (or run `rbuild \
+         cache prune`) and build again: nothing partly written is kept",
+        .dir.display()
+    )]
+    CacheFull {
+        /// The cache directory.
+        dir: PathBuf,
+        /// The failure the full disk caused.
+        source: Box<Error>,
+    },
 }
 
 impl From<registry_client::Error> for Error {

@@ -14,6 +14,7 @@
 //! - `cache_source`: where keys are looked up (the local store, then imported caches);
 //! - `run` (`RUN`) and `fileop` (`COPY`, `ADD`): the steps that make layers;
 //! - `layers`: cache access: pulls, packing, snapshots, committed diffs;
+//! - `ahead`: image layers packed while later steps run;
 //! - `image`: a solved stage's configuration, layers and manifest for the exporters;
 //! - `remote`, `remote_mounts`: `--cache-from`/`--cache-to`; `attest`: provenance, SBOM.
 
@@ -46,9 +47,10 @@ use crate::cachekey::CacheKey;
 use crate::fsview::LayeredView;
 use crate::image::{Healthcheck as ConfigHealthcheck, HistoryEntry, ImageConfig, rfc3339};
 use crate::oci::{BlobRef, BuiltImage, PlatformImage};
-use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
+use crate::progress::{Phase, ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
+mod ahead;
 mod attest;
 mod cache_source;
 mod dispatch;
@@ -61,8 +63,8 @@ mod run;
 mod solver;
 mod stage;
 
-// The modules' items under the executor's paths (the graph frontend uses a few).
 use self::attest::{note_image, provenance_op};
+// The modules' items under the executor's paths (the graph frontend uses a few).
 pub(crate) use self::{dispatch::*, run::*, solver::*, stage::*};
 use self::{fileop::*, image::*, layers::*};
 
@@ -171,6 +173,8 @@ struct Ctx {
     sandbox: Sandbox,
     cancel: CancelHandle,
     events: mpsc::UnboundedSender<ProgressEvent>,
+    /// The build's start: the timeline's phases are timed from it.
+    clock: crate::progress::Clock,
     next_step: AtomicU32,
     cached_steps: AtomicU32,
     run_steps: AtomicU32,
@@ -210,17 +214,24 @@ struct Ctx {
     sandbox_hostname: String,
     /// `--add-host` entries for RUN steps' `/etc/hosts`.
     extra_hosts: Vec<(String, std::net::IpAddr)>,
+    /// `--ulimit`, `--shm-size` of RUN steps.
+    run_limits: sandbox::RunLimits,
     /// The caches `--cache-from` imported (manifests and configs only).
     remote: remote::RemoteCaches,
     /// The repositories pushed to, when every output is a push (else empty).
     push_repos: Vec<Repository>,
-    /// The cache mounts the steps that ran used (directory names), for a cache export.
+    /// The cache mounts of the RUN steps (run or cached; directory names), for a cache export.
     used_mounts: Mutex<std::collections::BTreeSet<String>>,
     /// A `mode=max` cache export wants every stage's steps: they are noted in `noted`.
     note_steps: bool,
     noted: Mutex<Vec<Vec<Layer>>>,
     /// `--cache-to type=inline`: each image's config carries its steps' records.
     inline_cache: bool,
+    /// The stages whose new layers are packed as soon as they are made (see `ahead`):
+    /// empty unless an output needs compressed layers.
+    ahead_stages: std::collections::BTreeSet<usize>,
+    /// The packs started ahead (stopped when the build ends).
+    packing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// What the provenance records (base images, downloads, steps), when one is made.
     recorder: Option<crate::attest::provenance::Recorder>,
 }
@@ -237,6 +248,7 @@ struct StopPrefetches(Arc<Ctx>);
 impl Drop for StopPrefetches {
     fn drop(&mut self) {
         self.0.stop_prefetches();
+        self.0.stop_packing();
     }
 }
 

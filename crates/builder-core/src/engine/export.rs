@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use super::Error;
 use super::export_spec::{ExportKind, ExportSpec};
 use crate::oci::{self, BuiltImage, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST};
-use crate::progress::{Activity, ProgressEvent, StepId};
+use crate::progress::{Activity, Clock, Phase, ProgressEvent, StepId};
 
 fn export_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Export {
@@ -121,6 +121,8 @@ pub(super) struct Solved<'a> {
 pub(super) struct ExportCx<'a> {
     pub(super) client: &'a Client,
     pub(super) events: &'a mpsc::UnboundedSender<ProgressEvent>,
+    /// The build's clock, for the timeline.
+    pub(super) clock: Clock,
     pub(super) step: StepId,
 }
 
@@ -131,6 +133,9 @@ pub(super) trait Exporter: Send + Sync {
 
     /// Its progress step's name.
     fn describe(&self) -> String;
+
+    /// Its type (`oci`, `docker`, `local`, `registry`), for the timeline.
+    fn kind(&self) -> &'static str;
 
     /// Writes or pushes the solved build.
     fn export<'a>(
@@ -204,7 +209,11 @@ pub(super) async fn export_all(
             location: None,
         });
         let t = std::time::Instant::now();
+        let timer = cx
+            .clock
+            .timer(cx.events, Some(cx.step), Phase::Export, e.kind());
         e.export(solved, cx).await?;
+        drop(timer);
         let _ = cx.events.send(ProgressEvent::StepDone {
             id: cx.step,
             elapsed: t.elapsed(),
@@ -233,6 +242,10 @@ struct Layout {
 impl Exporter for Layout {
     fn needs(&self) -> Needs {
         Needs::Blobs
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.docker { "docker" } else { "oci" }
     }
 
     fn describe(&self) -> String {
@@ -283,6 +296,10 @@ impl Exporter for LocalFiles {
         format!("exporting files to {}", self.dest.display())
     }
 
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
     fn export<'a>(
         &'a self,
         solved: &'a Solved<'a>,
@@ -326,6 +343,10 @@ impl Exporter for Push {
         "pushing to the registry".to_owned()
     }
 
+    fn kind(&self) -> &'static str {
+        "registry"
+    }
+
     fn export<'a>(
         &'a self,
         solved: &'a Solved<'a>,
@@ -339,6 +360,7 @@ impl Exporter for Push {
                 solved.base_repos,
                 &self.targets,
                 cx.events,
+                cx.clock,
                 cx.step,
             )
             .await
@@ -398,6 +420,7 @@ async fn push(
     base_repos: &[Option<Repository>],
     targets: &[PushTarget],
     events: &mpsc::UnboundedSender<ProgressEvent>,
+    clock: Clock,
     step: StepId,
 ) -> Result<(), Error> {
     let progress = PushProgress { events, step };
@@ -421,19 +444,29 @@ async fn push(
                 .cloned()
                 .flatten()
                 .filter(|b| b.registry() == repo.registry() && b != repo);
-            for l in &i.layers {
-                let d: registry_client::Digest = l.digest.parse()?;
-                client
-                    .push_blob(
-                        repo,
-                        &d,
-                        l.size,
-                        &BlobSource::File(l.path.clone()),
-                        mount_from.as_ref(),
-                        &progress,
-                    )
-                    .await?;
-            }
+            // The layers at once (as BuildKit's pusher): each upload mostly waits on the
+            // registry, and the manifest needs them all.
+            let uploads = i.layers.iter().map(|l| {
+                let (progress, mount_from) = (&progress, mount_from.as_ref());
+                async move {
+                    let d: registry_client::Digest = l.digest.parse()?;
+                    let label: String = d.hex().chars().take(12).collect();
+                    let mut timer = clock.timer(events, Some(step), Phase::Upload, label);
+                    timer.bytes(l.size);
+                    client
+                        .push_blob(
+                            repo,
+                            &d,
+                            l.size,
+                            &BlobSource::File(l.path.clone()),
+                            mount_from,
+                            progress,
+                        )
+                        .await?;
+                    Ok::<(), Error>(())
+                }
+            });
+            futures_util::future::try_join_all(uploads).await?;
             let cd: registry_client::Digest = i.config_digest().parse()?;
             client
                 .push_blob(

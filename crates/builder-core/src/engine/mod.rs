@@ -10,6 +10,7 @@ mod export;
 pub(crate) mod export_spec;
 mod group;
 mod history;
+pub(crate) mod labels;
 pub(crate) mod mounts;
 mod plan;
 mod workdir;
@@ -26,6 +27,10 @@ pub use export_spec::{ExportKind, ExportSpec};
 pub use group::{BuildGroup, GroupSink, TargetResult};
 
 use crate::progress::{ProgressEvent, ProgressSink};
+
+pub(crate) fn invalid_option(what: &'static str, value: &str, reason: impl Into<String>) -> Error {
+    invalid(what, value, reason)
+}
 
 fn invalid(what: &'static str, value: &str, reason: impl Into<String>) -> Error {
     Error::InvalidOption {
@@ -76,6 +81,8 @@ pub struct Build {
     labels: BTreeMap<String, String>,
     network: crate::sandbox::NetworkMode,
     extra_hosts: Vec<(String, std::net::IpAddr)>,
+    run_limits: crate::sandbox::RunLimits,
+    annotations: Vec<crate::annotations::Annotation>,
     insecure_registries: Vec<String>,
     secrets: BTreeMap<String, SecretSource>,
     ssh: BTreeMap<String, SshSource>,
@@ -175,6 +182,8 @@ impl Build {
             labels: BTreeMap::new(),
             network: crate::sandbox::NetworkMode::Host,
             extra_hosts: Vec::new(),
+            run_limits: crate::sandbox::RunLimits::default(),
+            annotations: Vec::new(),
             insecure_registries: Vec::new(),
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
@@ -351,6 +360,48 @@ impl Build {
         Ok(self)
     }
 
+    /// An annotation of the image (`--annotation`, see [`crate::annotations`]): in the
+    /// manifests by default, or the index and descriptors its type prefix names.
+    ///
+    /// ```
+    /// let b = builder_core::Build::new(".")?
+    ///     .annotation("org.opencontainers.image.title=app")?
+    ///     .annotation("index,manifest-descriptor:org.opencontainers.image.version=1.2")?;
+    /// # Ok::<(), builder_core::Error>(())
+    /// ```
+    pub fn annotation(mut self, spec: &str) -> Result<Self, Error> {
+        self.annotations
+            .extend(crate::annotations::Annotation::parse(spec)?);
+        Ok(self)
+    }
+
+    /// A resource limit of RUN steps (`--ulimit NAME=SOFT[:HARD]`, `-1` unlimited), set
+    /// with setrlimit in the step's process as BuildKit's runtime does; part of the steps'
+    /// cache keys.
+    ///
+    /// ```
+    /// let b = builder_core::Build::new(".")?
+    ///     .ulimit("nofile=1024:4096")?
+    ///     .shm_size("128m")?;
+    /// # Ok::<(), builder_core::Error>(())
+    /// ```
+    pub fn ulimit(mut self, spec: &str) -> Result<Self, Error> {
+        let u: crate::sandbox::Ulimit = spec
+            .parse()
+            .map_err(|e: crate::SandboxError| invalid("ulimit", spec, e.to_string()))?;
+        self.run_limits.ulimits.push(u);
+        Ok(self)
+    }
+
+    /// The size of RUN steps' `/dev/shm` (`--shm-size`, docker's units: `64m`, `1g`;
+    /// BuildKit's default is 64 MiB); part of the steps' cache keys.
+    pub fn shm_size(mut self, size: &str) -> Result<Self, Error> {
+        let bytes = crate::sandbox::parse_mem_bytes(size)
+            .map_err(|e| invalid("shm-size", size, e.to_string()))?;
+        self.run_limits.shm_size = Some(bytes);
+        Ok(self)
+    }
+
     /// The default network of RUN steps (`default`/`host`, or `none`).
     pub fn network(mut self, mode: &str) -> Result<Self, Error> {
         self.network = match mode {
@@ -427,7 +478,7 @@ impl Build {
 
     /// An attestation to attach (`--attest`, `--provenance`, `--sbom`; later flags of a
     /// type replace earlier ones, `type=none` switches all off). Attestations go into every
-    /// image output; see [`crate::attest`].
+    /// image output; see [`AttestSpec`](crate::AttestSpec).
     pub fn attest(mut self, spec: crate::attest::AttestSpec) -> Self {
         self.attestations.apply(spec);
         self
@@ -488,10 +539,43 @@ impl Build {
                     });
                     self.rejected_cache_blobs.insert(digest);
                 }
-                r => return r,
+                r => return r.map_err(|e| self.name_full_cache(e)),
             }
         }
     }
+
+    /// `e` as [`Error::CacheFull`] when a write failed for want of space and it was not
+    /// an output's (those name their own path).
+    fn name_full_cache(&self, e: Error) -> Error {
+        if matches!(e, Error::Export { .. } | Error::CacheFull { .. }) || !is_out_of_space(&e) {
+            return e;
+        }
+        Error::CacheFull {
+            dir: self.cache_dir.clone().unwrap_or_else(default_cache_dir),
+            source: Box::new(e),
+        }
+    }
+}
+
+/// Whether `e` comes from `ENOSPC` or `EDQUOT`: an I/O error in its chain, or their text
+/// in a message (a step's reason, a sandbox's report).
+fn is_out_of_space(e: &Error) -> bool {
+    let full = |code: Option<i32>| code.is_some_and(|c| c == 28 || c == 122); // ENOSPC, EDQUOT
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let io = err.downcast_ref::<std::io::Error>().or_else(|| {
+            err.downcast_ref::<std::sync::Arc<std::io::Error>>()
+                .map(AsRef::as_ref)
+        });
+        if let Some(io) = io {
+            if full(io.raw_os_error()) || io.kind() == std::io::ErrorKind::StorageFull {
+                return true;
+            }
+        }
+        cur = err.source();
+    }
+    let text = e.to_string();
+    text.contains("No space left on device") || text.contains("Disk quota exceeded")
 }
 
 fn exec_join(e: &tokio::task::JoinError) -> Error {

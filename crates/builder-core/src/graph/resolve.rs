@@ -19,7 +19,7 @@ pub struct ResolvedImage {
     pub config: ImageConfig,
 }
 
-/// Resolves image references for [`GraphBuilder`](super::GraphBuilder).
+/// Resolves image references for the graph builder.
 pub trait ImageResolver: Send + Sync {
     /// The image `reference` names for `platform`.
     ///

@@ -134,7 +134,7 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
 }
 
 /// Writes the cache artifact for `entries` (whose blobs are in the layout already, see
-/// [`put_blob`]) under `tag` of the layout `dir`. Returns the bytes of metadata written.
+/// `put_blob`) under `tag` of the layout `dir`. Returns the bytes of metadata written.
 pub fn write_local_cache(
     dir: &Path,
     tag: &str,

@@ -344,3 +344,97 @@ fn expand_in(
     }
     Ok(())
 }
+
+/// Removes from `out`, the upper directory a COPY or ADD wrote over `lowers`, every entry
+/// the lowers already hold unchanged, as BuildKit's overlayfs differ leaves them out of the
+/// layer: a non-directory of the same type, mode, owner, device number, `security.capability`,
+/// size and mtime (by the second; when neither has a sub-second part, also the same content
+/// or link target, else the same nanoseconds); a directory of the same mode, owner and
+/// `security.capability` that nothing below it kept. A COPY rewriting what is there
+/// makes an empty layer, as in BuildKit.
+pub(crate) fn prune_unchanged(lowers: &LayeredView, out: &Path) -> Result<(), SandboxError> {
+    let root = lowers.root();
+    if root.is_empty() {
+        return Ok(());
+    }
+    prune_in(lowers, out, Path::new(""), &root)?;
+    Ok(())
+}
+
+/// Prunes the directory `rel` of `out` made of the lower `layers`; whether it is now empty.
+fn prune_in(
+    lowers: &LayeredView,
+    out: &Path,
+    rel: &Path,
+    layers: &[usize],
+) -> Result<bool, SandboxError> {
+    let mut empty = true;
+    for name in names(&out.join(rel))? {
+        let child = rel.join(&name);
+        let path = out.join(&child);
+        let meta = fs::symlink_metadata(&path).at("stat", &path)?;
+        let same = match lowers.child(layers, rel, &name)? {
+            Some(Node::Dir(below)) if meta.is_dir() && !crate::fsview::is_opaque(&path) => {
+                let lpath = lowers.host(below[0], &child);
+                let lmeta = lowers.dir_meta(&below, &child)?;
+                prune_in(lowers, out, &child, &below)?
+                    && same_stat(&meta, &lmeta)
+                    && capability(&path)? == capability(&lpath)?
+            }
+            Some(Node::Other { layer, meta: lmeta })
+                if !meta.is_dir() && !crate::fsview::is_whiteout(&meta) =>
+            {
+                same_overlay_leaf(&path, &meta, &lowers.host(layer, &child), &lmeta)?
+            }
+            _ => false,
+        };
+        if !same {
+            empty = false;
+        } else if meta.is_dir() {
+            fs::remove_dir(&path).at("remove unchanged directory", &path)?;
+        } else {
+            fs::remove_file(&path).at("remove unchanged file", &path)?;
+        }
+    }
+    Ok(empty)
+}
+
+fn same_stat(a: &Metadata, b: &Metadata) -> bool {
+    a.mode() == b.mode() && a.uid() == b.uid() && a.gid() == b.gid() && a.rdev() == b.rdev()
+}
+
+/// BuildKit's `sameDirent` for non-directories.
+fn same_overlay_leaf(
+    path: &Path,
+    meta: &Metadata,
+    lpath: &Path,
+    lmeta: &Metadata,
+) -> Result<bool, SandboxError> {
+    if !same_stat(meta, lmeta)
+        || capability(path)? != capability(lpath)?
+        || meta.size() != lmeta.size()
+        || meta.mtime() != lmeta.mtime()
+    {
+        return Ok(false);
+    }
+    if meta.mtime_nsec() != 0 || lmeta.mtime_nsec() != 0 {
+        return Ok(meta.mtime_nsec() == lmeta.mtime_nsec());
+    }
+    if meta.file_type().is_symlink() {
+        return Ok(fs::read_link(path).at("readlink", path)?
+            == fs::read_link(lpath).at("readlink", lpath)?);
+    }
+    if meta.is_file() && meta.size() > 0 {
+        return same_content(path, lpath);
+    }
+    Ok(true)
+}
+
+/// The `security.capability` xattr of `path` (empty when it has none).
+fn capability(path: &Path) -> Result<Vec<u8>, SandboxError> {
+    Ok(xattrs(path)?
+        .into_iter()
+        .find(|(k, _)| k == "security.capability")
+        .map(|(_, v)| v)
+        .unwrap_or_default())
+}

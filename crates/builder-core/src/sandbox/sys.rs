@@ -226,3 +226,31 @@ pub(crate) fn reset_signal_dispositions() {
         };
     }
 }
+
+/// `wait4(2)` for the child `pid`: its raw wait status and the CPU time (user and system)
+/// of it and of the descendants it waited for. The sandbox init waits for every process of
+/// a step, so this is the CPU time of the whole step.
+pub(crate) fn wait4(pid: u32) -> io::Result<(i32, std::time::Duration)> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("wait4: bad pid"))?;
+    let mut status: libc::c_int = 0;
+    // SAFETY: `rusage` is plain old data: all zeroes is a valid value, and wait4 only
+    // writes into it.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    loop {
+        // SAFETY: both pointers are to live locals of the right types, valid for the
+        // call; wait4 keeps neither.
+        let r = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    let tv = |t: libc::timeval| {
+        std::time::Duration::from_secs(t.tv_sec.max(0) as u64)
+            + std::time::Duration::from_micros(t.tv_usec.max(0) as u64)
+    };
+    Ok((status, tv(usage.ru_utime) + tv(usage.ru_stime)))
+}

@@ -126,7 +126,7 @@ fn inline_cache_round_trips_through_the_pushed_image() {
 /// Each tool's inline cache means nothing to the other (the keys differ: interop of keys
 /// is not a goal), and neither fails on it: rbuild imports BuildKit's inline-cached image
 /// with a warning saying why it is not used and builds everything; BuildKit imports
-/// rbuild's inline-cached image and builds.
+/// rbuild's inline-cached image and builds. An image built on either does not inherit it.
 #[test]
 fn inline_cache_of_the_other_tool_is_not_used_and_breaks_nothing() {
     let reg = LocalRegistry::ensure();
@@ -172,10 +172,76 @@ fn inline_cache_of_the_other_tool_is_not_used_and_breaks_nothing() {
     );
     assert_eq!(ran(&log), ["RAN-first", "RAN-second", "RAN-final"], "{log}");
 
+    // An image built FROM either one does not inherit its base's inline cache.
+    for (n, base) in [("child-bk", &bk_image), ("child-rb", &rb_image)] {
+        let child = tempfile::tempdir().expect("tempdir");
+        std::fs::write(
+            child.path().join("Dockerfile"),
+            format!("FROM {base}\nRUN echo child > /child\n"),
+        )
+        .expect("Dockerfile");
+        let image = format!("{}/{repo}:{n}", reg.host());
+        rbuild(
+            &cache_dir(root.path(), n),
+            &["-t", &image, "--push", "--provenance=false"],
+            child.path(),
+        );
+        let config = image_config(reg.host(), &repo, &image);
+        assert!(config.get(FIELD).is_none(), "{n}: {config}");
+        assert!(
+            config.get("moby.buildkit.cache.v0").is_none(),
+            "{n}: {config}"
+        );
+    }
+
     // BuildKit reads rbuild's inline-cached image as a cache without failing.
     let log = buildkit(
         ctx.path(),
         &["--import-cache", &format!("type=registry,ref={rb_image}")],
     );
     assert!(log.contains("importing cache manifest from"), "{log}");
+}
+
+/// `type=inline` without an image output, or with options it cannot honour, is a clear
+/// usage error before anything is built.
+#[test]
+fn inline_cache_without_an_image_output_is_refused() {
+    let reg = LocalRegistry::ensure();
+    let ctx = context(&reg, &nonce());
+    let root = tempfile::tempdir().expect("tempdir");
+    let dest = root.path().join("files");
+    for (args, want) in [
+        (
+            vec!["--cache-to", "type=inline"],
+            "type=inline needs an image output",
+        ),
+        (
+            vec![
+                "--cache-to",
+                "type=inline",
+                "--output",
+                &format!("type=local,dest={}", dest.display()),
+            ],
+            "type=inline needs an image output",
+        ),
+        (
+            vec!["--cache-to", "type=inline,mode=max", "--push"],
+            "only the image's own steps (mode=min)",
+        ),
+        (
+            vec!["--cache-from", "type=inline"],
+            "--cache-from type=registry,ref=IMAGE",
+        ),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+        cmd.args(["build", "--progress=plain", "--cache-dir"])
+            .arg(root.path().join("c"))
+            .args(&args)
+            .arg(ctx.path());
+        let out = output(&mut cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}", describe(&cmd, &out));
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("RAN-"), "{args:?} built:\n{err}");
+    }
 }

@@ -239,6 +239,7 @@ where
     let _guard = ctx.key_lock(&key).await;
     let (mut origin, mut dir_origin, mut source) = (None, None, None);
     let filtered = ctx.no_cache || ctx.no_cache_stages.contains(&state.scope.stage());
+    let mut key = key;
     let hit = if filtered {
         None
     } else {
@@ -271,10 +272,28 @@ where
             // Steps run as soon as their inputs are ready, as many at once as the graph
             // allows (as BuildKit): a slow emulated step must not hold up native ones.
             work(ctx, state, tmp.path()).await?;
+            if filtered {
+                // A step run again under --no-cache-filter is a result of its own: recorded
+                // under a key of this run, so the steps built on it (in this stage or in
+                // others, by COPY --from or a mount) run again too, as in BuildKit, and
+                // the cached result of `key` stays what later builds reuse with the steps
+                // made from it.
+                let nonce = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos());
+                key = CacheKey::derive(
+                    Some(&key),
+                    "no-cache-filter-run",
+                    &format!("{}:{nonce}:{id:?}", std::process::id()),
+                );
+            }
             let (ctx2, key2, parent) = (ctx.clone(), key.clone(), state.layers.clone());
-            let rec = tokio::task::spawn_blocking(move || ctx2.commit_diff(&key2, &diff, &parent))
-                .await
-                .map_err(|e| join_error(&e))??;
+            let rec = tokio::task::spawn_blocking(move || {
+                let _timer = ctx2.timer(id, Phase::Snapshot, "");
+                ctx2.commit_diff(&key2, &diff, &parent)
+            })
+            .await
+            .map_err(|e| join_error(&e))??;
             ctx.run_steps.fetch_add(1, Ordering::Relaxed);
             rec
         }
@@ -311,6 +330,7 @@ where
         });
     }
     ctx.note_stack(&state.layers);
+    ctx.pack_ahead(&state.layers, state.scope.stage(), id);
     state.config.push_history(&HistoryEntry {
         created,
         created_by,

@@ -88,6 +88,7 @@ pub(super) async fn copy_step(
         CopyFrom::Context => {
             let (ctx2, p2) = (ctx.clone(), params.clone());
             tokio::task::spawn_blocking(move || {
+                let _timer = ctx2.timer(id, Phase::Context, "");
                 crate::copy::cache_inputs(
                     &p2,
                     &crate::copy::CopySource::Context(&ctx2.copy_context),
@@ -135,6 +136,7 @@ pub(super) async fn copy_step(
             };
             let ctx2 = ctx.clone();
             tokio::task::spawn_blocking(move || {
+                let _timer = ctx2.timer(id, Phase::Copy, "");
                 let dest_view = (!link).then(|| LayeredView::new(dest_lowers));
                 let src_view = src_lowers.map(LayeredView::new);
                 let dummy = CacheKey::derive(None, "unused", "");
@@ -146,8 +148,13 @@ pub(super) async fn copy_step(
                     None => crate::copy::CopySource::Context(&ctx2.copy_context),
                 };
                 crate::copy::execute(&params, &source, dest_view.as_ref(), &out)
-                    .map(|_| ())
-                    .map_err(|e| Error::invalid_step(e.to_string()))
+                    .map_err(|e| Error::invalid_step(e.to_string()))?;
+                // What the copy rewrote unchanged is not part of the layer (BuildKit's differ).
+                match &dest_view {
+                    Some(v) => sandbox::prune_unchanged(v, &out)
+                        .map_err(|e| Error::invalid_step(e.to_string())),
+                    None => Ok(()),
+                }
             })
             .await
             .map_err(|e| join_error(&e))?

@@ -39,12 +39,14 @@ pub(super) fn final_config(
     } else if ctx.explicit_platform {
         // As BuildKit: with `--platform`, the image is the target's whatever its base
         // says; the base's variant stays only when os and architecture already matched
-        // and the target names none.
+        // and the target names none, normalised as containerd does (arm64's default `v8`
+        // is no variant: BuildKit 0.32 writes a linux/arm64 image over an arm64/v8 base
+        // without one).
         let same = os.as_deref() == Some(platform.os())
             && arch.as_deref() == Some(platform.architecture());
         let variant = match oci_variant(platform) {
             Some(v) => Some(v.to_owned()),
-            None if same => variant,
+            None if same => variant.filter(|v| !(platform.architecture() == "arm64" && v == "v8")),
             None => None,
         };
         config.set_platform(platform.os(), platform.architecture(), variant.as_deref());

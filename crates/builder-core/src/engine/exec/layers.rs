@@ -22,6 +22,16 @@ impl Ctx {
         let _ = self.events.send(ev);
     }
 
+    /// Times `phase` of step `id` until the timer is dropped (the timeline's events).
+    pub(super) fn timer(
+        &self,
+        id: impl Into<Option<StepId>>,
+        phase: Phase,
+        label: impl Into<String>,
+    ) -> crate::progress::PhaseTimer<'_> {
+        self.clock.timer(&self.events, id.into(), phase, label)
+    }
+
     /// A stage failed: remember the first failure and cancel the rest of the build, so
     /// that steps running in parallel stop at once instead of finishing first.
     pub(super) fn fail(&self, e: &Error) {
@@ -134,6 +144,8 @@ impl Ctx {
         blob: &CacheBlobRef,
         step: StepId,
     ) -> Result<(), Error> {
+        let mut timer = self.timer(step, Phase::Pull, short(&blob.digest.to_string()));
+        timer.bytes(blob.size);
         let (store, digest, size) = (self.cache.content().clone(), blob.digest.clone(), blob.size);
         let ingest = tokio::task::spawn_blocking(move || store.ingest(&digest, Some(size)))
             .await
@@ -272,6 +284,7 @@ impl Ctx {
         let chain = layer.chain.clone();
         let tick = label.clone();
         let packed = tokio::task::spawn_blocking(move || {
+            let mut timer = me.timer(step, Phase::Compress, tick.clone());
             // A progress event per 4 MiB of tar stream.
             let last = std::cell::Cell::new(0u64);
             let progress = |n: u64| {
@@ -280,8 +293,17 @@ impl Ctx {
                     me.emit_compress(step, &tick, n, total);
                 }
             };
-            me.cache
-                .pack_snapshot(&chain, expected.as_ref(), &opts, Some(&me.lease), &progress)
+            let packed = me.cache.pack_snapshot(
+                &chain,
+                expected.as_ref(),
+                &opts,
+                Some(&me.lease),
+                &progress,
+            );
+            if let Ok(p) = &packed {
+                timer.bytes(p.uncompressed_size);
+            }
+            packed
         })
         .await
         .map_err(|e| join_error(&e))??;
@@ -312,9 +334,16 @@ impl Ctx {
         let opts = self.layer_pack_options(rec.as_ref().map(|(_, r)| r));
         let me = self.clone();
         let chain = layer.chain.clone();
-        let hashed = tokio::task::spawn_blocking(move || me.cache.hash_snapshot(&chain, &opts))
-            .await
-            .map_err(|e| join_error(&e))??;
+        let hashed = tokio::task::spawn_blocking(move || {
+            let mut timer = me.timer(None, Phase::Hash, short(&chain.to_string()));
+            let hashed = me.cache.hash_snapshot(&chain, &opts);
+            if let Ok(h) = &hashed {
+                timer.bytes(h.uncompressed_size);
+            }
+            hashed
+        })
+        .await
+        .map_err(|e| join_error(&e))??;
         if let Some((record_key, _)) = &rec {
             self.record_layer(record_key, layer, &hashed, None)?;
         }
@@ -374,6 +403,7 @@ impl Ctx {
         .collect();
         let me = self.clone();
         let unpacked = tokio::task::spawn_blocking(move || -> Result<Vec<PathBuf>, Error> {
+            let _timer = me.timer(step, Phase::Unpack, format!("{} layers", refs.len()));
             let opts = overlay_apply_options();
             let top = me.cache.unpack_chain(&refs, &opts, Some(&me.lease))?;
             Ok(me.cache.snapshots().lowerdirs(&top.chain_id)?)

@@ -56,6 +56,15 @@ impl Ctx {
         });
     }
 
+    /// Notes the cache mounts `dirs` of a RUN step, run or cached: a cache export packs
+    /// each one this runner has (else carries an imported cache's copy).
+    pub(super) fn note_cache_mounts(&self, dirs: &[String]) {
+        self.used_mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(dirs.iter().cloned());
+    }
+
     /// Before a RUN step runs: each of its cache mounts `dirs` that this runner does not
     /// have and an imported cache has is restored. A restore that fails is a warning (the
     /// step runs with an empty mount).

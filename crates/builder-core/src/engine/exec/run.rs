@@ -19,6 +19,9 @@ pub(crate) struct RunKey<'a> {
     /// `--add-host` entries, `HOST=IP` (left out when there are none).
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     pub(crate) extra_hosts: &'a [String],
+    /// `--ulimit`, `--shm-size` (left out when not set).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) limits: Option<&'a sandbox::RunLimits>,
 }
 
 /// The heredoc marker word alone (`<<EOF`, `<<-EOF`, `<<"EOF"`).
@@ -212,12 +215,15 @@ pub(super) async fn run_step(
             files: &files,
             mounts: mounts.key(),
             extra_hosts: &extra_hosts,
+            limits: Some(&ctx.run_limits).filter(|l| !l.is_default()),
         },
     );
     let created_by = history::run(&state.scope.declared_args(), &argv);
     let platform_s = platform.to_string();
     let hostname = ctx.sandbox_hostname.clone();
     let native = platform.architecture() == ctx.build_platform.architecture();
+    // Exported with the cache even when the step is a hit (a warm runner's copy).
+    ctx.note_cache_mounts(&mounts.cache_dirs());
     cached_or_run(ctx, state, key, id, created_by, |ctx, state, dir| {
         let ctx = ctx.clone();
         let layers = state.layers.clone();
@@ -236,6 +242,7 @@ pub(super) async fn run_step(
                     None => None,
                 });
             }
+            let mount_timer = ctx.timer(id, Phase::Mount, "");
             let active = mounts
                 .activate(&crate::engine::mounts::Sources {
                     opts: &ctx.run_opts,
@@ -247,6 +254,7 @@ pub(super) async fn run_step(
                     cancel: &ctx.cancel,
                 })
                 .await?;
+            drop(mount_timer);
             let mut env = env;
             active.apply_env(&mut env);
             // Without USER, root with its supplementary groups from /etc/group (as
@@ -271,7 +279,8 @@ pub(super) async fn run_step(
             .with_extra_hosts(&ctx.extra_hosts)?
             .with_user(run_user)
             .with_network(network)
-            .with_insecure(insecure);
+            .with_insecure(insecure)
+            .with_limits(ctx.run_limits.clone());
             if !native {
                 spec = spec.with_platform(&platform_s)?;
             }
@@ -304,16 +313,24 @@ pub(super) async fn run_step(
             let ctx2 = ctx.clone();
             let (status, tail) = tokio::task::spawn_blocking(move || {
                 let mut tail = Tail::default();
-                let status =
-                    ctx2.sandbox
-                        .run(&spec, &ctx2.cancel, &mut |stream: Stream, data: &[u8]| {
-                            tail.push(data);
-                            ctx2.emit(ProgressEvent::StepLog {
-                                id,
-                                stream,
-                                data: data.to_vec(),
-                            });
+                let mut timer = ctx2.timer(id, Phase::Run, "");
+                let status = ctx2.sandbox.run_measured(
+                    &spec,
+                    &ctx2.cancel,
+                    &mut |stream: Stream, data: &[u8]| {
+                        tail.push(data);
+                        ctx2.emit(ProgressEvent::StepLog {
+                            id,
+                            stream,
+                            data: data.to_vec(),
                         });
+                    },
+                );
+                let status = status.map(|(s, cpu)| {
+                    timer.cpu(cpu);
+                    s
+                });
+                drop(timer);
                 (status, tail)
             })
             .await
@@ -347,6 +364,19 @@ pub(super) async fn run_step(
                             " and mounts of most file systems"
                         }
                     ));
+                }
+                // A step that ran out of space while its upper directory (in the cache)
+                // filled the cache's file system: say so, so the build names the cache.
+                if output_tail.iter().any(|l| {
+                    l.contains("No space left on device") || l.contains("Disk quota exceeded")
+                }) {
+                    if let Some(free) = nearly_full(ctx.cache.root()) {
+                        reason.push_str(&format!(
+                            " (No space left on device: the cache directory {} has {} KiB free)",
+                            ctx.cache.root().display(),
+                            free / 1024
+                        ));
+                    }
                 }
                 return Err(Error::Step {
                     location: String::new(),
@@ -387,4 +417,13 @@ impl Tail {
             .map(|s| (*s).to_owned())
             .collect()
     }
+}
+
+/// The bytes free on the file system of `dir` when it is nearly full (under 4 MiB or 1%
+/// free), `None` otherwise or when it cannot be told.
+pub(super) fn nearly_full(dir: &Path) -> Option<u64> {
+    let st = rustix::fs::statvfs(dir).ok()?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    let size = st.f_blocks.saturating_mul(st.f_frsize);
+    (free < (4 << 20) || free < size / 100).then_some(free)
 }

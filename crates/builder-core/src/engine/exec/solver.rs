@@ -215,6 +215,11 @@ pub(in crate::engine) async fn run(
                 crate::engine::invalid("context", &b.context.display().to_string(), e.to_string())
             })?;
     let checks = crate::engine::check::config(&text, &b.build_args)?;
+    // An output other than files needs the image's layers compressed.
+    let packs_layers = b
+        .outputs
+        .iter()
+        .any(|o| !matches!(o.kind, ExportKind::Local { .. }));
     let (tx, mut rx) = mpsc::unbounded_channel();
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     let ctx = Arc::new(Ctx {
@@ -224,6 +229,7 @@ pub(in crate::engine) async fn run(
         sandbox,
         cancel: b.cancel.clone(),
         events: tx,
+        clock: crate::progress::Clock(started),
         next_step: AtomicU32::new(next_step),
         cached_steps: AtomicU32::new(0),
         run_steps: AtomicU32::new(0),
@@ -249,6 +255,12 @@ pub(in crate::engine) async fn run(
         run_opts: crate::engine::mounts::RunOptions::new(&b),
         multi_platform: platforms.len() > 1,
         prefetches: Mutex::new(Vec::new()),
+        ahead_stages: if packs_layers && ahead::enabled() {
+            ahead::image_stages(&plans[0])
+        } else {
+            Default::default()
+        },
+        packing: Mutex::new(Vec::new()),
         sandbox_hostname: b
             .build_args
             .get("BUILDKIT_SANDBOX_HOSTNAME")
@@ -256,6 +268,7 @@ pub(in crate::engine) async fn run(
             .cloned()
             .unwrap_or_else(|| "buildkitsandbox".to_owned()),
         extra_hosts: b.extra_hosts.clone(),
+        run_limits: b.run_limits.clone(),
         remote,
         push_repos: lazy_push_repos,
         used_mounts: Mutex::default(),
@@ -342,7 +355,8 @@ pub(in crate::engine) async fn run(
                 .zip(&platforms)
                 .map(|(state, platform)| assemble(&ctx, state, platform, export_step)),
         );
-        let images = forwarding(assembled, &mut rx, sink).await?;
+        let mut images = forwarding(assembled, &mut rx, sink).await?;
+        crate::annotations::annotate_manifests(&mut images, &b.annotations);
         let attestations = if b.attestations.any() {
             let inputs = attest::Inputs {
                 attestations: &b.attestations,
@@ -360,11 +374,10 @@ pub(in crate::engine) async fn run(
         } else {
             Vec::new()
         };
-        Some(BuiltImage::with_attestations(
-            images,
-            attestations,
-            b.attestations.referrers,
-        ))
+        let mut built =
+            BuiltImage::with_attestations(images, attestations, b.attestations.referrers);
+        crate::annotations::annotate_index(&mut built, &b.annotations)?;
+        Some(built)
     };
     let config_digests: Vec<String> = match &built {
         Some(img) => img
@@ -410,6 +423,7 @@ pub(in crate::engine) async fn run(
         let cx = ExportCx {
             client: &ctx.client,
             events: &ctx.events,
+            clock: ctx.clock,
             step: export_step,
         };
         let export = crate::engine::export::export_all(&exporters, &solved, &cx);

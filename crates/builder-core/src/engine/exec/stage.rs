@@ -49,17 +49,17 @@ pub(super) async fn build_stage(
     deps: HashMap<usize, StageFuture>,
 ) -> Result<StageState, Error> {
     let stage = &plan.stages()[idx];
-    let total = stage.instructions.len() + 1;
-    let stage_name = stage.display_name();
-    let label = |n: usize, text: &str| format!("[{stage_name} {n}/{total}] {text}");
-    let plat_label = ctx.multi_platform.then(|| platform.to_string());
+    let labels = crate::engine::labels::StepLabels::new(stage, plan.stages().len());
+    let plat_label = ctx
+        .multi_platform
+        .then(|| platform_spec(&platform).to_string());
 
     // FROM
     let id = ctx.step_id();
     let from_text = ctx.source_text(stage.span);
     ctx.emit(ProgressEvent::StepStarted {
         id,
-        name: label(1, &from_text),
+        name: labels.from(&from_text),
         platform: plat_label.clone(),
         location: Some(ctx.location(stage.span)),
     });
@@ -218,7 +218,7 @@ pub(super) async fn build_stage(
                 let sid = ctx.step_id();
                 ctx.emit(ProgressEvent::StepStarted {
                     id: sid,
-                    name: format!("[{stage_name}] {text}"),
+                    name: labels.unnumbered(&text),
                     platform: plat_label.clone(),
                     location: Some(ctx.location(stage.span)),
                 });
@@ -277,7 +277,7 @@ pub(super) async fn build_stage(
             .map(|d| d.source.clone());
         ctx.emit(ProgressEvent::StepStarted {
             id,
-            name: label(i + 2, &text),
+            name: labels.instruction(i, &text),
             platform: plat_label.clone(),
             location: Some(ctx.location(ins.span)),
         });
@@ -363,7 +363,7 @@ pub(super) async fn resolve_image(
         return Ok(b.clone());
     }
     let reference: Reference = r.parse()?;
-    let _ = step;
+    let _timer = ctx.timer(step, Phase::Resolve, r);
     // A digest-pinned base resolved before needs no registry: its manifests are kept in
     // the content store, like its config below.
     let (platform_manifest, resolved_digest) = match pinned_from_store(ctx, &reference, platform) {
