@@ -5,10 +5,8 @@ pub mod annotations;
 mod attest;
 pub mod bake;
 mod cachekey;
-#[allow(dead_code)] // COPY/ADD: called by the engine once it wires them in.
 mod copy;
 mod engine;
-#[allow(dead_code)] // Used by COPY in the engine, which lands next.
 mod fsview;
 pub mod graph;
 mod image;

@@ -17,8 +17,6 @@ pub(crate) struct Download {
     pub(crate) file: tempfile::NamedTempFile,
     /// `sha256:<hex>` of the body.
     pub(crate) digest: String,
-    /// Size of the body.
-    pub(crate) size: u64,
     /// `Last-Modified`, seconds since the epoch.
     pub(crate) last_modified: Option<i64>,
 }
@@ -114,13 +112,11 @@ async fn fetch(
     let mut file = tmp;
     let mut sha = sha2::Sha256::new();
     let mut pinned = checksum.map(|c| Hasher::new(c.algorithm));
-    let mut size = 0u64;
     while let Some(chunk) = resp.chunk().await.map_err(http)? {
         sha.update(&chunk);
         if let Some(h) = pinned.as_mut() {
             h.update(&chunk);
         }
-        size += chunk.len() as u64;
         file.write_all(&chunk)
             .map_err(CopyError::io("write", file.path()))?;
     }
@@ -138,7 +134,6 @@ async fn fetch(
     Ok(Download {
         file,
         digest: format!("sha256:{}", hex::encode(sha.finalize())),
-        size,
         last_modified,
     })
 }

@@ -99,15 +99,6 @@ pub(crate) enum ChecksumAlgorithm {
 }
 
 impl ChecksumAlgorithm {
-    /// The name used in `algorithm:hex`.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            ChecksumAlgorithm::Sha256 => "sha256",
-            ChecksumAlgorithm::Sha384 => "sha384",
-            ChecksumAlgorithm::Sha512 => "sha512",
-        }
-    }
-
     fn hex_len(self) -> usize {
         match self {
             ChecksumAlgorithm::Sha256 => 64,

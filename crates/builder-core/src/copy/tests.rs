@@ -41,11 +41,6 @@ impl Fixture {
         self
     }
 
-    fn dir(&self, rel: &str) -> &Self {
-        fs::create_dir_all(self.ctx().join(rel)).unwrap();
-        self
-    }
-
     fn link(&self, rel: &str, target: &str) -> &Self {
         let p = self.ctx().join(rel);
         fs::create_dir_all(p.parent().unwrap()).unwrap();
