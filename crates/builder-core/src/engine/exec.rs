@@ -1255,7 +1255,8 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
                 .zip(&platforms)
                 .map(|(state, platform)| assemble(&ctx, state, platform, export_step)),
         );
-        let images = forwarding(assembled, &mut rx, sink).await?;
+        let mut images = forwarding(assembled, &mut rx, sink).await?;
+        crate::annotations::annotate_manifests(&mut images, &b.annotations);
         let attestations = if b.attestations.any() {
             let inputs = attest::Inputs {
                 attestations: &b.attestations,
@@ -1273,11 +1274,10 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         } else {
             Vec::new()
         };
-        Some(BuiltImage::with_attestations(
-            images,
-            attestations,
-            b.attestations.referrers,
-        ))
+        let mut built =
+            BuiltImage::with_attestations(images, attestations, b.attestations.referrers);
+        crate::annotations::annotate_index(&mut built, &b.annotations)?;
+        Some(built)
     };
     let config_digests: Vec<String> = match &built {
         Some(img) => img
@@ -1534,17 +1534,17 @@ async fn build_stage(
     deps: HashMap<usize, StageFuture>,
 ) -> Result<StageState, Error> {
     let stage = &plan.stages()[idx];
-    let total = stage.instructions.len() + 1;
-    let stage_name = stage.display_name();
-    let label = |n: usize, text: &str| format!("[{stage_name} {n}/{total}] {text}");
-    let plat_label = ctx.multi_platform.then(|| platform.to_string());
+    let labels = super::labels::StepLabels::new(stage, plan.stages().len());
+    let plat_label = ctx
+        .multi_platform
+        .then(|| platform_spec(&platform).to_string());
 
     // FROM
     let id = ctx.step_id();
     let from_text = ctx.source_text(stage.span);
     ctx.emit(ProgressEvent::StepStarted {
         id,
-        name: label(1, &from_text),
+        name: labels.from(&from_text),
         platform: plat_label.clone(),
         location: Some(ctx.location(stage.span)),
     });
@@ -1703,7 +1703,7 @@ async fn build_stage(
                 let sid = ctx.step_id();
                 ctx.emit(ProgressEvent::StepStarted {
                     id: sid,
-                    name: format!("[{stage_name}] {text}"),
+                    name: labels.unnumbered(&text),
                     platform: plat_label.clone(),
                     location: Some(ctx.location(stage.span)),
                 });
@@ -1762,7 +1762,7 @@ async fn build_stage(
             .map(|d| d.source.clone());
         ctx.emit(ProgressEvent::StepStarted {
             id,
-            name: label(i + 2, &text),
+            name: labels.instruction(i, &text),
             platform: plat_label.clone(),
             location: Some(ctx.location(ins.span)),
         });

@@ -164,9 +164,7 @@ impl<'a> GraphBuilder<'a> {
         outs: &HashMap<usize, StageOut>,
     ) -> Result<StageOut, Error> {
         let stage = &plan.stages()[idx];
-        let total = stage.instructions.len() + 1;
-        let stage_name = stage.display_name();
-        let label = |n: usize, text: &str| format!("[{stage_name} {n}/{total}] {text}");
+        let labels = crate::engine::labels::StepLabels::new(stage, plan.stages().len());
         let from_text = source_text(&self.text, stage.span);
         let image_env = |config: &ImageConfig| -> Vec<String> {
             config
@@ -185,7 +183,7 @@ impl<'a> GraphBuilder<'a> {
                     key: CacheKey::derive(None, "scratch", &target.to_string()),
                     op: Op::Scratch,
                     inputs: Vec::new(),
-                    name: label(1, &from_text),
+                    name: labels.from(&from_text),
                     platform: target.to_string(),
                 });
                 StageOut {
@@ -234,7 +232,7 @@ impl<'a> GraphBuilder<'a> {
                 .iter()
                 .find(|d| d.instruction == i && d.kind != DepKind::Onbuild)
                 .map(|d| d.source.clone());
-            let name = label(i + 2, &source_text(&self.text, ins.span));
+            let name = labels.instruction(i, &source_text(&self.text, ins.span));
             self.instruction(plan, idx, outs, &mut st, &step.instruction, dep, name)
                 .await?;
         }
