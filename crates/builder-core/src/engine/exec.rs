@@ -1005,19 +1005,6 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         }
     }
 
-    let image_outputs = b
-        .outputs
-        .iter()
-        .any(|o| !matches!(o.kind, ExportKind::Local { .. }));
-    if b.attestations.any() && !image_outputs {
-        return Err(super::invalid(
-            "attest",
-            "type=local",
-            "attestations are attached to images: give a registry, oci or docker output \
-             (writing them as files of a local output is not supported yet)",
-        ));
-    }
-
     // Plans first: every stage error is reported before anything runs.
     let make_plans = |build_args: &BTreeMap<String, String>| {
         let mut plans = Vec::new();
@@ -1242,7 +1229,10 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
     let export_step = ctx.step_id();
     // Without an output nothing needs compressed layers: only the configs are made.
     // Files only (`type=local`): copied from the snapshots, nothing compressed either.
+    // With attestations the images are made all the same: a local output writes their
+    // statements beside the files.
     let local_only = !b.outputs.is_empty()
+        && !b.attestations.any()
         && b.outputs
             .iter()
             .all(|o| matches!(o.kind, ExportKind::Local { .. }));
@@ -3087,7 +3077,11 @@ async fn export_files(
     step: StepId,
 ) -> Result<(), Error> {
     for out in outputs {
-        let ExportKind::Local { dest } = &out.kind else {
+        let ExportKind::Local {
+            dest,
+            platform_split,
+        } = &out.kind
+        else {
             continue;
         };
         ctx.emit(ProgressEvent::StepStarted {
@@ -3103,7 +3097,7 @@ async fn export_files(
                 platform.architecture().to_owned(),
                 oci_variant(platform).map(str::to_owned),
             );
-            let dir = super::export::local_dir(dest, &p, platforms.len());
+            let dir = super::export::local_dir(dest, &p, platforms.len(), *platform_split);
             let lowers = ctx.materialize(&state.layers, step).await?;
             // The build's options carry its SOURCE_DATE_EPOCH clamp.
             let pack = ctx.pack.clone();

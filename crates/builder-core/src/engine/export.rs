@@ -116,7 +116,7 @@ pub(super) async fn export_all(
             ExportKind::Docker { dest } => {
                 format!("exporting docker archive to {}", dest.display())
             }
-            ExportKind::Local { dest } => format!("exporting files to {}", dest.display()),
+            ExportKind::Local { dest, .. } => format!("exporting files to {}", dest.display()),
         };
         let id = step;
         let _ = events.send(ProgressEvent::StepStarted {
@@ -161,9 +161,13 @@ pub(super) async fn export_all(
                 .await
                 .map_err(|e| super::exec_join(&e))??;
             }
-            ExportKind::Local { dest } => {
+            ExportKind::Local {
+                dest,
+                platform_split,
+            } => {
                 let (img, dest, cache) = (img.clone(), dest.clone(), cache.clone());
-                tokio::task::spawn_blocking(move || export_local(&cache, &img, &dest))
+                let split = *platform_split;
+                tokio::task::spawn_blocking(move || export_local(&cache, &img, &dest, split))
                     .await
                     .map_err(|e| super::exec_join(&e))??;
             }
@@ -181,10 +185,16 @@ pub(super) async fn export_all(
     Ok(())
 }
 
-/// The final filesystem as plain files (one directory per platform when there are several).
-fn export_local(cache: &Cache, img: &BuiltImage, dest: &Path) -> Result<(), Error> {
-    for i in &img.images {
-        let dir = local_dir(dest, &i.platform, img.images.len());
+/// The final filesystem as plain files (one directory per platform when there are several,
+/// or as `platform_split` says), with the images' attestations beside them.
+fn export_local(
+    cache: &Cache,
+    img: &BuiltImage,
+    dest: &Path,
+    platform_split: Option<bool>,
+) -> Result<(), Error> {
+    for (index, i) in img.images.iter().enumerate() {
+        let dir = local_dir(dest, &i.platform, img.images.len(), platform_split);
         std::fs::create_dir_all(&dir).map_err(export_err(&dir))?;
         let config: serde_json::Value =
             serde_json::from_slice(&i.config).map_err(|e| Error::BadImage {
@@ -202,6 +212,28 @@ fn export_local(cache: &Cache, img: &BuiltImage, dest: &Path) -> Result<(), Erro
         let mut opts = ApplyOptions::default();
         opts.devices = layer_cache::DevicePolicy::Skip;
         cache.flatten_chain(&layers, &dir, &opts)?;
+        let split = platform_split.unwrap_or(img.images.len() > 1);
+        let suffix = (img.images.len() > 1 && !split).then(|| {
+            let (os, arch, variant) = &i.platform;
+            match variant {
+                Some(v) => format!("{os}_{arch}_{v}"),
+                None => format!("{os}_{arch}"),
+            }
+        });
+        for a in img.attestations.iter().filter(|a| a.subject == index) {
+            if suffix.is_some() {
+                // One directory holds every platform's files: each statement's subjects
+                // would be its own platform's files alone, which rbuild does not track.
+                return Err(super::invalid(
+                    "attest",
+                    "platform-split=false",
+                    "attestations of several platforms in one local directory are not \
+                     supported yet: leave platform-split at its default (one directory per \
+                     platform)",
+                ));
+            }
+            super::local_attest::write(&dir, &a.statements, suffix.as_deref())?;
+        }
     }
     Ok(())
 }
@@ -212,8 +244,9 @@ pub(super) fn local_dir(
     dest: &Path,
     (os, arch, variant): &(String, String, Option<String>),
     platforms: usize,
+    platform_split: Option<bool>,
 ) -> std::path::PathBuf {
-    if platforms > 1 {
+    if platform_split.unwrap_or(platforms > 1) {
         dest.join(match variant {
             Some(v) => format!("{os}_{arch}_{v}"),
             None => format!("{os}_{arch}"),
