@@ -1,6 +1,7 @@
 //! Build graph, cache keys, sandboxed RUN, COPY/ADD, image assembly and exporters.
 #![deny(unsafe_code)]
 
+pub mod annotations;
 mod attest;
 pub mod bake;
 mod cachekey;

@@ -1,7 +1,7 @@
 //! The `docker buildx build` flags a CI configuration copied from a buildx project passes
 //! that are not about outputs or caches: `--add-host`, `--no-cache-filter`, `--pull`,
-//! `--builder`, `--load`, `--ulimit`, `--shm-size`, `--keep-git-dir`, and the ones rbuild
-//! refuses with a clear error (`--cgroup-parent`, `--annotation`) rather than ignoring them.
+//! `--builder`, `--load`, `--ulimit`, `--shm-size`, `--keep-git-dir`, `--annotation`, and
+//! `--cgroup-parent`, which rbuild refuses with a clear error rather than ignoring it.
 
 use builder_core::Build;
 use builder_core::load::LoadTarget;
@@ -16,8 +16,8 @@ pub(crate) struct DropinOpts {
     #[arg(long = "add-host", value_name = "HOST:IP", value_parser = parse_add_host)]
     pub(crate) add_hosts: Vec<(String, String)>,
 
-    /// Add annotation to the image (not supported by rbuild yet)
-    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    /// Add annotation to the image (format: "[TYPE[,TYPE]:]KEY=VALUE"; types: manifest, manifest[PLATFORM], manifest-descriptor, index, index-descriptor)
+    #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
     pub(crate) annotations: Vec<String>,
 
     /// Override the configured builder instance (rbuild has one builder: accepted, with a note)
@@ -74,6 +74,15 @@ fn parse_add_host(s: &str) -> Result<(String, String), String> {
     Ok((host.to_owned(), ip.to_owned()))
 }
 
+fn parse_annotation(s: &str) -> Result<String, String> {
+    builder_core::annotations::Annotation::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| match e {
+            builder_core::Error::InvalidOption { reason, .. } => reason,
+            e => e.to_string(),
+        })
+}
+
 fn parse_shm_size(s: &str) -> Result<String, String> {
     builder_core::parse_mem_bytes(s)
         .map(|_| s.to_owned())
@@ -94,12 +103,6 @@ impl DropinOpts {
                 "{flag} is not supported by rbuild: {why}"
             )))
         };
-        if !self.annotations.is_empty() {
-            return refuse(
-                "--annotation",
-                "image annotations are not implemented yet (labels are: --label)",
-            );
-        }
         if self.cgroup_parent.is_some() {
             return refuse(
                 "--cgroup-parent",
@@ -133,6 +136,9 @@ impl DropinOpts {
     pub(crate) fn apply(&self, mut b: Build) -> Result<Build, builder_core::Error> {
         for (host, ip) in &self.add_hosts {
             b = b.add_host(host, ip)?;
+        }
+        for a in &self.annotations {
+            b = b.annotation(a)?;
         }
         for u in &self.ulimits {
             b = b.ulimit(u)?;

@@ -1245,7 +1245,8 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
                 .zip(&platforms)
                 .map(|(state, platform)| assemble(&ctx, state, platform, export_step)),
         );
-        let images = forwarding(assembled, &mut rx, sink).await?;
+        let mut images = forwarding(assembled, &mut rx, sink).await?;
+        crate::annotations::annotate_manifests(&mut images, &b.annotations);
         let attestations = if b.attestations.any() {
             let inputs = attest::Inputs {
                 attestations: &b.attestations,
@@ -1263,11 +1264,10 @@ pub(super) async fn run(b: Build, sink: &mut dyn ProgressSink) -> Result<BuildRe
         } else {
             Vec::new()
         };
-        Some(BuiltImage::with_attestations(
-            images,
-            attestations,
-            b.attestations.referrers,
-        ))
+        let mut built =
+            BuiltImage::with_attestations(images, attestations, b.attestations.referrers);
+        crate::annotations::annotate_index(&mut built, &b.annotations)?;
+        Some(built)
     };
     let config_digests: Vec<String> = match &built {
         Some(img) => img

@@ -295,6 +295,7 @@ pub struct Build {
     network: crate::sandbox::NetworkMode,
     extra_hosts: Vec<(String, std::net::IpAddr)>,
     run_limits: crate::sandbox::RunLimits,
+    annotations: Vec<crate::annotations::Annotation>,
     insecure_registries: Vec<String>,
     secrets: BTreeMap<String, SecretSource>,
     ssh: BTreeMap<String, SshSource>,
@@ -395,6 +396,7 @@ impl Build {
             network: crate::sandbox::NetworkMode::Host,
             extra_hosts: Vec::new(),
             run_limits: crate::sandbox::RunLimits::default(),
+            annotations: Vec::new(),
             insecure_registries: Vec::new(),
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
@@ -568,6 +570,21 @@ impl Build {
                 .map_err(|_| invalid("add-host", &spec, format!("{v:?} is not an IP address")))?;
             self.extra_hosts.push((host.to_owned(), addr));
         }
+        Ok(self)
+    }
+
+    /// An annotation of the image (`--annotation`, see [`crate::annotations`]): in the
+    /// manifests by default, or the index and descriptors its type prefix names.
+    ///
+    /// ```
+    /// let b = builder_core::Build::new(".")?
+    ///     .annotation("org.opencontainers.image.title=app")?
+    ///     .annotation("index,manifest-descriptor:org.opencontainers.image.version=1.2")?;
+    /// # Ok::<(), builder_core::Error>(())
+    /// ```
+    pub fn annotation(mut self, spec: &str) -> Result<Self, Error> {
+        self.annotations
+            .extend(crate::annotations::Annotation::parse(spec)?);
         Ok(self)
     }
 
