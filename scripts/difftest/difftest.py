@@ -59,6 +59,8 @@ A case is a directory holding a Dockerfile and its context, and optionally:
   output          `local[,ATTR=V...]`: both tools write a type=local output instead, and the
                   two trees are compared (type, mode, size, content of every entry; the
                   attestation files, provenance*.json and sbom*.spdx.json, as statements)
+  stdin-tar       rbuild gets the context as a tar on its standard input (`rbuild build -`);
+                  BuildKit the directory (buildctl cannot upload a tar context)
   fixed-mtimes    every file of the context copy gets the mtime 2024-01-01T00:00:00Z (for a
                   case comparing mtimes a COPY keeps: BuildKit caches a COPY by content, so
                   another checkout's mtime would otherwise come back)
@@ -116,7 +118,7 @@ REGISTRY = "127.0.0.1:5000"
 HTTP_PORT = 18080
 GIT_PORT = 19418
 CASE_FILES = {"args", "output-opts", "compare-mtimes", "call", "setup", "expect-fail", "known-diff", "expected-diff",
-              "rebuild", "random", "sockets", "fixed-mtimes", "step-names", "output",
+              "rebuild", "random", "sockets", "fixed-mtimes", "step-names", "output", "stdin-tar",
               "port-of", "expect-fail-rbuild", "expect-fail-buildkit"}
 
 
@@ -561,15 +563,19 @@ def start_git_daemon(base):
 # ----------------------------------------------------------------------------- one case
 
 
-def run(cmd, log, timeout=900, stdout_to=None):
-    """Runs cmd with its output in log; with stdout_to, its standard output goes there alone."""
+def run(cmd, log, timeout=900, stdout_to=None, stdin_from=None):
+    """Runs cmd with its output in log; with stdout_to, its standard output goes there alone;
+    with stdin_from, that file is its standard input."""
     with open(log, "wb") as f:
         f.write(("$ " + shlex.join(cmd) + "\n").encode())
         f.flush()
         out = open(stdout_to, "wb") if stdout_to else f
         try:
+            stdin = open(stdin_from, "rb") if stdin_from else subprocess.DEVNULL
             r = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT if out is f else f,
-                               stdin=subprocess.DEVNULL, timeout=timeout)
+                               stdin=stdin, timeout=timeout)
+            if stdin_from:
+                stdin.close()
             return r.returncode
         except subprocess.TimeoutExpired:
             f.write(b"\n[difftest] timed out\n")
@@ -720,7 +726,17 @@ def run_case(name, rbuild, work, cache_dir):
     fresh = os.path.join(out, "fresh-cache")
     shutil.rmtree(fresh, ignore_errors=True)
     bk_rc = run(fill(bk_cmd, "buildkit", fresh), bk_log, stdout_to=bk_txt if call else None)
-    rb_rc = run(fill(rb_cmd, "rbuild", fresh), rb_log, stdout_to=rb_txt if call else None)
+    stdin_tar = None
+    if os.path.exists(os.path.join(d, "stdin-tar")):
+        # rbuild reads the context as a tar on its standard input (`-`); buildctl cannot
+        # upload a tar context, so BuildKit builds the same files from the directory.
+        stdin_tar = os.path.join(out, "context.tar")
+        with tarfile.open(stdin_tar, "w") as t:
+            for n in sorted(os.listdir(ctx)):
+                t.add(os.path.join(ctx, n), arcname=n)
+        rb_cmd = rb_cmd[:-1] + ["-"]
+    rb_rc = run(fill(rb_cmd, "rbuild", fresh), rb_log, stdout_to=rb_txt if call else None,
+                stdin_from=stdin_tar)
     secs = time.time() - start
 
     for tool, ctl, rc, log, other_rc in (("rbuild", "expect-fail-rbuild", rb_rc, rb_log, bk_rc),

@@ -193,9 +193,22 @@ fn export_local(
     dest: &Path,
     platform_split: Option<bool>,
 ) -> Result<(), Error> {
+    let split = platform_split.unwrap_or(img.images.len() > 1);
     for (index, i) in img.images.iter().enumerate() {
-        let dir = local_dir(dest, &i.platform, img.images.len(), platform_split);
-        std::fs::create_dir_all(&dir).map_err(export_err(&dir))?;
+        let out_dir = local_dir(dest, &i.platform, img.images.len(), platform_split);
+        std::fs::create_dir_all(&out_dir).map_err(export_err(&out_dir))?;
+        let has_attestations = img.attestations.iter().any(|a| a.subject == index);
+        // Several platforms in one directory with attestations: each platform is unpacked
+        // on its own first, so its statements' subjects are its own files, then moved in.
+        let shared = img.images.len() > 1 && !split;
+        let dir = if shared && has_attestations {
+            let d = dest.join(format!(".rbuild-platform-{index}"));
+            let _ = std::fs::remove_dir_all(&d);
+            std::fs::create_dir_all(&d).map_err(export_err(&d))?;
+            d
+        } else {
+            out_dir.clone()
+        };
         let config: serde_json::Value =
             serde_json::from_slice(&i.config).map_err(|e| Error::BadImage {
                 reference: "result".into(),
@@ -212,27 +225,50 @@ fn export_local(
         let mut opts = ApplyOptions::default();
         opts.devices = layer_cache::DevicePolicy::Skip;
         cache.flatten_chain(&layers, &dir, &opts)?;
-        let split = platform_split.unwrap_or(img.images.len() > 1);
-        let suffix = (img.images.len() > 1 && !split).then(|| {
+        let suffix = shared.then(|| {
             let (os, arch, variant) = &i.platform;
             match variant {
                 Some(v) => format!("{os}_{arch}_{v}"),
                 None => format!("{os}_{arch}"),
             }
         });
-        for a in img.attestations.iter().filter(|a| a.subject == index) {
-            if suffix.is_some() {
-                // One directory holds every platform's files: each statement's subjects
-                // would be its own platform's files alone, which rbuild does not track.
-                return Err(super::invalid(
-                    "attest",
-                    "platform-split=false",
-                    "attestations of several platforms in one local directory are not \
-                     supported yet: leave platform-split at its default (one directory per \
-                     platform)",
-                ));
+        let statements: Vec<&[Vec<u8>]> = img
+            .attestations
+            .iter()
+            .filter(|a| a.subject == index)
+            .map(|a| &a.statements[..])
+            .collect();
+        let subjects = if statements.is_empty() {
+            Vec::new()
+        } else {
+            super::local_attest::subjects(&dir)?
+        };
+        if dir != out_dir {
+            merge_into(&dir, &out_dir)?;
+            std::fs::remove_dir_all(&dir).map_err(export_err(&dir))?;
+        }
+        for st in statements {
+            super::local_attest::write(&out_dir, st, &subjects, suffix.as_deref())?;
+        }
+    }
+    Ok(())
+}
+
+/// Moves everything below `from` into `to` (directories merged, other entries replaced).
+fn merge_into(from: &Path, to: &Path) -> Result<(), Error> {
+    for e in std::fs::read_dir(from).map_err(export_err(from))? {
+        let e = e.map_err(export_err(from))?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let is_dir = e.file_type().map_err(export_err(&src))?.is_dir();
+        match std::fs::symlink_metadata(&dst) {
+            Ok(m) if is_dir && m.is_dir() => merge_into(&src, &dst)?,
+            Ok(m) => {
+                if m.is_dir() {
+                    std::fs::remove_dir_all(&dst).map_err(export_err(&dst))?;
+                }
+                std::fs::rename(&src, &dst).map_err(export_err(&dst))?;
             }
-            super::local_attest::write(&dir, &a.statements, suffix.as_deref())?;
+            Err(_) => std::fs::rename(&src, &dst).map_err(export_err(&dst))?,
         }
     }
     Ok(())

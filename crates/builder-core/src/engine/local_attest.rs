@@ -3,7 +3,8 @@
 //! (`provenance.json`, `sbom.spdx.json`), its subjects being those files (every regular file
 //! by its path and sha256), mode 0600. When several platforms share one directory
 //! (`platform-split=false`), the platform is part of the name
-//! (`provenance.linux_amd64.json`).
+//! (`provenance.linux_amd64.json`, `sbom.spdx.linux_amd64.json`); each platform's subjects are
+//! its own files.
 
 use std::fs;
 use std::io::Read;
@@ -15,22 +16,28 @@ use sha2::{Digest as _, Sha256};
 
 use super::Error;
 
-/// Writes `statements` (the serialised in-toto statements of one image) into `dir`.
-pub(super) fn write(dir: &Path, statements: &[Vec<u8>], suffix: Option<&str>) -> Result<(), Error> {
-    let subjects = subjects(dir)?;
+/// Writes `statements` (the serialised in-toto statements of one image) into `dir`, with
+/// `subjects` (from [`subjects`] of the image's files).
+pub(super) fn write(
+    dir: &Path,
+    statements: &[Vec<u8>],
+    subjects: &[Value],
+    suffix: Option<&str>,
+) -> Result<(), Error> {
     for raw in statements {
         let mut st: Value = serde_json::from_slice(raw).map_err(|e| bad(e.to_string()))?;
         let kind = st["predicateType"].as_str().unwrap_or_default();
+        // BuildKit puts the platform before the last extension: sbom.spdx.linux_amd64.json.
         let (base, ext) = if kind.contains("slsa.dev/provenance") {
             ("provenance", "json")
         } else if kind.contains("spdx") {
-            ("sbom", "spdx.json")
+            ("sbom.spdx", "json")
         } else {
             return Err(bad(format!(
                 "an attestation of predicate type {kind:?} has no file name in a local output"
             )));
         };
-        st["subject"] = Value::Array(subjects.clone());
+        st["subject"] = Value::Array(subjects.to_vec());
         let name = match suffix {
             Some(s) => format!("{base}.{s}.{ext}"),
             None => format!("{base}.{ext}"),
@@ -44,7 +51,7 @@ pub(super) fn write(dir: &Path, statements: &[Vec<u8>], suffix: Option<&str>) ->
 }
 
 /// Every regular file below `dir` (symlinks not followed), sorted by path, as subjects.
-fn subjects(dir: &Path) -> Result<Vec<Value>, Error> {
+pub(super) fn subjects(dir: &Path) -> Result<Vec<Value>, Error> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
