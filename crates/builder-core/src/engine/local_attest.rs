@@ -96,5 +96,5 @@ fn io(path: &Path, e: std::io::Error) -> Error {
 }
 
 fn bad(reason: String) -> Error {
-    super::exec::inner_error(format!("writing attestations to a local output: {reason}"))
+    Error::invalid_step(format!("writing attestations to a local output: {reason}"))
 }
