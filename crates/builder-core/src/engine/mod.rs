@@ -11,6 +11,7 @@ pub(crate) mod export_spec;
 mod group;
 mod history;
 pub(crate) mod labels;
+mod local_attest;
 pub(crate) mod mounts;
 mod plan;
 mod workdir;
