@@ -35,7 +35,8 @@ A case is a directory holding a Dockerfile and its context, and optionally:
                   of the case, forwarded as an agent), --cache-to V / --cache-from V (buildctl
                   --export-cache / --import-cache; `{CACHE}` in V is a registry ref and
                   `{CACHEDIR}` a directory, both of the case and tool), --fresh-cache-dir
-                  (rbuild only: an empty --cache-dir, so an imported cache is what it reuses)
+                  (rbuild only: an empty --cache-dir, so an imported cache is what it reuses),
+                  --shm-size BYTES, --ulimit NAME=SOFT:HARD, --cgroup-parent P
   output-opts     extra attributes for both OCI outputs, e.g. `rewrite-timestamp=true`
   compare-mtimes  also compare the mtimes of layer entries and the config's created times
   call            a build method instead of an image (`outline`, `targets`): both tools print
@@ -185,6 +186,14 @@ def translate_args(case_dir, words):
             # rbuild builds with an empty cache directory of its own (BuildKit: no change,
             # its daemon's cache cannot be emptied for one case).
             rb += ["--cache-dir", "{FRESH}"]
+        elif flag == "--shm-size":
+            v = value()
+            bk += ["--opt", f"shm-size={v}"]
+            rb += ["--shm-size", v]
+        elif flag == "--ulimit":
+            v = value()
+            bk += ["--opt", f"ulimit={v}"]
+            rb += ["--ulimit", v]
         elif flag == "--cgroup-parent":
             v = value()
             bk += ["--opt", f"cgroup-parent={v}"]

@@ -335,15 +335,15 @@ pub(super) fn inline_wanted(
     specs: &[CacheExportSpec],
     outputs: &[crate::engine::ExportSpec],
 ) -> Result<bool, Error> {
-    let Some(spec) = specs.iter().find(|s| s.location == CacheLocation::Inline) else {
+    if !specs.iter().any(|s| s.location == CacheLocation::Inline) {
         return Ok(false);
-    };
+    }
     let image_output = outputs
         .iter()
         .any(|o| !matches!(o.kind, crate::engine::ExportKind::Local { .. }));
     if !image_output {
         return Err(Error::InvalidCache {
-            spec: spec.location.to_string(),
+            spec: "type=inline".to_owned(),
             reason: "type=inline needs an image output (--push, --load, or --output \
                      type=image|oci|docker): the cache travels in the image's config"
                 .to_owned(),
