@@ -90,17 +90,15 @@ impl<'a> GraphBuilder<'a> {
     fn stage_error(&self, source: dockerfile::StageError) -> Error {
         Error::Stages {
             file: self.file.clone(),
-            source: Box::new(source),
+            source: source.into(),
         }
     }
 
     fn step_error(&self, span: dockerfile::Span, reason: impl Into<String>) -> Error {
-        Error::Step {
-            location: format!("{}:{}", self.file, span.start_line),
-            instruction: source_text(&self.text, span),
-            reason: reason.into(),
-            output_tail: Vec::new(),
-        }
+        Error::invalid_step(reason).at_step(
+            &format!("{}:{}", self.file, span.start_line),
+            &source_text(&self.text, span),
+        )
     }
 
     /// The source vertex of image `r` for `platform`; its key.
