@@ -18,6 +18,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("www_authenticate", www_authenticate),
     ("docker_config", docker_config),
     ("reference", reference),
+    ("bake", bake),
 ];
 
 fn check_span(text: &str, s: Span) {
@@ -232,5 +233,44 @@ pub fn reference(data: &[u8]) {
             .parse()
             .unwrap_or_else(|e| panic!("{text:?} -> {p} does not parse again: {e}"));
         assert_eq!(again, p, "{text:?}");
+    }
+}
+
+/// Bake definitions: the first byte picks the format (HCL, bake JSON or a compose file), the
+/// rest is the file. Loading, selecting the default targets, applying a `--set` and printing
+/// never panic, and whatever loads selects only targets it defines.
+pub fn bake(data: &[u8]) {
+    let Some((&kind, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
+    let file = match kind % 3 {
+        0 => "docker-bake.hcl",
+        1 => "docker-bake.json",
+        _ => "compose.yaml",
+    };
+    let env = bake::Env::from_map(
+        [("TAG", "v1"), ("SOURCE_DATE_EPOCH", "0")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
+    );
+    let mut def = bake::Definition::default();
+    if bake::load_text(file, text, &env, &mut def).is_err() {
+        return;
+    }
+    let names: Vec<String> = def.target.keys().take(4).cloned().collect();
+    for asked in [Vec::new(), names] {
+        let Ok(selected) = bake::select(&def, &asked) else {
+            continue;
+        };
+        for t in &selected {
+            assert!(def.target.contains_key(t), "selected {t:?} is not a target");
+        }
+        let _ = bake::printed(&def, &asked, &selected);
+        let mut set = def.clone();
+        let _ = bake::apply_set(&mut set, &selected, &["*.args.X=1".to_owned()]);
     }
 }

@@ -32,7 +32,11 @@ A case is a directory holding a Dockerfile and its context, and optionally:
                   --label K=V, --no-cache, -f NAME (a Dockerfile of another name in the case),
                   --provenance V (buildctl `--opt attest:provenance=V`; the attestation
                   manifests are then compared, see below), --ssh ID=KEYFILE (a private key
-                  of the case, forwarded as an agent)
+                  of the case, forwarded as an agent), --cache-to V / --cache-from V (buildctl
+                  --export-cache / --import-cache; `{CACHE}` in V is a registry ref and
+                  `{CACHEDIR}` a directory, both of the case and tool), --fresh-cache-dir
+                  (rbuild only: an empty --cache-dir, so an imported cache is what it reuses),
+                  --shm-size BYTES, --ulimit NAME=SOFT:HARD, --cgroup-parent P
   output-opts     extra attributes for both OCI outputs, e.g. `rewrite-timestamp=true`
   compare-mtimes  also compare the mtimes of layer entries and the config's created times
   call            a build method instead of an image (`outline`, `targets`): both tools print
@@ -45,6 +49,22 @@ A case is a directory holding a Dockerfile and its context, and optionally:
                   `NAME DIR [flags]` (DIR a directory of the case with its own Dockerfile, the
                   flags as in args); each tool then builds the case with --build-arg
                   NAME=<its own image>, so a Dockerfile can say `ARG NAME` / `FROM $NAME`
+  rebuild         the case is built twice by each tool: line 1 holds flags added to the first
+                  build, line 2 the flags of the second (args syntax; args apply to both),
+                  line 3 `same` or `differs`: whether each tool's second image must have the
+                  same layers (diff IDs) as its first (or one such word per layer, for every
+                  platform), or `identical`: the same image manifests (the image ID), e.g. a RUN writing random data reused
+                  from an imported cache, or run again under --no-cache. The second builds are
+                  the ones compared.
+  fixed-mtimes    every file of the context copy gets the mtime 2024-01-01T00:00:00Z (for a
+                  case comparing mtimes a COPY keeps: BuildKit caches a COPY by content, so
+                  another checkout's mtime would otherwise come back)
+  step-names      also compare the step names both print in plain progress (`[stage i/n]
+                  INSTRUCTION`, FROM lines left out: BuildKit names the resolved digest there)
+  sockets         context paths (one per line) made unix sockets (mode 0600) in the context
+                  copy both tools build from
+  random          paths (one per line) whose content is random: their size and digest are
+                  left out of the listings (the rebuild check still sees them)
   port-of         the BuildKit integration test(s) this case checks the behaviour of, one per
                   line: `dockerfile_copy_test.go testCopyChown` (frontend/dockerfile/ at
                   dockerfile/1.26.0); the suite counts them
@@ -66,6 +86,7 @@ then a summary; exits 1 when a case differs without being known or fails unexpec
 import argparse
 import concurrent.futures
 import difflib
+import functools
 import gzip
 import hashlib
 import http.server
@@ -75,6 +96,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
 import tarfile
@@ -91,6 +113,7 @@ REGISTRY = "127.0.0.1:5000"
 HTTP_PORT = 18080
 GIT_PORT = 19418
 CASE_FILES = {"args", "output-opts", "compare-mtimes", "call", "setup", "expect-fail", "known-diff", "expected-diff",
+              "rebuild", "random", "sockets", "fixed-mtimes", "step-names",
               "port-of", "expect-fail-rbuild", "expect-fail-buildkit"}
 
 
@@ -149,6 +172,32 @@ def translate_args(case_dir, words):
         elif flag == "--no-cache":
             bk += ["--no-cache"]
             rb += ["--no-cache"]
+        elif flag in ("--cache-to", "--cache-from"):
+            # {CACHE} in the value: a registry ref of the case and tool; {CACHEDIR}: a
+            # directory of the case's run and tool (both filled in by run_case).
+            v = value()
+            bk += ["--export-cache" if flag == "--cache-to" else "--import-cache", v]
+            rb += [flag, v]
+        elif flag == "--no-cache-filter":
+            v = value()
+            bk += ["--opt", f"no-cache={v}"]
+            rb += ["--no-cache-filter", v]
+        elif flag == "--fresh-cache-dir":
+            # rbuild builds with an empty cache directory of its own (BuildKit: no change,
+            # its daemon's cache cannot be emptied for one case).
+            rb += ["--cache-dir", "{FRESH}"]
+        elif flag == "--shm-size":
+            v = value()
+            bk += ["--opt", f"shm-size={v}"]
+            rb += ["--shm-size", v]
+        elif flag == "--ulimit":
+            v = value()
+            bk += ["--opt", f"ulimit={v}"]
+            rb += ["--ulimit", v]
+        elif flag == "--cgroup-parent":
+            v = value()
+            bk += ["--opt", f"cgroup-parent={v}"]
+            rb += ["--cgroup-parent", v]
         elif flag == "--provenance":
             v = value()
             bk += ["--opt", f"attest:provenance={v}"]
@@ -226,7 +275,7 @@ TYPES = {tarfile.REGTYPE: "f", tarfile.AREGTYPE: "f", tarfile.DIRTYPE: "d", tarf
          tarfile.LNKTYPE: "h", tarfile.CHRTYPE: "c", tarfile.BLKTYPE: "b", tarfile.FIFOTYPE: "p"}
 
 
-def layer_entries(data, mtimes):
+def layer_entries(data, mtimes, random=frozenset()):
     rows = []
     with tarfile.open(fileobj=io.BytesIO(decompress(data)), mode="r:") as t:
         for m in t:
@@ -237,7 +286,9 @@ def layer_entries(data, mtimes):
             row = [name, kind, f"{m.mode & 0o7777:04o}", f"{m.uid}:{m.gid}"]
             if m.uname or m.gname:
                 row.append(f"names={m.uname}:{m.gname}")
-            if m.isreg():
+            if m.isreg() and name in random:
+                row.append("(random content)")
+            elif m.isreg():
                 row += [str(m.size), hashlib.sha256(t.extractfile(m).read()).hexdigest()[:16]]
             if m.issym() or m.islnk():
                 row.append("-> " + m.linkname)
@@ -253,7 +304,7 @@ def layer_entries(data, mtimes):
     return sorted(rows)
 
 
-def listing(files, other_diff_ids, mtimes):
+def listing(files, other_diff_ids, mtimes, random=frozenset()):
     """Listing lines of a layout. other_diff_ids: {platform: [diff IDs]} of the other tool."""
     lines = []
     # index.json's entries: what each names, its platform; the creation time only as set.
@@ -298,7 +349,7 @@ def listing(files, other_diff_ids, mtimes):
             if i < len(diff_ids) and i < len(theirs) and diff_ids[i] == theirs[i]:
                 lines.append(f"{pre} layer {i} identical")
                 continue
-            for row in layer_entries(blob(files, ld["digest"]), mtimes):
+            for row in layer_entries(blob(files, ld["digest"]), mtimes, random):
                 lines.append(f"{pre} layer {i} {row}")
     return lines + attestation_lines(files)
 
@@ -529,6 +580,18 @@ def run_case(name, rbuild, work, cache_dir):
     shutil.rmtree(ctx, ignore_errors=True)
     shutil.copytree(d, ctx, symlinks=True, ignore=lambda _d, names: [
         n for n in names if _d == d and n in CASE_FILES])
+    if os.path.exists(os.path.join(d, "fixed-mtimes")):
+        # Every context file at one mtime (2024-01-01), whatever the checkout gave it.
+        for root, dirs, names in os.walk(ctx):
+            for n in names + dirs:
+                os.utime(os.path.join(root, n), (1704067200, 1704067200), follow_symlinks=False)
+    if os.path.exists(os.path.join(d, "sockets")):
+        # Unix sockets git cannot hold: made in the context copy before the builds.
+        for rel in open(os.path.join(d, "sockets")).read().split():
+            path = os.path.join(ctx, rel)
+            with socket.socket(socket.AF_UNIX) as sock:
+                sock.bind(path)
+            os.chmod(path, 0o600)
     bk_tar, rb_tar = os.path.join(out, "buildkit.tar"), os.path.join(out, "rbuild.tar")
     setup_path = os.path.join(d, "setup")
     if os.path.exists(setup_path):
@@ -578,8 +641,46 @@ def run_case(name, rbuild, work, cache_dir):
               *rb_out, *[a.replace(d, ctx) for a in rb_args], ctx]
     bk_log, rb_log = os.path.join(out, "buildkit.log"), os.path.join(out, "rbuild.log")
     bk_txt, rb_txt = os.path.join(out, "buildkit.txt"), os.path.join(out, "rbuild.txt")
-    bk_rc = run(bk_cmd, bk_log, stdout_to=bk_txt if call else None)
-    rb_rc = run(rb_cmd, rb_log, stdout_to=rb_txt if call else None)
+    fills = {}
+    for tool in ("buildkit", "rbuild"):
+        cache_path = os.path.join(out, f"cache-{tool}")
+        shutil.rmtree(cache_path, ignore_errors=True)
+        fills[tool] = {"{CACHE}": f"{REGISTRY}/difftest/{name}-cache:{tool}", "{CACHEDIR}": cache_path}
+
+    def fill(cmd, tool, fresh):
+        cmd = [functools.reduce(lambda a, kv: a.replace(*kv), fills[tool].items(), w) for w in cmd]
+        if "{FRESH}" in cmd:
+            # The flag's own --cache-dir replaces the suite's one.
+            i = cmd.index("--cache-dir")
+            del cmd[i:i + 2]
+            cmd = [fresh if w == "{FRESH}" else w for w in cmd]
+        return cmd
+
+    rebuild = None
+    if os.path.exists(os.path.join(d, "rebuild")):
+        rl = open(os.path.join(d, "rebuild")).read().splitlines() + ["", "", ""]
+        if not rl[2].split() or any(w not in ("same", "differs", "identical") for w in rl[2].split()) or \
+                ("identical" in rl[2] and rl[2].split() != ["identical"]):
+            return name, "FAIL", "rebuild: line 3 must be `identical`, `same` or `differs` (or one per layer)", 0
+        try:
+            first = translate_args(d, shlex.split(rl[0]))
+            second = translate_args(d, shlex.split(rl[1]))
+        except CaseError as e:
+            return name, "FAIL", f"rebuild: {e}", 0
+        rebuild = " ".join(rl[2].split())
+        firsts = {"buildkit": os.path.join(out, "first-buildkit.tar"), "rbuild": os.path.join(out, "first-rbuild.tar")}
+        for tool, cmd, extra, tar in (("buildkit", bk_cmd, first[0], bk_tar), ("rbuild", rb_cmd, first[1], rb_tar)):
+            log = os.path.join(out, f"first-{tool}.log")
+            c = fill([w.replace(tar, firsts[tool]) for w in cmd[:-1 if tool == "rbuild" else None]] + extra +
+                     ([cmd[-1]] if tool == "rbuild" else []), tool, os.path.join(out, "fresh-first"))
+            if run(c, log) != 0:
+                return name, "FAIL", f"first build by {tool}: {first_error(log)}", time.time() - start
+        bk_cmd = bk_cmd + second[0]
+        rb_cmd = rb_cmd[:-1] + second[1] + rb_cmd[-1:]
+    fresh = os.path.join(out, "fresh-cache")
+    shutil.rmtree(fresh, ignore_errors=True)
+    bk_rc = run(fill(bk_cmd, "buildkit", fresh), bk_log, stdout_to=bk_txt if call else None)
+    rb_rc = run(fill(rb_cmd, "rbuild", fresh), rb_log, stdout_to=rb_txt if call else None)
     secs = time.time() - start
 
     for tool, ctl, rc, log, other_rc in (("rbuild", "expect-fail-rbuild", rb_rc, rb_log, bk_rc),
@@ -617,16 +718,48 @@ def run_case(name, rbuild, work, cache_dir):
     if rb_rc != 0:
         return name, "FAIL", "rbuild: " + first_error(rb_log), secs
 
+    if os.path.exists(os.path.join(d, "step-names")):
+        def names(log):
+            found = set()
+            for line in open(log, errors="replace"):
+                m = re.match(r"#\d+ (\[[^\]]+ \d+/\d+\] (\S+).*?)\s*$", line)
+                if m and m.group(2) != "FROM":
+                    found.add(m.group(1))
+            return found
+        bk_names, rb_names = names(bk_log), names(rb_log)
+        if not bk_names:
+            return name, "FAIL", "BuildKit's progress names no step", secs
+        if bk_names != rb_names:
+            return name, "DIFF", f"step names: BuildKit {sorted(bk_names - rb_names)}, rbuild {sorted(rb_names - bk_names)}", secs
     if call:
         bk_list = open(bk_txt, errors="replace").read().splitlines()
         rb_list = open(rb_txt, errors="replace").read().splitlines()
         if not bk_list:
             return name, "FAIL", f"BuildKit printed no {call} result", secs
     else:
+        random = frozenset()
+        if os.path.exists(os.path.join(d, "random")):
+            random = frozenset(l.strip() for l in open(os.path.join(d, "random")) if l.strip())
         try:
             bk_files, rb_files = read_layout(bk_tar), read_layout(rb_tar)
-            bk_list = listing(bk_files, diff_ids_of(rb_files), mtimes)
-            rb_list = listing(rb_files, diff_ids_of(bk_files), mtimes)
+            bk_list = listing(bk_files, diff_ids_of(rb_files), mtimes, random)
+            rb_list = listing(rb_files, diff_ids_of(bk_files), mtimes, random)
+            if rebuild:
+                for tool, files in (("BuildKit", bk_files), ("rbuild", rb_files)):
+                    before, after = diff_ids_of(read_layout(firsts[tool.lower()])), diff_ids_of(files)
+                    words = rebuild.split()
+                    if words == ["identical"]:
+                        ok = sorted(image_manifest_digests(read_layout(firsts[tool.lower()]))) == \
+                            sorted(image_manifest_digests(files))
+                    elif len(words) == 1:
+                        ok = (before == after) == (words[0] == "same")
+                    else:
+                        ok = sorted(before) == sorted(after) and all(
+                            len(b) == len(words) == len(after[p]) and
+                            all((x == y) == (w == "same") for x, y, w in zip(b, after[p], words))
+                            for p, b in before.items())
+                    if not ok:
+                        return name, "FAIL", f"{tool}'s second build's layers are not `{rebuild}` as its first's", secs
         except (CaseError, tarfile.TarError, KeyError, ValueError, OSError) as e:
             return name, "FAIL", f"cannot read an output: {e}", secs
         for tool, lines in (("buildkit", bk_list), ("rbuild", rb_list)):

@@ -99,12 +99,8 @@ pub fn build(name: &str, t: &::bake::Target, opts: &BakeOptions) -> Result<Build
             ),
         ));
     }
-    if !t.annotations.is_empty() {
-        return Err(invalid(
-            name,
-            "annotations",
-            "exporter annotations are not supported by rbuild yet",
-        ));
+    for a in &t.annotations {
+        b = b.annotation(a).map_err(wrap("annotations"))?;
     }
     if !t.platforms.is_empty() {
         b = b.platforms(&t.platforms).map_err(wrap("platforms"))?;

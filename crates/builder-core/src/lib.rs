@@ -1,6 +1,7 @@
 //! Build graph, cache keys, sandboxed RUN, COPY/ADD, image assembly and exporters.
 #![deny(unsafe_code)]
 
+pub mod annotations;
 mod attest;
 pub mod bake;
 mod cachekey;
@@ -30,7 +31,7 @@ pub use attest::{
 pub use cachekey::CacheKey;
 pub use engine::{
     Build, BuildGroup, BuildReport, CheckReport, Error, ExportKind, ExportSpec, GroupSink,
-    SecretSource, SshSource, TargetResult, default_cache_dir, default_dockerfile,
+    SecretSource, SshSource, StepError, TargetResult, default_cache_dir, default_dockerfile,
 };
 pub use graph::{
     Edge, EdgeKind, Graph, GraphResult, ImageResolver, Op, RegistryResolver, ResolvedImage, Vertex,
@@ -49,8 +50,8 @@ pub use progress::{
 pub use sandbox::{
     BindAccess, CancelHandle, Capabilities, ExitStatus, HostCheck, HostReport, IdRange, Mode,
     ModeRequest, ModeStatus, Mount, MountKind, MountSource, NetworkMode, Privilege, ROOTLESS_ENV,
-    Rootfs, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, User, enter_rootless, maybe_run_init,
-    resolve_user, run_platforms,
+    Rootfs, RunLimits, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, Ulimit, User,
+    enter_rootless, maybe_run_init, parse_mem_bytes, resolve_user, run_platforms,
 };
 
 pub use timeline::{Timeline, TimelineError};

@@ -102,6 +102,17 @@ impl PlatformImage {
         }
     }
 
+    /// Adds annotations to the manifest (its bytes, hence its digest, change).
+    pub(crate) fn annotate(&mut self, annotations: &std::collections::BTreeMap<String, String>) {
+        let mut doc: Value = serde_json::from_slice(&self.manifest).expect("the manifest is JSON");
+        let obj = doc.as_object_mut().expect("a manifest is an object");
+        let a = obj.entry("annotations").or_insert_with(|| json!({}));
+        for (k, v) in annotations {
+            a[k] = json!(v);
+        }
+        self.manifest = serde_json::to_vec(&doc).expect("JSON serialises");
+    }
+
     /// Digest of the config.
     pub fn config_digest(&self) -> String {
         sha256_digest(&self.config)
@@ -145,6 +156,9 @@ pub struct BuiltImage {
     pub attestations: Vec<crate::attest::AttestationManifest>,
     /// The attestations are OCI 1.1 referrers of their images (not in the index).
     pub referrers: bool,
+    /// `index-descriptor` annotations: on the image's entry in an OCI layout's
+    /// `index.json`.
+    pub layout_annotations: std::collections::BTreeMap<String, String>,
 }
 
 impl BuiltImage {
@@ -184,6 +198,7 @@ impl BuiltImage {
             index,
             attestations,
             referrers,
+            layout_annotations: std::collections::BTreeMap::new(),
         }
     }
 
@@ -337,6 +352,9 @@ fn write_layout(
         _ => img.root_descriptor(),
     };
     let mut annotations = Map::new();
+    for (k, v) in &img.layout_annotations {
+        annotations.insert(k.clone(), json!(v));
+    }
     if !docker {
         annotations.insert(CREATED.into(), json!(created));
     }

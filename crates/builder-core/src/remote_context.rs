@@ -133,7 +133,7 @@ fn tempdir(parent: Option<&Path>) -> Result<tempfile::TempDir, Error> {
         Some(p) => {
             std::fs::create_dir_all(p).map_err(|e| Error::Export {
                 path: p.to_owned(),
-                source: e,
+                source: e.into(),
             })?;
             tempfile::Builder::new().prefix("context-").tempdir_in(p)
         }
@@ -141,7 +141,7 @@ fn tempdir(parent: Option<&Path>) -> Result<tempfile::TempDir, Error> {
     };
     dir.map_err(|e| Error::Export {
         path: parent.map_or_else(std::env::temp_dir, Path::to_owned),
-        source: e,
+        source: e.into(),
     })
 }
 
@@ -191,7 +191,7 @@ pub fn from_reader(mut r: impl Read, tmp_parent: Option<&Path>) -> Result<Fetche
     let file = dir.path().join("stdin");
     let mut out = std::fs::File::create(&file).map_err(|e| Error::Export {
         path: file.clone(),
-        source: e,
+        source: e.into(),
     })?;
     std::io::copy(&mut r, &mut out).map_err(|e| context_error("-", format!("reading: {e}")))?;
     drop(out);
@@ -206,7 +206,7 @@ fn unpack_or_dockerfile(
     let root = dir.path().join("context");
     std::fs::create_dir(&root).map_err(|e| Error::Export {
         path: root.clone(),
-        source: e,
+        source: e.into(),
     })?;
     let sniffed =
         crate::copy::archive::sniff(file).map_err(|e| context_error(name, e.to_string()))?;

@@ -199,7 +199,8 @@ pub(crate) struct GzipPipeline<'scope, W: Write + Send> {
     prev: Option<Arc<Vec<u8>>>,
     next_index: u64,
     workers: Vec<ScopedJoinHandle<'scope, ()>>,
-    collector: ScopedJoinHandle<'scope, Result<(W, Digest, u64)>>,
+    /// Taken when it has stopped (joined to report its error).
+    collector: Option<ScopedJoinHandle<'scope, Result<(W, Digest, u64)>>>,
 }
 
 impl<'scope, W: Write + Send + 'scope> Compressor<'scope, W> {
@@ -249,7 +250,7 @@ impl<'scope, W: Write + Send + 'scope> Compressor<'scope, W> {
                     prev: None,
                     next_index: 0,
                     workers,
-                    collector,
+                    collector: Some(collector),
                 })
             }
         })
@@ -271,12 +272,17 @@ impl<'scope, W: Write + Send + 'scope> Compressor<'scope, W> {
                 let last = p.pending.take().unwrap_or_default();
                 p.send(last, true);
                 drop(p.jobs.take());
-                for w in p.workers {
+                for w in p.workers.drain(..) {
                     let _ = w.join();
                 }
-                p.collector.join().unwrap_or_else(|_| {
-                    Err(sys("gzip writer")(io::Error::other("thread panicked")))
-                })
+                match p.collector.take() {
+                    Some(c) => c.join().unwrap_or_else(|_| {
+                        Err(sys("gzip writer")(io::Error::other("thread panicked")))
+                    }),
+                    None => Err(sys("gzip")(io::Error::other(
+                        "the compressed-output writer stopped",
+                    ))),
+                }
             }
         }
     }
@@ -296,6 +302,17 @@ impl<W: Write + Send> GzipPipeline<'_, W> {
         self.prev = Some(data);
         self.jobs.as_ref().is_some_and(|tx| tx.send(job).is_ok())
     }
+
+    /// Why the writer thread stopped (its write error, such as `ENOSPC`), once a send
+    /// found it gone.
+    fn writer_error(&mut self) -> Error {
+        drop(self.jobs.take());
+        let stopped = || sys("gzip")(io::Error::other("the compressed-output writer stopped"));
+        match self.collector.take().map(ScopedJoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            _ => stopped(),
+        }
+    }
 }
 
 impl<W: Write + Send> BlockSink for Compressor<'_, W> {
@@ -307,9 +324,7 @@ impl<W: Write + Send> BlockSink for Compressor<'_, W> {
                 // Hold one block back: only at `finish` do we know which block is last.
                 if let Some(prev) = p.pending.replace(Arc::new(block)) {
                     if !p.send(prev, false) {
-                        return Err(sys("gzip")(io::Error::other(
-                            "the compressed-output writer stopped",
-                        )));
+                        return Err(p.writer_error());
                     }
                 }
                 Ok(())

@@ -190,6 +190,22 @@ pub enum Error {
         /// The fingerprint now.
         actual: String,
     },
+    /// A blob in the content store changed on disk after it was stored: its bytes no
+    /// longer hash to its name (see [`ContentStore::check`](crate::ContentStore::check)).
+    /// It has been removed from the store, so it is fetched or made again, never exported.
+    #[error(
+        "blob {digest} at {}: changed on disk since it was stored (its bytes hash to \
+         {actual}); it was removed from the cache and is not used",
+        .path.display()
+    )]
+    BlobTampered {
+        /// The blob.
+        digest: Digest,
+        /// Its file.
+        path: PathBuf,
+        /// The digest of the bytes found.
+        actual: Digest,
+    },
     /// An option or argument is invalid.
     #[error("invalid argument: {reason}")]
     InvalidArgument {

@@ -296,6 +296,7 @@ impl Gc<'_> {
                 let p = self.content.path(d);
                 p.exists() && {
                     remove_tree(&p)?;
+                    self.content.remove(d)?;
                     true
                 }
             }
@@ -343,7 +344,7 @@ impl Gc<'_> {
             }
         }
         // Temporary files of atomic writes (`.tmp-*`), flocked by live writers.
-        for dir in ["index", "statcache", "leases", "snapshots"] {
+        for dir in ["index", "statcache", "leases", "snapshots", "blobs/stamps"] {
             let dir = self.root.join(dir);
             for name in list_dir(&dir)? {
                 let path = dir.join(&name);

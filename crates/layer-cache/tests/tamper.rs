@@ -1,12 +1,13 @@
 //! Tampering: a snapshot changed on disk after it was committed is refused as a lower
-//! (`Error::Tampered`) and made again from its layer by the next unpack.
+//! (`Error::Tampered`) and made again from its layer by the next unpack; a blob changed in
+//! the content store is `Error::BlobTampered`, removed, and reported missing.
 
 use std::fs;
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use layer_cache::{Cache, Compression, Error, LayerRef, SourceKind, layer_digests};
+use layer_cache::{Cache, Compression, ContentStore, Error, LayerRef, SourceKind, layer_digests};
 
 use crate::ensure;
 use crate::roundtrip::{build_tree, full_apply, opts};
@@ -112,4 +113,105 @@ fn walkdir_count(dir: &Path) -> usize {
         }
     }
     n
+}
+
+/// Each kind of change to a stored blob (a same-size rewrite with the mtime put back, a
+/// truncation, an append, the file swapped for another blob's bytes by rename) is caught by
+/// `check` and `contains` before the blob is used: the blob is removed, the next ingest
+/// stores it again, and an untouched blob stays trusted (stamped) without being re-hashed.
+pub fn changed_blob_is_removed_not_used() -> TestResult {
+    let s = scratch();
+    let store = ContentStore::open(&s.path().join("cache"))?;
+    let content: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let other = store.put_bytes(b"another blob")?;
+    for kind in [
+        "rewrite-same-size-and-mtime",
+        "truncate",
+        "append",
+        "rename-over",
+    ] {
+        let info = store.put_bytes(&content)?;
+        let path = store.path(&info.digest);
+        ensure!(
+            store.contains(&info.digest),
+            "{kind}: a fresh blob is intact"
+        );
+        let before = fs::metadata(&path)?;
+        match kind {
+            "rewrite-same-size-and-mtime" => {
+                let mut bytes = fs::read(&path)?;
+                bytes[1000] ^= 0xff;
+                fs::write(&path, &bytes)?;
+                fs::File::options()
+                    .write(true)
+                    .open(&path)?
+                    .set_modified(before.modified()?)?;
+                let after = fs::metadata(&path)?;
+                ensure!(
+                    after.len() == before.len() && after.modified()? == before.modified()?,
+                    "the rewrite kept size and mtime"
+                );
+            }
+            "truncate" => fs::File::options()
+                .write(true)
+                .open(&path)?
+                .set_len(before.len() / 2)?,
+            "append" => {
+                use std::io::Write as _;
+                fs::File::options()
+                    .append(true)
+                    .open(&path)?
+                    .write_all(b"x")?;
+            }
+            _ => {
+                let copy = s.path().join("copy");
+                fs::copy(store.path(&other.digest), &copy)?;
+                fs::rename(&copy, &path)?;
+            }
+        }
+        match store.check(&info.digest) {
+            Err(Error::BlobTampered {
+                digest, path: p, ..
+            }) => {
+                ensure!(
+                    digest == info.digest && p == path,
+                    "{kind}: names {}",
+                    p.display()
+                )
+            }
+            Err(e) => return Err(format!("{kind}: wrong error: {e}").into()),
+            Ok(_) => return Err(format!("{kind}: a changed blob was reported intact").into()),
+        }
+        ensure!(
+            !path.exists(),
+            "{kind}: the changed blob is still in the store"
+        );
+        ensure!(
+            !store.contains(&info.digest),
+            "{kind}: contains() after removal"
+        );
+        let again = store.put_bytes(&content)?;
+        ensure!(again.digest == info.digest, "{kind}: stored again");
+        store.verify(&again.digest)?;
+    }
+    // An intact blob is trusted from its stamp: the check costs a stat, not a read.
+    let big: Vec<u8> = (0..(64u32 << 20)).map(|i| (i % 253) as u8).collect();
+    let info = store.put_bytes(&big)?;
+    let t = Instant::now();
+    for _ in 0..100 {
+        ensure!(store.contains(&info.digest), "a stamped blob is intact");
+    }
+    let stamped = t.elapsed() / 100;
+    let t = Instant::now();
+    store.verify(&info.digest)?;
+    let full = t.elapsed();
+    eprintln!("blob check: {stamped:?} stamped, {full:?} full re-hash of 64 MiB (under load)");
+    ensure!(
+        stamped * 20 < full,
+        "a stamped check ({stamped:?}) should not read the blob ({full:?})"
+    );
+    // A touch (last-used mark) moves the ctime; the blob stays intact.
+    store.touch(&info.digest)?;
+    ensure!(store.contains(&info.digest), "a touched blob is intact");
+    Ok(())
 }

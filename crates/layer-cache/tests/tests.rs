@@ -5,7 +5,7 @@
 //! - `roundtrip`: determinism and interoperability (GNU tar, gzip, pigz, zstd, umoci,
 //!   overlayfs).
 //! - `store`: content store, cache index, stat cache, leases, du and prune.
-//! - `tamper`: snapshots changed on disk after commit are refused and rebuilt.
+//! - `tamper`: snapshots and blobs changed on disk after commit are refused and rebuilt.
 //! - `procs`: crash safety under SIGKILL, concurrent processes, leases across processes.
 #![allow(missing_docs, unreachable_pub)] // a test binary, not a library
 
@@ -113,6 +113,11 @@ fn main() {
             "tamper::changed_snapshot_is_refused_then_rebuilt",
             true,
             tamper::changed_snapshot_is_refused_then_rebuilt,
+        ),
+        (
+            "tamper::changed_blob_is_removed_not_used",
+            false,
+            tamper::changed_blob_is_removed_not_used,
         ),
         (
             "roundtrip::snapshots_mount_as_overlay_lowers",

@@ -40,6 +40,11 @@ pub(crate) struct BakeOpts {
     #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
     insecure_registries: Vec<String>,
 
+    /// Set method for evaluating build ("build", "plan": the targets' build graph, merged)
+    #[arg(long = "call", value_name = "METHOD", default_value = "build",
+          hide_default_value = true, value_parser = crate::call::parse_call)]
+    call: crate::call::CallFunc,
+
     /// Let the other targets finish when one fails (by default the first failure stops them)
     #[arg(long = "keep-going")]
     keep_going: bool,
@@ -209,6 +214,28 @@ pub(crate) fn run(opts: &BakeOpts) -> Result<(), Failure> {
         .enable_all()
         .build()
         .map_err(|e| Failure::build(format!("cannot start the async runtime: {e}")))?;
+    match opts.call.name.as_str() {
+        "build" => {}
+        "plan" => {
+            // One graph for every target: the steps they share appear once.
+            let graph = runtime
+                .block_on(group.graph())
+                .map_err(crate::run::failure)?;
+            if opts.call.json {
+                let text = serde_json::to_string_pretty(&graph)
+                    .map_err(|e| Failure::build(format!("failed to encode the graph: {e}")))?;
+                println!("{text}");
+            } else {
+                print!("{}", graph.to_text());
+            }
+            return Ok(());
+        }
+        other => {
+            return Err(Failure::usage(format!(
+                "--call {other} is not supported by rbuild bake (build or plan)"
+            )));
+        }
+    }
     let cancels = group.cancel_handles();
     let mut renderer = GroupRenderer::new(Mode::parse(&opts.progress));
     let results = runtime.block_on(async {

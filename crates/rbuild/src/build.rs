@@ -630,6 +630,7 @@ pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
         CallFunc {
             name: "check".into(),
             json: false,
+            format_given: false,
             ignore_status: false,
         }
     } else {
@@ -664,6 +665,17 @@ pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
         req.build_args = build_arg_map(opts);
         req.target = opts.target.clone();
         let plan = builder_core::plan::ci_plan(&df, &req).map_err(stage_error)?;
+        if call.format_given {
+            // The graph resolves the base images and hashes the context files COPY reads.
+            let text_source =
+                (opts.file.as_deref() == Some("-")).then(|| (src.name.clone(), text.clone()));
+            let plan = call
+                .json
+                .then(|| serde_json::to_value(&plan))
+                .transpose()
+                .map_err(|e| Failure::build(format!("failed to encode the plan: {e}")))?;
+            return crate::run::graph(opts, &build_arg_map(opts), text_source, plan);
+        }
         let json = serde_json::to_string_pretty(&plan)
             .map_err(|e| Failure::build(format!("failed to encode the plan: {e}")))?;
         println!("{json}");

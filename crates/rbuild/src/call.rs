@@ -1,6 +1,8 @@
 //! `--call outline|targets`: the text and JSON that buildx prints for BuildKit's
 //! `frontend.outline` and `frontend.targets` subrequests; `--call plan`: rbuild's CI
-//! planner ([`builder_core::plan`]), JSON only.
+//! planner ([`builder_core::plan`]) as JSON; with a `format=`, the build graph
+//! ([`builder_core::Graph`]) too: `format=json` adds it to the plan as `graph`,
+//! `format=text` prints its short text form.
 
 use base64::Engine as _;
 use dockerfile::{Outline, Span, TargetInfo};
@@ -13,6 +15,8 @@ pub(crate) struct CallFunc {
     pub(crate) name: String,
     /// `json` for `format=json`; text otherwise.
     pub(crate) json: bool,
+    /// A `format=` was given (`--call plan` prints the build graph only then).
+    pub(crate) format_given: bool,
     /// `ignorestatus=true`: exit 0 even when the call's result has a failing status
     /// (`check` with findings).
     pub(crate) ignore_status: bool,
@@ -22,14 +26,18 @@ pub(crate) struct CallFunc {
 pub(crate) fn parse_call(s: &str) -> Result<CallFunc, String> {
     let mut name = None;
     let mut json = false;
+    let mut format_given = false;
     let mut ignore_status = false;
     for field in s.split(',') {
         match field.split_once('=') {
-            Some(("format", f)) => match f {
-                "json" => json = true,
-                "text" | "" => json = false,
-                other => return Err(format!("unsupported format {other:?} (json or text)")),
-            },
+            Some(("format", f)) => {
+                format_given = true;
+                match f {
+                    "json" => json = true,
+                    "text" | "" => json = false,
+                    other => return Err(format!("unsupported format {other:?} (json or text)")),
+                }
+            }
             Some(("ignorestatus", v)) => {
                 ignore_status =
                     parse_bool(v).map_err(|_| format!("invalid ignorestatus print value: {v}"))?;
@@ -52,6 +60,7 @@ pub(crate) fn parse_call(s: &str) -> Result<CallFunc, String> {
     Ok(CallFunc {
         name,
         json,
+        format_given,
         ignore_status,
     })
 }

@@ -1,7 +1,7 @@
 //! The `docker buildx build` flags a CI configuration copied from a buildx project passes
 //! that are not about outputs or caches: `--add-host`, `--no-cache-filter`, `--pull`,
-//! `--builder`, and the ones rbuild refuses with a clear error (`--ulimit`, `--shm-size`,
-//! `--cgroup-parent`, `--annotation`) rather than ignoring them.
+//! `--builder`, `--load`, `--ulimit`, `--shm-size`, `--keep-git-dir`, `--annotation`, and
+//! `--cgroup-parent`, which rbuild refuses with a clear error rather than ignoring it.
 
 use builder_core::Build;
 use builder_core::load::LoadTarget;
@@ -16,8 +16,8 @@ pub(crate) struct DropinOpts {
     #[arg(long = "add-host", value_name = "HOST:IP", value_parser = parse_add_host)]
     pub(crate) add_hosts: Vec<(String, String)>,
 
-    /// Add annotation to the image (not supported by rbuild yet)
-    #[arg(long = "annotation", value_name = "KEY=VALUE")]
+    /// Add annotation to the image (format: "[TYPE[,TYPE]:]KEY=VALUE"; types: manifest, manifest[PLATFORM], manifest-descriptor, index, index-descriptor)
+    #[arg(long = "annotation", value_name = "KEY=VALUE", value_parser = parse_annotation)]
     pub(crate) annotations: Vec<String>,
 
     /// Override the configured builder instance (rbuild has one builder: accepted, with a note)
@@ -46,12 +46,12 @@ pub(crate) struct DropinOpts {
     #[arg(long = "pull")]
     pub(crate) pull: bool,
 
-    /// Shared memory size for build containers (not supported by rbuild yet)
-    #[arg(long = "shm-size", value_name = "BYTES")]
+    /// Shared memory size for build containers (/dev/shm of RUN steps; e.g. "128m")
+    #[arg(long = "shm-size", value_name = "BYTES", value_parser = parse_shm_size)]
     pub(crate) shm_size: Option<String>,
 
-    /// Ulimit options (not supported by rbuild yet)
-    #[arg(long = "ulimit", value_name = "ULIMIT")]
+    /// Ulimit options (format: "NAME=SOFT[:HARD]", e.g. "nofile=1024:4096")
+    #[arg(long = "ulimit", value_name = "ULIMIT", value_parser = parse_ulimit)]
     pub(crate) ulimits: Vec<String>,
 }
 
@@ -74,6 +74,27 @@ fn parse_add_host(s: &str) -> Result<(String, String), String> {
     Ok((host.to_owned(), ip.to_owned()))
 }
 
+fn parse_annotation(s: &str) -> Result<String, String> {
+    builder_core::annotations::Annotation::parse(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| match e {
+            builder_core::Error::InvalidOption { reason, .. } => reason,
+            e => e.to_string(),
+        })
+}
+
+fn parse_shm_size(s: &str) -> Result<String, String> {
+    builder_core::parse_mem_bytes(s)
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
+fn parse_ulimit(s: &str) -> Result<String, String> {
+    s.parse::<builder_core::Ulimit>()
+        .map(|_| s.to_owned())
+        .map_err(|e| e.to_string())
+}
+
 impl DropinOpts {
     /// Refuses what rbuild cannot do, before anything runs.
     pub(crate) fn check(&self) -> Result<(), Failure> {
@@ -82,25 +103,10 @@ impl DropinOpts {
                 "{flag} is not supported by rbuild: {why}"
             )))
         };
-        if !self.annotations.is_empty() {
-            return refuse(
-                "--annotation",
-                "image annotations are not implemented yet (labels are: --label)",
-            );
-        }
         if self.cgroup_parent.is_some() {
             return refuse(
                 "--cgroup-parent",
                 "RUN steps run in rbuild's own process tree, not under a cgroup manager",
-            );
-        }
-        if self.shm_size.is_some() {
-            return refuse("--shm-size", "RUN steps get no sized /dev/shm mount yet");
-        }
-        if !self.ulimits.is_empty() {
-            return refuse(
-                "--ulimit",
-                "RUN steps inherit rbuild's limits; setting them is not implemented yet",
             );
         }
         Ok(())
@@ -130,6 +136,15 @@ impl DropinOpts {
     pub(crate) fn apply(&self, mut b: Build) -> Result<Build, builder_core::Error> {
         for (host, ip) in &self.add_hosts {
             b = b.add_host(host, ip)?;
+        }
+        for a in &self.annotations {
+            b = b.annotation(a)?;
+        }
+        for u in &self.ulimits {
+            b = b.ulimit(u)?;
+        }
+        if let Some(s) = &self.shm_size {
+            b = b.shm_size(s)?;
         }
         for s in &self.no_cache_filter {
             b = b.no_cache_filter(s);

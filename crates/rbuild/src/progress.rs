@@ -116,10 +116,7 @@ impl Renderer {
                 id, name, platform, ..
             } => {
                 let n = self.number(*id);
-                let shown = self.labelled(match platform {
-                    Some(p) => format!("[{p}] {name}"),
-                    None => name.clone(),
-                });
+                let shown = self.labelled(with_platform(platform.as_deref(), name));
                 self.names
                     .insert((self.scope, *id), (shown.clone(), Instant::now()));
                 let _ = writeln!(err, "#{n} {shown}");
@@ -225,10 +222,7 @@ impl Renderer {
             ProgressEvent::StepStarted {
                 id, name, platform, ..
             } => {
-                let shown = self.labelled(match platform {
-                    Some(p) => format!("[{p}] {name}"),
-                    None => name.clone(),
-                });
+                let shown = self.labelled(with_platform(platform.as_deref(), name));
                 self.names
                     .insert((self.scope, *id), (shown.clone(), Instant::now()));
                 self.clear_status(err);
@@ -410,6 +404,16 @@ fn human(n: u64) -> String {
     }
 }
 
+/// A step's name with its platform in front, as BuildKit writes it in a multi-platform
+/// build: `[linux/arm64 base 2/3] RUN ...` (`[linux/arm64] ENV ...` for an unnumbered one).
+fn with_platform(platform: Option<&str>, name: &str) -> String {
+    match (platform, name.strip_prefix('[')) {
+        (None, _) => name.to_owned(),
+        (Some(p), Some(rest)) => format!("[{p} {rest}"),
+        (Some(p), None) => format!("[{p}] {name}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +431,19 @@ mod tests {
             short_warning("UnusedBuildArgs: x", None),
             "UnusedBuildArgs: x"
         );
+    }
+
+    #[test]
+    fn platform_joins_the_step_prefix() {
+        assert_eq!(
+            with_platform(Some("linux/arm64"), "[base 2/3] RUN true"),
+            "[linux/arm64 base 2/3] RUN true"
+        );
+        assert_eq!(
+            with_platform(Some("linux/arm64"), "ENV A=1"),
+            "[linux/arm64] ENV A=1"
+        );
+        assert_eq!(with_platform(None, "[1/2] RUN x"), "[1/2] RUN x");
     }
 
     #[test]

@@ -20,6 +20,49 @@ pub(crate) fn build(
     build_args: &std::collections::BTreeMap<String, String>,
     dockerfile_text: Option<(String, String)>,
 ) -> Result<(), Failure> {
+    build_or_graph(opts, build_args, dockerfile_text, None)
+}
+
+/// The build graph of the command line's build (`--call plan,format=json|text`): with
+/// `plan`, that JSON with the graph as its `graph` member; else the graph's short text
+/// form. Nothing is built.
+pub(crate) fn graph(
+    opts: &BuildOpts,
+    build_args: &std::collections::BTreeMap<String, String>,
+    dockerfile_text: Option<(String, String)>,
+    plan: Option<serde_json::Value>,
+) -> Result<(), Failure> {
+    build_or_graph(opts, build_args, dockerfile_text, Some(plan))
+}
+
+/// What to print instead of building: the graph, in the CI plan's JSON or as text.
+type GraphCall = Option<Option<serde_json::Value>>;
+
+fn print_graph(b: &Build, plan: Option<serde_json::Value>) -> Result<(), Failure> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::build(format!("cannot start the async runtime: {e}")))?;
+    let graph = runtime.block_on(b.graph()).map_err(failure)?;
+    match plan {
+        Some(mut plan) => {
+            plan["graph"] = serde_json::to_value(&graph)
+                .map_err(|e| Failure::build(format!("failed to encode the graph: {e}")))?;
+            let text = serde_json::to_string_pretty(&plan)
+                .map_err(|e| Failure::build(format!("failed to encode the plan: {e}")))?;
+            println!("{text}");
+        }
+        None => print!("{}", graph.to_text()),
+    }
+    Ok(())
+}
+
+fn build_or_graph(
+    opts: &BuildOpts,
+    build_args: &std::collections::BTreeMap<String, String>,
+    dockerfile_text: Option<(String, String)>,
+    graph: GraphCall,
+) -> Result<(), Failure> {
     let usage = |e: builder_core::Error| Failure::usage(e.to_string());
     let mut b = Build::new(&opts.context).map_err(usage)?;
     b = match (dockerfile_text, opts.file.as_deref()) {
@@ -57,7 +100,10 @@ pub(crate) fn build(
         outputs.push(ExportSpec::registry());
     }
     // --load: a docker-archive in a temporary directory, loaded after the build.
-    let load = opts.dropin.load_target()?;
+    let load = match graph {
+        Some(_) => None,
+        None => opts.dropin.load_target()?,
+    };
     let load_dir = match &load {
         Some(target) => {
             target.probe().map_err(failure)?;
@@ -74,7 +120,7 @@ pub(crate) fn build(
         }
         None => None,
     };
-    if outputs.is_empty() {
+    if outputs.is_empty() && graph.is_none() {
         eprintln!(
             "WARNING: No output specified with docker-container driver. Build result will only remain in the build cache. \
              To push result image into registry use --push or to load image into docker use --load"
@@ -142,6 +188,9 @@ pub(crate) fn build(
     }
     b = b.allow_insecure(opts.allow.iter().any(|a| a == "security.insecure"));
     b = b.allow_network_host(opts.allow.iter().any(|a| a == "network.host"));
+    if let Some(plan) = graph {
+        return print_graph(&b, plan);
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -242,6 +291,7 @@ pub(crate) fn failure(e: builder_core::Error) -> Failure {
             instruction,
             reason,
             output_tail,
+            ..
         } => {
             let mut msg = String::new();
             if !output_tail.is_empty() {

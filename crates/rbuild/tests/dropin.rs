@@ -228,21 +228,14 @@ fn pull_follows_a_moved_tag() {
 fn unsupported_flags_are_refused_and_builder_is_noted() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
-    for (flag, value) in [
-        ("--ulimit", "nofile=1024:1024"),
-        ("--shm-size", "2g"),
-        ("--cgroup-parent", "/ci"),
-        ("--annotation", "index:org.opencontainers.image.title=x"),
-    ] {
-        let out = rbuild(dir.path(), &["build", flag, value, "."]);
-        assert_eq!(out.status.code(), Some(2), "{flag}");
-        let err = text(&out.stderr);
-        assert!(
-            err.contains(&format!("{flag} is not supported by rbuild")),
-            "{err}"
-        );
-        assert_eq!(err.lines().count(), 1, "{err}");
-    }
+    let out = rbuild(dir.path(), &["build", "--cgroup-parent", "/ci", "."]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("--cgroup-parent is not supported by rbuild"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
     let cache = dir.path().join("cache");
     let out = rbuild(
         dir.path(),
@@ -356,4 +349,244 @@ fn load_into_docker_and_clear_errors_without_a_store() {
     );
     let out = rbuild(dir.path(), &["build", "--load=podman", "."]);
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// `--ulimit` and `--shm-size` reach the RUN step as they do under the reference BuildKit
+/// (the same soft and hard limits, the same /dev/shm size); bad values exit 2; a changed
+/// limit runs the step again (it is part of the cache key, as in BuildKit's ExecOp).
+#[test]
+fn ulimit_and_shm_size_match_the_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!(
+            "FROM {BUSYBOX} AS base\nRUN (ulimit -Sn; ulimit -Hn; ulimit -Sc; \
+             grep ' /dev/shm ' /proc/mounts | cut -d' ' -f4 | tr ',' '\\n' | grep '^size=') > /out\n\
+             FROM scratch\nCOPY --from=base /out /\n"
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let bk = dir.path().join("bk");
+    reference_build(
+        &ctx,
+        &bk,
+        &[
+            "ulimit=nofile=1024:2048,core=0",
+            &format!("shm-size={}", 128 << 20),
+        ],
+    );
+    let want = std::fs::read_to_string(bk.join("out")).unwrap();
+    assert_eq!(want, "1024\n2048\n0\nsize=131072k\n");
+    let rb = dir.path().join("rb");
+    let args = |out: &Path, nofile: &str| {
+        vec![
+            "build".to_owned(),
+            "--progress=plain".to_owned(),
+            "--cache-dir".to_owned(),
+            cache.to_str().unwrap().to_owned(),
+            "--ulimit".to_owned(),
+            format!("nofile={nofile}"),
+            "--ulimit".to_owned(),
+            "core=0".to_owned(),
+            "--shm-size".to_owned(),
+            "128m".to_owned(),
+            "-o".to_owned(),
+            out.to_str().unwrap().to_owned(),
+            ".".to_owned(),
+        ]
+    };
+    let a = args(&rb, "1024:2048");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    ok(&rbuild(&ctx, &a));
+    assert_eq!(std::fs::read_to_string(rb.join("out")).unwrap(), want);
+    // Another limit: not the cached result.
+    let rb2 = dir.path().join("rb2");
+    let a = args(&rb2, "512:2048");
+    let a: Vec<&str> = a.iter().map(String::as_str).collect();
+    ok(&rbuild(&ctx, &a));
+    assert!(
+        std::fs::read_to_string(rb2.join("out"))
+            .unwrap()
+            .starts_with("512\n")
+    );
+    for (flag, bad) in [
+        ("--ulimit", "nofile=9:3"),
+        ("--ulimit", "colour=1"),
+        ("--shm-size", "lots"),
+    ] {
+        let out = rbuild(&ctx, &["build", flag, bad, "."]);
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{flag} {bad}: {}",
+            text(&out.stderr)
+        );
+    }
+}
+
+/// The annotations of an OCI layout directory, as a comparable map: the layout entry's
+/// (without the creation time), the index's, each platform's index entry and manifest.
+fn layout_annotations(dir: &Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let read = |p: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let blob = |d: &serde_json::Value| {
+        read(
+            &dir.join("blobs/sha256")
+                .join(d.as_str().unwrap().trim_start_matches("sha256:")),
+        )
+    };
+    let mut out = std::collections::BTreeMap::new();
+    let layout = read(&dir.join("index.json"));
+    let mut entry = layout["manifests"][0]["annotations"].clone();
+    entry
+        .as_object_mut()
+        .unwrap()
+        .remove("org.opencontainers.image.created");
+    out.insert("layout-entry".to_owned(), entry);
+    let index = blob(&layout["manifests"][0]["digest"]);
+    out.insert("index".to_owned(), index["annotations"].clone());
+    for m in index["manifests"].as_array().unwrap() {
+        let p = format!(
+            "{}/{}",
+            m["platform"]["os"].as_str().unwrap(),
+            m["platform"]["architecture"].as_str().unwrap()
+        );
+        out.insert(format!("entry {p}"), m["annotations"].clone());
+        out.insert(
+            format!("manifest {p}"),
+            blob(&m["digest"])["annotations"].clone(),
+        );
+    }
+    out
+}
+
+/// `--annotation` with each type and a platform, written where the reference BuildKit
+/// writes them (the same exporter attributes given to buildctl); index annotations of a
+/// single-platform image are BuildKit's error; a manifest annotation alone is fine.
+#[test]
+fn annotations_are_written_where_the_reference_writes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(ctx.join("Dockerfile"), "FROM scratch\nCOPY f /\n").unwrap();
+    std::fs::write(ctx.join("f"), "x\n").unwrap();
+    let bk = dir.path().join("bk");
+    let out = Command::new("/var/tmp/reference-buildkit/bin/buildctl")
+        .args([
+            "--addr",
+            "unix:///run/reference-buildkitd.sock",
+            "build",
+            "--frontend",
+            "dockerfile.v0",
+            "--local",
+            "context=.",
+            "--local",
+            "dockerfile=.",
+            "--opt",
+            "platform=linux/amd64,linux/arm64",
+            "--output",
+        ])
+        .arg(format!(
+            "type=oci,tar=false,dest={},name=dropin/ann:1,annotation.m=1,annotation-index.i=2,\
+             annotation-manifest-descriptor.md=3,annotation-index-descriptor.id=4,\
+             annotation-manifest[linux/arm64].arm=5",
+            bk.display()
+        ))
+        .current_dir(&ctx)
+        .output()
+        .unwrap();
+    ok(&out);
+    let rb = dir.path().join("rb");
+    let cache = dir.path().join("cache");
+    let dest = format!("type=oci,tar=false,dest={},name=dropin/ann:1", rb.display());
+    ok(&rbuild(
+        &ctx,
+        &[
+            "build",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "--annotation",
+            "m=1",
+            "--annotation",
+            "index:i=2",
+            "--annotation",
+            "manifest-descriptor:md=3",
+            "--annotation",
+            "index-descriptor:id=4",
+            "--annotation",
+            "manifest[linux/arm64]:arm=5",
+            "-o",
+            &dest,
+            ".",
+        ],
+    ));
+    let want = layout_annotations(&bk);
+    assert_eq!(want["index"]["i"], "2", "{want:?}");
+    assert_eq!(want["manifest linux/arm64"]["arm"], "5", "{want:?}");
+    let mut got = layout_annotations(&rb);
+    // The image name is spelled as given (BuildKit normalises it to docker.io/...).
+    got.get_mut("layout-entry").unwrap()["io.containerd.image.name"] =
+        want["layout-entry"]["io.containerd.image.name"].clone();
+    assert_eq!(got, want);
+
+    let out = rbuild(
+        &ctx,
+        &[
+            "build",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--annotation",
+            "index:i=2",
+            "-o",
+            &format!("type=oci,dest={}", dir.path().join("one.tar").display()),
+            ".",
+        ],
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("index annotations not supported for single platform export"),
+        "{}",
+        text(&out.stderr)
+    );
+    let one = dir.path().join("one");
+    ok(&rbuild(
+        &ctx,
+        &[
+            "build",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--annotation",
+            "org.opencontainers.image.title=app",
+            "-o",
+            &format!("type=oci,tar=false,dest={}", one.display()),
+            ".",
+        ],
+    ));
+    let layout: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(one.join("index.json")).unwrap()).unwrap();
+    let d = layout["manifests"][0]["digest"].as_str().unwrap();
+    let m: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            one.join("blobs/sha256")
+                .join(d.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(m["annotations"]["org.opencontainers.image.title"], "app");
+    for bad in [
+        "layer:k=v",
+        "index[linux/amd64]:k=v",
+        "novalue",
+        "manifest[linux/amd64:k=v",
+    ] {
+        let out = rbuild(&ctx, &["build", "--annotation", bad, "."]);
+        assert_eq!(out.status.code(), Some(2), "{bad}: {}", text(&out.stderr));
+    }
 }

@@ -88,3 +88,110 @@ fn plan_lists_platforms_and_needed_stages() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
     assert!(out.stdout.is_empty());
 }
+
+/// The repository root (the examples' bake file names its contexts from there).
+fn repo_root() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// `--call plan,format=...` prints the build graph: the text form for one example, and for
+/// both examples (`bake --call plan`) one graph in which the steps their builder stages
+/// share (the base image, the apt step, `WORKDIR`) are one vertex each.
+#[test]
+fn plan_prints_the_graph_and_bake_merges_both_examples() {
+    let root = repo_root();
+    let cache = tempfile::tempdir().unwrap();
+    let cache_dir = cache.path().to_str().unwrap();
+    let out = rbuild(
+        &root,
+        &[
+            "build",
+            "--call",
+            "plan,format=text",
+            "--cache-dir",
+            cache_dir,
+            "examples/auth-service",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.contains("exec") && l.contains("RUN npm ci")),
+        "{text}"
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with("result runtime ")),
+        "{text}"
+    );
+
+    // format=json: the CI plan, with the graph as its `graph` member.
+    let out = rbuild(
+        &root,
+        &[
+            "build",
+            "--call",
+            "plan,format=json",
+            "--cache-dir",
+            cache_dir,
+            "examples/auth-service",
+        ],
+    );
+    assert!(out.status.success());
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(plan["target"], "runtime");
+    let one = plan["graph"]["vertices"]
+        .as_array()
+        .expect("vertices")
+        .len();
+
+    let out = rbuild(
+        &root,
+        &[
+            "bake",
+            "-f",
+            "examples/docker-bake.hcl",
+            "--call",
+            "plan,format=json",
+            "--cache-dir",
+            cache_dir,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let graph: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let vertices = graph["vertices"].as_array().expect("vertices");
+    let named = |needle: &str| {
+        vertices
+            .iter()
+            .filter(|v| v["name"].as_str().unwrap().contains(needle))
+            .count()
+    };
+    // Shared: once. Different (other package files, other runtime packages): twice.
+    assert_eq!(named("python3 make g++"), 1, "{graph:#}");
+    assert_eq!(named("FROM 127.0.0.1:5000/library/node:20-slim"), 1);
+    assert_eq!(named("[builder 3/8] WORKDIR /app"), 1);
+    assert_eq!(named("RUN npm ci"), 2);
+    assert_eq!(named("--no-install-recommends dumb-init"), 2);
+    assert_eq!(graph["results"].as_array().unwrap().len(), 2);
+    assert!(
+        vertices.len() < 2 * one,
+        "{} vertices, {one} for one service",
+        vertices.len()
+    );
+    // Every key is unique, and every input is a vertex listed before the one reading it.
+    let mut seen = std::collections::HashSet::new();
+    for v in vertices {
+        for e in v["inputs"].as_array().into_iter().flatten() {
+            assert!(seen.contains(e["key"].as_str().unwrap()), "{v:#}");
+        }
+        assert!(seen.insert(v["key"].as_str().unwrap()), "duplicate {v:#}");
+    }
+}

@@ -48,3 +48,6 @@ mod plugin;
 mod contexts;
 /// The build timeline: phase events in rawjson, `rbuild debug timeline` (issue 21).
 mod timeline;
+
+/// Hardening (issue 22): full disks, blobs tampered in the cache, kill -9 mid-build.
+mod hardening;

@@ -157,6 +157,14 @@ impl FromStr for Platform {
     /// means the host's architecture on Linux.
     fn from_str(s: &str) -> Result<Self, Error> {
         let parts: Vec<&str> = s.trim().split('/').collect();
+        if parts.first().is_some_and(|os| os.contains('(')) {
+            // containerd's `os(os.version)/arch`: a Windows image field; rbuild builds Linux
+            // images and does not match or record OS versions.
+            return Err(Error::InvalidPlatform {
+                input: s.to_owned(),
+                reason: "an OS version (`OS(VERSION)/ARCH`) is not supported by rbuild".to_owned(),
+            });
+        }
         match parts.as_slice() {
             [one] if normalize_os(one) == "linux" => {
                 let host = Self::host();
@@ -289,6 +297,16 @@ mod tests {
         );
         assert!(!p("linux/arm64").matches(&p("linux/amd64")));
         assert!(!p("linux/amd64").matches(&p("windows/amd64")));
+    }
+
+    #[test]
+    fn os_version_is_refused_by_name() {
+        let e = "windows(10.0.20348.1006)/amd64"
+            .parse::<Platform>()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("OS version"), "{e}");
+        assert!(e.contains("windows(10.0.20348.1006)/amd64"), "{e}");
     }
 
     #[test]

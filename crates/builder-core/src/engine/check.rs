@@ -65,7 +65,7 @@ impl Build {
         }
         let ast = dockerfile::parse_ast(&report.text).map_err(|source| Error::Parse {
             file: report.file.clone(),
-            source: Box::new(source),
+            source: source.into(),
         })?;
         let mut client = registry_client::Client::builder();
         for h in &self.insecure_registries {
@@ -121,7 +121,7 @@ impl Build {
             for ins in &stage.instructions {
                 let step = scope.step(ins).map_err(|source| Error::Stages {
                     file: report.file.clone(),
-                    source: Box::new(source),
+                    source: source.into(),
                 })?;
                 if !checked.contains(&idx) {
                     continue;
@@ -157,7 +157,7 @@ impl Build {
         };
         let df = dockerfile::parse(&text).map_err(|source| Error::Parse {
             file: file.clone(),
-            source: Box::new(source),
+            source: source.into(),
         })?;
         let host = Platform::host();
         let target = self
@@ -173,7 +173,7 @@ impl Build {
         opts.target = self.target.clone();
         let plan = BuildPlan::new(&df, &opts).map_err(|source| Error::Stages {
             file: file.clone(),
-            source: Box::new(source),
+            source: source.into(),
         })?;
         let config = config(&text, &self.build_args)?;
         let ignore = ignore_patterns(&self.context, self.dockerfile_path().as_deref());
@@ -275,7 +275,7 @@ pub(super) fn findings(
 ) -> Result<Vec<LintWarning>, Error> {
     let ast = dockerfile::parse_ast(text).map_err(|source| Error::Parse {
         file: file.to_owned(),
-        source: Box::new(source),
+        source: source.into(),
     })?;
     let mut opts = LintOptions::default();
     opts.all_stages = all_stages;

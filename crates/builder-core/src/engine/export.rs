@@ -1,9 +1,13 @@
-//! Running the exporters on a built image.
+//! The exporters: each `--output` as an [`Exporter`] that says what it [`Needs`] of the
+//! solved build (the image's blobs, or the final filesystems as files) and takes that
+//! [`Solved`] result and nothing else, as BuildKit's `exporter` package does.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use layer_cache::{ApplyOptions, Cache, Digest, LayerRef};
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use layer_cache::{ApplyOptions, PackOptions};
 use registry_client::{BlobSource, Client, RawManifest, Reference, Repository};
 use tokio::sync::mpsc;
 
@@ -15,7 +19,7 @@ use crate::progress::{Activity, Clock, Phase, ProgressEvent, StepId};
 fn export_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::Export {
         path: path.to_owned(),
-        source,
+        source: source.into(),
     }
 }
 
@@ -81,129 +85,288 @@ pub(super) fn push_targets(
     Ok(targets)
 }
 
-/// Writes or pushes `img` to every output.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn export_all(
-    client: &Client,
-    cache: &Cache,
-    img: &BuiltImage,
-    base_repos: &[Option<Repository>],
+/// What an exporter needs of the solved build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Needs {
+    /// The image: compressed layers, configs and manifests (BuildKit's exporters that
+    /// take the result's refs as blobs).
+    Blobs,
+    /// The final filesystems as directories; nothing is compressed.
+    Files,
+}
+
+/// The final filesystems of a solved build, one per platform, made on demand.
+pub(super) trait SolvedFiles: Send + Sync {
+    /// Each platform's `(os, architecture, variant)`.
+    fn platforms(&self) -> Vec<(String, String, Option<String>)>;
+
+    /// The layer directories of platform `i`, top first (unpacked where needed; progress
+    /// goes to `step`).
+    fn layer_dirs(&self, i: usize, step: StepId) -> BoxFuture<'_, Result<Vec<PathBuf>, Error>>;
+
+    /// How files are written (the SOURCE_DATE_EPOCH clamp).
+    fn pack(&self) -> &PackOptions;
+}
+
+/// A solved build as the exporters see it: the image (when an exporter needs blobs) and
+/// the final filesystems.
+pub(super) struct Solved<'a> {
+    pub(super) image: Option<&'a BuiltImage>,
+    pub(super) files: &'a dyn SolvedFiles,
+    /// Each platform's base image repository (blobs are mounted from there on a push).
+    pub(super) base_repos: &'a [Option<Repository>],
+}
+
+/// Where an export reports and pushes.
+pub(super) struct ExportCx<'a> {
+    pub(super) client: &'a Client,
+    pub(super) events: &'a mpsc::UnboundedSender<ProgressEvent>,
+    /// The build's clock, for the timeline.
+    pub(super) clock: Clock,
+    pub(super) step: StepId,
+}
+
+/// One `--output`.
+pub(super) trait Exporter: Send + Sync {
+    /// What it needs of the solved build.
+    fn needs(&self) -> Needs;
+
+    /// Its progress step's name.
+    fn describe(&self) -> String;
+
+    /// Its type (`oci`, `docker`, `local`, `registry`), for the timeline.
+    fn kind(&self) -> &'static str;
+
+    /// Writes or pushes the solved build.
+    fn export<'a>(
+        &'a self,
+        solved: &'a Solved<'a>,
+        cx: &'a ExportCx<'a>,
+    ) -> BoxFuture<'a, Result<(), Error>>;
+}
+
+/// The exporters of `outputs`. `tags` are the `--tag`s (`tag_names` as given), `epoch` the
+/// build's SOURCE_DATE_EPOCH.
+///
+/// # Errors
+/// A registry output without a name it can push to.
+pub(super) fn exporters(
     outputs: &[ExportSpec],
     tags: &[Reference],
     tag_names: &[String],
     epoch: Option<i64>,
-    events: &mpsc::UnboundedSender<ProgressEvent>,
-    clock: Clock,
-    step: StepId,
-) -> Result<(), Error> {
-    for out in outputs {
+) -> Result<Vec<Box<dyn Exporter>>, Error> {
+    let mut out: Vec<Box<dyn Exporter>> = Vec::new();
+    for spec in outputs {
         let mut names: Vec<String> = tags.iter().map(ToString::to_string).collect();
         // `name=` values normalised as `--tag`s are (BuildKit: `docker.io/org/repo:tag`).
-        names.extend(out.names.iter().map(|n| {
+        names.extend(spec.names.iter().map(|n| {
             n.parse::<Reference>()
                 .map_or_else(|_| n.clone(), |r| r.to_string())
         }));
         // The layout's creation time: the output's or the build's SOURCE_DATE_EPOCH, or now.
-        let created = out.source_date_epoch.unwrap_or(epoch).unwrap_or_else(|| {
+        let created = spec.source_date_epoch.unwrap_or(epoch).unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() as i64)
         });
         let created = crate::image::rfc3339(created, 0);
-        let name = match &out.kind {
-            ExportKind::Registry => "pushing to the registry".to_owned(),
-            ExportKind::Oci { dest, .. } => format!("exporting OCI layout to {}", dest.display()),
-            ExportKind::Docker { dest } => {
-                format!("exporting docker archive to {}", dest.display())
-            }
-            ExportKind::Local { dest } => format!("exporting files to {}", dest.display()),
-        };
-        let id = step;
-        let _ = events.send(ProgressEvent::StepStarted {
-            id,
-            name,
+        out.push(match &spec.kind {
+            ExportKind::Oci { dest, tar } => Box::new(Layout {
+                dest: dest.clone(),
+                tar: *tar,
+                docker: false,
+                names,
+                created,
+            }),
+            ExportKind::Docker { dest } => Box::new(Layout {
+                dest: dest.clone(),
+                tar: true,
+                docker: true,
+                names: tags.iter().map(Reference::familiar).collect(),
+                created,
+            }),
+            ExportKind::Local { dest } => Box::new(LocalFiles { dest: dest.clone() }),
+            ExportKind::Registry => Box::new(Push {
+                targets: push_targets(spec, tag_names)?,
+            }),
+        });
+    }
+    Ok(out)
+}
+
+/// Runs every exporter on `solved`, each as step `cx.step`.
+pub(super) async fn export_all(
+    exporters: &[Box<dyn Exporter>],
+    solved: &Solved<'_>,
+    cx: &ExportCx<'_>,
+) -> Result<(), Error> {
+    for e in exporters {
+        let _ = cx.events.send(ProgressEvent::StepStarted {
+            id: cx.step,
+            name: e.describe(),
             platform: None,
             location: None,
         });
         let t = std::time::Instant::now();
-        let kind = match &out.kind {
-            ExportKind::Registry => "registry",
-            ExportKind::Oci { .. } => "oci",
-            ExportKind::Docker { .. } => "docker",
-            ExportKind::Local { .. } => "local",
-        };
-        let timer = clock.timer(events, Some(id), Phase::Export, kind);
-        match &out.kind {
-            ExportKind::Oci { dest, tar: true } => {
-                let (img, dest, names) = (img.clone(), dest.clone(), names.clone());
-                tokio::task::spawn_blocking(move || {
-                    oci::write_oci_tar(&img, &names, &dest, false, &created)
-                        .map_err(export_err(&dest))
-                })
-                .await
-                .map_err(|e| super::exec_join(&e))??;
-            }
-            ExportKind::Oci { dest, tar: false } => {
-                let (img, dest, names) = (img.clone(), dest.clone(), names.clone());
-                tokio::task::spawn_blocking(move || {
-                    oci::write_oci_dir(&img, &names, &dest, &created).map_err(export_err(&dest))
-                })
-                .await
-                .map_err(|e| super::exec_join(&e))??;
-            }
-            ExportKind::Docker { dest } => {
-                let familiar: Vec<String> = tags.iter().map(Reference::familiar).collect();
-                let (img, dest) = (img.clone(), dest.clone());
-                tokio::task::spawn_blocking(move || {
-                    oci::write_oci_tar(&img, &familiar, &dest, true, &created)
-                        .map_err(export_err(&dest))
-                })
-                .await
-                .map_err(|e| super::exec_join(&e))??;
-            }
-            ExportKind::Local { dest } => {
-                let (img, dest, cache) = (img.clone(), dest.clone(), cache.clone());
-                tokio::task::spawn_blocking(move || export_local(&cache, &img, &dest))
-                    .await
-                    .map_err(|e| super::exec_join(&e))??;
-            }
-            ExportKind::Registry => {
-                let targets = push_targets(out, tag_names)?;
-                push(client, img, base_repos, &targets, events, clock, id).await?;
-            }
-        }
+        let timer = cx
+            .clock
+            .timer(cx.events, Some(cx.step), Phase::Export, e.kind());
+        e.export(solved, cx).await?;
         drop(timer);
-        let _ = events.send(ProgressEvent::StepDone {
-            id,
+        let _ = cx.events.send(ProgressEvent::StepDone {
+            id: cx.step,
             elapsed: t.elapsed(),
         });
     }
     Ok(())
 }
 
-/// The final filesystem as plain files (one directory per platform when there are several).
-fn export_local(cache: &Cache, img: &BuiltImage, dest: &Path) -> Result<(), Error> {
-    for i in &img.images {
-        let dir = local_dir(dest, &i.platform, img.images.len());
-        std::fs::create_dir_all(&dir).map_err(export_err(&dir))?;
-        let config: serde_json::Value =
-            serde_json::from_slice(&i.config).map_err(|e| Error::BadImage {
-                reference: "result".into(),
-                reason: e.to_string(),
-            })?;
-        let diff_ids: Vec<Digest> = config["rootfs"]["diff_ids"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|d| d.as_str()?.parse().ok()).collect())
-            .unwrap_or_default();
-        let mut layers = Vec::new();
-        for (l, d) in i.layers.iter().zip(diff_ids) {
-            layers.push(LayerRef::new(l.digest.parse()?, d));
-        }
-        let mut opts = ApplyOptions::default();
-        opts.devices = layer_cache::DevicePolicy::Skip;
-        cache.flatten_chain(&layers, &dir, &opts)?;
+/// The image itself, needed by an exporter of blobs.
+fn image<'a>(solved: &'a Solved<'_>) -> Result<&'a BuiltImage, Error> {
+    solved
+        .image
+        .ok_or_else(|| Error::invalid_step("an image exporter ran without the image"))
+}
+
+/// An OCI image layout (a tar file or a directory), or a docker-archive.
+struct Layout {
+    dest: PathBuf,
+    tar: bool,
+    /// A docker-archive (`manifest.json` for `docker load`).
+    docker: bool,
+    names: Vec<String>,
+    created: String,
+}
+
+impl Exporter for Layout {
+    fn needs(&self) -> Needs {
+        Needs::Blobs
     }
-    Ok(())
+
+    fn kind(&self) -> &'static str {
+        if self.docker { "docker" } else { "oci" }
+    }
+
+    fn describe(&self) -> String {
+        if self.docker {
+            format!("exporting docker archive to {}", self.dest.display())
+        } else {
+            format!("exporting OCI layout to {}", self.dest.display())
+        }
+    }
+
+    fn export<'a>(
+        &'a self,
+        solved: &'a Solved<'a>,
+        _cx: &'a ExportCx<'a>,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        async move {
+            let img = image(solved)?.clone();
+            let (dest, names, created) =
+                (self.dest.clone(), self.names.clone(), self.created.clone());
+            let (tar, docker) = (self.tar, self.docker);
+            tokio::task::spawn_blocking(move || {
+                if tar {
+                    oci::write_oci_tar(&img, &names, &dest, docker, &created)
+                } else {
+                    oci::write_oci_dir(&img, &names, &dest, &created)
+                }
+                .map_err(export_err(&dest))
+            })
+            .await
+            .map_err(|e| super::exec_join(&e))?
+        }
+        .boxed()
+    }
+}
+
+/// The final filesystem as plain files (`type=local`), one directory per platform when
+/// there are several; from the snapshots, nothing compressed.
+struct LocalFiles {
+    dest: PathBuf,
+}
+
+impl Exporter for LocalFiles {
+    fn needs(&self) -> Needs {
+        Needs::Files
+    }
+
+    fn describe(&self) -> String {
+        format!("exporting files to {}", self.dest.display())
+    }
+
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
+    fn export<'a>(
+        &'a self,
+        solved: &'a Solved<'a>,
+        cx: &'a ExportCx<'a>,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        async move {
+            let platforms = solved.files.platforms();
+            for (i, p) in platforms.iter().enumerate() {
+                let dir = local_dir(&self.dest, p, platforms.len());
+                let lowers = solved.files.layer_dirs(i, cx.step).await?;
+                let pack = solved.files.pack().clone();
+                tokio::task::spawn_blocking(move || -> Result<(), Error> {
+                    std::fs::create_dir_all(&dir).map_err(export_err(&dir))?;
+                    let mut opts = ApplyOptions::default();
+                    opts.devices = layer_cache::DevicePolicy::Skip;
+                    for layer in lowers.iter().rev() {
+                        layer_cache::flatten_layer_dir(layer, &dir, &opts, &pack)?;
+                    }
+                    Ok(())
+                })
+                .await
+                .map_err(|e| super::exec_join(&e))??;
+            }
+            Ok(())
+        }
+        .boxed()
+    }
+}
+
+/// A push to registries (`type=registry`, `type=image,push=true`).
+struct Push {
+    targets: Vec<PushTarget>,
+}
+
+impl Exporter for Push {
+    fn needs(&self) -> Needs {
+        Needs::Blobs
+    }
+
+    fn describe(&self) -> String {
+        "pushing to the registry".to_owned()
+    }
+
+    fn kind(&self) -> &'static str {
+        "registry"
+    }
+
+    fn export<'a>(
+        &'a self,
+        solved: &'a Solved<'a>,
+        cx: &'a ExportCx<'a>,
+    ) -> BoxFuture<'a, Result<(), Error>> {
+        async move {
+            let img = image(solved)?;
+            push(
+                cx.client,
+                img,
+                solved.base_repos,
+                &self.targets,
+                cx.events,
+                cx.clock,
+                cx.step,
+            )
+            .await
+        }
+        .boxed()
+    }
 }
 
 /// Where `type=local` puts a platform's files: `dest`, or `dest/os_arch[_variant]` when
@@ -212,7 +375,7 @@ pub(super) fn local_dir(
     dest: &Path,
     (os, arch, variant): &(String, String, Option<String>),
     platforms: usize,
-) -> std::path::PathBuf {
+) -> PathBuf {
     if platforms > 1 {
         dest.join(match variant {
             Some(v) => format!("{os}_{arch}_{v}"),

@@ -6,6 +6,7 @@ use futures_util::future::join_all;
 use tokio::sync::mpsc;
 
 use super::{Build, BuildReport, Error, exec::KeyLocks};
+use crate::graph::Graph;
 use crate::progress::{ProgressEvent, ProgressSink};
 
 /// Receives the events of the builds of a [`BuildGroup`], each with the name of its build.
@@ -72,6 +73,31 @@ impl BuildGroup {
         build.key_locks = self.locks.clone();
         self.builds.push((name.to_owned(), build));
         self
+    }
+
+    /// The builds as one graph: each build's [`Build::graph`], merged, so that the steps
+    /// several builds share (equal keys) are one vertex. Nothing runs.
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), builder_core::Error> {
+    /// use builder_core::{Build, BuildGroup};
+    /// let graph = BuildGroup::new()
+    ///     .add("api", Build::new("api")?)
+    ///     .add("web", Build::new("web")?)
+    ///     .graph()
+    ///     .await?;
+    /// print!("{}", graph.to_text());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// The first build whose graph cannot be made, as [`Build::graph`].
+    pub async fn graph(&self) -> Result<Graph, Error> {
+        let mut graph = Graph::default();
+        for (_, b) in &self.builds {
+            graph.merge(b.graph().await?);
+        }
+        Ok(graph)
     }
 
     /// Let the other builds finish when one fails (by default the first failure cancels

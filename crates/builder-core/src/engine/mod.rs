@@ -4,11 +4,13 @@
 mod cache_owner;
 mod check;
 mod epoch;
+mod error;
 pub(crate) mod exec;
 mod export;
 pub(crate) mod export_spec;
 mod group;
 mod history;
+pub(crate) mod labels;
 pub(crate) mod mounts;
 mod plan;
 mod workdir;
@@ -19,211 +21,12 @@ use std::path::{Path, PathBuf};
 use registry_client::{Platform, Reference};
 
 pub use check::CheckReport;
+pub use error::{Error, StepError};
 pub use exec::BuildReport;
 pub use export_spec::{ExportKind, ExportSpec};
 pub use group::{BuildGroup, GroupSink, TargetResult};
 
 use crate::progress::{ProgressEvent, ProgressSink};
-
-/// Everything that can stop a build.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum Error {
-    /// A build option is invalid (a usage error).
-    #[error("invalid {what} {value:?}: {reason}")]
-    InvalidOption {
-        /// The option.
-        what: &'static str,
-        /// The value given.
-        value: String,
-        /// Why it is invalid.
-        reason: String,
-    },
-    /// An `--output` specification is invalid (a usage error).
-    #[error("invalid output {spec:?}: {reason}")]
-    InvalidOutput {
-        /// The specification.
-        spec: String,
-        /// Why.
-        reason: String,
-    },
-    /// A `--cache-to` / `--cache-from` specification is invalid (a usage error).
-    #[error("invalid cache {spec:?}: {reason}")]
-    InvalidCache {
-        /// The specification.
-        spec: String,
-        /// Why.
-        reason: String,
-    },
-    /// A blob of an imported cache is not what its descriptor says (wrong bytes for its
-    /// digest or diffID). [`Build::run`] never returns it: the build runs again without
-    /// that blob, rebuilding the steps it held.
-    #[error("cache blob {digest} is corrupt: {reason}")]
-    RejectedCacheBlob {
-        /// The blob's digest.
-        digest: String,
-        /// What did not match.
-        reason: String,
-    },
-    /// The local cache was written by a process with another id mapping (root vs
-    /// rootless, or another user): its files' owners would be wrong here.
-    #[error("cache {}: {reason}", dir.display())]
-    CacheOwners {
-        /// The cache directory.
-        dir: PathBuf,
-        /// The mappings, or the I/O error recording ours.
-        reason: String,
-    },
-    /// A remote cache is not usable.
-    #[error("cache {reference}: {reason}")]
-    BadCache {
-        /// The cache reference.
-        reference: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The Dockerfile could not be read.
-    #[error("{}: {source}", path.display())]
-    ReadDockerfile {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// The Dockerfile does not parse.
-    #[error("{file}:{source}")]
-    Parse {
-        /// The Dockerfile's name.
-        file: String,
-        /// The parse error (with line and column).
-        source: Box<dockerfile::Error>,
-    },
-    /// `# check=error=true` (or `BUILDKIT_DOCKERFILE_CHECK`) and build checks failed.
-    #[error("{location}: lint violation found for rules: {}", .rules.join(", "))]
-    LintViolations {
-        /// `file:line` of the first violation.
-        location: String,
-        /// The rules violated, in order of first violation.
-        rules: Vec<String>,
-    },
-    /// The `syntax` directive names a frontend other than the Dockerfile frontend.
-    #[error(
-        "{file}:{line}: the syntax directive asks for the frontend {reference:?}: rbuild builds \
-         with its own Dockerfile frontend (the syntax of docker/dockerfile:1.26) and cannot run \
-         frontend images; remove the directive or name docker/dockerfile"
-    )]
-    UnsupportedFrontend {
-        /// The Dockerfile's name.
-        file: String,
-        /// The directive's line.
-        line: usize,
-        /// The frontend image named.
-        reference: String,
-    },
-    /// SOURCE_DATE_EPOCH names a stage that cannot give the epoch, or its source failed.
-    #[error("{file}:{line}: {reason}")]
-    SourceDateEpoch {
-        /// The Dockerfile's name.
-        file: String,
-        /// The line of the stage's FROM.
-        line: usize,
-        /// What is wrong (BuildKit's words).
-        reason: String,
-    },
-    /// The stages do not make a valid build (unknown target, cycle, bad expansion...).
-    #[error("{file}:{}: {}", .source.span().map_or_else(String::new, |s| s.to_string()), .source.message())]
-    Stages {
-        /// The Dockerfile's name.
-        file: String,
-        /// The error.
-        source: Box<dockerfile::StageError>,
-    },
-    /// A step failed.
-    #[error("{location}: {instruction}: {reason}")]
-    Step {
-        /// `file:line`.
-        location: String,
-        /// The instruction text.
-        instruction: String,
-        /// What went wrong.
-        reason: String,
-        /// The last lines of a RUN step's output.
-        output_tail: Vec<String>,
-    },
-    /// A registry operation failed.
-    #[error(transparent)]
-    Registry(Box<registry_client::Error>),
-    /// The cache failed.
-    #[error(transparent)]
-    Cache(Box<layer_cache::Error>),
-    /// The sandbox failed.
-    #[error(transparent)]
-    Sandbox(Box<crate::sandbox::SandboxError>),
-    /// Writing an output failed.
-    #[error("writing {}: {source}", path.display())]
-    Export {
-        /// The output path.
-        path: PathBuf,
-        /// The error.
-        source: std::io::Error,
-    },
-    /// An image from a registry is not usable.
-    #[error("image {reference}: {reason}")]
-    BadImage {
-        /// The image.
-        reference: String,
-        /// What is wrong.
-        reason: String,
-    },
-    /// A remote build context (git, HTTP, standard input) could not be fetched or is
-    /// not valid.
-    #[error("context {context}: {reason}")]
-    Context {
-        /// The context as given (credentials redacted).
-        context: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// Loading the image into a local image store (`--load`) failed, or there is none.
-    #[error("--load into {target}: {reason}")]
-    Load {
-        /// `docker` or `containerd`.
-        target: String,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The build was cancelled.
-    #[error("build cancelled")]
-    Cancelled,
-}
-
-impl From<registry_client::Error> for Error {
-    fn from(e: registry_client::Error) -> Self {
-        Error::Registry(Box::new(e))
-    }
-}
-
-impl From<layer_cache::Error> for Error {
-    fn from(e: layer_cache::Error) -> Self {
-        Error::Cache(Box::new(e))
-    }
-}
-
-impl From<crate::sandbox::SandboxError> for Error {
-    fn from(e: crate::sandbox::SandboxError) -> Self {
-        Error::Sandbox(Box::new(e))
-    }
-}
-
-impl Error {
-    /// True for errors in what the user asked (exit status 2), false for a failed build.
-    pub fn is_usage(&self) -> bool {
-        matches!(
-            self,
-            Error::InvalidOption { .. } | Error::InvalidOutput { .. } | Error::InvalidCache { .. }
-        )
-    }
-}
 
 pub(crate) fn invalid_option(what: &'static str, value: &str, reason: impl Into<String>) -> Error {
     invalid(what, value, reason)
@@ -278,6 +81,8 @@ pub struct Build {
     labels: BTreeMap<String, String>,
     network: crate::sandbox::NetworkMode,
     extra_hosts: Vec<(String, std::net::IpAddr)>,
+    run_limits: crate::sandbox::RunLimits,
+    annotations: Vec<crate::annotations::Annotation>,
     insecure_registries: Vec<String>,
     secrets: BTreeMap<String, SecretSource>,
     ssh: BTreeMap<String, SshSource>,
@@ -377,6 +182,8 @@ impl Build {
             labels: BTreeMap::new(),
             network: crate::sandbox::NetworkMode::Host,
             extra_hosts: Vec::new(),
+            run_limits: crate::sandbox::RunLimits::default(),
+            annotations: Vec::new(),
             insecure_registries: Vec::new(),
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
@@ -553,6 +360,48 @@ impl Build {
         Ok(self)
     }
 
+    /// An annotation of the image (`--annotation`, see [`crate::annotations`]): in the
+    /// manifests by default, or the index and descriptors its type prefix names.
+    ///
+    /// ```
+    /// let b = builder_core::Build::new(".")?
+    ///     .annotation("org.opencontainers.image.title=app")?
+    ///     .annotation("index,manifest-descriptor:org.opencontainers.image.version=1.2")?;
+    /// # Ok::<(), builder_core::Error>(())
+    /// ```
+    pub fn annotation(mut self, spec: &str) -> Result<Self, Error> {
+        self.annotations
+            .extend(crate::annotations::Annotation::parse(spec)?);
+        Ok(self)
+    }
+
+    /// A resource limit of RUN steps (`--ulimit NAME=SOFT[:HARD]`, `-1` unlimited), set
+    /// with setrlimit in the step's process as BuildKit's runtime does; part of the steps'
+    /// cache keys.
+    ///
+    /// ```
+    /// let b = builder_core::Build::new(".")?
+    ///     .ulimit("nofile=1024:4096")?
+    ///     .shm_size("128m")?;
+    /// # Ok::<(), builder_core::Error>(())
+    /// ```
+    pub fn ulimit(mut self, spec: &str) -> Result<Self, Error> {
+        let u: crate::sandbox::Ulimit = spec
+            .parse()
+            .map_err(|e: crate::SandboxError| invalid("ulimit", spec, e.to_string()))?;
+        self.run_limits.ulimits.push(u);
+        Ok(self)
+    }
+
+    /// The size of RUN steps' `/dev/shm` (`--shm-size`, docker's units: `64m`, `1g`;
+    /// BuildKit's default is 64 MiB); part of the steps' cache keys.
+    pub fn shm_size(mut self, size: &str) -> Result<Self, Error> {
+        let bytes = crate::sandbox::parse_mem_bytes(size)
+            .map_err(|e| invalid("shm-size", size, e.to_string()))?;
+        self.run_limits.shm_size = Some(bytes);
+        Ok(self)
+    }
+
     /// The default network of RUN steps (`default`/`host`, or `none`).
     pub fn network(mut self, mode: &str) -> Result<Self, Error> {
         self.network = match mode {
@@ -690,19 +539,47 @@ impl Build {
                     });
                     self.rejected_cache_blobs.insert(digest);
                 }
-                r => return r,
+                r => return r.map_err(|e| self.name_full_cache(e)),
             }
+        }
+    }
+
+    /// `e` as [`Error::CacheFull`] when a write failed for want of space and it was not
+    /// an output's (those name their own path).
+    fn name_full_cache(&self, e: Error) -> Error {
+        if matches!(e, Error::Export { .. } | Error::CacheFull { .. }) || !is_out_of_space(&e) {
+            return e;
+        }
+        Error::CacheFull {
+            dir: self.cache_dir.clone().unwrap_or_else(default_cache_dir),
+            source: Box::new(e),
         }
     }
 }
 
-fn exec_join(e: &tokio::task::JoinError) -> Error {
-    Error::Step {
-        location: String::new(),
-        instruction: String::new(),
-        reason: format!("internal task failed: {e}"),
-        output_tail: Vec::new(),
+/// Whether `e` comes from `ENOSPC` or `EDQUOT`: an I/O error in its chain, or their text
+/// in a message (a step's reason, a sandbox's report).
+fn is_out_of_space(e: &Error) -> bool {
+    let full = |code: Option<i32>| code.is_some_and(|c| c == 28 || c == 122); // ENOSPC, EDQUOT
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        let io = err.downcast_ref::<std::io::Error>().or_else(|| {
+            err.downcast_ref::<std::sync::Arc<std::io::Error>>()
+                .map(AsRef::as_ref)
+        });
+        if let Some(io) = io {
+            if full(io.raw_os_error()) || io.kind() == std::io::ErrorKind::StorageFull {
+                return true;
+            }
+        }
+        cur = err.source();
     }
+    let text = e.to_string();
+    text.contains("No space left on device") || text.contains("Disk quota exceeded")
+}
+
+fn exec_join(e: &tokio::task::JoinError) -> Error {
+    Error::invalid_step(format!("internal task failed: {e}"))
 }
 
 /// The Dockerfile a build reads when none is named: `Dockerfile` in the context, else

@@ -679,12 +679,7 @@ pub(super) struct Sources<'a> {
 }
 
 fn failed(reason: impl Into<String>) -> Error {
-    Error::Step {
-        location: String::new(),
-        instruction: String::new(),
-        reason: reason.into(),
-        output_tail: Vec::new(),
-    }
+    Error::invalid_step(reason)
 }
 
 fn io_failed(what: &str, path: &Path, e: &io::Error) -> Error {

@@ -79,7 +79,7 @@ impl Build {
                 opts.target = target.clone();
                 let plan = BuildPlan::new(&df, &opts).map_err(|source| Error::Stages {
                     file: name.clone(),
-                    source: Box::new(source),
+                    source: source.into(),
                 })?;
                 builder.add_plan(&plan, p).await?;
             }
@@ -87,7 +87,7 @@ impl Build {
         // The hashes of the context files are kept for the build that follows.
         context
             .save()
-            .map_err(|e| super::exec::inner_error(e.to_string()))?;
+            .map_err(|e| Error::invalid_step(e.to_string()))?;
         Ok(builder.finish())
     }
 

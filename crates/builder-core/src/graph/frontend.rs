@@ -90,17 +90,15 @@ impl<'a> GraphBuilder<'a> {
     fn stage_error(&self, source: dockerfile::StageError) -> Error {
         Error::Stages {
             file: self.file.clone(),
-            source: Box::new(source),
+            source: source.into(),
         }
     }
 
     fn step_error(&self, span: dockerfile::Span, reason: impl Into<String>) -> Error {
-        Error::Step {
-            location: format!("{}:{}", self.file, span.start_line),
-            instruction: source_text(&self.text, span),
-            reason: reason.into(),
-            output_tail: Vec::new(),
-        }
+        Error::invalid_step(reason).at_step(
+            &format!("{}:{}", self.file, span.start_line),
+            &source_text(&self.text, span),
+        )
     }
 
     /// The source vertex of image `r` for `platform`; its key.
@@ -164,9 +162,7 @@ impl<'a> GraphBuilder<'a> {
         outs: &HashMap<usize, StageOut>,
     ) -> Result<StageOut, Error> {
         let stage = &plan.stages()[idx];
-        let total = stage.instructions.len() + 1;
-        let stage_name = stage.display_name();
-        let label = |n: usize, text: &str| format!("[{stage_name} {n}/{total}] {text}");
+        let labels = crate::engine::labels::StepLabels::new(stage, plan.stages().len());
         let from_text = source_text(&self.text, stage.span);
         let image_env = |config: &ImageConfig| -> Vec<String> {
             config
@@ -185,7 +181,7 @@ impl<'a> GraphBuilder<'a> {
                     key: CacheKey::derive(None, "scratch", &target.to_string()),
                     op: Op::Scratch,
                     inputs: Vec::new(),
-                    name: label(1, &from_text),
+                    name: labels.from(&from_text),
                     platform: target.to_string(),
                 });
                 StageOut {
@@ -234,7 +230,7 @@ impl<'a> GraphBuilder<'a> {
                 .iter()
                 .find(|d| d.instruction == i && d.kind != DepKind::Onbuild)
                 .map(|d| d.source.clone());
-            let name = label(i + 2, &source_text(&self.text, ins.span));
+            let name = labels.instruction(i, &source_text(&self.text, ins.span));
             self.instruction(plan, idx, outs, &mut st, &step.instruction, dep, name)
                 .await?;
         }
@@ -458,9 +454,10 @@ impl<'a> GraphBuilder<'a> {
                 insecure,
                 files: &files,
                 mounts: mounts.key(),
-                // The graph is planned without `--add-host` (the engine's keys differ
+                // The graph is planned without `--add-host`, `--ulimit`, `--shm-size` (the engine's keys differ
                 // only when a build gives some).
                 extra_hosts: &[],
+                limits: None,
             },
         );
         let op = Op::Exec {

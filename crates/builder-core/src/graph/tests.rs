@@ -114,6 +114,7 @@ fn two_platforms_and_two_targets_share_their_common_steps() {
                 files: &[],
                 mounts: &[],
                 extra_hosts: &[],
+                limits: None,
             },
         );
         let apt_runs: Vec<&Vertex> = g

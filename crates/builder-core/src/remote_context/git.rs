@@ -351,7 +351,7 @@ pub(super) fn fetch(
     let checkout = dir.join("checkout");
     std::fs::create_dir(&checkout).map_err(|e| Error::Export {
         path: checkout.clone(),
-        source: e,
+        source: e.into(),
     })?;
     let git = Git {
         url,
@@ -414,7 +414,7 @@ pub(super) fn fetch(
     } else {
         std::fs::remove_dir_all(checkout.join(".git")).map_err(|e| Error::Export {
             path: checkout.join(".git"),
-            source: e,
+            source: e.into(),
         })?;
     }
     let mut root = checkout;

@@ -92,6 +92,46 @@ const READONLY_PATHS: &[&str] = &[
 /// Device nodes bind-mounted from the host into the fresh /dev.
 const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
 
+/// The device numbers of the host nodes in [`DEVICES`] (Linux's `devices.txt`).
+fn device_number(name: &str) -> (u32, u32) {
+    match name {
+        "null" => (1, 3),
+        "zero" => (1, 5),
+        "full" => (1, 7),
+        "random" => (1, 8),
+        "urandom" => (1, 9),
+        _ => (5, 0), // tty
+    }
+}
+
+/// Refuses `fd` unless it is the character device `name` of [`DEVICES`]: a host (or an
+/// outer container's) `/dev/null` swapped for a file or a symlink would otherwise be bound
+/// into the step, or over a masked path, as a writable file (runc CVE-2025-31133).
+fn check_device(fd: &OwnedFd, name: &str, what: &str) -> Result<(), Fail> {
+    let path = Path::new("/dev").join(name);
+    let st = rustix::fs::fstat(fd).map_err(|e| fail(what, Some(&path), e))?;
+    let dev = st.st_rdev;
+    let is_char =
+        rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::CharacterDevice;
+    if is_char && (rustix::fs::major(dev), rustix::fs::minor(dev)) == device_number(name) {
+        return Ok(());
+    }
+    Err(fail(
+        what,
+        Some(&path),
+        io::Error::other(format!(
+            "not the {name} device (a {} {}:{}); refusing to bind it into the step",
+            if is_char {
+                "character device"
+            } else {
+                "non-device file"
+            },
+            rustix::fs::major(dev),
+            rustix::fs::minor(dev)
+        )),
+    ))
+}
+
 /// Runs the sandbox init when this process was started as one (`argv[1]` is the hidden
 /// marker), and never returns then. Otherwise it does nothing.
 ///
@@ -657,7 +697,12 @@ fn mount_one(root: &OwnedFd, m: &InitMount, insecure: bool) -> Result<(), Fail> 
 
 /// /proc, a minimal /dev, /dev/pts, /dev/shm (unless `shm` is false: the step mounts its
 /// own), /dev/mqueue, read-only /sys, masked paths.
-fn mount_system(root: &OwnedFd, insecure: bool, shm: bool) -> Result<(), Fail> {
+fn mount_system(
+    root: &OwnedFd,
+    insecure: bool,
+    shm: bool,
+    shm_size: Option<u64>,
+) -> Result<(), Fail> {
     let dir = |rel: &str| {
         in_root(
             root,
@@ -709,7 +754,17 @@ fn mount_system(root: &OwnedFd, insecure: bool, shm: bool) -> Result<(), Fail> {
         .map_err(|e| fail("open", Some(Path::new(&host)), e))?;
         let tree = clone_tree(CWD, &host, false)
             .map_err(|e| fail("bind host device", Some(Path::new(&host)), e))?;
+        check_device(&tree, name, "bind host device")?;
         attach(&tree, &node, "bind device", &host[1..])?;
+        // Re-checked where the step will open it.
+        let now = rustix::fs::openat(
+            &dev,
+            *name,
+            OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| fail("open", Some(Path::new(&host)), e))?;
+        check_device(&now, name, "check bound device")?;
     }
     for (target, name) in [
         ("/proc/self/fd", "fd"),
@@ -750,9 +805,11 @@ fn mount_system(root: &OwnedFd, insecure: bool, shm: bool) -> Result<(), Fail> {
     .map_err(|e| fail("mount devpts", None, e))?;
     attach(&pts, &sub("pts")?, "mount devpts", "dev/pts")?;
     if shm {
+        // BuildKit's default is 64 MiB; `--shm-size` in bytes.
+        let size = shm_size.map_or_else(|| "65536k".to_owned(), |b| b.to_string());
         let shm = new_fs(
             "tmpfs",
-            &[("mode", "1777"), ("size", "65536k")],
+            &[("mode", "1777"), ("size", size.as_str())],
             &[],
             noexec,
         )
@@ -808,7 +865,34 @@ fn mount_system(root: &OwnedFd, insecure: bool, shm: bool) -> Result<(), Fail> {
                 clone_tree(CWD, "/dev/null", false)
             }
             .map_err(|e| fail("mask", Some(&Path::new("/").join(rel)), e))?;
+        let is_dir =
+            rustix::fs::FileType::from_raw_mode(st.st_mode) == rustix::fs::FileType::Directory;
+        if !is_dir {
+            check_device(&mask, "null", "mask")?;
+        }
         attach(&mask, &t, "mask", rel)?;
+        // Re-checked by path after mounting: the step sees the mask, not what was there.
+        let now = in_root(
+            root,
+            rel,
+            OFlags::PATH,
+            ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS,
+        )
+        .map_err(|e| fail("check mask", Some(&Path::new("/").join(rel)), e))?;
+        if is_dir {
+            let fs = rustix::fs::fstatfs(&now)
+                .map_err(|e| fail("check mask", Some(&Path::new("/").join(rel)), e))?;
+            if fs.f_type as u64 != 0x0102_1994 {
+                // TMPFS_MAGIC
+                return Err(fail(
+                    "check mask",
+                    Some(&Path::new("/").join(rel)),
+                    io::Error::other("the masked directory is not the empty tmpfs mounted on it"),
+                ));
+            }
+        } else {
+            check_device(&now, "null", "check mask")?;
+        }
     }
     for rel in READONLY_PATHS {
         let t = match in_root(
@@ -896,7 +980,7 @@ fn setup_namespaced_root(plan: &InitPlan) -> Result<(), Fail> {
         .mounts
         .iter()
         .any(|m| m.target.trim_matches('/') == "dev/shm");
-    mount_system(&root, plan.insecure, !own_shm)?;
+    mount_system(&root, plan.insecure, !own_shm, plan.limits.shm_size)?;
     for m in &plan.mounts {
         mount_one(&root, m, plan.insecure)?;
     }
@@ -949,6 +1033,11 @@ fn last_cap() -> u32 {
 
 /// Credentials and capabilities: bounding set, groups, gid, uid, then the sets.
 fn drop_privileges(plan: &InitPlan) -> Result<(), Fail> {
+    // Limits first, while CAP_SYS_RESOURCE may still raise a hard limit.
+    for u in &plan.limits.ulimits {
+        u.apply()
+            .map_err(|e| fail(&format!("setrlimit {}", u.name), None, e))?;
+    }
     let current = rustix::thread::capabilities(None).map_err(|e| fail("capget", None, e))?;
     let allowed = if plan.insecure {
         current.permitted

@@ -8,6 +8,7 @@ pub(crate) use diff::prune_unchanged;
 mod error;
 mod hostinfo;
 mod init;
+mod limits;
 mod plan;
 mod proto;
 mod seccomp;
@@ -31,6 +32,7 @@ use rustix::event::{PollFd, PollFlags, poll};
 pub use error::SandboxError;
 pub use hostinfo::{HostCheck, HostReport, ModeStatus};
 pub use init::maybe_run_init;
+pub use limits::{RunLimits, Ulimit, parse_mem_bytes};
 pub use spec::{
     BindAccess, ExitStatus, Mount, MountKind, MountSource, NetworkMode, Rootfs, RunSpec, User,
 };

@@ -498,6 +498,7 @@ pub(crate) fn prepare(
         hostname: spec.hostname.clone(),
         network_none: spec.network == NetworkMode::None,
         insecure: spec.insecure,
+        limits: spec.limits.clone(),
     };
     Ok(Prepared {
         plan,

@@ -41,6 +41,8 @@ pub(crate) struct InitPlan {
     pub(crate) hostname: Option<String>,
     pub(crate) network_none: bool,
     pub(crate) insecure: bool,
+    /// `--ulimit`, `--shm-size`.
+    pub(crate) limits: super::RunLimits,
 }
 
 /// How the root is made.

@@ -173,6 +173,8 @@ pub struct RunSpec {
     /// The architecture of the root (`arm64`, `amd64`, `arm`, ...: the platform's
     /// architecture); a foreign one runs under QEMU from binfmt_misc. `None` means the host's.
     pub arch: Option<String>,
+    /// `--ulimit` and `--shm-size`.
+    pub limits: super::RunLimits,
 }
 
 impl RunSpec {
@@ -196,6 +198,7 @@ impl RunSpec {
             mounts: Vec::new(),
             insecure: false,
             arch: None,
+            limits: super::RunLimits::default(),
         };
         spec.validate()?;
         Ok(spec)
@@ -270,6 +273,12 @@ impl RunSpec {
     /// Grants every capability and drops the masked paths (`--security=insecure`).
     pub fn with_insecure(mut self, insecure: bool) -> Self {
         self.insecure = insecure;
+        self
+    }
+
+    /// Sets the resource limits and the size of `/dev/shm`.
+    pub fn with_limits(mut self, limits: super::RunLimits) -> Self {
+        self.limits = limits;
         self
     }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use builder_core::{Build, Error, ExportSpec, ProgressEvent};
+use builder_core::{Build, Error, ExportSpec, ProgressEvent, registry_client};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 
@@ -103,6 +103,76 @@ pub(crate) fn failed_run_reports_location_and_output() -> R {
     // Nothing of the failed step is cached: fixing the line runs it.
     let img = ok(c.build("FROM {BUSYBOX}\nENV A=1\nRUN echo fixed > /f\n"))?;
     ensure_eq!(img.report.steps_run, 1);
+    Ok(())
+}
+
+/// A registry on 127.0.0.1 that refuses every request with 401 and a Basic challenge, as
+/// one does without credentials; its `HOST:PORT`.
+fn refusing_registry() -> Result<String, Failed> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let host = listener.local_addr()?.to_string();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut stream = stream;
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match std::io::Read::read(&mut stream, &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let body =
+                r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#;
+            let _ = write!(
+                stream,
+                "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"rbuild-test\"\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    Ok(host)
+}
+
+/// An embedder tells a registry's refusal from a failed command by the typed cause of
+/// `Error::Step`, also when the failure reaches the build through a stage another stage
+/// waits on (`COPY --from`).
+pub(crate) fn step_error_tells_a_refused_pull_from_a_failed_command() -> R {
+    use builder_core::StepError;
+    let c = Case::new();
+    let host = refusing_registry()?;
+    let e = expect_err(
+        c.build(&format!(
+            "FROM {host}/solver/locked:1 AS base\nRUN true\nFROM {{BUSYBOX}}\nCOPY --from=base /x /x\n"
+        )),
+        "401",
+    )?;
+    match &e {
+        Error::Step {
+            source: StepError::Registry(r),
+            ..
+        } => ensure!(
+            r.status() == Some(401) || matches!(**r, registry_client::Error::Auth { .. }),
+            "not a refusal: {r:?}"
+        ),
+        other => return Err(format!("not a typed registry failure: {other:?}").into()),
+    }
+    let e = expect_err(
+        c.build("FROM {BUSYBOX} AS base\nRUN exit 3\nFROM {BUSYBOX}\nCOPY --from=base /x /x\n"),
+        "did not complete successfully",
+    )?;
+    match &e {
+        Error::Step {
+            source: StepError::Exit(status),
+            location,
+            ..
+        } => {
+            ensure!(location.ends_with("Dockerfile:2"), "location {location:?}");
+            ensure_eq!(*status, builder_core::ExitStatus::Exited(3));
+        }
+        other => return Err(format!("not a typed command failure: {other:?}").into()),
+    }
     Ok(())
 }
 

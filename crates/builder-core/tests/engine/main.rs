@@ -803,6 +803,11 @@ fn main() {
             Needs::Nothing,
         ),
         (
+            "step_error_tells_a_refused_pull_from_a_failed_command",
+            behaviour::step_error_tells_a_refused_pull_from_a_failed_command,
+            Needs::Copy,
+        ),
+        (
             "cancel_during_run_tears_everything_down",
             behaviour::cancel_during_run_tears_everything_down,
             Needs::Nothing,

@@ -201,3 +201,47 @@ fn inline_cache_of_the_other_tool_is_not_used_and_breaks_nothing() {
     );
     assert!(log.contains("importing cache manifest from"), "{log}");
 }
+
+/// `type=inline` without an image output, or with options it cannot honour, is a clear
+/// usage error before anything is built.
+#[test]
+fn inline_cache_without_an_image_output_is_refused() {
+    let reg = LocalRegistry::ensure();
+    let ctx = context(&reg, &nonce());
+    let root = tempfile::tempdir().expect("tempdir");
+    let dest = root.path().join("files");
+    for (args, want) in [
+        (
+            vec!["--cache-to", "type=inline"],
+            "type=inline needs an image output",
+        ),
+        (
+            vec![
+                "--cache-to",
+                "type=inline",
+                "--output",
+                &format!("type=local,dest={}", dest.display()),
+            ],
+            "type=inline needs an image output",
+        ),
+        (
+            vec!["--cache-to", "type=inline,mode=max", "--push"],
+            "only the image's own steps (mode=min)",
+        ),
+        (
+            vec!["--cache-from", "type=inline"],
+            "--cache-from type=registry,ref=IMAGE",
+        ),
+    ] {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+        cmd.args(["build", "--progress=plain", "--cache-dir"])
+            .arg(root.path().join("c"))
+            .args(&args)
+            .arg(ctx.path());
+        let out = output(&mut cmd);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{}", describe(&cmd, &out));
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!err.contains("RAN-"), "{args:?} built:\n{err}");
+    }
+}

@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use registry_client::Platform;
 
-use super::{Ctx, Error, StageState, inner_error, join_error};
+use super::{
+    BaseImage, DepSource, Instruction, clean_path, fs_workdir, join_workdir, run_argv, source_label,
+};
+use super::{Ctx, Error, StageState, join_error};
 use crate::attest::layout::{self, AttestationManifest, Predicate};
 use crate::attest::provenance::{self, Request, RunTimes};
 use crate::attest::scan::{EntryKind, Tree};
@@ -151,7 +154,7 @@ pub(super) async fn make(
             })
             .await
             .map_err(|e| join_error(&e))?
-            .map_err(|e| inner_error(format!("SBOM: scanning the image's files: {e}")))?;
+            .map_err(|e| Error::invalid_step(format!("SBOM: scanning the image's files: {e}")))?;
             predicates.push(Predicate {
                 predicate_type: sbom::PREDICATE_SPDX,
                 body: doc,
@@ -183,4 +186,160 @@ pub(super) async fn make(
         }
     }
     Ok(out)
+}
+
+/// The sources and destination as history shows them (heredocs by their marker).
+/// Notes a base image (FROM, COPY --from, RUN --mount from) as a resolved dependency of
+/// `build_target`'s provenance.
+pub(super) fn note_image(
+    ctx: &Ctx,
+    build_target: &Platform,
+    reference: &str,
+    base: &BaseImage,
+    image_platform: &Platform,
+) {
+    if let Some(rec) = &ctx.recorder {
+        rec.image(
+            &build_target.to_string(),
+            reference,
+            &base.resolved_digest,
+            &image_platform.to_string(),
+        );
+    }
+}
+
+/// A step's op for `mode=max` provenance, in LLB's shape, from the stage's state before it
+/// runs; with the stages it also reads and whether it is an exec (platform-bound) op.
+/// `None` for instructions that make no filesystem step.
+pub(super) fn provenance_op(
+    state: &StageState,
+    ins: &Instruction,
+    dep: Option<&DepSource>,
+) -> Option<(serde_json::Value, Vec<usize>, bool)> {
+    use serde_json::json;
+    let extra: Vec<usize> = match dep {
+        Some(DepSource::Stage(j)) => vec![*j],
+        _ => Vec::new(),
+    };
+    match ins {
+        Instruction::Run(r) => {
+            let (argv, _) = run_argv(&state.config, r);
+            let env: Vec<String> = state
+                .scope
+                .env()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            let mut meta = serde_json::Map::new();
+            meta.insert("args".into(), json!(argv));
+            meta.insert("cwd".into(), json!(fs_workdir(state)));
+            meta.insert("env".into(), json!(env));
+            if let Some(u) = state.config.user().filter(|u| !u.is_empty()) {
+                meta.insert("user".into(), json!(u));
+            }
+            let mut mounts = vec![json!({"dest": "/"})];
+            for m in &r.mounts {
+                mounts.push(provenance_mount(&m.fields));
+            }
+            let mut exec = serde_json::Map::new();
+            exec.insert("meta".into(), serde_json::Value::Object(meta));
+            exec.insert("mounts".into(), json!(mounts));
+            if let Some(n) = &r.network {
+                exec.insert(
+                    "network".into(),
+                    json!(format!("{:?}", n.value).to_lowercase()),
+                );
+            }
+            Some((json!({ "exec": exec }), extra, true))
+        }
+        Instruction::Copy(c) => {
+            let src: Vec<String> = c.sources.iter().map(source_label).collect();
+            Some((
+                json!({"file": {"actions": [{"copy": {"src": src, "dest": c.dest.value}}]}}),
+                extra,
+                false,
+            ))
+        }
+        Instruction::Add(a) => {
+            let src: Vec<String> = a.sources.iter().map(source_label).collect();
+            Some((
+                json!({"file": {"actions": [{"copy": {"src": src, "dest": a.dest.value}}]}}),
+                extra,
+                false,
+            ))
+        }
+        Instruction::Workdir(w) => {
+            let dir = clean_path(&join_workdir(
+                state.config.working_dir().as_deref(),
+                &w.value,
+            ));
+            (dir != "/").then(|| {
+                (
+                    json!({"file": {"actions": [{"mkdir": {"path": dir, "makeParents": true}}]}}),
+                    extra,
+                    false,
+                )
+            })
+        }
+        _ => None,
+    }
+}
+
+/// A `RUN --mount` in LLB's mount shape (`dest`, `mountType`, the type's options by id),
+/// from its options as written: ids and paths, never a secret's value (which is not in
+/// the Dockerfile).
+pub(super) fn provenance_mount(fields: &[(String, Option<String>)]) -> serde_json::Value {
+    use serde_json::json;
+    let get = |keys: &[&str]| {
+        fields
+            .iter()
+            .find(|(k, _)| keys.contains(&k.as_str()))
+            .and_then(|(_, v)| v.clone())
+    };
+    let kind = get(&["type"]).unwrap_or_else(|| "bind".to_owned());
+    let id = get(&["id"]);
+    let mut m = serde_json::Map::new();
+    let dest = get(&["target", "dst", "destination"]).or_else(|| match kind.as_str() {
+        "secret" => Some(format!("/run/secrets/{}", id.clone().unwrap_or_default())),
+        // The first agent socket, as BuildKit numbers them.
+        "ssh" => Some("/run/buildkit/ssh_agent.0".to_owned()),
+        _ => None,
+    });
+    if let Some(d) = dest {
+        m.insert("dest".into(), json!(d));
+    }
+    let number = match kind.as_str() {
+        "secret" => 1,
+        "ssh" => 2,
+        "cache" => 3,
+        "tmpfs" => 4,
+        _ => 0,
+    };
+    if number != 0 {
+        m.insert("mountType".into(), json!(number));
+    }
+    match kind.as_str() {
+        "secret" => {
+            m.insert("secretOpt".into(), json!({"ID": id.unwrap_or_default()}));
+        }
+        "ssh" => {
+            m.insert(
+                "SSHOpt".into(),
+                json!({"ID": id.unwrap_or_else(|| "default".into())}),
+            );
+        }
+        "cache" => {
+            m.insert("cacheOpt".into(), json!({"ID": id.or_else(|| get(&["target", "dst", "destination"])).unwrap_or_default()}));
+        }
+        "bind" => {
+            if let Some(src) = get(&["source", "src"]) {
+                m.insert("selector".into(), json!(src));
+            }
+            if let Some(from) = get(&["from"]) {
+                m.insert("from".into(), json!(from));
+            }
+        }
+        _ => {}
+    }
+    serde_json::Value::Object(m)
 }

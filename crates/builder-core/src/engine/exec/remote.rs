@@ -1,8 +1,7 @@
 //! The engine's side of the remote cache (`--cache-from` / `--cache-to`): the caches
-//! imported before solving, the lookup a step makes after a local miss, and the export
-//! after the build. Kept apart from the executor so the hook into it stays small: a step
-//! looks here when the local index misses ([`Ctx::remote_lookup`]) and notes its stack
-//! for `mode=max` ([`Ctx::note_stack`]).
+//! imported before solving (a [`super::cache_source::CacheSource`] a step asks after a
+//! local miss), and the export after the build. A step notes its stack for `mode=max`
+//! ([`Ctx::note_stack`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::PathBuf;
@@ -13,23 +12,13 @@ use layer_cache::{BlobRef as CacheBlobRef, Digest, LayerRecord};
 use registry_client::{BlobSource, PushedBlob, Repository};
 
 use super::remote_mounts::PackDest;
-use super::{Ctx, Error, Layer, StageState, cache_digest, pick_blob};
+use super::{Ctx, Error, Layer, StageState, cache_digest};
 use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
 use crate::remote_cache::{
     CacheEntry, CacheExportSpec, CacheImportSpec, CacheLocation, CacheMode, ImportedCache,
     fetch_registry_cache, inline_value, push_registry_cache, put_blob, read_local_cache,
     write_local_cache,
 };
-
-/// A step found in an imported cache: its record (blob not fetched) and where the blob
-/// is (a repository, or an OCI layout directory).
-pub(super) struct RemoteHit {
-    pub(super) rec: LayerRecord,
-    pub(super) repo: Option<Repository>,
-    pub(super) dir: Option<PathBuf>,
-    /// The cache's name, for progress.
-    pub(super) source: String,
-}
 
 /// A cache mount's content in an imported cache: the cache's name, the packs, and the
 /// repository or directory they are in.
@@ -55,7 +44,7 @@ impl RemoteCaches {
         self
     }
 
-    fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.caches.is_empty()
     }
 
@@ -83,7 +72,7 @@ impl RemoteCaches {
         out
     }
 
-    fn find(&self, key: &Digest) -> Option<(&str, &LayerRecord, &ImportedCache)> {
+    pub(super) fn find(&self, key: &Digest) -> Option<(&str, &LayerRecord, &ImportedCache)> {
         self.caches.iter().find_map(|(name, c)| {
             let rec = c.records.get(key)?;
             if rec
@@ -206,37 +195,6 @@ pub(super) async fn import_caches(
 }
 
 impl Ctx {
-    /// A step's key in the imported caches, after a local miss: the record (its blob not
-    /// pulled) and the repository its blob comes from. The record is added to the local
-    /// index too, where it becomes a local hit once its blob is pulled.
-    pub(super) fn remote_lookup(
-        &self,
-        key: &crate::cachekey::CacheKey,
-    ) -> Result<Option<RemoteHit>, Error> {
-        if self.no_cache {
-            return Ok(None);
-        }
-        let d = cache_digest(key);
-        let Some((source, rec, cache)) = self.remote.find(&d) else {
-            return Ok(None);
-        };
-        if rec.diff_id.is_none() || pick_blob(rec, self.pack.compression).is_none() {
-            return Ok(None);
-        }
-        let rec = rec.clone();
-        let hit = RemoteHit {
-            rec: rec.clone(),
-            repo: cache.repo.clone(),
-            dir: cache.dir.clone(),
-            source: source.to_owned(),
-        };
-        self.cache.index().update(&d, |old| match old {
-            Some(o) if o.diff_id.is_some() => Some(o),
-            _ => Some(rec.clone()),
-        })?;
-        Ok(Some(hit))
-    }
-
     /// Whether the base layers `layers` are left in the registry (not prefetched): a
     /// build that imports a cache and only pushes to the registry they come from may
     /// need none of them (every step a hit, every blob mounted); a step that runs pulls
@@ -335,15 +293,15 @@ pub(super) fn inline_wanted(
     specs: &[CacheExportSpec],
     outputs: &[crate::engine::ExportSpec],
 ) -> Result<bool, Error> {
-    let Some(spec) = specs.iter().find(|s| s.location == CacheLocation::Inline) else {
+    if !specs.iter().any(|s| s.location == CacheLocation::Inline) {
         return Ok(false);
-    };
+    }
     let image_output = outputs
         .iter()
         .any(|o| !matches!(o.kind, crate::engine::ExportKind::Local { .. }));
     if !image_output {
         return Err(Error::InvalidCache {
-            spec: spec.location.to_string(),
+            spec: "type=inline".to_owned(),
             reason: "type=inline needs an image output (--push, --load, or --output \
                      type=image|oci|docker): the cache travels in the image's config"
                 .to_owned(),
@@ -541,7 +499,7 @@ async fn export_local(
         let key = layer
             .key
             .as_ref()
-            .ok_or_else(|| super::inner_error("a base image layer has no cache key"))?;
+            .ok_or_else(|| Error::invalid_step("a base image layer has no cache key"))?;
         let (blob, diff_id) = {
             let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
             ctx.ensure_blob(stack, *i, step).await?
@@ -602,7 +560,7 @@ async fn push_layer(
     let key = layer
         .key
         .as_ref()
-        .ok_or_else(|| super::inner_error("a base image layer has no cache key"))?;
+        .ok_or_else(|| Error::invalid_step("a base image layer has no cache key"))?;
     let kd = cache_digest(key);
     let progress = crate::engine::export::PushProgress {
         events: &ctx.events,

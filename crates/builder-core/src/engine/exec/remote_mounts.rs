@@ -148,7 +148,7 @@ impl Ctx {
                     }
                     path
                 }
-                (None, None) => return Err(super::inner_error("a cache without a source")),
+                (None, None) => return Err(Error::invalid_step("a cache without a source")),
             };
             files.push(path);
         }
