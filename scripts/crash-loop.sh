@@ -9,9 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/testenv/up.sh >/dev/null
 start=$(date +%s)
+log=$(mktemp)
+status=0
 RBUILD_CRASH_ITERATIONS="${1:-300}" cargo test -p rbuild --test tests \
-    hardening::crash::kill_9_at_random_points_then_the_cache_builds -- --exact --nocapture 2>&1 |
-    grep -E '^(seed|[0-9]+ of|test |thread|  left|.*panicked)' || true
-status=${PIPESTATUS[0]}
+    hardening::crash::kill_9_at_random_points_then_the_cache_builds -- --exact --nocapture \
+    >"$log" 2>&1 || status=$?
+grep -E '^(seed|[0-9]+ of|test |thread|  left|.*panicked)' "$log" || true
+[ "$status" -eq 0 ] || tail -40 "$log"
+rm -f "$log"
 echo "crash-loop: ${1:-300} iterations in $(($(date +%s) - start))s, status $status"
 exit "$status"

@@ -22,13 +22,15 @@
 #                 lockfile, on top of the source change (npm ci runs: rbuild restores the
 #                 npm cache mount from the cache, BuildKit cannot export it)
 #   wide          buildx#3491 (cache import slower than the build): a generated Dockerfile
-#                 of 12 stages x 4 RUN steps (512 kB of random bytes each, 48 records, about
-#                 25 MB of layers) exported mode=max, then a fresh runner with no change
-#                 pushing the image; "wide-import" is the import step alone, from each
-#                 tool's progress log ("importing cache manifest from ..." to its DONE)
+#                 of S stages x K RUN steps (--wide SxK, default 12x4; each step writes
+#                 --wide-bytes of random bytes, default 524288: 48 records, about 25 MB of
+#                 layers) exported mode=max, then a fresh runner with no change pushing the
+#                 image; "wide-import" is the import step alone, from each tool's progress
+#                 log ("importing cache manifest from ..." to its DONE)
 # Targets (issue 15): rbuild/BuildKit <= 0.8 (export), 0.3, 0.7, 0.6; none for wide.
 #
-# usage: scripts/bench/fresh-runner.sh [--rbuild PATH] [--service NAME] [--out DIR] [--no-wide]
+# usage: scripts/bench/fresh-runner.sh [--rbuild PATH] [--service NAME] [--out DIR]
+#                                      [--no-wide | --wide-only] [--wide SxK] [--wide-bytes N]
 # Needs the test environment (scripts/testenv/up.sh) and a built rbuild (default
 # target/release/rbuild). The machine may be shared: each row prints the load average.
 set -euo pipefail
@@ -40,6 +42,10 @@ rbuild=${CARGO_TARGET_DIR:-$repo/target}/release/rbuild
 service=auth-service
 out=""
 wide=yes
+service_rows=yes
+wide_stages=12
+wide_steps=4
+wide_bytes=524288
 # The dependency the "dependency" row adds: small, no dependencies, not in the tree.
 extra_dep=picocolors@1.1.1
 while [[ $# -gt 0 ]]; do
@@ -48,6 +54,9 @@ while [[ $# -gt 0 ]]; do
     --service) service=$2; shift 2 ;;
     --out) out=$2; shift 2 ;;
     --no-wide) wide=no; shift ;;
+    --wide-only) service_rows=no; shift ;;
+    --wide) wide_stages=${2%x*}; wide_steps=${2#*x}; shift 2 ;;
+    --wide-bytes) wide_bytes=$2; shift 2 ;;
     *) sed -n '/^# usage:/,/^# Needs/p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2 ;;
   esac
 done
@@ -159,17 +168,17 @@ cp "$repo/examples/$service/package.json" "$repo/examples/$service/package-lock.
   --no-fund --omit-lockfile-registry-resolved --save "$extra_dep") >"$out/prepare-dep.log" 2>&1 ||
   { echo "npm could not add $extra_dep (see $out/prepare-dep.log)" >&2; exit 1; }
 add_dependency() { cp "$deps/package.json" "$deps/package-lock.json" "$1/"; }
-wide_ctx() { # dir: 12 stages x 4 RUN steps of random bytes, the last stage copying them
+wide_ctx() { # dir: stages x steps RUN steps of random bytes, the last stage copying them
   mkdir -p "$1"
   {
-    for s in $(seq 12); do
+    for s in $(seq "$wide_stages"); do
       echo "FROM $registry/library/busybox:latest AS s$s"
-      for k in $(seq 4); do
-        echo "RUN head -c 524288 /dev/urandom > /f$k && echo $run_id-$s-$k > /id$k"
+      for k in $(seq "$wide_steps"); do
+        echo "RUN head -c $wide_bytes /dev/urandom > /f$k && echo $run_id-$s-$k > /id$k"
       done
     done
     echo "FROM $registry/library/busybox:latest"
-    for s in $(seq 12); do echo "COPY --from=s$s /f4 /s$s"; done
+    for s in $(seq "$wide_stages"); do echo "COPY --from=s$s /f$wide_steps /s$s"; done
   } >"$1/Dockerfile"
 }
 
@@ -181,22 +190,6 @@ row() { # name tool seconds
   secs[$1,$2]=$3
   log "$1 $2: $3 s (load $(cut -d' ' -f1 /proc/loadavg))"
 }
-
-# ---------------------------------------------------------------- runner A, then export
-bk_ctx=$(ctx_for buildkit)
-rb_ctx=$(ctx_for rbuild)
-log "runner A: cold builds (not timed)"
-bk_start
-bk_build a-cold "$bk_ctx"
-t=$(now)
-bk_build export "$bk_ctx" --export-cache "type=registry,ref=$bk_ref:cache,mode=max"
-row export buildkit "$(since "$t")"
-bk_stop
-rb_build a-cold "$work/rb/a" "$rb_ctx"
-t=$(now)
-rb_build export "$work/rb/a" "$rb_ctx" --cache-to "type=registry,ref=$rb_ref:cache,mode=max"
-row export rbuild "$(since "$t")"
-rm -rf "$work/rb/a"
 
 fresh_row() { # name bk_ctx rb_ctx cache_tag
   local name=$1 bctx=$2 rctx=$3 tag=$4 t
@@ -212,21 +205,41 @@ fresh_row() { # name bk_ctx rb_ctx cache_tag
   row "$name" rbuild "$(since "$t")"
   rm -rf "$work/rb/$name"
 }
-fresh_row no-change "$bk_ctx" "$rb_ctx" cache
-grep -q "0 steps run" "$out/rbuild-no-change.log" ||
-  log "warning: rbuild ran steps in the no-change row (see $out/rbuild-no-change.log)"
-edit_source "$bk_ctx"
-edit_source "$rb_ctx"
-fresh_row source "$bk_ctx" "$rb_ctx" cache
-add_dependency "$bk_ctx"
-add_dependency "$rb_ctx"
-fresh_row dependency "$bk_ctx" "$rb_ctx" cache
-grep -q "cache mount restored from" "$out/rbuild-dependency.log" ||
-  log "warning: rbuild did not restore the npm cache mount (see $out/rbuild-dependency.log)"
 
-rows="export:0.8 no-change:0.3 source:0.7 dependency:0.6"
+# ---------------------------------------------------------------- runner A, then export
+rows=""
+if [[ $service_rows == yes ]]; then
+  bk_ctx=$(ctx_for buildkit)
+  rb_ctx=$(ctx_for rbuild)
+  log "runner A: cold builds (not timed)"
+  bk_start
+  bk_build a-cold "$bk_ctx"
+  t=$(now)
+  bk_build export "$bk_ctx" --export-cache "type=registry,ref=$bk_ref:cache,mode=max"
+  row export buildkit "$(since "$t")"
+  bk_stop
+  rb_build a-cold "$work/rb/a" "$rb_ctx"
+  t=$(now)
+  rb_build export "$work/rb/a" "$rb_ctx" --cache-to "type=registry,ref=$rb_ref:cache,mode=max"
+  row export rbuild "$(since "$t")"
+  rm -rf "$work/rb/a"
+
+  fresh_row no-change "$bk_ctx" "$rb_ctx" cache
+  grep -q "0 steps run" "$out/rbuild-no-change.log" ||
+    log "warning: rbuild ran steps in the no-change row (see $out/rbuild-no-change.log)"
+  edit_source "$bk_ctx"
+  edit_source "$rb_ctx"
+  fresh_row source "$bk_ctx" "$rb_ctx" cache
+  add_dependency "$bk_ctx"
+  add_dependency "$rb_ctx"
+  fresh_row dependency "$bk_ctx" "$rb_ctx" cache
+  grep -q "cache mount restored from" "$out/rbuild-dependency.log" ||
+    log "warning: rbuild did not restore the npm cache mount (see $out/rbuild-dependency.log)"
+
+  rows="export:0.8 no-change:0.3 source:0.7 dependency:0.6"
+fi
 if [[ $wide == yes ]]; then
-  log "wide (buildx#3491): runner A exports 48 records"
+  log "wide (buildx#3491): runner A exports $((wide_stages * wide_steps)) records"
   wide_ctx "$work/ctx/wide"
   bk_start
   bk_build wide-a "$work/ctx/wide" --export-cache "type=registry,ref=$bk_ref:wide,mode=max"

@@ -56,6 +56,11 @@ A case is a directory holding a Dockerfile and its context, and optionally:
                   platform), or `identical`: the same image manifests (the image ID), e.g. a RUN writing random data reused
                   from an imported cache, or run again under --no-cache. The second builds are
                   the ones compared.
+  output          `local[,ATTR=V...]`: both tools write a type=local output instead, and the
+                  two trees are compared (type, mode, size, content of every entry; the
+                  attestation files, provenance*.json and sbom*.spdx.json, as statements)
+  stdin-tar       rbuild gets the context as a tar on its standard input (`rbuild build -`);
+                  BuildKit the directory (buildctl cannot upload a tar context)
   fixed-mtimes    every file of the context copy gets the mtime 2024-01-01T00:00:00Z (for a
                   case comparing mtimes a COPY keeps: BuildKit caches a COPY by content, so
                   another checkout's mtime would otherwise come back)
@@ -113,7 +118,7 @@ REGISTRY = "127.0.0.1:5000"
 HTTP_PORT = 18080
 GIT_PORT = 19418
 CASE_FILES = {"args", "output-opts", "compare-mtimes", "call", "setup", "expect-fail", "known-diff", "expected-diff",
-              "rebuild", "random", "sockets", "fixed-mtimes", "step-names",
+              "rebuild", "random", "sockets", "fixed-mtimes", "step-names", "output", "stdin-tar",
               "port-of", "expect-fail-rbuild", "expect-fail-buildkit"}
 
 
@@ -454,6 +459,31 @@ def attestation_lines(files):
     return lines
 
 
+def local_listing(root):
+    """Listing lines of a type=local output directory."""
+    lines = []
+    for dirpath, dirs, names in os.walk(root):
+        dirs.sort()
+        for n in sorted(dirs + names):
+            p = os.path.join(dirpath, n)
+            rel = os.path.relpath(p, root)
+            st = os.lstat(p)
+            mode = f"{st.st_mode & 0o7777:04o}"
+            if os.path.islink(p):
+                lines.append(f"{rel} l {mode} -> {os.readlink(p)}")
+            elif os.path.isdir(p):
+                lines.append(f"{rel} d {mode}")
+            elif re.fullmatch(r"(provenance|sbom)(\..+)?\.json", n):
+                lines.append(f"{rel} f {mode} (attestation)")
+                out = []
+                flatten(normalize_statement(json.load(open(p)), {}, {}), "", out)
+                lines += [f"{rel} {l.lstrip('.')}" for l in out]
+            else:
+                data = open(p, "rb").read()
+                lines.append(f"{rel} f {mode} {len(data)} {hashlib.sha256(data).hexdigest()[:16]}")
+    return lines
+
+
 def diff_ids_of(files):
     return {p: (cfg.get("rootfs") or {}).get("diff_ids") or [] for p, _, cfg, _, _ in images_of(files)}
 
@@ -533,15 +563,19 @@ def start_git_daemon(base):
 # ----------------------------------------------------------------------------- one case
 
 
-def run(cmd, log, timeout=900, stdout_to=None):
-    """Runs cmd with its output in log; with stdout_to, its standard output goes there alone."""
+def run(cmd, log, timeout=900, stdout_to=None, stdin_from=None):
+    """Runs cmd with its output in log; with stdout_to, its standard output goes there alone;
+    with stdin_from, that file is its standard input."""
     with open(log, "wb") as f:
         f.write(("$ " + shlex.join(cmd) + "\n").encode())
         f.flush()
         out = open(stdout_to, "wb") if stdout_to else f
         try:
+            stdin = open(stdin_from, "rb") if stdin_from else subprocess.DEVNULL
             r = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT if out is f else f,
-                               stdin=subprocess.DEVNULL, timeout=timeout)
+                               stdin=stdin, timeout=timeout)
+            if stdin_from:
+                stdin.close()
             return r.returncode
         except subprocess.TimeoutExpired:
             f.write(b"\n[difftest] timed out\n")
@@ -631,9 +665,21 @@ def run_case(name, rbuild, work, cache_dir):
     if "--opt" in bk_args and not any(a.startswith("filename=") for a in bk_args) and \
             any(a.startswith("attest:") for a in bk_args):
         bk_args += ["--opt", "filename=Dockerfile"]  # as buildx sends it: the config source path
+    local_out = None
+    if os.path.exists(os.path.join(d, "output")):
+        words = open(os.path.join(d, "output")).read().strip().split(",")
+        if words[0] != "local":
+            return name, "FAIL", "output: only `local[,ATTR=V...]`", 0
+        local_out = ",".join(words[1:])
+        local_out = "," + local_out if local_out else ""
+        for tool in ("buildkit", "rbuild"):
+            shutil.rmtree(os.path.join(out, f"{tool}-local"), ignore_errors=True)
     bk_out = ["--opt", f"requestid=frontend.{call}"] if call else \
         ["--output", f"type=oci,dest={bk_tar}{oopts}"]
     rb_out = ["--call", call] if call else ["-o", f"type=oci,dest={rb_tar}{oopts}"]
+    if local_out is not None:
+        bk_out = ["--output", f"type=local,dest={os.path.join(out, 'buildkit-local')}{local_out}"]
+        rb_out = ["-o", f"type=local,dest={os.path.join(out, 'rbuild-local')}{local_out}"]
     bk_cmd = [BUILDCTL, "--addr", BUILDKIT_ADDR, "build", "--progress", "plain",
               "--frontend", "dockerfile.v0", "--local", f"context={ctx}", "--local", f"dockerfile={ctx}",
               *bk_out, *bk_args]
@@ -680,7 +726,17 @@ def run_case(name, rbuild, work, cache_dir):
     fresh = os.path.join(out, "fresh-cache")
     shutil.rmtree(fresh, ignore_errors=True)
     bk_rc = run(fill(bk_cmd, "buildkit", fresh), bk_log, stdout_to=bk_txt if call else None)
-    rb_rc = run(fill(rb_cmd, "rbuild", fresh), rb_log, stdout_to=rb_txt if call else None)
+    stdin_tar = None
+    if os.path.exists(os.path.join(d, "stdin-tar")):
+        # rbuild reads the context as a tar on its standard input (`-`); buildctl cannot
+        # upload a tar context, so BuildKit builds the same files from the directory.
+        stdin_tar = os.path.join(out, "context.tar")
+        with tarfile.open(stdin_tar, "w") as t:
+            for n in sorted(os.listdir(ctx)):
+                t.add(os.path.join(ctx, n), arcname=n)
+        rb_cmd = rb_cmd[:-1] + ["-"]
+    rb_rc = run(fill(rb_cmd, "rbuild", fresh), rb_log, stdout_to=rb_txt if call else None,
+                stdin_from=stdin_tar)
     secs = time.time() - start
 
     for tool, ctl, rc, log, other_rc in (("rbuild", "expect-fail-rbuild", rb_rc, rb_log, bk_rc),
@@ -731,7 +787,13 @@ def run_case(name, rbuild, work, cache_dir):
             return name, "FAIL", "BuildKit's progress names no step", secs
         if bk_names != rb_names:
             return name, "DIFF", f"step names: BuildKit {sorted(bk_names - rb_names)}, rbuild {sorted(rb_names - bk_names)}", secs
-    if call:
+    if local_out is not None:
+        bk_list = local_listing(os.path.join(out, "buildkit-local"))
+        rb_list = local_listing(os.path.join(out, "rbuild-local"))
+        for tool, lines in (("buildkit", bk_list), ("rbuild", rb_list)):
+            with open(os.path.join(out, tool + ".txt"), "w") as f:
+                f.write("\n".join(lines) + "\n")
+    elif call:
         bk_list = open(bk_txt, errors="replace").read().splitlines()
         rb_list = open(rb_txt, errors="replace").read().splitlines()
         if not bk_list:

@@ -67,15 +67,41 @@ fn join_attrs(a: &::bake::Attrs) -> String {
 pub fn build(name: &str, t: &::bake::Target, opts: &BakeOptions) -> Result<Build, Error> {
     let base = opts.base_dir.clone().unwrap_or_else(|| PathBuf::from("."));
     let context = t.context.as_deref().unwrap_or(".");
-    if context.contains("://") || context.starts_with("git@") {
-        return Err(invalid(
-            name,
-            "context",
-            format!("remote contexts ({context}) are not supported by rbuild yet: use a directory"),
-        ));
-    }
-    let context = base.join(context);
-    let mut b = Build::new(&context).map_err(|e| invalid(name, "context", e.to_string()))?;
+    let secret_source = |s: &::bake::Attrs, id: &str| {
+        let kind = s.get("type").map(String::as_str);
+        match (s.get("src"), s.get("env"), kind) {
+            (Some(src), _, Some("env")) => SecretSource::Env(src.clone()),
+            (Some(src), _, _) => SecretSource::File(base.join(src)),
+            (None, Some(env), _) => SecretSource::Env(env.clone()),
+            (None, None, _) if std::env::var_os(id).is_some() => SecretSource::Env(id.to_owned()),
+            (None, None, _) => SecretSource::File(base.join(id)),
+        }
+    };
+    let ctx_err = |e: Error| invalid(name, "context", e.to_string());
+    let spec = crate::remote_context::ContextSpec::parse(context).map_err(ctx_err)?;
+    let (mut b, context) = if spec.is_remote() && spec != crate::remote_context::ContextSpec::Stdin
+    {
+        // A git or HTTP context: fetched with the target's GIT_AUTH_* secrets.
+        let sources: Vec<(String, SecretSource)> = t
+            .secret
+            .iter()
+            .filter_map(|s| s.get("id").map(|id| (id.clone(), secret_source(s, id))))
+            .collect();
+        let auth = crate::remote_context::GitAuth::from_secrets(
+            sources.iter().map(|(id, s)| (id.as_str(), s)),
+        )
+        .map_err(ctx_err)?;
+        let keep = t
+            .args
+            .get("BUILDKIT_CONTEXT_KEEP_GIT_DIR")
+            .is_some_and(|v| matches!(v.as_str(), "1" | "true"));
+        let fetched = crate::remote_context::fetch(&spec, &auth, keep, None).map_err(ctx_err)?;
+        let dir = fetched.path().to_owned();
+        (Build::from_remote(fetched).map_err(ctx_err)?, dir)
+    } else {
+        let context = base.join(context);
+        (Build::new(&context).map_err(ctx_err)?, context)
+    };
     let wrap = |key: &'static str| move |e: Error| invalid(name, key, e.to_string());
     if let Some(text) = &t.dockerfile_inline {
         b = b.dockerfile_text("Dockerfile", text.clone());
@@ -138,15 +164,7 @@ pub fn build(name: &str, t: &::bake::Target, opts: &BakeOptions) -> Result<Build
         let id = s
             .get("id")
             .ok_or_else(|| invalid(name, "secret", "a secret needs id="))?;
-        let kind = s.get("type").map(String::as_str);
-        let source = match (s.get("src"), s.get("env"), kind) {
-            (Some(src), _, Some("env")) => SecretSource::Env(src.clone()),
-            (Some(src), _, _) => SecretSource::File(base.join(src)),
-            (None, Some(env), _) => SecretSource::Env(env.clone()),
-            (None, None, _) if std::env::var_os(id).is_some() => SecretSource::Env(id.clone()),
-            (None, None, _) => SecretSource::File(base.join(id)),
-        };
-        b = b.secret(id, source).map_err(wrap("secret"))?;
+        b = b.secret(id, secret_source(s, id)).map_err(wrap("secret"))?;
     }
     for s in &t.ssh {
         let id = s.get("id").map_or("default", String::as_str);

@@ -45,7 +45,8 @@ pub use oci::{
     MEDIA_TYPE_MANIFEST, PlatformImage,
 };
 pub use progress::{
-    Activity, CollectSink, NullSink, Phase, ProgressEvent, ProgressSink, StepId, Stream,
+    Activity, ByteSize, CollectSink, NullSink, Phase, ProgressEvent, ProgressSink, StepId, Stream,
+    human_bytes,
 };
 pub use sandbox::{
     BindAccess, CancelHandle, Capabilities, ExitStatus, HostCheck, HostReport, IdRange, Mode,

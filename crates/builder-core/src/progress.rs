@@ -345,3 +345,36 @@ impl ProgressSink for CollectSink {
         self.events.push(event.clone());
     }
 }
+
+/// A byte count in decimal units (`B`, `kB`, `MB` ... `EB`, as docker and BuildKit print
+/// sizes): the value scaled below 1000 and its unit. The one size formatter of the
+/// workspace; each printer picks its precision.
+///
+/// ```
+/// let s = builder_core::human_bytes(1_500_000);
+/// assert_eq!((s.unit, format!("{:.1}", s.value)), ("MB", "1.5".to_owned()));
+/// assert_eq!(builder_core::human_bytes(999).unit, "B");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ByteSize {
+    /// The value in `unit`, below 1000 (but for exabytes).
+    pub value: f64,
+    /// `B`, `kB`, `MB`, `GB`, `TB`, `PB` or `EB`.
+    pub unit: &'static str,
+}
+
+/// `n` bytes as a [`ByteSize`].
+#[must_use]
+pub fn human_bytes(n: u64) -> ByteSize {
+    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
+    let mut value = n as f64;
+    let mut u = 0;
+    while value >= 1000.0 && u < UNITS.len() - 1 {
+        value /= 1000.0;
+        u += 1;
+    }
+    ByteSize {
+        value,
+        unit: UNITS[u],
+    }
+}

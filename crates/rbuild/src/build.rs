@@ -624,6 +624,22 @@ pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
     // until the build ends).
     let fetched = crate::context::resolve(opts)?;
     let opts = fetched.as_ref().map_or(opts, |(_, o)| o);
+    // -q: buildx's quiet progress (and the image ID on stdout).
+    let quiet;
+    let opts = if opts.dropin.quiet && opts.progress != "quiet" {
+        if opts.progress != "auto" {
+            return Err(Failure::usage(format!(
+                "progress={} and quiet cannot be used together",
+                opts.progress
+            )));
+        }
+        let mut o = opts.clone();
+        o.progress = "quiet".into();
+        quiet = o;
+        &quiet
+    } else {
+        opts
+    };
     check_combinations(opts)?;
     opts.dropin.notes();
     let call = if opts.check {

@@ -97,13 +97,8 @@ fn render_prune(r: &PruneReport, verbose: bool) -> String {
 
 /// Sizes as docker prints them: decimal units, four significant digits (`70.49MB`).
 fn human(bytes: u64) -> String {
-    const UNITS: [&str; 7] = ["B", "kB", "MB", "GB", "TB", "PB", "EB"];
-    let mut v = bytes as f64;
-    let mut i = 0;
-    while v >= 1000.0 && i < UNITS.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
+    let size = builder_core::human_bytes(bytes);
+    let v = size.value;
     let digits = if v >= 100.0 {
         1
     } else if v >= 10.0 {
@@ -117,7 +112,7 @@ fn human(bytes: u64) -> String {
     } else {
         text
     };
-    format!("{text}{}", UNITS[i])
+    format!("{text}{}", size.unit)
 }
 
 /// `--keep-storage`: a number of bytes with an optional unit (`k`, `m`, `g`, `t`, `p`,

@@ -38,6 +38,26 @@ pub(crate) struct DropinOpts {
           value_parser = ["docker", "containerd", "true", "false", "1", "0"])]
     pub(crate) load: Option<String>,
 
+    /// Additional build contexts (e.g., name=path) (not supported by rbuild yet)
+    #[arg(long = "build-context", value_name = "NAME=VALUE")]
+    pub(crate) build_contexts: Vec<String>,
+
+    /// Enable debug logging (not supported by rbuild)
+    #[arg(short = 'D', long = "debug")]
+    pub(crate) debug: bool,
+
+    /// Policy configuration (not supported by rbuild)
+    #[arg(long = "policy", value_name = "SPEC")]
+    pub(crate) policy: Vec<String>,
+
+    /// Suppress the build output and print image ID on success
+    #[arg(short = 'q', long = "quiet")]
+    pub(crate) quiet: bool,
+
+    /// Resource limits for build containers (not supported by rbuild)
+    #[arg(long = "resource", value_name = "SPEC")]
+    pub(crate) resources: Vec<String>,
+
     /// Do not cache specified stages
     #[arg(long = "no-cache-filter", value_name = "STAGE", value_delimiter = ',')]
     pub(crate) no_cache_filter: Vec<String>,
@@ -103,6 +123,27 @@ impl DropinOpts {
                 "{flag} is not supported by rbuild: {why}"
             )))
         };
+        if !self.build_contexts.is_empty() {
+            return refuse(
+                "--build-context",
+                "named build contexts are not implemented yet (use a stage, or COPY --from=IMAGE)",
+            );
+        }
+        if self.debug {
+            return refuse(
+                "--debug",
+                "there is no debug log; --progress=plain shows every step's output",
+            );
+        }
+        if !self.policy.is_empty() {
+            return refuse("--policy", "source policies are not implemented");
+        }
+        if !self.resources.is_empty() {
+            return refuse(
+                "--resource",
+                "RUN steps run in rbuild's own process tree, without cgroup limits",
+            );
+        }
         if self.cgroup_parent.is_some() {
             return refuse(
                 "--cgroup-parent",

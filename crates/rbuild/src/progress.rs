@@ -390,17 +390,9 @@ fn truncate(s: &str, max: usize) -> String {
 }
 
 fn human(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.1}{}", UNITS[u])
+    match builder_core::human_bytes(n) {
+        s if s.unit == "B" => format!("{n}B"),
+        s => format!("{:.1}{}", s.value, s.unit),
     }
 }
 

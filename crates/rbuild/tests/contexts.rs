@@ -385,3 +385,34 @@ fn build_push_action_default_git_context() {
     );
     assert_eq!(got, digest);
 }
+
+/// A bake target whose context is a git URL, fetched with the target's
+/// `GIT_AUTH_TOKEN.<host>` secret, with a Dockerfile inside the repository.
+#[test]
+fn bake_target_with_a_git_context() {
+    let dir = tempfile::tempdir().unwrap();
+    make_repo(dir.path());
+    let srv = GitHttpServer::start(&dir.path().join("repos"), None, Some(&token_header("b4ke")));
+    let host = srv.url().trim_start_matches("http://").to_owned();
+    std::fs::write(dir.path().join("tok"), "b4ke").unwrap();
+    let out_dir = dir.path().join("out");
+    std::fs::write(
+        dir.path().join("docker-bake.hcl"),
+        format!(
+            "target \"app\" {{\n  context = \"{}/git/app.git#main:sub\"\n  \
+             dockerfile = \"Dockerfile\"\n  secret = [\"id=GIT_AUTH_TOKEN.{host},src=tok\"]\n  \
+             output = [\"type=local,dest={}\"]\n}}\n",
+            srv.url(),
+            out_dir.display()
+        ),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_rbuild"))
+        .args(["bake", "--cache-dir", cache.to_str().unwrap(), "app"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(read(&out_dir.join("in-sub/file")), "in sub\n");
+}

@@ -228,14 +228,40 @@ fn pull_follows_a_moved_tag() {
 fn unsupported_flags_are_refused_and_builder_is_noted() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
-    let out = rbuild(dir.path(), &["build", "--cgroup-parent", "/ci", "."]);
-    assert_eq!(out.status.code(), Some(2));
-    let err = text(&out.stderr);
-    assert!(
-        err.contains("--cgroup-parent is not supported by rbuild"),
-        "{err}"
+    for (flag, value) in [
+        ("--cgroup-parent", Some("/ci")),
+        ("--build-context", Some("src=../src")),
+        ("--resource", Some("memory=2g")),
+        ("--policy", Some("filename=p.rego")),
+        ("--debug", None),
+    ] {
+        let mut args = vec!["build", flag];
+        args.extend(value);
+        args.push(".");
+        let out = rbuild(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{flag}");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!("{flag} is not supported by rbuild")),
+            "{err}"
+        );
+        assert_eq!(err.lines().count(), 1, "{err}");
+    }
+    // -q: only the image ID, on stdout; not with another progress mode.
+    let cache0 = dir.path().join("cache-q");
+    let out = rbuild(
+        dir.path(),
+        &["build", "-q", "--cache-dir", cache0.to_str().unwrap(), "."],
     );
-    assert_eq!(err.lines().count(), 1, "{err}");
+    ok(&out);
+    assert!(
+        text(&out.stdout).trim().starts_with("sha256:"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(!text(&out.stderr).contains("FROM"), "{}", text(&out.stderr));
+    let out = rbuild(dir.path(), &["build", "-q", "--progress=plain", "."]);
+    assert_eq!(out.status.code(), Some(2));
     let cache = dir.path().join("cache");
     let out = rbuild(
         dir.path(),

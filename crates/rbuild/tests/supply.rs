@@ -649,22 +649,80 @@ fn bad_attest_flags_are_usage_errors() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-    // An attestation with only a local output is refused, not dropped.
+    // With only a local output the statements are files beside the image's files, as
+    // BuildKit's local exporter writes them: the subjects are those files.
     let work = scratch("supply-local");
     let ctx = small_context(work.path());
+    let dest = work.path().join("out");
     let out = output(
         Command::new(env!("CARGO_BIN_EXE_rbuild"))
             .args(["build", "--progress=plain", "--sbom=true", "-o"])
+            .arg(format!("type=local,dest={}", dest.display()))
+            .arg("--cache-dir")
+            .arg(work.path().join("cache"))
+            .arg(&ctx),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        describe(&Command::new("rbuild"), &out)
+    );
+    let sbom: Value =
+        serde_json::from_slice(&std::fs::read(dest.join("sbom.spdx.json")).expect("sbom file"))
+            .expect("sbom JSON");
+    assert_eq!(sbom["predicateType"], "https://spdx.dev/Document");
+    let subjects = sbom["subject"].as_array().expect("subjects");
+    assert!(
+        subjects.iter().any(|s| s["name"] == "bin/busybox"
+            && s["digest"]["sha256"]
+                .as_str()
+                .is_some_and(|d| d.len() == 64)),
+        "{subjects:?}"
+    );
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dest.join("sbom.spdx.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // Several platforms in one directory: one statement file per platform, each with its
+    // own platform's files as subjects.
+    let dest2 = work.path().join("out2");
+    let out = output(
+        Command::new(env!("CARGO_BIN_EXE_rbuild"))
+            .args(["build", "--progress=plain", "--sbom=true"])
+            .args(["--platform", "linux/amd64,linux/arm64", "-o"])
             .arg(format!(
-                "type=local,dest={}",
-                work.path().join("out").display()
+                "type=local,dest={},platform-split=false",
+                dest2.display()
             ))
             .arg("--cache-dir")
             .arg(work.path().join("cache"))
             .arg(&ctx),
     );
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("attestations"));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        describe(&Command::new("rbuild"), &out)
+    );
+    for arch in ["amd64", "arm64"] {
+        let f = dest2.join(format!("sbom.spdx.linux_{arch}.json"));
+        let st: Value = serde_json::from_slice(&std::fs::read(&f).expect("sbom file")).unwrap();
+        let names: Vec<&str> = st["subject"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["name"].as_str())
+            .collect();
+        assert!(names.contains(&"bin/busybox"), "{arch}: {names:?}");
+        assert!(
+            !names.iter().any(|n| n.contains("sbom")),
+            "{arch}: {names:?}"
+        );
+    }
+    assert!(!dest2.join(".rbuild-platform-0").exists());
 }
 
 /// Two platforms: one attestation manifest per image, each naming its own image and its

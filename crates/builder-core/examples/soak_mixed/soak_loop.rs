@@ -16,7 +16,9 @@ pub(crate) struct Sample {
     pub(crate) builds: usize,
     /// Open file descriptors.
     pub(crate) fds: usize,
-    /// Mount points in the process's mount namespace.
+    /// Mount points below the soak's directory (its cache, contexts, outputs) in this
+    /// process's mount namespace: what a build would leak (other processes on the machine
+    /// mount elsewhere).
     pub(crate) mounts: usize,
     /// Child processes.
     pub(crate) children: usize,
@@ -36,8 +38,8 @@ impl std::fmt::Display for Sample {
     }
 }
 
-/// The process's state now.
-pub(crate) fn sample(builds: usize) -> Sample {
+/// The process's state now; mounts counted below `dir`.
+pub(crate) fn sample(builds: usize, dir: &Path) -> Sample {
     let count = |p: &str| std::fs::read_dir(p).map_or(0, |d| d.count());
     let me = std::process::id().to_string();
     let children = std::fs::read_dir("/proc")
@@ -64,11 +66,22 @@ pub(crate) fn sample(builds: usize) -> Sample {
     Sample {
         builds,
         fds: count("/proc/self/fd"),
-        mounts: std::fs::read_to_string("/proc/self/mountinfo").map_or(0, |m| m.lines().count()),
+        mounts: mounts_below(dir),
         children,
         threads: count("/proc/self/task"),
         rss_kib,
     }
+}
+
+/// Mount points below `dir` (`/proc/self/mountinfo`'s fifth field).
+fn mounts_below(dir: &Path) -> usize {
+    let prefix = dir.to_string_lossy().into_owned();
+    std::fs::read_to_string("/proc/self/mountinfo").map_or(0, |m| {
+        m.lines()
+            .filter_map(|l| l.split(' ').nth(4))
+            .filter(|p| p.starts_with(&prefix))
+            .count()
+    })
 }
 
 /// What the builds ended as.
@@ -101,7 +114,7 @@ pub(crate) async fn soak(
     std::fs::write(ctx.join("a.txt"), "a\n").map_err(|e| e.to_string())?;
     let out: PathBuf = dir.join("out.tar");
     let mut outcomes = Outcomes::default();
-    report(sample(0));
+    report(sample(0, dir));
     for i in 0..n {
         let (text, want) = match i % 5 {
             0 | 1 => (format!("FROM {base}\nARG N\nRUN echo \"$N\" > /n\n"), "ok"),
@@ -158,7 +171,7 @@ pub(crate) async fn soak(
         }
         let _ = std::fs::remove_file(&out);
         if (i + 1) % every == 0 {
-            report(sample(i + 1));
+            report(sample(i + 1, dir));
         }
     }
     Ok(outcomes)

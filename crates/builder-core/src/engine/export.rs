@@ -186,7 +186,13 @@ pub(super) fn exporters(
                 names: tags.iter().map(Reference::familiar).collect(),
                 created,
             }),
-            ExportKind::Local { dest } => Box::new(LocalFiles { dest: dest.clone() }),
+            ExportKind::Local {
+                dest,
+                platform_split,
+            } => Box::new(LocalFiles {
+                dest: dest.clone(),
+                platform_split: *platform_split,
+            }),
             ExportKind::Registry => Box::new(Push {
                 targets: push_targets(spec, tag_names)?,
             }),
@@ -285,6 +291,7 @@ impl Exporter for Layout {
 /// there are several; from the snapshots, nothing compressed.
 struct LocalFiles {
     dest: PathBuf,
+    platform_split: Option<bool>,
 }
 
 impl Exporter for LocalFiles {
@@ -307,18 +314,55 @@ impl Exporter for LocalFiles {
     ) -> BoxFuture<'a, Result<(), Error>> {
         async move {
             let platforms = solved.files.platforms();
+            let split = self.platform_split.unwrap_or(platforms.len() > 1);
             for (i, p) in platforms.iter().enumerate() {
-                let dir = local_dir(&self.dest, p, platforms.len());
+                let out_dir = local_dir(&self.dest, p, platforms.len(), self.platform_split);
                 let lowers = solved.files.layer_dirs(i, cx.step).await?;
                 let pack = solved.files.pack().clone();
+                // The image's attestations, written beside its files (BuildKit's local
+                // exporter): `provenance.json`, `sbom.spdx.json`.
+                let statements: Vec<Vec<u8>> = solved
+                    .image
+                    .map(|img| {
+                        img.attestations
+                            .iter()
+                            .filter(|a| a.subject == i)
+                            .flat_map(|a| a.statements.iter().cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let shared = platforms.len() > 1 && !split;
+                let suffix = shared.then(|| match &p.2 {
+                    Some(v) => format!("{}_{}_{v}", p.0, p.1),
+                    None => format!("{}_{}", p.0, p.1),
+                });
+                let dest = self.dest.clone();
                 tokio::task::spawn_blocking(move || -> Result<(), Error> {
-                    std::fs::create_dir_all(&dir).map_err(export_err(&dir))?;
+                    std::fs::create_dir_all(&out_dir).map_err(export_err(&out_dir))?;
+                    // Several platforms in one directory with attestations: each platform is
+                    // unpacked on its own first, so its statements' subjects are its files.
+                    let dir = if shared && !statements.is_empty() {
+                        let d = dest.join(format!(".rbuild-platform-{i}"));
+                        let _ = std::fs::remove_dir_all(&d);
+                        std::fs::create_dir_all(&d).map_err(export_err(&d))?;
+                        d
+                    } else {
+                        out_dir.clone()
+                    };
                     let mut opts = ApplyOptions::default();
                     opts.devices = layer_cache::DevicePolicy::Skip;
                     for layer in lowers.iter().rev() {
                         layer_cache::flatten_layer_dir(layer, &dir, &opts, &pack)?;
                     }
-                    Ok(())
+                    if statements.is_empty() {
+                        return Ok(());
+                    }
+                    let subjects = super::local_attest::subjects(&dir)?;
+                    if dir != out_dir {
+                        merge_into(&dir, &out_dir)?;
+                        std::fs::remove_dir_all(&dir).map_err(export_err(&dir))?;
+                    }
+                    super::local_attest::write(&out_dir, &statements, &subjects, suffix.as_deref())
                 })
                 .await
                 .map_err(|e| super::exec_join(&e))??;
@@ -369,14 +413,35 @@ impl Exporter for Push {
     }
 }
 
+/// Moves everything below `from` into `to` (directories merged, other entries replaced).
+fn merge_into(from: &Path, to: &Path) -> Result<(), Error> {
+    for e in std::fs::read_dir(from).map_err(export_err(from))? {
+        let e = e.map_err(export_err(from))?;
+        let (src, dst) = (e.path(), to.join(e.file_name()));
+        let is_dir = e.file_type().map_err(export_err(&src))?.is_dir();
+        match std::fs::symlink_metadata(&dst) {
+            Ok(m) if is_dir && m.is_dir() => merge_into(&src, &dst)?,
+            Ok(m) => {
+                if m.is_dir() {
+                    std::fs::remove_dir_all(&dst).map_err(export_err(&dst))?;
+                }
+                std::fs::rename(&src, &dst).map_err(export_err(&dst))?;
+            }
+            Err(_) => std::fs::rename(&src, &dst).map_err(export_err(&dst))?,
+        }
+    }
+    Ok(())
+}
+
 /// Where `type=local` puts a platform's files: `dest`, or `dest/os_arch[_variant]` when
-/// there are several platforms.
+/// split (by default when there are several platforms; `platform-split=`).
 pub(super) fn local_dir(
     dest: &Path,
     (os, arch, variant): &(String, String, Option<String>),
     platforms: usize,
+    platform_split: Option<bool>,
 ) -> PathBuf {
-    if platforms > 1 {
+    if platform_split.unwrap_or(platforms > 1) {
         dest.join(match variant {
             Some(v) => format!("{os}_{arch}_{v}"),
             None => format!("{os}_{arch}"),

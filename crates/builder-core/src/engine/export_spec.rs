@@ -30,6 +30,9 @@ pub enum ExportKind {
     Local {
         /// The directory.
         dest: PathBuf,
+        /// `platform-split=`: one directory per platform (`os_arch[_variant]`); the default
+        /// (`None`) splits when there are several platforms, as BuildKit.
+        platform_split: Option<bool>,
     },
 }
 
@@ -115,7 +118,10 @@ impl FromStr for ExportSpec {
                 ));
             }
             return Ok(Self {
-                kind: ExportKind::Local { dest: spec.into() },
+                kind: ExportKind::Local {
+                    dest: spec.into(),
+                    platform_split: None,
+                },
                 compression: Compression::Gzip,
                 compression_level: None,
                 names: Vec::new(),
@@ -135,6 +141,7 @@ impl FromStr for ExportSpec {
         let mut rewrite_timestamp = None;
         let mut source_date_epoch = None;
         let mut push_by_digest = false;
+        let mut platform_split = None;
         let mut name_canonical = false;
         for field in spec.split(',') {
             let (k, v) = field
@@ -151,6 +158,7 @@ impl FromStr for ExportSpec {
                 "tar" => tar = parse_bool(spec, k, v)?,
                 "push" => push = parse_bool(spec, k, v)?,
                 "push-by-digest" => push_by_digest = parse_bool(spec, k, v)?,
+                "platform-split" => platform_split = Some(parse_bool(spec, k, v)?),
                 "name-canonical" => name_canonical = parse_bool(spec, k, v)?,
                 "rewrite-timestamp" => rewrite_timestamp = Some(parse_bool(spec, k, v)?),
                 "source-date-epoch" if v.is_empty() => source_date_epoch = Some(None),
@@ -223,11 +231,15 @@ impl FromStr for ExportSpec {
                 dest: dest
                     .clone()
                     .ok_or_else(|| bad(spec, "type=local needs dest="))?,
+                platform_split,
             },
             Some("tar") => return Err(bad(spec, "type=tar is not supported yet; use type=local")),
             Some(other) => return Err(bad(spec, format!("unknown output type {other:?}"))),
             None => return Err(bad(spec, "missing type=")),
         };
+        if platform_split.is_some() && !matches!(kind, ExportKind::Local { .. }) {
+            return Err(bad(spec, "platform-split= is an option of type=local"));
+        }
         if matches!(kind, ExportKind::Registry) && dest.is_some() {
             return Err(bad(spec, "type=registry takes no dest"));
         }
@@ -305,7 +317,8 @@ mod tests {
         assert_eq!(
             "outdir".parse::<ExportSpec>().unwrap().kind,
             ExportKind::Local {
-                dest: "outdir".into()
+                dest: "outdir".into(),
+                platform_split: None,
             }
         );
         let epoch = |spec: &str| spec.parse::<ExportSpec>().unwrap().source_date_epoch;

@@ -11,6 +11,7 @@ pub(crate) mod export_spec;
 mod group;
 mod history;
 pub(crate) mod labels;
+mod local_attest;
 pub(crate) mod mounts;
 mod plan;
 mod workdir;
@@ -83,6 +84,8 @@ pub struct Build {
     extra_hosts: Vec<(String, std::net::IpAddr)>,
     run_limits: crate::sandbox::RunLimits,
     annotations: Vec<crate::annotations::Annotation>,
+    /// A fetched remote context, kept until the last clone of this build is dropped.
+    remote_context: Option<std::sync::Arc<crate::remote_context::FetchedContext>>,
     insecure_registries: Vec<String>,
     secrets: BTreeMap<String, SecretSource>,
     ssh: BTreeMap<String, SshSource>,
@@ -184,6 +187,7 @@ impl Build {
             extra_hosts: Vec::new(),
             run_limits: crate::sandbox::RunLimits::default(),
             annotations: Vec::new(),
+            remote_context: None,
             insecure_registries: Vec::new(),
             secrets: BTreeMap::new(),
             ssh: BTreeMap::new(),
@@ -358,6 +362,18 @@ impl Build {
             self.extra_hosts.push((host.to_owned(), addr));
         }
         Ok(self)
+    }
+
+    /// A build of a fetched remote context ([`crate::remote_context::fetch`]): the build
+    /// owns the temporary directory; a context that was a lone Dockerfile is the
+    /// Dockerfile.
+    pub fn from_remote(ctx: crate::remote_context::FetchedContext) -> Result<Self, Error> {
+        let mut b = Build::new(ctx.path())?;
+        if let Some(text) = ctx.dockerfile_text() {
+            b = b.dockerfile_text("Dockerfile", text.to_owned());
+        }
+        b.remote_context = Some(std::sync::Arc::new(ctx));
+        Ok(b)
     }
 
     /// An annotation of the image (`--annotation`, see [`crate::annotations`]): in the

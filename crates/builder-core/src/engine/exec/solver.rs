@@ -104,19 +104,6 @@ pub(in crate::engine) async fn run(
         }
     }
 
-    let image_outputs = b
-        .outputs
-        .iter()
-        .any(|o| !matches!(o.kind, ExportKind::Local { .. }));
-    if b.attestations.any() && !image_outputs {
-        return Err(crate::engine::invalid(
-            "attest",
-            "type=local",
-            "attestations are attached to images: give a registry, oci or docker output \
-             (writing them as files of a local output is not supported yet)",
-        ));
-    }
-
     // Plans first: every stage error is reported before anything runs.
     let make_plans = |build_args: &BTreeMap<String, String>| {
         let mut plans = Vec::new();
@@ -346,7 +333,10 @@ pub(in crate::engine) async fn run(
     // Files only (`type=local`): copied from the snapshots, nothing compressed either.
     let exporters =
         crate::engine::export::exporters(&b.outputs, &b.tags, &b.tag_names, ctx.source_date_epoch)?;
-    let needs_blobs = exporters.iter().any(|e| e.needs() == Needs::Blobs);
+    // With attestations the images are made all the same: a local output writes their
+    // statements beside the files (the predicates describe the images).
+    let needs_blobs = exporters.iter().any(|e| e.needs() == Needs::Blobs)
+        || (b.attestations.any() && !exporters.is_empty());
     let built = if !needs_blobs {
         None
     } else {
