@@ -232,6 +232,8 @@ struct Ctx {
     ahead_stages: std::collections::BTreeSet<usize>,
     /// The packs started ahead (stopped when the build ends).
     packing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// The snapshots verified (or committed) by this build: verified once, not per step.
+    verified: Mutex<std::collections::HashSet<ChainId>>,
     /// What the provenance records (base images, downloads, steps), when one is made.
     recorder: Option<crate::attest::provenance::Recorder>,
 }

@@ -386,7 +386,12 @@ impl Ctx {
         }
         // A chain already unpacked needs no blob.
         let top = &layers[layers.len() - 1].chain;
-        if let Ok(dirs) = self.cache.snapshots().lowerdirs(top) {
+        let me = self.clone();
+        let chain = top.clone();
+        let found = tokio::task::spawn_blocking(move || me.lowerdirs(&chain))
+            .await
+            .map_err(|e| join_error(&e))?;
+        if let Ok(dirs) = found {
             if dirs.len() == layers.len() {
                 self.lease
                     .hold(layer_cache::EntryRef::Snapshot(top.clone()))?;
@@ -406,11 +411,34 @@ impl Ctx {
             let _timer = me.timer(step, Phase::Unpack, format!("{} layers", refs.len()));
             let opts = overlay_apply_options();
             let top = me.cache.unpack_chain(&refs, &opts, Some(&me.lease))?;
-            Ok(me.cache.snapshots().lowerdirs(&top.chain_id)?)
+            Ok(me.lowerdirs(&top.chain_id)?)
         })
         .await
         .map_err(|e| join_error(&e))?;
         unpacked.map_err(|e| remote::reject_diff_id(e, layers))
+    }
+
+    /// The snapshot directories of `chain`, topmost first. Each snapshot is verified (its
+    /// files' metadata against the fingerprint of its commit) the first time this build
+    /// uses it; one this build committed is not.
+    fn lowerdirs(&self, chain: &ChainId) -> layer_cache::Result<Vec<PathBuf>> {
+        let verified = || self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        // The set is not held while a snapshot's files are walked: stages verify at once.
+        let mut marked = Vec::new();
+        let dirs = self.cache.snapshots().lowerdirs_verifying(chain, &mut |c| {
+            let first = verified().insert(c.clone());
+            if first {
+                marked.push(c.clone());
+            }
+            first
+        });
+        if dirs.is_err() {
+            let mut set = verified();
+            for c in &marked {
+                set.remove(c);
+            }
+        }
+        dirs
     }
 
     /// A fresh private directory under the cache's temporary area.
@@ -443,6 +471,11 @@ impl Ctx {
             &unique_snapshot_id(key),
             Some(&self.lease),
         )?;
+        // Just written and fingerprinted: not verified again by this build.
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(snap.chain_id.clone());
         let mut rec = LayerRecord::unhashed(snap.chain_id);
         if let Some(t) = self.pack.source_date_epoch {
             rec.annotations

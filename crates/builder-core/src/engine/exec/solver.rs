@@ -248,6 +248,7 @@ pub(in crate::engine) async fn run(
             Default::default()
         },
         packing: Mutex::new(Vec::new()),
+        verified: Mutex::default(),
         sandbox_hostname: b
             .build_args
             .get("BUILDKIT_SANDBOX_HOSTNAME")
