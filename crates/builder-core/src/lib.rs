@@ -49,8 +49,9 @@ pub use progress::{
 pub use sandbox::{
     BindAccess, CancelHandle, Capabilities, ExitStatus, HostCheck, HostReport, IdRange, Mode,
     ModeRequest, ModeStatus, Mount, MountKind, MountSource, NetworkMode, Privilege, ROOTLESS_ENV,
-    Rootfs, RunLimits, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, Ulimit, User,
-    enter_rootless, maybe_run_init, parse_mem_bytes, resolve_user, run_platforms,
+    Rootfs, RunLimits, RunSpec, SANDBOX_MODE_ENV, Sandbox, SandboxError, SizeError, Ulimit, User,
+    enter_rootless, maybe_run_init, parse_mem_bytes, parse_ram_in_bytes, resolve_user,
+    run_platforms,
 };
 
 pub use timeline::{Timeline, TimelineError};

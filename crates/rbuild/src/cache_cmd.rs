@@ -119,31 +119,12 @@ fn human(bytes: u64) -> String {
 /// optionally followed by `i` and/or `b`, any case), powers of 1024 as docker's
 /// `RAMInBytes`.
 fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?} (expected e.g. 512MB or 10GB)"))?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.strip_suffix('b').unwrap_or(&unit);
-    let unit = unit.strip_suffix('i').unwrap_or(unit);
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        "p" => 1 << 50,
-        _ => return Err(format!("invalid size {s:?}: unknown unit")),
-    };
-    let bytes = value * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 || bytes > u64::MAX as f64 {
-        return Err(format!("invalid size {s:?}: out of range"));
-    }
-    Ok(bytes as u64)
+    builder_core::parse_ram_in_bytes(s).map_err(|e| match e {
+        builder_core::SizeError::Number => {
+            format!("invalid size {s:?} (expected e.g. 512MB or 10GB)")
+        }
+        e => format!("invalid size {s:?}: {e}"),
+    })
 }
 
 #[cfg(test)]

@@ -131,30 +131,40 @@ impl Ulimit {
     }
 }
 
-/// A size as docker's `--shm-size` takes it (`RAMInBytes`): a number with an optional
-/// binary unit `b`, `k`, `m`, `g`, `t`, `p` (an optional trailing `b`/`ib`), in bytes.
+/// Why a text is not a size (see [`parse_ram_in_bytes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SizeError {
+    /// The number before the unit does not parse.
+    #[error("not a number")]
+    Number,
+    /// The unit is none of docker's.
+    #[error("unknown unit")]
+    Unit,
+    /// The size does not fit in 64 bits.
+    #[error("out of range")]
+    Range,
+}
+
+/// A size as docker reads one (go-units' `RAMInBytes`: `--shm-size`, `--keep-storage`): a
+/// number with an optional binary unit `k`, `m`, `g`, `t`, `p`, optionally followed by `i`
+/// and/or `b`, any case, in bytes (powers of 1024).
 ///
 /// ```
-/// assert_eq!(builder_core::parse_mem_bytes("64m").unwrap(), 64 << 20);
-/// assert_eq!(builder_core::parse_mem_bytes("2GB").unwrap(), 2 << 30);
-/// assert!(builder_core::parse_mem_bytes("lots").is_err());
+/// use builder_core::{SizeError, parse_ram_in_bytes};
+/// assert_eq!(parse_ram_in_bytes("512mib"), Ok(512 << 20));
+/// assert_eq!(parse_ram_in_bytes("0"), Ok(0));
+/// assert_eq!(parse_ram_in_bytes("10 parsecs"), Err(SizeError::Unit));
 /// ```
-pub fn parse_mem_bytes(s: &str) -> Result<u64, SandboxError> {
-    let bad = || SandboxError::InvalidSpec {
-        field: "shm-size",
-        reason: format!("invalid size {s:?}"),
-    };
+pub fn parse_ram_in_bytes(s: &str) -> Result<u64, SizeError> {
     let t = s.trim();
-    let digits = t
+    let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
-    let (num, unit) = t.split_at(digits);
-    let num: f64 = num.parse().map_err(|_| bad())?;
-    let unit = unit.trim_start().to_ascii_lowercase();
-    let unit = unit
-        .strip_suffix("ib")
-        .or_else(|| unit.strip_suffix('b'))
-        .unwrap_or(&unit);
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.parse().map_err(|_| SizeError::Number)?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.strip_suffix('b').unwrap_or(&unit);
+    let unit = unit.strip_suffix('i').unwrap_or(unit);
     let mult: u64 = match unit {
         "" => 1,
         "k" => 1 << 10,
@@ -162,13 +172,30 @@ pub fn parse_mem_bytes(s: &str) -> Result<u64, SandboxError> {
         "g" => 1 << 30,
         "t" => 1 << 40,
         "p" => 1 << 50,
-        _ => return Err(bad()),
+        _ => return Err(SizeError::Unit),
     };
-    let bytes = num * mult as f64;
-    if !bytes.is_finite() || bytes < 1.0 || bytes > u64::MAX as f64 {
-        return Err(bad());
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
+        return Err(SizeError::Range);
     }
     Ok(bytes as u64)
+}
+
+/// A size as docker's `--shm-size` takes it: [`parse_ram_in_bytes`], at least one byte.
+///
+/// ```
+/// assert_eq!(builder_core::parse_mem_bytes("64m").unwrap(), 64 << 20);
+/// assert_eq!(builder_core::parse_mem_bytes("2GB").unwrap(), 2 << 30);
+/// assert!(builder_core::parse_mem_bytes("lots").is_err());
+/// ```
+pub fn parse_mem_bytes(s: &str) -> Result<u64, SandboxError> {
+    match parse_ram_in_bytes(s) {
+        Ok(bytes) if bytes >= 1 => Ok(bytes),
+        _ => Err(SandboxError::InvalidSpec {
+            field: "shm-size",
+            reason: format!("invalid size {s:?}"),
+        }),
+    }
 }
 
 /// The limits of a RUN step's process.

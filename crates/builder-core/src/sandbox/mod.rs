@@ -32,7 +32,7 @@ use rustix::event::{PollFd, PollFlags, poll};
 pub use error::SandboxError;
 pub use hostinfo::{HostCheck, HostReport, ModeStatus};
 pub use init::maybe_run_init;
-pub use limits::{RunLimits, Ulimit, parse_mem_bytes};
+pub use limits::{RunLimits, SizeError, Ulimit, parse_mem_bytes, parse_ram_in_bytes};
 pub use spec::{
     BindAccess, ExitStatus, Mount, MountKind, MountSource, NetworkMode, Rootfs, RunSpec, User,
 };
