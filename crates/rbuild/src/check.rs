@@ -4,8 +4,8 @@
 //! BuildKit's `LintResults` shape with `format=json`. Status 1 when anything was found
 //! (unless `ignorestatus=true`), as buildx exits with the result's status code.
 
+use builder_core::CheckReport;
 use builder_core::dockerfile::LintWarning;
-use builder_core::{Build, CheckReport};
 use serde_json::{Value, json};
 
 use crate::build::BuildOpts;
@@ -54,28 +54,8 @@ pub(crate) fn run(
     build_args: &std::collections::BTreeMap<String, String>,
     dockerfile_text: Option<String>,
 ) -> Result<(), Failure> {
-    let usage = |e: builder_core::Error| Failure::usage(e.to_string());
-    let mut b = Build::new(&opts.context).map_err(usage)?;
-    b = match (dockerfile_text, opts.file.as_deref()) {
-        (Some(text), _) => b.dockerfile_text("Dockerfile", text),
-        (None, Some(path)) => b.dockerfile(path).map_err(usage)?,
-        (None, None) => b,
-    };
-    let platforms: Vec<String> = opts
-        .platforms
-        .iter()
-        .flatten()
-        .map(ToString::to_string)
-        .collect();
-    if !platforms.is_empty() {
-        b = b.platforms(&platforms).map_err(usage)?;
-    }
-    for (k, v) in build_args {
-        b = b.build_arg(k, v).map_err(usage)?;
-    }
-    if let Some(t) = &opts.target {
-        b = b.target(t);
-    }
+    let dockerfile = dockerfile_text.map(|text| ("Dockerfile".to_owned(), text));
+    let mut b = crate::run::base_build(opts, build_args, dockerfile)?;
     for h in &opts.insecure_registries {
         b = b.insecure_registry(h);
     }

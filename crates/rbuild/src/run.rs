@@ -57,12 +57,13 @@ fn print_graph(b: &Build, plan: Option<serde_json::Value>) -> Result<(), Failure
     Ok(())
 }
 
-fn build_or_graph(
+/// The build every `rbuild build` call starts from: context, Dockerfile (`(name, text)`
+/// when it was read already, else `-f` or the context's), platforms, build args, target.
+pub(crate) fn base_build(
     opts: &BuildOpts,
     build_args: &std::collections::BTreeMap<String, String>,
     dockerfile_text: Option<(String, String)>,
-    graph: GraphCall,
-) -> Result<(), Failure> {
+) -> Result<Build, Failure> {
     let usage = |e: builder_core::Error| Failure::usage(e.to_string());
     let mut b = Build::new(&opts.context).map_err(usage)?;
     b = match (dockerfile_text, opts.file.as_deref()) {
@@ -85,6 +86,17 @@ fn build_or_graph(
     if let Some(t) = &opts.target {
         b = b.target(t);
     }
+    Ok(b)
+}
+
+fn build_or_graph(
+    opts: &BuildOpts,
+    build_args: &std::collections::BTreeMap<String, String>,
+    dockerfile_text: Option<(String, String)>,
+    graph: GraphCall,
+) -> Result<(), Failure> {
+    let usage = |e: builder_core::Error| Failure::usage(e.to_string());
+    let mut b = base_build(opts, build_args, dockerfile_text)?;
     for t in &opts.tags {
         b = b.tag(t).map_err(usage)?;
     }
