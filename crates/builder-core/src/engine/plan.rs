@@ -70,6 +70,8 @@ impl Build {
             network: self.network,
             allow_network_host: self.allow_network_host,
             allow_insecure: self.allow_insecure,
+            extra_hosts: super::exec::extra_host_keys(&self.extra_hosts),
+            run_limits: self.run_limits.clone(),
         };
         let mut builder = GraphBuilder::new(resolver, context.clone(), opts, &name, &text);
         for target in &targets {

@@ -31,6 +31,10 @@ pub(crate) struct GraphOptions {
     pub(crate) allow_network_host: bool,
     /// `--allow security.insecure`.
     pub(crate) allow_insecure: bool,
+    /// `--add-host` entries as RUN keys hold them (see `engine::exec::extra_host_keys`).
+    pub(crate) extra_hosts: Vec<String>,
+    /// `--ulimit`, `--shm-size`.
+    pub(crate) run_limits: crate::sandbox::RunLimits,
 }
 
 /// Builds a [`Graph`] from one or more plans (platforms, targets) of one Dockerfile and
@@ -454,10 +458,8 @@ impl<'a> GraphBuilder<'a> {
                 insecure,
                 files: &files,
                 mounts: mounts.key(),
-                // The graph is planned without `--add-host`, `--ulimit`, `--shm-size` (the engine's keys differ
-                // only when a build gives some).
-                extra_hosts: &[],
-                limits: None,
+                extra_hosts: &self.opts.extra_hosts,
+                limits: Some(&self.opts.run_limits).filter(|l| !l.is_default()),
             },
         );
         let op = Op::Exec {

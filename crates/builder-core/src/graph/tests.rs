@@ -222,3 +222,65 @@ fn a_changed_context_file_changes_the_copy_and_what_follows_only() {
     // Per platform the image, RUN apt and WORKDIR stay; context, COPY, npm ci, npm test change.
     assert_eq!(same.len(), 6, "{same:?}");
 }
+
+#[test]
+fn add_host_ulimit_and_shm_size_are_in_the_graphs_run_keys_as_in_the_engines() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let base = || {
+        Build::new(dir.path())
+            .unwrap()
+            .dockerfile_text("Dockerfile", "FROM base AS app\nRUN true\n".to_owned())
+            .platforms(["linux/amd64"])
+            .unwrap()
+            .cache_dir(cache.path())
+    };
+    let build = base()
+        .add_host("db", "10.0.0.7")
+        .unwrap()
+        .ulimit("nofile=1024:2048")
+        .unwrap()
+        .shm_size("128m")
+        .unwrap();
+    let plain = rt.block_on(base().graph_with(&Fixed, &["app"])).unwrap();
+    let g = rt.block_on(build.graph_with(&Fixed, &["app"])).unwrap();
+    let run_key = |g: &Graph| {
+        g.vertices
+            .iter()
+            .find(|v| matches!(v.op, Op::Exec { .. }))
+            .expect("a RUN vertex")
+            .key
+            .clone()
+    };
+    let p: Platform = "linux/amd64".parse().unwrap();
+    let image = CacheKey::derive(None, "image", &fixed_digest("base", &p));
+    let env = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
+    let argv: Vec<String> = ["/bin/sh", "-c", "true"].map(String::from).to_vec();
+    let hosts = crate::engine::exec::extra_host_keys(&[("db".to_owned(), [10, 0, 0, 7].into())]);
+    let limits = crate::sandbox::RunLimits {
+        shm_size: Some(128 << 20),
+        ulimits: vec!["nofile=1024:2048".parse().unwrap()],
+    };
+    let want = CacheKey::derive(
+        Some(&image),
+        "run",
+        &RunKey {
+            argv: &argv,
+            env: &env,
+            user: "",
+            cwd: "/",
+            network: "host",
+            insecure: false,
+            files: &[],
+            mounts: &[],
+            extra_hosts: &hosts,
+            limits: Some(&limits),
+        },
+    );
+    assert_eq!(run_key(&g), want, "{}", g.to_text());
+    assert_ne!(run_key(&plain), want);
+}

@@ -3,6 +3,11 @@
 
 use super::*;
 
+/// `--add-host` entries as a RUN step's key holds them (the graph derives the same).
+pub(crate) fn extra_host_keys(hosts: &[(String, std::net::IpAddr)]) -> Vec<String> {
+    hosts.iter().map(|(h, ip)| format!("{h}={ip}")).collect()
+}
+
 /// Inputs of a RUN step's cache key.
 #[derive(Serialize)]
 pub(crate) struct RunKey<'a> {
@@ -197,11 +202,7 @@ pub(super) async fn run_step(
             rec.network();
         }
     }
-    let extra_hosts: Vec<String> = ctx
-        .extra_hosts
-        .iter()
-        .map(|(h, ip)| format!("{h}={ip}"))
-        .collect();
+    let extra_hosts = extra_host_keys(&ctx.extra_hosts);
     let key = CacheKey::derive(
         Some(&state.key),
         "run",
