@@ -141,9 +141,6 @@ fn build_or_graph(
     let pushes = outputs
         .iter()
         .any(|o| o.kind == builder_core::ExportKind::Registry);
-    // Not for push-by-digest (per-runner pushes that `imagetools create` merges, which
-    // takes image manifests): there buildx's default is not applied; ask explicitly.
-    let by_digest = outputs.iter().any(|o| o.push_by_digest);
     for o in outputs {
         b = b.output(o);
     }
@@ -164,7 +161,7 @@ fn build_or_graph(
         },
         Err(_) => false,
     };
-    if pushes && !by_digest && !no_default {
+    if pushes && !no_default {
         b = b.default_attestations();
     }
     b = b.attestations_as_referrers(opts.attest_referrers);
