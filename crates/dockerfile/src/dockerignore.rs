@@ -431,6 +431,19 @@ impl PatternMatcher {
     }
 }
 
+/// Go's `filepath.Clean` (Unix): the shortest equivalent path by purely lexical
+/// processing; the one path cleaner that Go-compatible path handling shares.
+///
+/// ```
+/// assert_eq!(dockerfile::filepath_clean("./a//b/../c/"), "a/c");
+/// assert_eq!(dockerfile::filepath_clean("/../x"), "/x");
+/// assert_eq!(dockerfile::filepath_clean(""), ".");
+/// ```
+#[must_use]
+pub fn filepath_clean(path: &str) -> String {
+    gopath::clean(path)
+}
+
 /// Go's `path/filepath.Match` on Unix, which the patterns build on and BuildKit also uses
 /// for COPY's source wildcards: whether `name` matches the shell pattern `pattern` in full.
 /// `*` and `?` never match `/`, `[...]` are classes, `\` escapes.

@@ -5,7 +5,7 @@
 //! (unless `ignorestatus=true`), as buildx exits with the result's status code.
 
 use builder_core::CheckReport;
-use builder_core::dockerfile::LintWarning;
+use builder_core::dockerfile::{LintWarning, filepath_clean};
 use serde_json::{Value, json};
 
 use crate::build::BuildOpts;
@@ -23,28 +23,13 @@ pub(crate) fn display_name(opts: &BuildOpts) -> String {
     }
 }
 
-/// Go's `filepath.Join(dir, name)` for a relative `name` without `..`: `dir`'s `.`
-/// components and repeated or trailing slashes dropped.
+/// Go's `filepath.Join(dir, name)`: the two joined by `/` and cleaned (an empty `dir` is
+/// left out).
 fn clean_join(dir: &str, name: &str) -> String {
-    let absolute = dir.starts_with('/');
-    let mut parts: Vec<&str> = Vec::new();
-    for c in dir.split('/') {
-        match c {
-            "" | "." => {}
-            ".." if parts.last().is_some_and(|p| *p != "..") => {
-                parts.pop();
-            }
-            ".." if absolute => {}
-            c => parts.push(c),
-        }
+    if dir.is_empty() {
+        return filepath_clean(name);
     }
-    parts.push(name);
-    let joined = parts.join("/");
-    if absolute {
-        format!("/{joined}")
-    } else {
-        joined
-    }
+    filepath_clean(&format!("{dir}/{name}"))
 }
 
 /// Runs the checks and prints their result; the failure carries the exit status.

@@ -60,17 +60,9 @@ fn is_commit(s: &str) -> bool {
 
 /// `path.Join("/", p)` without the leading `/`: `..` cannot climb above the root.
 fn clean_subdir(p: &str) -> Option<String> {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                parts.pop();
-            }
-            c => parts.push(c),
-        }
-    }
-    (!parts.is_empty()).then(|| parts.join("/"))
+    let clean = dockerfile::filepath_clean(&format!("/{p}"));
+    let rel = clean.trim_start_matches('/');
+    (!rel.is_empty()).then(|| rel.to_owned())
 }
 
 fn bool_value(url: &str, key: &str, v: &str) -> Result<bool, Error> {
