@@ -141,7 +141,7 @@ fn check_device(fd: &OwnedFd, name: &str, what: &str) -> Result<(), Fail> {
 ///
 /// ```no_run
 /// fn main() {
-///     builder_core::maybe_run_init();
+///     rbuild_sandbox::maybe_run_init();
 ///     // ... the program proper
 /// }
 /// ```
