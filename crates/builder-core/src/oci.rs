@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use serde_json::{Map, Value, json};
 use sha2::{Digest as _, Sha256};
 
-/// Media type of an OCI image manifest.
-pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
-/// Media type of an OCI image index.
-pub const MEDIA_TYPE_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+/// Media type of an OCI image manifest (the registry client's).
+pub const MEDIA_TYPE_MANIFEST: &str = registry_client::OCI_MANIFEST;
+/// Media type of an OCI image index (the registry client's).
+pub const MEDIA_TYPE_INDEX: &str = registry_client::OCI_INDEX;
 /// Media type of a gzip-compressed OCI layer.
 pub const MEDIA_TYPE_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
 /// Media type of a zstd-compressed OCI layer.

@@ -243,7 +243,7 @@ pub enum WalkError<E> {
     ThroughMissing(Vec<OsString>),
     /// A name follows this non-directory ([`Policy::Strict`]).
     NotADirectory(Vec<OsString>),
-    /// More than [`MAX_HOPS`] symlinks.
+    /// More than `MAX_HOPS` (40) symlinks.
     TooManyLinks,
 }
 

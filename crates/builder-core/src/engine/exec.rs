@@ -2,7 +2,8 @@
 //!
 //! Each reachable stage of each platform is a tokio task that waits for the stages it reads
 //! (its base, `COPY --from`) and then walks its instructions. Every step that changes the
-//! filesystem has a [`CacheKey`] derived from its parent's key and its inputs; a key found in
+//! filesystem has a [`CacheKey`] derived from its parent's key and its inputs (by
+//! `graph::keys`, as the build graph derives it); a key found in
 //! the cache index reuses the stored layer without materialising anything. Identical steps
 //! (the same key, for example a `FROM --platform=$BUILDPLATFORM` stage built for two target
 //! platforms) run once: a per-key lock makes the second one find the first one's result.
@@ -16,6 +17,7 @@
 //! - `layers`: cache access: pulls, packing, snapshots, committed diffs;
 //! - `ahead`: image layers packed while later steps run;
 //! - `image`: a solved stage's configuration, layers and manifest for the exporters;
+//! - `keycheck`: debug builds compare every step's key with the build's graph's;
 //! - `remote`, `remote_mounts`: `--cache-from`/`--cache-to`; `attest`: provenance, SBOM.
 
 use std::collections::{BTreeMap, HashMap};

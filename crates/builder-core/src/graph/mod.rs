@@ -10,7 +10,8 @@
 //! A vertex's [`CacheKey`] is derived from its definition and its inputs' keys. For the
 //! vertices that make a filesystem (sources, exec, file operations) it is the very key the
 //! engine caches the step's layer under, so the graph says what a build would find in the
-//! cache. Metadata vertices do not change the filesystem: the next filesystem vertex
+//! cache: the frontend and the engine derive keys with the same functions (`keys`), and
+//! debug builds check after every build that the engine's keys are the graph's. Metadata vertices do not change the filesystem: the next filesystem vertex
 //! derives its key from the last filesystem vertex, with the configuration it runs under
 //! (environment, user, working directory) in its definition.
 //!
