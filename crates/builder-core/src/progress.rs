@@ -24,7 +24,7 @@ pub enum Stream {
 }
 
 /// What a byte counter of a step measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activity {
     /// Downloading a blob from a registry.
