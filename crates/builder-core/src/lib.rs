@@ -29,7 +29,8 @@ pub use attest::{
 pub use cachekey::CacheKey;
 pub use engine::{
     Build, BuildGroup, BuildReport, CheckReport, Error, ExportKind, ExportSpec, GroupSink,
-    SecretSource, SshSource, StepError, TargetResult, default_cache_dir, default_dockerfile,
+    NamedContext, SecretSource, SshSource, StepError, TargetResult, default_cache_dir,
+    default_dockerfile,
 };
 pub use graph::{
     Edge, EdgeKind, Graph, GraphResult, ImageResolver, Op, RegistryResolver, ResolvedImage, Vertex,

@@ -55,3 +55,6 @@ mod hardening;
 /// Progress as buildx prints it: plain lines and pushes once each, the tty display in a
 /// real pseudo-terminal (issue 20).
 mod progress;
+
+/// `--build-context`: images, directories, OCI layouts against the reference (issue 20).
+mod named_contexts;

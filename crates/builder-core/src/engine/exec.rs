@@ -57,6 +57,7 @@ mod dispatch;
 mod fileop;
 mod image;
 mod layers;
+mod named;
 mod remote;
 mod remote_mounts;
 mod run;
@@ -204,6 +205,8 @@ struct Ctx {
     tmp: PathBuf,
     labels: BTreeMap<String, String>,
     copy_context: Arc<crate::copy::BuildContext>,
+    /// `--build-context`: by key ([`crate::engine::named`]).
+    named: BTreeMap<String, crate::engine::NamedContext>,
     /// Secrets, SSH agents and entitlements for RUN mounts.
     run_opts: super::mounts::RunOptions,
     /// Progress names carry the platform only when there are several.

@@ -177,7 +177,21 @@ pub(super) async fn dispatch(
         }
         Instruction::Copy(_) | Instruction::Add(_) => {
             let stage_platform = state.platform.clone();
-            copy_step(ctx, &stage_platform, deps, state, ins, dep, id, span, text).await?;
+            let context = ctx.copy_context.clone();
+            copy_step(
+                ctx,
+                plan,
+                &stage_platform,
+                deps,
+                state,
+                ins,
+                dep,
+                id,
+                span,
+                text,
+                &context,
+            )
+            .await?;
         }
         Instruction::From(_) => return Err(step_failed(ctx, span, text, "FROM inside a stage")),
         other => {

@@ -239,6 +239,7 @@ pub(in crate::engine) async fn run(
         tmp,
         labels: b.labels.clone(),
         copy_context: Arc::new(copy_context),
+        named: b.named_contexts.clone(),
         run_opts: crate::engine::mounts::RunOptions::new(&b),
         multi_platform: platforms.len() > 1,
         prefetches: Mutex::new(Vec::new()),
@@ -539,8 +540,7 @@ pub(super) fn spawn_stages(
     platform: Platform,
 ) -> StageFuture {
     let mut futures: HashMap<usize, StageFuture> = HashMap::new();
-    let mut reachable: Vec<usize> = plan.reachable().to_vec();
-    reachable.sort_unstable();
+    let reachable = named::stages_to_build(ctx, &plan);
     for &idx in &reachable {
         let stage = &plan.stages()[idx];
         let mut deps: HashMap<usize, StageFuture> = HashMap::new();
