@@ -416,3 +416,70 @@ fn bake_target_with_a_git_context() {
     ok(&out);
     assert_eq!(read(&out_dir.join("in-sub/file")), "in sub\n");
 }
+
+/// `--build-context NAME=URL`: a git repository (a ref and a subdirectory, the token
+/// secret) and an HTTP tarball as named contexts, read by `COPY --from=NAME` and `FROM NAME`.
+#[test]
+fn git_and_http_named_contexts() {
+    let dir = tempfile::tempdir().unwrap();
+    make_repo(dir.path());
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(
+        files.join("src.tar.gz"),
+        tar_gz(&[("hello", "from the tarball\n")]),
+    )
+    .unwrap();
+    let srv = GitHttpServer::start(
+        &dir.path().join("repos"),
+        Some(&files),
+        Some(&token_header("s3cret")),
+    );
+    let host = srv.url().trim_start_matches("http://").to_owned();
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM tarball AS t\nFROM scratch\nCOPY --from=repo /version /v1\n\
+         COPY --from=sub / /sub/\nCOPY --from=t /hello /\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = rbuild(
+        dir.path(),
+        &[
+            "build",
+            "--progress=plain",
+            "--secret",
+            &format!("id=GIT_AUTH_TOKEN.{host},src={}", secret.display()),
+            "--build-context",
+            &format!("repo={}/git/app.git#v1", srv.url()),
+            "--build-context",
+            &format!("sub={}/git/app.git#main:sub", srv.url()),
+            "--build-context",
+            &format!("tarball={}/files/src.tar.gz", srv.url()),
+            "-o",
+            &format!("type=local,dest={}", out_dir.display()),
+            "ctx",
+        ],
+        None,
+    );
+    ok(&out);
+    assert_eq!(read(&out_dir.join("v1")), "1\n");
+    assert_eq!(read(&out_dir.join("sub/file")), "in sub\n");
+    assert_eq!(read(&out_dir.join("hello")), "from the tarball\n");
+    // Without the token the repository refuses: a clear error, exit 2.
+    let out = rbuild(
+        dir.path(),
+        &[
+            "build",
+            "--build-context",
+            &format!("repo={}/git/app.git#v1", srv.url()),
+            "ctx",
+        ],
+        None,
+    );
+    fails(&out, 2, "app.git");
+}
