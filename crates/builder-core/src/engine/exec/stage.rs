@@ -73,7 +73,12 @@ pub(super) async fn build_stage(
     let named_base;
     let base = match &named {
         Some((_, crate::engine::named::NamedContext::Image(r))) => {
-            named_base = StageBase::Image(r.clone());
+            // `docker-image://scratch` is the empty image (BuildKit's EmptyImageName).
+            named_base = if r == "scratch" {
+                StageBase::Scratch
+            } else {
+                StageBase::Image(r.clone())
+            };
             &named_base
         }
         _ => &stage.base,
