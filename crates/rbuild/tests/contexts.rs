@@ -483,3 +483,71 @@ fn git_and_http_named_contexts() {
     );
     fails(&out, 2, "app.git");
 }
+
+/// `ADD <git URL> <dest>` in a Dockerfile: a tag, a branch's subdirectory, `--keep-git-dir`,
+/// `--chown`; a ref taken for an option and a subdirectory through a symlink refused.
+#[test]
+fn add_git_repositories() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = make_repo(dir.path());
+    let srv = GitHttpServer::start(&dir.path().join("repos"), None, None);
+    let url = format!("{}/git/app.git", srv.url());
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    let build = |dockerfile: &str, out: &str| {
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        let dest = format!("type=local,dest={}", dir.path().join(out).display());
+        rbuild(
+            dir.path(),
+            &["build", "--progress=plain", "-o", &dest, "ctx"],
+            None,
+        )
+    };
+    let out = build(
+        &format!(
+            "FROM scratch\nADD {url}#v1 /v1/\nADD --chown=10:20 {url}#main:sub /sub\n\
+             ADD --keep-git-dir=true {url}#{first} /kept\n"
+        ),
+        "out",
+    );
+    ok(&out);
+    let o = dir.path().join("out");
+    assert_eq!(read(&o.join("v1/version")), "1\n");
+    assert!(!o.join("v1/.git").exists());
+    assert!(!o.join("v1/sub").exists());
+    assert_eq!(read(&o.join("sub/file")), "in sub\n");
+    assert!(o.join("kept/.git").is_dir(), "--keep-git-dir keeps .git");
+    assert_eq!(read(&o.join("kept/version")), "1\n");
+    // The owner, as a RUN step sees it.
+    let out = build(
+        &format!(
+            "FROM 127.0.0.1:5000/library/busybox:latest AS b\n\
+             ADD --chown=10:20 {url}#main:sub /sub\nRUN stat -c %u:%g /sub/file > /owner\n\
+             FROM scratch\nCOPY --from=b /owner /\n"
+        ),
+        "owner",
+    );
+    ok(&out);
+    assert_eq!(read(&dir.path().join("owner/owner")), "10:20\n");
+
+    // Refused: a ref git would take for an option (nothing fetched), a symlinked subdir.
+    let seen = srv.seen().len();
+    let out = build(
+        &format!("FROM scratch\nADD {url}#--upload-pack=touch${{IFS}}/tmp/pwned /x\n"),
+        "bad",
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("invalid git ref"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(srv.seen().len(), seen, "nothing was fetched");
+    let out = build(&format!("FROM scratch\nADD {url}#main:link /x\n"), "bad2");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("link is not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -50,6 +50,7 @@ use crate::oci::{BlobRef, BuiltImage, PlatformImage};
 use crate::progress::{Phase, ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
+mod add_git;
 mod ahead;
 mod attest;
 mod cache_source;

@@ -23,6 +23,14 @@ pub(super) async fn copy_step(
     text: &str,
     context: &Arc<crate::copy::BuildContext>,
 ) -> Result<(), Error> {
+    // `ADD <git URL>`: a COPY from the fetched checkout.
+    let git = add_git::git_add(ctx, ins)
+        .await
+        .map_err(|e| e.at_step(&ctx.location(span), text))?;
+    let (ins, context) = match &git {
+        Some((copy, checkout, _fetched)) => (copy, checkout),
+        None => (ins, context),
+    };
     let workdir = fs_workdir(state);
     let fail = |e: crate::copy::CopyError| {
         let reason = e.to_string();
