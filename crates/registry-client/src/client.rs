@@ -965,7 +965,39 @@ impl Client {
 
     /// Push `manifest` (exact bytes, its media type) to `repo` under `tag`, or under its
     /// digest when `tag` is `None`. Returns the digest.
+    ///
+    /// A `400 DIGEST_INVALID` answer is retried with the client's backoff: the digest is
+    /// the hash of the very bytes sent, so the registry did not compute it from them. The
+    /// reference registry (distribution, filesystem driver) answers so when it verifies a
+    /// referenced blob whose repository link another client is rewriting at that moment
+    /// (two runners pushing the same layer to one repository): the link file is read
+    /// while empty. A registry that still says so after the retries gets the error.
     pub async fn push_manifest(
+        &self,
+        repo: &Repository,
+        tag: Option<&str>,
+        manifest: &RawManifest,
+    ) -> Result<Digest, Error> {
+        let mut attempt = 1;
+        loop {
+            match self.push_manifest_once(repo, tag, manifest).await {
+                Err(e) if e.status() == Some(400) && e.code() == Some("DIGEST_INVALID") => {
+                    let delay =
+                        self.inner
+                            .retry
+                            .delay(attempt, &Outcome::NoResponse, SystemTime::now());
+                    match delay {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => return Err(e),
+                    }
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn push_manifest_once(
         &self,
         repo: &Repository,
         tag: Option<&str>,

@@ -318,6 +318,61 @@ async fn server_errors_are_retried_with_a_bound() {
     assert_eq!(proxy.seen().len() - before, 3);
 }
 
+/// `400 DIGEST_INVALID` on a manifest PUT (distribution reading a blob link another pusher
+/// is rewriting) is retried, since the digest is the hash of the bytes sent; a registry that
+/// keeps saying so gets the error after the client's attempts, naming the code.
+#[tokio::test]
+async fn digest_invalid_on_a_manifest_put_is_retried_then_reported() {
+    let (proxy, path) = proxy("digest-invalid").await;
+    let (data, digest) = seed_blob(&path, 1500, 17).await;
+    let r = repo(&proxy, &path);
+    let (config, manifest) = image("amd64", &[(digest.clone(), data.len() as u64)]);
+    let cd = registry_client::Digest::sha256_of(&config);
+    client()
+        .push_blob(
+            &r,
+            &cd,
+            config.len() as u64,
+            &BlobSource::Bytes(config),
+            None,
+            &NoProgress,
+        )
+        .await
+        .unwrap();
+    let digest_invalid = || {
+        Fault::Respond {
+        status: 400,
+        headers: Vec::new(),
+        body: r#"{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"}]}"#.to_owned(),
+    }
+    };
+    proxy.add(
+        Rule::new("/manifests/", digest_invalid())
+            .method(Method::PUT)
+            .times(2),
+    );
+    let before = proxy.seen().len();
+    let pushed = client().push_manifest(&r, None, &manifest).await.unwrap();
+    assert_eq!(&pushed, manifest.digest());
+    assert_eq!(proxy.seen().len() - before, 3, "two refusals, then the PUT");
+    let reg = LocalRegistry::ensure();
+    let direct: Reference = format!("{}/{path}@{pushed}", reg.host()).parse().unwrap();
+    assert_eq!(client().resolve(&direct).await.unwrap().digest(), &pushed);
+
+    proxy.add(
+        Rule::new("/manifests/", digest_invalid())
+            .method(Method::PUT)
+            .times(100),
+    );
+    let before = proxy.seen().len();
+    let err = client()
+        .push_manifest(&r, Some("never"), &manifest)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("DIGEST_INVALID"), "{err}");
+    assert_eq!(proxy.seen().len() - before, 4, "the client's four attempts");
+}
+
 /// A connection dropped in the middle of a blob: the pull resumes with Range from where it
 /// stopped, to a file and to a writer.
 #[tokio::test]

@@ -510,8 +510,11 @@ async fn push(
                 .flatten()
                 .filter(|b| b.registry() == repo.registry() && b != repo);
             // The layers at once (as BuildKit's pusher): each upload mostly waits on the
-            // registry, and the manifest needs them all.
-            let uploads = i.layers.iter().map(|l| {
+            // registry, and the manifest needs them all. A layer that an image holds twice
+            // (two steps with byte-identical changes) is uploaded once.
+            let mut seen = std::collections::HashSet::new();
+            let unique = i.layers.iter().filter(|l| seen.insert(l.digest.as_str()));
+            let uploads = unique.map(|l| {
                 let (progress, mount_from) = (&progress, mount_from.as_ref());
                 async move {
                     let d: registry_client::Digest = l.digest.parse()?;
