@@ -153,20 +153,18 @@ pub(super) async fn copy_step(
                 ctx.materialize(&parent, id).await?
             };
             let src_lowers = match &from {
-                CopyFrom::Layers { layers, .. } => Some(ctx.materialize(layers, id).await?),
+                CopyFrom::Layers { layers, key } => {
+                    Some((ctx.materialize(layers, id).await?, key.clone()))
+                }
                 CopyFrom::Context => None,
             };
             let ctx2 = ctx.clone();
             tokio::task::spawn_blocking(move || {
                 let _timer = ctx2.timer(id, Phase::Copy, "");
                 let dest_view = (!link).then(|| LayeredView::new(dest_lowers));
-                let src_view = src_lowers.map(LayeredView::new);
-                let dummy = CacheKey::derive(None, "unused", "");
+                let src_view = src_lowers.map(|(lowers, key)| (LayeredView::new(lowers), key));
                 let source = match &src_view {
-                    Some(v) => crate::copy::CopySource::Layers {
-                        view: v,
-                        key: &dummy,
-                    },
+                    Some((view, key)) => crate::copy::CopySource::Layers { view, key },
                     None => crate::copy::CopySource::Context(&context),
                 };
                 crate::copy::execute(&params, &source, dest_view.as_ref(), &out)
