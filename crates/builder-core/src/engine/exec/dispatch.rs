@@ -141,7 +141,7 @@ pub(super) async fn dispatch(
             let created_by = format!("WORKDIR {written}");
             let dir = clean_path(&written);
             let user = state.config.user().unwrap_or_default();
-            let key = CacheKey::derive(Some(&state.key), "workdir", &(&dir, &user));
+            let key = crate::graph::keys::workdir(&state.key, &dir, &user);
             if dir == "/" {
                 meta(state, created_by);
                 return Ok(());

@@ -102,7 +102,7 @@ pub(super) async fn copy_step(
             note_image(ctx, &state.build_target, &r, &b, platform);
             CopyFrom::Layers {
                 layers: b.layers.clone(),
-                key: CacheKey::derive(None, "image", &b.manifest_digest),
+                key: crate::graph::keys::image(&b.manifest_digest),
             }
         }
         _ => CopyFrom::Context,
@@ -137,7 +137,7 @@ pub(super) async fn copy_step(
             rec.url(&state.build_target.to_string(), url, &d.digest);
         }
     }
-    let key = CacheKey::derive(Some(&state.key), "copy", &inputs);
+    let key = crate::graph::keys::copy(&state.key, &inputs);
     let (sources, dest) = shown;
     let created_by = history::copy(keyword, &flags, &sources, &dest);
     let link = params.link;
