@@ -50,14 +50,12 @@ const MAX_HOPS: usize = 40;
 /// Root permissions of a tmpfs mount (what BuildKit uses).
 const TMPFS_MODE: u32 = 0o1777;
 
-/// Build-wide inputs of RUN steps that this module handles: secrets, SSH agents and the
-/// `network.host` entitlement.
+/// Build-wide inputs of RUN steps that this module handles: secrets and SSH agents (the
+/// `network.host` entitlement is checked with the step's key, see `graph::keys::exec`).
 #[derive(Debug, Clone, Default)]
 pub(super) struct RunOptions {
     secrets: BTreeMap<String, SecretSource>,
     ssh: BTreeMap<String, SshSource>,
-    /// `--allow network.host`: `RUN --network=host` is allowed.
-    pub(super) allow_network_host: bool,
 }
 
 impl RunOptions {
@@ -66,7 +64,6 @@ impl RunOptions {
         RunOptions {
             secrets: b.secrets.clone(),
             ssh: b.ssh.clone(),
-            allow_network_host: b.allow_network_host,
         }
     }
 }
@@ -443,19 +440,18 @@ fn go_clean(p: &str) -> String {
     }
 }
 
-/// Cleans an absolute path lexically; `..` above the root is an escape.
+/// Cleans an absolute path lexically; `..` above the root is an escape
+/// ([`crate::fsview::clean_path`], the cleaner that refuses escapes).
 fn clean_abs(path: &str) -> Option<String> {
-    let mut out: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                out.pop()?;
-            }
-            c => out.push(c),
+    let parts = crate::fsview::clean_path(path).ok()?;
+    let mut out = String::from("/");
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('/');
         }
+        out.push_str(&p.to_string_lossy());
     }
-    Some(format!("/{}", out.join("/")))
+    Some(out)
 }
 
 /// A mount target made absolute (relative ones are below the working directory) and

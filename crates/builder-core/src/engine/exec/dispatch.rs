@@ -141,7 +141,7 @@ pub(super) async fn dispatch(
             let created_by = format!("WORKDIR {written}");
             let dir = clean_path(&written);
             let user = state.config.user().unwrap_or_default();
-            let key = CacheKey::derive(Some(&state.key), "workdir", &(&dir, &user));
+            let key = crate::graph::keys::workdir(&state.key, &dir, &user);
             if dir == "/" {
                 meta(state, created_by);
                 return Ok(());
@@ -374,15 +374,10 @@ pub(crate) fn join_workdir(current: Option<&str>, dir: &str) -> String {
     }
 }
 
-/// `path` (absolute) with `.`, `..` and repeated or trailing slashes cleaned away.
+/// `path` made absolute, with `.`, `..` (clamped at the root) and repeated or trailing
+/// slashes cleaned away: Go's `filepath.Clean("/" + path)`.
 pub(crate) fn clean_path(path: &str) -> String {
-    let parts = crate::fsview::clean_components(Path::new(path));
-    let mut out = String::new();
-    for p in parts {
-        out.push('/');
-        out.push_str(&p.to_string_lossy());
-    }
-    if out.is_empty() { "/".into() } else { out }
+    dockerfile::filepath_clean(&format!("/{path}"))
 }
 
 pub(super) fn command_argv(config: &ImageConfig, c: &Command) -> Vec<String> {

@@ -110,7 +110,7 @@ pub(super) async fn copy_step(
             note_image(ctx, &state.build_target, &r, &b, platform);
             CopyFrom::Layers {
                 layers: b.layers.clone(),
-                key: CacheKey::derive(None, "image", &b.manifest_digest),
+                key: crate::graph::keys::image(&b.manifest_digest),
             }
         }
         _ => CopyFrom::Context,
@@ -145,7 +145,7 @@ pub(super) async fn copy_step(
             rec.url(&state.build_target.to_string(), url, &d.digest);
         }
     }
-    let key = CacheKey::derive(Some(&state.key), "copy", &inputs);
+    let key = crate::graph::keys::copy(&state.key, &inputs);
     let (sources, dest) = shown;
     let created_by = history::copy(keyword, &flags, &sources, &dest);
     let link = params.link;
@@ -161,20 +161,18 @@ pub(super) async fn copy_step(
                 ctx.materialize(&parent, id).await?
             };
             let src_lowers = match &from {
-                CopyFrom::Layers { layers, .. } => Some(ctx.materialize(layers, id).await?),
+                CopyFrom::Layers { layers, key } => {
+                    Some((ctx.materialize(layers, id).await?, key.clone()))
+                }
                 CopyFrom::Context => None,
             };
             let ctx2 = ctx.clone();
             tokio::task::spawn_blocking(move || {
                 let _timer = ctx2.timer(id, Phase::Copy, "");
                 let dest_view = (!link).then(|| LayeredView::new(dest_lowers));
-                let src_view = src_lowers.map(LayeredView::new);
-                let dummy = CacheKey::derive(None, "unused", "");
+                let src_view = src_lowers.map(|(lowers, key)| (LayeredView::new(lowers), key));
                 let source = match &src_view {
-                    Some(v) => crate::copy::CopySource::Layers {
-                        view: v,
-                        key: &dummy,
-                    },
+                    Some((view, key)) => crate::copy::CopySource::Layers { view, key },
                     None => crate::copy::CopySource::Context(&context),
                 };
                 crate::copy::execute(&params, &source, dest_view.as_ref(), &out)

@@ -47,7 +47,7 @@ pub(super) async fn named_state(
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         return Ok(StageState {
-            key: CacheKey::derive(None, "image", &manifest),
+            key: crate::graph::keys::image(&manifest),
             scope: plan.image_scope(idx, &env),
             config,
             layers,

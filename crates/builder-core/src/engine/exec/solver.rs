@@ -228,8 +228,7 @@ pub(in crate::engine) async fn run(
         text: text.clone(),
         checks,
         pack,
-        network: b.network,
-        allow_insecure: b.allow_insecure,
+        key_opts: b.key_options(),
         build_platform: host.clone(),
         explicit_platform: !b.platforms.is_empty(),
         source_date_epoch,
@@ -250,6 +249,7 @@ pub(in crate::engine) async fn run(
         },
         packing: Mutex::new(Vec::new()),
         verified: Mutex::default(),
+        step_keys: Mutex::default(),
         sandbox_hostname: b
             .build_args
             .get("BUILDKIT_SANDBOX_HOSTNAME")
@@ -327,6 +327,11 @@ pub(in crate::engine) async fn run(
             (e, _) => e,
         }
     })?;
+
+    // Debug builds: every step's key is the one the build's graph derives.
+    if cfg!(debug_assertions) {
+        keycheck::check(&ctx, &plans, &platforms).await?;
+    }
 
     // Assemble the images and export them.
     let export_step = ctx.step_id();

@@ -3,7 +3,10 @@
 
 use super::*;
 
-pub(super) fn trigger_dep(
+/// What the ONBUILD trigger number `t` of the stage's base reads with `COPY --from`: the
+/// stage the plan found for it when the base is a stage of this Dockerfile, else an image
+/// (a base image's trigger cannot name a stage of this build, which its author never saw).
+pub(crate) fn trigger_dep(
     plan: &BuildPlan,
     stage: &dockerfile::Stage,
     t: usize,
@@ -34,7 +37,7 @@ pub(super) fn trigger_dep(
 }
 
 /// Whether `name` is the name of a stage of the plan (stage names are case-insensitive).
-pub(super) fn names_stage(plan: &BuildPlan, name: &str) -> bool {
+pub(crate) fn names_stage(plan: &BuildPlan, name: &str) -> bool {
     let name = name.to_lowercase();
     plan.stages()
         .iter()
@@ -116,7 +119,7 @@ pub(super) async fn build_stage(
                         lines: (stage.span.start_line, stage.span.end_line),
                         extra_inputs: Vec::new(),
                         chain: base.layers.last().map(|l| l.chain.to_string()),
-                        key: CacheKey::derive(None, "image", &base.manifest_digest).as_str().to_owned(),
+                        key: crate::graph::keys::image(&base.manifest_digest).as_str().to_owned(),
                     },
                 );
             }
@@ -130,7 +133,7 @@ pub(super) async fn build_stage(
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             StageState {
-                key: CacheKey::derive(None, "image", &base.manifest_digest),
+                key: crate::graph::keys::image(&base.manifest_digest),
                 scope: plan.image_scope(idx, &env),
                 config,
                 layers: base.layers.clone(),
@@ -201,6 +204,8 @@ pub(super) async fn build_stage(
             elapsed: t0.elapsed(),
         });
     }
+
+    ctx.note_step_key(&platform, idx, None, &state.key);
 
     // A stage replaced by a named context is that context: its instructions do not run.
     if overridden.is_some() {
@@ -313,6 +318,7 @@ pub(super) async fn build_stage(
         .await
         {
             Ok(()) => {
+                ctx.note_step_key(&platform, idx, Some(i), &state.key);
                 if let (Some(rec), Some((op, extra, exec))) = (&ctx.recorder, before) {
                     rec.step(
                         &platform.to_string(),
@@ -359,7 +365,7 @@ pub(super) fn scratch_state(
 ) -> StageState {
     let config = ImageConfig::scratch(target.os(), target.architecture(), oci_variant(&target));
     StageState {
-        key: CacheKey::derive(None, "scratch", &target.to_string()),
+        key: crate::graph::keys::scratch(&target),
         scope: plan.image_scope(
             idx,
             &config
@@ -591,7 +597,7 @@ pub(super) async fn mount_froms(
                     };
                     let b = resolve_image(ctx, &r, platform, id).await?;
                     note_image(ctx, &state.build_target, &r, &b, platform);
-                    let key = CacheKey::derive(None, "image", &b.manifest_digest);
+                    let key = crate::graph::keys::image(&b.manifest_digest);
                     (b.layers.clone(), key)
                 }
             },
