@@ -529,6 +529,40 @@ fn add_git_repositories() {
     );
     ok(&out);
     assert_eq!(read(&dir.path().join("owner/owner")), "10:20\n");
+    // The image history names the ADD of the repository, as BuildKit's.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nADD {url}#v1 /v1/\n"),
+    )
+    .unwrap();
+    let layout = dir.path().join("layout");
+    ok(&rbuild(
+        dir.path(),
+        &[
+            "build",
+            "-o",
+            &format!("type=oci,tar=false,dest={}", layout.display()),
+            "ctx",
+        ],
+        None,
+    ));
+    let blob = |d: &str| -> serde_json::Value {
+        let hex = d.trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    let created_by = config["history"][0]["created_by"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        created_by,
+        format!("ADD {url}#v1 /v1/ # buildkit"),
+        "{config}"
+    );
 
     // Refused: a ref git would take for an option (nothing fetched), a symlinked subdir.
     let seen = srv.seen().len();

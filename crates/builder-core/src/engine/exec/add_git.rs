@@ -6,6 +6,12 @@
 use super::*;
 use crate::remote_context::{ContextSpec, GitAuth, GitUrl};
 
+/// A fetched `ADD` source: its URL as written and the checkout (removed when dropped).
+pub(super) struct GitSource {
+    pub(super) url: String,
+    _checkout: crate::remote_context::FetchedContext,
+}
+
 /// For an `ADD` of one git repository: the COPY that stands for it and the fetched
 /// checkout to copy from (kept until the step ran). `None` for any other instruction.
 pub(super) async fn git_add(
@@ -15,7 +21,7 @@ pub(super) async fn git_add(
     Option<(
         Spanned<Instruction>,
         Arc<crate::copy::BuildContext>,
-        crate::remote_context::FetchedContext,
+        GitSource,
     )>,
     Error,
 > {
@@ -81,5 +87,9 @@ pub(super) async fn git_add(
         .next()
         .ok_or_else(|| Error::invalid_step(format!("ADD {url}: no COPY made")))?;
     copy.span = ins.span;
-    Ok(Some((copy, Arc::new(bc), fetched)))
+    let source = GitSource {
+        url: url.to_owned(),
+        _checkout: fetched,
+    };
+    Ok(Some((copy, Arc::new(bc), source)))
 }

@@ -28,7 +28,7 @@ pub(super) async fn copy_step(
         .await
         .map_err(|e| e.at_step(&ctx.location(span), text))?;
     let (ins, context) = match &git {
-        Some((copy, checkout, _fetched)) => (copy, checkout),
+        Some((copy, checkout, _)) => (copy, checkout),
         None => (ins, context),
     };
     let workdir = fs_workdir(state);
@@ -72,6 +72,11 @@ pub(super) async fn copy_step(
             )
         }
         _ => unreachable!("copy_step is only called for COPY and ADD"),
+    };
+    // The history of an `ADD <git URL>` names the ADD, as BuildKit's.
+    let (keyword, shown) = match &git {
+        Some((_, _, fetched)) => ("ADD", (vec![fetched.url.clone()], shown.1)),
+        None => (keyword, shown),
     };
     let from = match dep {
         Some(DepSource::Stage(j)) => {
