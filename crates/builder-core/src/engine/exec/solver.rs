@@ -155,12 +155,14 @@ pub(in crate::engine) async fn run(
                 pack.compression = cc;
                 pack.level = c.compression_level.or(pack.level);
             }
+            // Recompressed for the cache at export.
+            (Some(_), Some(_)) if c.force_compression => {}
             (Some(cc), Some(o)) if cc != o.compression => {
                 return Err(Error::InvalidCache {
                     spec: c.location.to_string(),
                     reason: format!(
-                        "compression {cc:?} differs from the output's {:?}: rbuild exports the \
-                         layers it made, in one compression (recompressing is not supported yet)",
+                        "compression {cc:?} differs from the output's {:?}: without \
+                         force-compression=true the cache keeps the layers' compression",
                         o.compression
                     ),
                 });
