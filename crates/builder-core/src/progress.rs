@@ -17,7 +17,7 @@ pub struct StepId(pub u32);
 pub use rbuild_sandbox::Stream;
 
 /// What a byte counter of a step measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activity {
     /// Downloading a blob from a registry.

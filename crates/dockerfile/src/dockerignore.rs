@@ -12,7 +12,9 @@ pub(crate) mod gopath;
 mod regex;
 mod walk;
 
-pub use walk::{ContextFilter, FilterWalk, LinkResolver, WalkDecision, follow_links};
+pub use walk::{
+    ContextFilter, FilterWalk, LinkResolver, WalkDecision, contains_wildcards, follow_links,
+};
 
 /// An error from reading patterns or matching with them.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -41,7 +41,7 @@ pub use shell::{
 // `filepath.Match`, which COPY's wildcards share.
 pub use dockerignore::{
     ContextFilter, FilterWalk, IgnoreError, LinkResolver, MatchInfo, Pattern, PatternMatcher,
-    WalkDecision, filepath_clean, filepath_match, follow_links, matches_legacy,
+    WalkDecision, contains_wildcards, filepath_clean, filepath_match, follow_links, matches_legacy,
     matches_or_parent_matches, read_ignore_file,
 };
 // The stage model: global/stage ARG and ENV scopes, targets, stage edges (dockerfile2llb).

@@ -184,6 +184,7 @@ fn build_or_graph(
     }
     b = b.network(&opts.network).map_err(usage)?;
     b = opts.dropin.apply(b).map_err(usage)?;
+    b = crate::context::named_contexts(opts, b)?;
     for h in &opts.insecure_registries {
         b = b.insecure_registry(h);
     }

@@ -2,20 +2,7 @@
 //! escapes; [`dockerfile::filepath_match`]) applied to paths relative to the longest
 //! wildcard-free prefix of the source.
 
-/// Whether `name` contains an unescaped `*`, `?` or `[` (fsutil's `containsWildcards`).
-pub(crate) fn contains_wildcards(name: &str) -> bool {
-    let b = name.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\\' => i += 1,
-            b'*' | b'?' | b'[' => return true,
-            _ => {}
-        }
-        i += 1;
-    }
-    false
-}
+pub(crate) use dockerfile::contains_wildcards;
 
 /// Splits a cleaned absolute source path into the components before the first one with a
 /// wildcard and the `/`-joined rest (empty when there is no wildcard).

@@ -375,17 +375,11 @@ impl CopyParams {
 /// Splits a path into cleaned components: `.` dropped, `..` removing the previous one and
 /// clamped at the root (Go's `path.Join("/", p)`).
 pub(crate) fn clean(path: &str) -> Vec<String> {
-    let mut out: Vec<String> = Vec::new();
-    for part in path.split('/') {
-        match part {
-            "" | "." => {}
-            ".." => {
-                out.pop();
-            }
-            p => out.push(p.to_owned()),
-        }
-    }
-    out
+    dockerfile::filepath_clean(&format!("/{path}"))
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The file name BuildKit gives a download: the last element of the URL's (decoded) path,

@@ -39,7 +39,7 @@ pub enum Error {
         reason: String,
     },
     /// A blob of an imported cache is not what its descriptor says (wrong bytes for its
-    /// digest or diffID). [`Build::run`] never returns it: the build runs again without
+    /// digest or diffID). [`Build::run`](crate::Build::run) never returns it: the build runs again without
     /// that blob, rebuilding the steps it held.
     #[error("cache blob {digest} is corrupt: {reason}")]
     RejectedCacheBlob {

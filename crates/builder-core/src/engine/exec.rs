@@ -51,6 +51,7 @@ use crate::oci::{BlobRef, BuiltImage, PlatformImage};
 use crate::progress::{Phase, ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
+mod add_git;
 mod ahead;
 mod attest;
 mod cache_source;
@@ -59,6 +60,7 @@ mod fileop;
 mod image;
 mod keycheck;
 mod layers;
+mod named;
 mod remote;
 mod remote_mounts;
 mod run;
@@ -206,6 +208,8 @@ struct Ctx {
     tmp: PathBuf,
     labels: BTreeMap<String, String>,
     copy_context: Arc<crate::copy::BuildContext>,
+    /// `--build-context`: by key ([`crate::engine::named`]).
+    named: BTreeMap<String, crate::engine::NamedContext>,
     /// Secrets, SSH agents and entitlements for RUN mounts.
     run_opts: super::mounts::RunOptions,
     /// Progress names carry the platform only when there are several.

@@ -440,19 +440,18 @@ fn go_clean(p: &str) -> String {
     }
 }
 
-/// Cleans an absolute path lexically; `..` above the root is an escape.
+/// Cleans an absolute path lexically; `..` above the root is an escape
+/// ([`crate::fsview::clean_path`], the cleaner that refuses escapes).
 fn clean_abs(path: &str) -> Option<String> {
-    let mut out: Vec<&str> = Vec::new();
-    for c in path.split('/') {
-        match c {
-            "" | "." => {}
-            ".." => {
-                out.pop()?;
-            }
-            c => out.push(c),
+    let parts = crate::fsview::clean_path(path).ok()?;
+    let mut out = String::from("/");
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            out.push('/');
         }
+        out.push_str(&p.to_string_lossy());
     }
-    Some(format!("/{}", out.join("/")))
+    Some(out)
 }
 
 /// A mount target made absolute (relative ones are below the working directory) and

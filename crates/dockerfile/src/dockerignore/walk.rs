@@ -359,7 +359,15 @@ fn read_symlink<R: LinkResolver>(
     Ok(vec![join("/", &join(&gopath::dir(&p), &link))])
 }
 
-fn contains_wildcards(name: &str) -> bool {
+/// Whether `name` contains an unescaped `*`, `?` or `[` (fsutil's `containsWildcards`):
+/// what makes a path a pattern, for `.dockerignore`'s walk and COPY's sources alike.
+///
+/// ```
+/// assert!(dockerfile::contains_wildcards("src/*.rs"));
+/// assert!(!dockerfile::contains_wildcards("a\\*b"));
+/// ```
+#[must_use]
+pub fn contains_wildcards(name: &str) -> bool {
     let b = name.as_bytes();
     let mut i = 0;
     while i < b.len() {

@@ -177,7 +177,21 @@ pub(super) async fn dispatch(
         }
         Instruction::Copy(_) | Instruction::Add(_) => {
             let stage_platform = state.platform.clone();
-            copy_step(ctx, &stage_platform, deps, state, ins, dep, id, span, text).await?;
+            let context = ctx.copy_context.clone();
+            copy_step(
+                ctx,
+                plan,
+                &stage_platform,
+                deps,
+                state,
+                ins,
+                dep,
+                id,
+                span,
+                text,
+                &context,
+            )
+            .await?;
         }
         Instruction::From(_) => return Err(step_failed(ctx, span, text, "FROM inside a stage")),
         other => {
@@ -360,15 +374,10 @@ pub(crate) fn join_workdir(current: Option<&str>, dir: &str) -> String {
     }
 }
 
-/// `path` (absolute) with `.`, `..` and repeated or trailing slashes cleaned away.
+/// `path` made absolute, with `.`, `..` (clamped at the root) and repeated or trailing
+/// slashes cleaned away: Go's `filepath.Clean("/" + path)`.
 pub(crate) fn clean_path(path: &str) -> String {
-    let parts = crate::fsview::clean_components(Path::new(path));
-    let mut out = String::new();
-    for p in parts {
-        out.push('/');
-        out.push_str(&p.to_string_lossy());
-    }
-    if out.is_empty() { "/".into() } else { out }
+    dockerfile::filepath_clean(&format!("/{path}"))
 }
 
 pub(super) fn command_argv(config: &ImageConfig, c: &Command) -> Vec<String> {

@@ -57,6 +57,7 @@ impl ImageResolver for Resolved<'_> {
 
 /// Whether the graph can be derived again without side effects and must match: not with
 /// `--no-cache` or `--no-cache-filter` (steps run again get keys of their own), not with
+/// named contexts (`--build-context`: the graph frontend does not take them yet), not with
 /// `ADD` of URLs or
 /// git repositories (they would be downloaded again).
 fn checkable(ctx: &Ctx, plans: &[Arc<BuildPlan>]) -> bool {
@@ -66,6 +67,7 @@ fn checkable(ctx: &Ctx, plans: &[Arc<BuildPlan>]) -> bool {
     };
     !ctx.no_cache
         && ctx.no_cache_stages.is_empty()
+        && ctx.named.is_empty()
         && !plans.iter().any(|plan| {
             plan.stages().iter().any(|st| {
                 st.instructions.iter().any(|ins| match &ins.value {
