@@ -1413,7 +1413,13 @@ fn host_process_killed(signal: &str) -> R {
     } else {
         "sleep 1414"
     };
-    let mut c = child("sleep", &[], &[("SANDBOX_TEST_MARKER", marker)])
+    // A shell's background job inherits SIGINT ignored (as `cmd &` without job control
+    // does): restore the default so the signal is the unhandled one the test means.
+    let mut c = child(
+        "sleep",
+        &["env", "--default-signal=INT"],
+        &[("SANDBOX_TEST_MARKER", marker)],
+    )
         .env("SANDBOX_TEST_BASE", &base)
         .env("SANDBOX_TEST_UPPER", &run.upper)
         .env("SANDBOX_TEST_SCRATCH", &run.scratch)
