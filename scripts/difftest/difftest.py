@@ -36,7 +36,9 @@ A case is a directory holding a Dockerfile and its context, and optionally:
                   --export-cache / --import-cache; `{CACHE}` in V is a registry ref and
                   `{CACHEDIR}` a directory, both of the case and tool), --fresh-cache-dir
                   (rbuild only: an empty --cache-dir, so an imported cache is what it reuses),
-                  --shm-size BYTES, --ulimit NAME=SOFT:HARD, --cgroup-parent P
+                  --shm-size BYTES, --ulimit NAME=SOFT:HARD, --cgroup-parent P,
+                  --build-context NAME=docker-image://REF or NAME=DIR (a directory of the
+                  case; buildctl: --local NAME=DIR --opt context:NAME=local:NAME)
   output-opts     extra attributes for both OCI outputs, e.g. `rewrite-timestamp=true`
   compare-mtimes  also compare the mtimes of layer entries and the config's created times
   call            a build method instead of an image (`outline`, `targets`): both tools print
@@ -191,6 +193,18 @@ def translate_args(case_dir, words):
             # rbuild builds with an empty cache directory of its own (BuildKit: no change,
             # its daemon's cache cannot be emptied for one case).
             rb += ["--cache-dir", "{FRESH}"]
+        elif flag == "--build-context":
+            # NAME=docker-image://REF, or NAME=DIR (a directory of the case: buildctl
+            # uploads it as a local and names it with context:NAME=local:NAME).
+            v = value()
+            name, _, src = v.partition("=")
+            if src.startswith("docker-image://"):
+                bk += ["--opt", f"context:{name}={src}"]
+                rb += ["--build-context", v]
+            else:
+                path = os.path.join(case_dir, src)
+                bk += ["--local", f"{name}={path}", "--opt", f"context:{name}=local:{name}"]
+                rb += ["--build-context", f"{name}={path}"]
         elif flag == "--shm-size":
             v = value()
             bk += ["--opt", f"shm-size={v}"]

@@ -184,17 +184,14 @@ pub mod bake;
 mod cachekey;
 mod copy;
 mod engine;
-mod fsview;
 pub mod graph;
 mod image;
 pub mod load;
 mod oci;
-mod passwd;
 pub mod plan;
 mod progress;
 pub mod remote_cache;
 pub mod remote_context;
-mod sandbox;
 pub mod timeline;
 
 pub use attest::{
@@ -206,7 +203,8 @@ pub use attest::{
 pub use cachekey::CacheKey;
 pub use engine::{
     Build, BuildGroup, BuildReport, CheckReport, Error, ExportKind, ExportSpec, GroupSink,
-    SecretSource, SshSource, StepError, TargetResult, default_cache_dir, default_dockerfile,
+    NamedContext, SecretSource, SshSource, StepError, TargetResult, default_cache_dir,
+    default_dockerfile,
 };
 pub use graph::{
     Edge, EdgeKind, Graph, GraphResult, ImageResolver, Op, RegistryResolver, ResolvedImage, Vertex,
@@ -232,6 +230,11 @@ pub use sandbox::{
 };
 
 pub use timeline::{Timeline, TimelineError};
+
+// The sandbox is its own crate; its layered view of snapshots and its account-file parsers
+// serve COPY and the executor too.
+use rbuild_sandbox as sandbox;
+use rbuild_sandbox::{fsview, passwd};
 
 pub use dockerfile;
 pub use layer_cache;

@@ -13,18 +13,11 @@ use tokio::sync::mpsc;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct StepId(pub u32);
 
-/// Which output stream a log chunk came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Stream {
-    /// The process's standard output.
-    Stdout,
-    /// The process's standard error.
-    Stderr,
-}
+/// Which output stream a log chunk came from (the sandbox's).
+pub use rbuild_sandbox::Stream;
 
 /// What a byte counter of a step measures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Activity {
     /// Downloading a blob from a registry.

@@ -20,21 +20,7 @@ pub(crate) fn resolve(opts: &BuildOpts) -> Result<Option<(FetchedContext, BuildO
             "invalid argument: can't use stdin for both build context and dockerfile",
         ));
     }
-    let sources: Vec<(String, builder_core::SecretSource)> = opts
-        .secrets
-        .iter()
-        .map(|s| (s.id.clone(), crate::run::secret_source(s)))
-        .collect();
-    let auth =
-        GitAuth::from_secrets(sources.iter().map(|(id, s)| (id.as_str(), s))).map_err(usage)?;
-    let keep_arg = opts
-        .build_args
-        .iter()
-        .rev()
-        .find(|(k, _)| k == "BUILDKIT_CONTEXT_KEEP_GIT_DIR")
-        .and_then(|(_, v)| v.as_deref())
-        .is_some_and(|v| crate::call::parse_bool(v).unwrap_or(false));
-    let keep = opts.dropin.keep_git_dir || keep_arg;
+    let (auth, keep) = git_options(opts)?;
     let fetched = remote_context::fetch(&spec, &auth, keep, None).map_err(crate::run::failure)?;
     let mut o = opts.clone();
     o.context = fetched.path().to_owned();
@@ -52,4 +38,49 @@ pub(crate) fn resolve(opts: &BuildOpts) -> Result<Option<(FetchedContext, BuildO
         }
     }
     Ok(Some((fetched, o)))
+}
+
+/// The credentials for git over HTTP(S) (the `GIT_AUTH_TOKEN`/`GIT_AUTH_HEADER` secrets)
+/// and whether a git context keeps its `.git` directory.
+pub(crate) fn git_options(opts: &BuildOpts) -> Result<(GitAuth, bool), Failure> {
+    let usage = |e: builder_core::Error| Failure::usage(e.to_string());
+    let sources: Vec<(String, builder_core::SecretSource)> = opts
+        .secrets
+        .iter()
+        .map(|s| (s.id.clone(), crate::run::secret_source(s)))
+        .collect();
+    let auth =
+        GitAuth::from_secrets(sources.iter().map(|(id, s)| (id.as_str(), s))).map_err(usage)?;
+    let keep_arg = opts
+        .build_args
+        .iter()
+        .rev()
+        .find(|(k, _)| k == "BUILDKIT_CONTEXT_KEEP_GIT_DIR")
+        .and_then(|(_, v)| v.as_deref())
+        .is_some_and(|v| crate::call::parse_bool(v).unwrap_or(false));
+    Ok((auth, opts.dropin.keep_git_dir || keep_arg))
+}
+
+/// `--build-context NAME=VALUE`s handed to the build (git and HTTP ones fetched here).
+pub(crate) fn named_contexts(
+    opts: &BuildOpts,
+    mut b: builder_core::Build,
+) -> Result<builder_core::Build, Failure> {
+    if opts.dropin.build_contexts.is_empty() {
+        return Ok(b);
+    }
+    let (auth, keep) = git_options(opts)?;
+    for v in &opts.dropin.build_contexts {
+        let Some((name, value)) = v.split_once('=') else {
+            return Err(Failure::usage(format!(
+                "invalid context value: {v}, expected key=value"
+            )));
+        };
+        let nc = builder_core::NamedContext::parse_with(value, &auth, keep)
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        b = b
+            .build_context(name, nc)
+            .map_err(|e| Failure::usage(e.to_string()))?;
+    }
+    Ok(b)
 }

@@ -38,7 +38,7 @@ pub(crate) struct DropinOpts {
           value_parser = ["docker", "containerd", "true", "false", "1", "0"])]
     pub(crate) load: Option<String>,
 
-    /// Additional build contexts (e.g., name=path) (not supported by rbuild yet)
+    /// Additional build contexts (e.g., name=path; docker-image://REF, oci-layout://DIR[:TAG][@DIGEST], a git or HTTP(S) URL)
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub(crate) build_contexts: Vec<String>,
 
@@ -123,12 +123,6 @@ impl DropinOpts {
                 "{flag} is not supported by rbuild: {why}"
             )))
         };
-        if !self.build_contexts.is_empty() {
-            return refuse(
-                "--build-context",
-                "named build contexts are not implemented yet (use a stage, or COPY --from=IMAGE)",
-            );
-        }
         if self.debug {
             return refuse(
                 "--debug",

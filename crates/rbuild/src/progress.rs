@@ -1,11 +1,14 @@
 //! Progress renderers: the engine's typed events, drawn for a terminal (`tty`), for CI logs
 //! (`plain`, as buildx prints them), as JSON lines (`rawjson`), or not at all (`quiet`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
-use builder_core::{ProgressEvent, ProgressSink, StepId, Stream};
+use builder_core::{Activity, ProgressEvent, ProgressSink, StepId};
+
+mod tty;
+use tty::{EndState, Tty};
 
 /// The `--progress` modes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,7 +36,6 @@ impl Mode {
 /// Renders events on stderr.
 pub(crate) struct Renderer {
     mode: Mode,
-    start: Instant,
     /// Keyed by the build (its index in a bake) and the step.
     names: HashMap<(usize, StepId), (String, Instant)>,
     /// Step numbers as buildx shows them (`#3`), in order of appearance.
@@ -42,22 +44,32 @@ pub(crate) struct Renderer {
     scope: usize,
     /// The target name shown on each line (bake), if any.
     label: Option<String>,
-    /// The tty status line is showing.
-    status_shown: bool,
+    /// The tty display.
+    tty: Tty,
     warnings: Vec<String>,
+    /// Plain mode: the step whose last log line is still open (no `\n` yet), as
+    /// BuildKit's printer continues it without a new `#N t` prefix.
+    open_line: Option<(usize, StepId)>,
+    /// Steps that printed DONE, CACHED or ERROR: later byte counts of theirs (a layer
+    /// compressed in the background) are not printed after their end.
+    ended: HashSet<(usize, StepId)>,
+    /// Transfers whose completion was printed, by step, activity and label: once each.
+    completed: HashSet<(usize, StepId, Activity, String)>,
 }
 
 impl Renderer {
     pub(crate) fn new(mode: Mode) -> Self {
         Renderer {
             mode,
-            start: Instant::now(),
             names: HashMap::new(),
             numbers: HashMap::new(),
             scope: 0,
             label: None,
-            status_shown: false,
+            tty: Tty::new(),
             warnings: Vec::new(),
+            open_line: None,
+            ended: HashSet::new(),
+            completed: HashSet::new(),
         }
     }
 
@@ -91,14 +103,16 @@ impl Renderer {
             .unwrap_or_default()
     }
 
-    fn clear_status(&mut self, err: &mut impl Write) {
-        if self.status_shown {
-            let _ = write!(err, "\r\x1b[K");
-            self.status_shown = false;
-        }
-    }
-
     fn plain(&mut self, ev: &ProgressEvent, err: &mut impl Write) {
+        // Anything but the open line's own continuation ends that line first.
+        if let Some(open) = self.open_line {
+            let continues =
+                matches!(ev, ProgressEvent::StepLog { id, .. } if (self.scope, *id) == open);
+            if !continues && !matches!(ev, ProgressEvent::Phase { .. }) {
+                let _ = writeln!(err);
+                self.open_line = None;
+            }
+        }
         match ev {
             ProgressEvent::BuildStarted {
                 platforms,
@@ -119,10 +133,16 @@ impl Renderer {
                 let shown = self.labelled(with_platform(platform.as_deref(), name));
                 self.names
                     .insert((self.scope, *id), (shown.clone(), Instant::now()));
+                // A step id can start again (each exporter of a build, in turn).
+                self.ended.remove(&(self.scope, *id));
+                let scope = self.scope;
+                self.completed
+                    .retain(|(s, i, _, _)| (*s, *i) != (scope, *id));
                 let _ = writeln!(err, "#{n} {shown}");
             }
             ProgressEvent::StepCached { id } => {
                 let n = self.number(*id);
+                self.ended.insert((self.scope, *id));
                 let _ = writeln!(err, "#{n} CACHED");
             }
             ProgressEvent::StepCachedRemote { id, source } => {
@@ -135,27 +155,37 @@ impl Renderer {
                     .names
                     .get(&(self.scope, *id))
                     .map_or(0.0, |(_, s)| s.elapsed().as_secs_f64());
-                for line in String::from_utf8_lossy(data).lines() {
-                    let _ = writeln!(err, "#{n} {t:.3} {line}");
-                }
+                let key = (self.scope, *id);
+                let continued = self.open_line == Some(key);
+                let (text, open) = plain_log(n, t, &String::from_utf8_lossy(data), continued);
+                let _ = write!(err, "{text}");
+                self.open_line = open.then_some(key);
             }
-            // Plain logs get one line per finished transfer, not every tick.
+            // Plain logs get one line per finished transfer, not every tick; none after the
+            // step's end (a layer compressed in the background while the next step runs).
             ProgressEvent::StepProgress {
                 id,
                 activity,
                 label,
                 current,
                 total,
-            } if total.is_some_and(|t| t == *current) => {
+            } if total.is_some_and(|t| t == *current)
+                && !self.ended.contains(&(self.scope, *id))
+                && self
+                    .completed
+                    .insert((self.scope, *id, *activity, label.clone())) =>
+            {
                 let n = self.number(*id);
                 let _ = writeln!(err, "#{n} {activity:?} {label} {} done", human(*current));
             }
             ProgressEvent::StepDone { id, elapsed } => {
                 let n = self.number(*id);
+                self.ended.insert((self.scope, *id));
                 let _ = writeln!(err, "#{n} DONE {:.1}s", elapsed.as_secs_f64());
             }
             ProgressEvent::StepFailed { id, error } => {
                 let n = self.number(*id);
+                self.ended.insert((self.scope, *id));
                 let _ = writeln!(err, "#{n} ERROR: {error}");
             }
             ProgressEvent::Warning { message, location } => {
@@ -200,18 +230,22 @@ impl Renderer {
         if matches!(self.mode, Mode::Plain | Mode::Tty) {
             let stderr = std::io::stderr();
             let mut err = stderr.lock();
-            self.clear_status(&mut err);
+            if self.mode == Mode::Tty {
+                self.tty.finish(None, "", &mut err);
+            }
             self.flush_warnings(&mut err);
         }
     }
 
     fn tty(&mut self, ev: &ProgressEvent, err: &mut impl Write) {
+        let scope = self.scope;
         match ev {
             ProgressEvent::BuildStarted {
                 platforms,
                 sandbox,
                 privilege,
             } => {
+                self.tty.clear_for_text(err);
                 let _ = writeln!(
                     err,
                     "[+] {}Building for {} (sandbox: {sandbox}) as {privilege}",
@@ -223,18 +257,10 @@ impl Renderer {
                 id, name, platform, ..
             } => {
                 let shown = self.labelled(with_platform(platform.as_deref(), name));
-                self.names
-                    .insert((self.scope, *id), (shown.clone(), Instant::now()));
-                self.clear_status(err);
-                let _ = write!(err, " => {}", truncate(&shown, 100));
-                self.status_shown = true;
+                self.tty.started(scope, *id, shown, err);
             }
             ProgressEvent::StepCached { id } => {
-                if let Some((name, _)) = self.names.get(&(self.scope, *id)).cloned() {
-                    self.clear_status(err);
-                    let _ = writeln!(err, " => CACHED {}", truncate(&name, 100));
-                    self.names.remove(&(self.scope, *id));
-                }
+                self.tty.ended(scope, *id, EndState::Cached, err);
             }
             ProgressEvent::StepProgress {
                 id,
@@ -242,82 +268,25 @@ impl Renderer {
                 label,
                 current,
                 total,
-            } => {
-                if let Some((name, _)) = self.names.get(&(self.scope, *id)).cloned() {
-                    self.clear_status(err);
-                    let bar = match total {
-                        Some(t) if *t > 0 => {
-                            let filled = ((*current as f64 / *t as f64) * 20.0) as usize;
-                            format!(
-                                "[{}{}] {}/{}",
-                                "=".repeat(filled.min(20)),
-                                " ".repeat(20 - filled.min(20)),
-                                human(*current),
-                                human(*t)
-                            )
-                        }
-                        _ => human(*current),
-                    };
-                    let _ = write!(
-                        err,
-                        " => {} {activity:?} {label} {bar}",
-                        truncate(&name, 60)
-                    );
-                    self.status_shown = true;
-                }
-            }
-            ProgressEvent::StepLog { id, data, stream } => {
-                if let Some((name, _)) = self.names.get(&(self.scope, *id)).cloned() {
-                    let last = String::from_utf8_lossy(data)
-                        .lines()
-                        .last()
-                        .unwrap_or_default()
-                        .to_owned();
-                    if !last.trim().is_empty() {
-                        self.clear_status(err);
-                        let tag = if *stream == Stream::Stderr { "!" } else { ">" };
-                        let _ = write!(
-                            err,
-                            " => {} {tag} {}",
-                            truncate(&name, 50),
-                            truncate(last.trim(), 60)
-                        );
-                        self.status_shown = true;
-                    }
-                }
-            }
+            } => self
+                .tty
+                .progress(scope, *id, (*activity, label), *current, *total, err),
+            ProgressEvent::StepLog { id, data, .. } => self.tty.log(scope, *id, data, err),
             ProgressEvent::StepDone { id, elapsed } => {
-                if let Some((name, _)) = self.names.remove(&(self.scope, *id)) {
-                    self.clear_status(err);
-                    let _ = writeln!(
-                        err,
-                        " => {} {:.1}s",
-                        truncate(&name, 100),
-                        elapsed.as_secs_f64()
-                    );
-                }
+                self.tty.ended(scope, *id, EndState::Done(*elapsed), err);
             }
             ProgressEvent::StepFailed { id, error } => {
-                self.clear_status(err);
-                let name = self
-                    .names
-                    .remove(&(self.scope, *id))
-                    .map(|(n, _)| n)
-                    .unwrap_or_default();
-                let _ = writeln!(err, " => ERROR {name}: {error}");
+                self.tty
+                    .ended(scope, *id, EndState::Failed(error.clone()), err);
             }
             ProgressEvent::Warning { message, location } => {
                 self.warnings
                     .push(short_warning(message, location.as_deref()));
             }
             ProgressEvent::BuildDone { .. } => {
-                self.clear_status(err);
-                let _ = writeln!(
-                    err,
-                    "[+] {}Built in {:.1}s",
-                    self.label_prefix(),
-                    self.start.elapsed().as_secs_f64()
-                );
+                let label = self.label_prefix();
+                let only = self.label.is_some().then_some(scope);
+                self.tty.finish(only, &label, err);
                 self.flush_warnings(err);
             }
             _ => {}
@@ -364,6 +333,49 @@ impl builder_core::GroupSink for GroupRenderer {
         let scope = *self.scopes.entry(target.to_owned()).or_insert(next);
         self.inner.set_scope(scope, target);
         ProgressSink::event(&mut self.inner, ev);
+    }
+}
+
+/// A RUN step's output chunk as BuildKit's plain printer writes it: each `\n`-ended line
+/// once, behind `#N t ` (`t` the seconds since the step began, to 3, 2 or 1 decimals); a
+/// `\r`-rewritten progress line stays one line (its `\r`s kept, as buildx keeps them), and
+/// a chunk that ends mid-line leaves the line open so the next chunk of the same step
+/// continues it without a second prefix. `continued`: the step's line is open. Returns the
+/// text and whether the line is left open.
+fn plain_log(n: usize, secs: f64, chunk: &str, continued: bool) -> (String, bool) {
+    if chunk.is_empty() {
+        return (String::new(), continued);
+    }
+    let prec = if secs < 10.0 {
+        3
+    } else if secs < 100.0 {
+        2
+    } else {
+        1
+    };
+    let mut out = String::new();
+    let mut rest = chunk;
+    let mut first = true;
+    loop {
+        if rest.is_empty() {
+            return (out, false);
+        }
+        let (line, more) = match rest.split_once('\n') {
+            Some((line, more)) => (line, Some(more)),
+            None => (rest, None),
+        };
+        if !(first && continued) {
+            out.push_str(&format!("#{n} {secs:.prec$} "));
+        }
+        out.push_str(line);
+        first = false;
+        match more {
+            Some(more) => {
+                out.push('\n');
+                rest = more;
+            }
+            None => return (out, true),
+        }
     }
 }
 
@@ -436,6 +448,31 @@ mod tests {
             "[linux/arm64] ENV A=1"
         );
         assert_eq!(with_platform(None, "[1/2] RUN x"), "[1/2] RUN x");
+    }
+
+    #[test]
+    fn plain_logs_prefix_each_line_once() {
+        // One complete line, `\r` rewrites kept inside it.
+        assert_eq!(
+            plain_log(3, 0.5, "a 10%\rb 50%\rc 100%\n", false),
+            ("#3 0.500 a 10%\rb 50%\rc 100%\n".to_owned(), false)
+        );
+        // A partial line stays open; its continuation gets no prefix.
+        assert_eq!(
+            plain_log(3, 1.0, "10%\r20%", false),
+            ("#3 1.000 10%\r20%".to_owned(), true)
+        );
+        assert_eq!(
+            plain_log(3, 1.2, "\r30%\nnext\n", true),
+            ("\r30%\n#3 1.200 next\n".to_owned(), false)
+        );
+        assert_eq!(plain_log(3, 1.2, "", true), (String::new(), true));
+        // An empty line still gets its prefix; the precision drops as BuildKit's.
+        assert_eq!(
+            plain_log(7, 12.345, "\nx", false),
+            ("#7 12.35 \n#7 12.35 x".to_owned(), true)
+        );
+        assert_eq!(plain_log(7, 123.4, "y\n", false).0, "#7 123.4 y\n");
     }
 
     #[test]

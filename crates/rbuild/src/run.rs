@@ -192,6 +192,7 @@ fn build_or_graph(
         b = b.sandbox_mode(mode);
     }
     b = opts.dropin.apply(b).map_err(usage)?;
+    b = crate::context::named_contexts(opts, b)?;
     for h in &opts.insecure_registries {
         b = b.insecure_registry(h);
     }

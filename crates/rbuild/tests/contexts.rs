@@ -416,3 +416,172 @@ fn bake_target_with_a_git_context() {
     ok(&out);
     assert_eq!(read(&out_dir.join("in-sub/file")), "in sub\n");
 }
+
+/// `--build-context NAME=URL`: a git repository (a ref and a subdirectory, the token
+/// secret) and an HTTP tarball as named contexts, read by `COPY --from=NAME` and `FROM NAME`.
+#[test]
+fn git_and_http_named_contexts() {
+    let dir = tempfile::tempdir().unwrap();
+    make_repo(dir.path());
+    let files = dir.path().join("files");
+    std::fs::create_dir(&files).unwrap();
+    std::fs::write(
+        files.join("src.tar.gz"),
+        tar_gz(&[("hello", "from the tarball\n")]),
+    )
+    .unwrap();
+    let srv = GitHttpServer::start(
+        &dir.path().join("repos"),
+        Some(&files),
+        Some(&token_header("s3cret")),
+    );
+    let host = srv.url().trim_start_matches("http://").to_owned();
+    let secret = dir.path().join("token");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM tarball AS t\nFROM scratch\nCOPY --from=repo /version /v1\n\
+         COPY --from=sub / /sub/\nCOPY --from=t /hello /\n",
+    )
+    .unwrap();
+    let out_dir = dir.path().join("out");
+    let out = rbuild(
+        dir.path(),
+        &[
+            "build",
+            "--progress=plain",
+            "--secret",
+            &format!("id=GIT_AUTH_TOKEN.{host},src={}", secret.display()),
+            "--build-context",
+            &format!("repo={}/git/app.git#v1", srv.url()),
+            "--build-context",
+            &format!("sub={}/git/app.git#main:sub", srv.url()),
+            "--build-context",
+            &format!("tarball={}/files/src.tar.gz", srv.url()),
+            "-o",
+            &format!("type=local,dest={}", out_dir.display()),
+            "ctx",
+        ],
+        None,
+    );
+    ok(&out);
+    assert_eq!(read(&out_dir.join("v1")), "1\n");
+    assert_eq!(read(&out_dir.join("sub/file")), "in sub\n");
+    assert_eq!(read(&out_dir.join("hello")), "from the tarball\n");
+    // Without the token the repository refuses: a clear error, exit 2.
+    let out = rbuild(
+        dir.path(),
+        &[
+            "build",
+            "--build-context",
+            &format!("repo={}/git/app.git#v1", srv.url()),
+            "ctx",
+        ],
+        None,
+    );
+    fails(&out, 2, "app.git");
+}
+
+/// `ADD <git URL> <dest>` in a Dockerfile: a tag, a branch's subdirectory, `--keep-git-dir`,
+/// `--chown`; a ref taken for an option and a subdirectory through a symlink refused.
+#[test]
+fn add_git_repositories() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, _) = make_repo(dir.path());
+    let srv = GitHttpServer::start(&dir.path().join("repos"), None, None);
+    let url = format!("{}/git/app.git", srv.url());
+    let ctx = dir.path().join("ctx");
+    std::fs::create_dir(&ctx).unwrap();
+    let build = |dockerfile: &str, out: &str| {
+        std::fs::write(ctx.join("Dockerfile"), dockerfile).unwrap();
+        let dest = format!("type=local,dest={}", dir.path().join(out).display());
+        rbuild(
+            dir.path(),
+            &["build", "--progress=plain", "-o", &dest, "ctx"],
+            None,
+        )
+    };
+    let out = build(
+        &format!(
+            "FROM scratch\nADD {url}#v1 /v1/\nADD --chown=10:20 {url}#main:sub /sub\n\
+             ADD --keep-git-dir=true {url}#{first} /kept\n"
+        ),
+        "out",
+    );
+    ok(&out);
+    let o = dir.path().join("out");
+    assert_eq!(read(&o.join("v1/version")), "1\n");
+    assert!(!o.join("v1/.git").exists());
+    assert!(!o.join("v1/sub").exists());
+    assert_eq!(read(&o.join("sub/file")), "in sub\n");
+    assert!(o.join("kept/.git").is_dir(), "--keep-git-dir keeps .git");
+    assert_eq!(read(&o.join("kept/version")), "1\n");
+    // The owner, as a RUN step sees it.
+    let out = build(
+        &format!(
+            "FROM 127.0.0.1:5000/library/busybox:latest AS b\n\
+             ADD --chown=10:20 {url}#main:sub /sub\nRUN stat -c %u:%g /sub/file > /owner\n\
+             FROM scratch\nCOPY --from=b /owner /\n"
+        ),
+        "owner",
+    );
+    ok(&out);
+    assert_eq!(read(&dir.path().join("owner/owner")), "10:20\n");
+    // The image history names the ADD of the repository, as BuildKit's.
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        format!("FROM scratch\nADD {url}#v1 /v1/\n"),
+    )
+    .unwrap();
+    let layout = dir.path().join("layout");
+    ok(&rbuild(
+        dir.path(),
+        &[
+            "build",
+            "-o",
+            &format!("type=oci,tar=false,dest={}", layout.display()),
+            "ctx",
+        ],
+        None,
+    ));
+    let blob = |d: &str| -> serde_json::Value {
+        let hex = d.trim_start_matches("sha256:");
+        serde_json::from_slice(&std::fs::read(layout.join("blobs/sha256").join(hex)).unwrap())
+            .unwrap()
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest = blob(index["manifests"][0]["digest"].as_str().unwrap());
+    let config = blob(manifest["config"]["digest"].as_str().unwrap());
+    let created_by = config["history"][0]["created_by"]
+        .as_str()
+        .unwrap_or_default();
+    assert_eq!(
+        created_by,
+        format!("ADD {url}#v1 /v1/ # buildkit"),
+        "{config}"
+    );
+
+    // Refused: a ref git would take for an option (nothing fetched), a symlinked subdir.
+    let seen = srv.seen().len();
+    let out = build(
+        &format!("FROM scratch\nADD {url}#--upload-pack=touch${{IFS}}/tmp/pwned /x\n"),
+        "bad",
+    );
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("invalid git ref"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(srv.seen().len(), seen, "nothing was fetched");
+    let out = build(&format!("FROM scratch\nADD {url}#main:link /x\n"), "bad2");
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        text(&out.stderr).contains("link is not a directory"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -230,7 +230,6 @@ fn unsupported_flags_are_refused_and_builder_is_noted() {
     std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
     for (flag, value) in [
         ("--cgroup-parent", Some("/ci")),
-        ("--build-context", Some("src=../src")),
         ("--resource", Some("memory=2g")),
         ("--policy", Some("filename=p.rego")),
         ("--debug", None),

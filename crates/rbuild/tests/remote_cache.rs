@@ -18,6 +18,10 @@ mod inline;
 /// Several `--cache-from`, `mode=min`, `compression=`, `ignore-error=`, platforms, bases.
 mod options;
 
+/// `image-manifest=false`, `oci-mediatypes=false`, `force-compression=true`, and cache
+/// mounts of a multi-platform build.
+mod forms;
+
 /// Where the test registry keeps its blobs (`scripts/testenv/up.sh`).
 const REGISTRY_BLOBS: &str = "/var/lib/rbuild-testenv/registry/docker/registry/v2/blobs/sha256";
 

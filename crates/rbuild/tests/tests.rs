@@ -51,3 +51,10 @@ mod timeline;
 
 /// Hardening (issue 22): full disks, blobs tampered in the cache, kill -9 mid-build.
 mod hardening;
+
+/// Progress as buildx prints it: plain lines and pushes once each, the tty display in a
+/// real pseudo-terminal (issue 20).
+mod progress;
+
+/// `--build-context`: images, directories, OCI layouts against the reference (issue 20).
+mod named_contexts;

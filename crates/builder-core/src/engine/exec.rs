@@ -36,7 +36,6 @@ use layer_cache::{
     LayerRecord, LayerRef, Lease, PackOptions, PackedLayer,
 };
 use registry_client::{Client, Platform, Reference, Repository};
-use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 
 use self::cache_source::{CacheSource, LocalCache};
@@ -50,13 +49,16 @@ use crate::oci::{BlobRef, BuiltImage, PlatformImage};
 use crate::progress::{Phase, ProgressEvent, ProgressSink, StepId, Stream};
 use crate::sandbox::{self, CancelHandle, NetworkMode, Rootfs, RunSpec, Sandbox};
 
+mod add_git;
 mod ahead;
 mod attest;
 mod cache_source;
 mod dispatch;
 mod fileop;
 mod image;
+mod keycheck;
 mod layers;
+mod named;
 mod remote;
 mod remote_mounts;
 mod run;
@@ -188,8 +190,8 @@ struct Ctx {
     dockerfile_name: String,
     text: String,
     pack: PackOptions,
-    network: NetworkMode,
-    allow_insecure: bool,
+    /// The build options that enter step keys or decide whether a step may run.
+    key_opts: crate::graph::GraphOptions,
     build_platform: Platform,
     /// `--platform` was given: the images get the target's os and architecture whatever
     /// their base says (BuildKit's `implicitTarget` false).
@@ -204,6 +206,8 @@ struct Ctx {
     tmp: PathBuf,
     labels: BTreeMap<String, String>,
     copy_context: Arc<crate::copy::BuildContext>,
+    /// `--build-context`: by key ([`crate::engine::named`]).
+    named: BTreeMap<String, crate::engine::NamedContext>,
     /// Secrets, SSH agents and entitlements for RUN mounts.
     run_opts: super::mounts::RunOptions,
     /// Progress names carry the platform only when there are several.
@@ -234,6 +238,9 @@ struct Ctx {
     packing: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// The snapshots verified (or committed) by this build: verified once, not per step.
     verified: Mutex<std::collections::HashSet<ChainId>>,
+    /// Each stage's filesystem key after each step, checked against the build's graph in
+    /// debug builds (see `keycheck`).
+    step_keys: Mutex<Vec<crate::graph::StepKey>>,
     /// What the provenance records (base images, downloads, steps), when one is made.
     recorder: Option<crate::attest::provenance::Recorder>,
 }
@@ -258,9 +265,6 @@ impl Drop for StopPrefetches {
 /// with (its blob must be packed with the same clamp).
 const EPOCH_ANNOTATION: &str = "rbuild.source-date-epoch";
 
-/// What the ONBUILD trigger number `t` of the stage's base reads with `COPY --from`: the
-/// stage the plan found for it when the base is a stage of this Dockerfile, else an image
-/// (a base image's trigger cannot name a stage of this build, which its author never saw).
 /// The source text of the instruction at `span` of `text`, continuation lines joined, for
 /// step names.
 pub(crate) fn source_text(text: &str, span: dockerfile::Span) -> String {

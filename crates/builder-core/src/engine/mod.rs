@@ -13,6 +13,7 @@ mod history;
 pub(crate) mod labels;
 mod local_attest;
 pub(crate) mod mounts;
+mod named;
 mod plan;
 mod workdir;
 
@@ -26,6 +27,7 @@ pub use error::{Error, StepError};
 pub use exec::BuildReport;
 pub use export_spec::{ExportKind, ExportSpec};
 pub use group::{BuildGroup, GroupSink, TargetResult};
+pub use named::NamedContext;
 
 use crate::progress::{ProgressEvent, ProgressSink};
 
@@ -99,6 +101,8 @@ pub struct Build {
     key_locks: exec::KeyLocks,
     /// Blobs of the imported caches found corrupt in an earlier attempt: never trusted.
     rejected_cache_blobs: std::collections::BTreeSet<String>,
+    /// `--build-context`: by name as BuildKit looks it up (familiar, without `:latest`).
+    named_contexts: BTreeMap<String, NamedContext>,
 }
 
 /// Where a `--secret` comes from.
@@ -200,6 +204,7 @@ impl Build {
             attestations: crate::attest::Attestations::default(),
             key_locks: exec::KeyLocks::default(),
             rejected_cache_blobs: std::collections::BTreeSet::new(),
+            named_contexts: BTreeMap::new(),
         })
     }
 
@@ -319,6 +324,47 @@ impl Build {
     pub fn no_cache_filter(mut self, stage: &str) -> Self {
         self.no_cache_filter.push(stage.to_owned());
         self
+    }
+
+    /// A named build context (`--build-context NAME=VALUE`): `FROM NAME`, `COPY
+    /// --from=NAME` and `RUN --mount from=NAME` read it instead of the image of that name,
+    /// and a stage named `NAME` is replaced by it (its instructions do not run), as
+    /// BuildKit's Dockerfile frontend does. Names match as image references do
+    /// (`alpine` is `docker.io/library/alpine:latest`). The context's content (a
+    /// directory's files, an image's manifest) is part of the cache keys of the steps that
+    /// read it.
+    ///
+    /// ```no_run
+    /// # fn f() -> Result<(), builder_core::Error> {
+    /// use builder_core::{Build, NamedContext};
+    /// let build = Build::new(".")?
+    ///     .build_context("alpine", NamedContext::parse("docker-image://busybox:1.36")?)?
+    ///     .build_context("src", NamedContext::parse("../shared-src")?)?;
+    /// # let _ = build; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidOption`] for a name that is no valid image or stage name, or a local
+    /// context that is not a directory.
+    pub fn build_context(mut self, name: &str, context: NamedContext) -> Result<Self, Error> {
+        let key = named::context_key(name).ok_or_else(|| {
+            invalid(
+                "--build-context",
+                name,
+                "invalid context name: it must be a valid image or stage name (lowercase)",
+            )
+        })?;
+        if let Some(d) = context.dir() {
+            if !d.is_dir() {
+                return Err(invalid(
+                    "--build-context",
+                    &format!("{name}={}", d.display()),
+                    "failed to get build context path: not a directory",
+                ));
+            }
+        }
+        self.named_contexts.insert(key, context);
+        Ok(self)
     }
 
     /// A label added to the final image.

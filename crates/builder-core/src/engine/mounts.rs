@@ -50,14 +50,12 @@ const MAX_HOPS: usize = 40;
 /// Root permissions of a tmpfs mount (what BuildKit uses).
 const TMPFS_MODE: u32 = 0o1777;
 
-/// Build-wide inputs of RUN steps that this module handles: secrets, SSH agents and the
-/// `network.host` entitlement.
+/// Build-wide inputs of RUN steps that this module handles: secrets and SSH agents (the
+/// `network.host` entitlement is checked with the step's key, see `graph::keys::exec`).
 #[derive(Debug, Clone, Default)]
 pub(super) struct RunOptions {
     secrets: BTreeMap<String, SecretSource>,
     ssh: BTreeMap<String, SshSource>,
-    /// `--allow network.host`: `RUN --network=host` is allowed.
-    pub(super) allow_network_host: bool,
 }
 
 impl RunOptions {
@@ -66,7 +64,6 @@ impl RunOptions {
         RunOptions {
             secrets: b.secrets.clone(),
             ssh: b.ssh.clone(),
-            allow_network_host: b.allow_network_host,
         }
     }
 }

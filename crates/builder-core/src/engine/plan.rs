@@ -66,14 +66,8 @@ impl Build {
             )
         })?;
         let context = Arc::new(context);
-        let opts = GraphOptions {
-            network: self.network,
-            allow_network_host: self.allow_network_host,
-            allow_insecure: self.allow_insecure,
-            extra_hosts: super::exec::extra_host_keys(&self.extra_hosts),
-            run_limits: self.run_limits.clone(),
-        };
-        let mut builder = GraphBuilder::new(resolver, context.clone(), opts, &name, &text);
+        let mut builder =
+            GraphBuilder::new(resolver, context.clone(), self.key_options(), &name, &text);
         for target in &targets {
             for p in &platforms {
                 let mut opts = PlanOptions::new(platform_spec(p), platform_spec(&host));
@@ -91,6 +85,17 @@ impl Build {
             .save()
             .map_err(|e| Error::invalid_step(e.to_string()))?;
         Ok(builder.finish())
+    }
+
+    /// The build options that enter step keys or decide whether a step may run.
+    pub(crate) fn key_options(&self) -> GraphOptions {
+        GraphOptions {
+            network: self.network,
+            allow_network_host: self.allow_network_host,
+            allow_insecure: self.allow_insecure,
+            extra_hosts: super::exec::extra_host_keys(&self.extra_hosts),
+            run_limits: self.run_limits.clone(),
+        }
     }
 
     /// A registry client with the build's insecure registries.

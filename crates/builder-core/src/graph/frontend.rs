@@ -10,13 +10,12 @@ use std::sync::Arc;
 use dockerfile::{BuildPlan, DepKind, DepSource, Instruction, Scope, StageBase};
 use registry_client::Platform;
 
-use super::{Edge, EdgeKind, Graph, GraphResult, ImageResolver, Op, Vertex};
+use super::{Edge, EdgeKind, Graph, GraphResult, ImageResolver, Op, Vertex, keys};
 use crate::cachekey::CacheKey;
 use crate::copy::{BuildContext, CopyParams, CopySource};
 use crate::engine::Error;
 use crate::engine::exec::{
-    RunKey, clean_path, join_workdir, oci_variant, run_argv, source_text, stage_platform,
-    workdir_path,
+    clean_path, join_workdir, oci_variant, source_text, stage_platform, trigger_dep, workdir_path,
 };
 use crate::fsview::LayeredView;
 use crate::image::ImageConfig;
@@ -47,7 +46,12 @@ pub(crate) struct GraphBuilder<'a> {
     text: String,
     graph: Graph,
     index: HashMap<CacheKey, usize>,
+    steps: Vec<StepKey>,
 }
+
+/// The filesystem key a stage has after one of its steps: the build's target platform,
+/// the stage's index, the instruction's index (`None` for the stage's base), the key.
+pub(crate) type StepKey = (String, usize, Option<usize>, CacheKey);
 
 /// A stage's result while its instructions are turned into vertices.
 #[derive(Clone)]
@@ -79,12 +83,19 @@ impl<'a> GraphBuilder<'a> {
             text: text.to_owned(),
             graph: Graph::default(),
             index: HashMap::new(),
+            steps: Vec::new(),
         }
     }
 
     /// The graph so far.
     pub(crate) fn finish(self) -> Graph {
         self.graph
+    }
+
+    /// The filesystem key of each stage after each of its steps, in the order they were
+    /// added.
+    pub(crate) fn steps(&self) -> &[StepKey] {
+        &self.steps
     }
 
     fn add(&mut self, v: Vertex) -> CacheKey {
@@ -112,7 +123,7 @@ impl<'a> GraphBuilder<'a> {
         platform: &Platform,
     ) -> Result<(CacheKey, ImageConfig), Error> {
         let res = self.resolver.resolve(r, platform).await?;
-        let key = CacheKey::derive(None, "image", &res.manifest_digest);
+        let key = keys::image(&res.manifest_digest);
         self.add(Vertex {
             key: key.clone(),
             op: Op::Image {
@@ -182,7 +193,7 @@ impl<'a> GraphBuilder<'a> {
                 let config =
                     ImageConfig::scratch(target.os(), target.architecture(), oci_variant(&target));
                 let key = self.add(Vertex {
-                    key: CacheKey::derive(None, "scratch", &target.to_string()),
+                    key: keys::scratch(&target),
                     op: Op::Scratch,
                     inputs: Vec::new(),
                     name: labels.from(&from_text),
@@ -220,12 +231,23 @@ impl<'a> GraphBuilder<'a> {
             }
             _ => return Err(self.step_error(stage.span, "unsupported stage base")),
         };
-        if !st.config.onbuild().is_empty() {
-            return Err(self.step_error(
-                stage.span,
-                "the build graph does not describe ONBUILD triggers of a base yet \
-                 (the build itself runs them)",
-            ));
+        let at = platform.to_string();
+        self.steps.push((at.clone(), idx, None, st.fs.clone()));
+        // The ONBUILD triggers of the base come first, as the build runs them.
+        let triggers = st.config.onbuild();
+        st.config.clear_onbuild();
+        for (t, trigger) in triggers.into_iter().enumerate() {
+            let text = format!("ONBUILD {trigger}");
+            let df = dockerfile::parse(&trigger)
+                .map_err(|e| self.step_error(stage.span, e.to_string()))?;
+            for ins in &df.instructions {
+                let step = st.scope.step(ins).map_err(|e| self.stage_error(e))?;
+                let dep = trigger_dep(plan, stage, t, &step.instruction)
+                    .map_err(|reason| self.step_error(stage.span, reason))?;
+                let name = labels.unnumbered(&text);
+                self.instruction(plan, idx, outs, &mut st, &step.instruction, dep, name)
+                    .await?;
+            }
         }
         for (i, ins) in stage.instructions.iter().enumerate() {
             let step = st.scope.step(ins).map_err(|e| self.stage_error(e))?;
@@ -237,6 +259,7 @@ impl<'a> GraphBuilder<'a> {
             let name = labels.instruction(i, &source_text(&self.text, ins.span));
             self.instruction(plan, idx, outs, &mut st, &step.instruction, dep, name)
                 .await?;
+            self.steps.push((at.clone(), idx, Some(i), st.fs.clone()));
         }
         Ok(st)
     }
@@ -275,7 +298,7 @@ impl<'a> GraphBuilder<'a> {
                 let dir = clean_path(&written);
                 if dir != "/" {
                     let user = st.config.user().unwrap_or_default();
-                    let key = CacheKey::derive(Some(&st.fs), "workdir", &(&dir, &user));
+                    let key = keys::workdir(&st.fs, &dir, &user);
                     let op = Op::File {
                         action: "mkdir".into(),
                         instruction: format!("WORKDIR {written}"),
@@ -311,6 +334,8 @@ impl<'a> GraphBuilder<'a> {
                     st.config.set_env(&kv.key.value, &kv.value.value);
                 }
             }
+            // The triggers a later stage built on this one runs.
+            Instruction::Onbuild(o) => st.config.add_onbuild(&o.expression),
             Instruction::Label(_)
             | Instruction::Maintainer(_)
             | Instruction::Arg(_)
@@ -319,8 +344,7 @@ impl<'a> GraphBuilder<'a> {
             | Instruction::StopSignal(_)
             | Instruction::Cmd(_)
             | Instruction::Entrypoint(_)
-            | Instruction::Healthcheck(_)
-            | Instruction::Onbuild(_) => {}
+            | Instruction::Healthcheck(_) => {}
             Instruction::From(_) => return Err(self.step_error(span, "FROM inside a stage")),
             other => {
                 return Err(
@@ -355,59 +379,15 @@ impl<'a> GraphBuilder<'a> {
         r: &dockerfile::RunInstruction,
         span: dockerfile::Span,
     ) -> Result<(CacheKey, Op, Vec<Edge>), Error> {
-        if !r.devices.is_empty() {
-            return Err(self.step_error(span, "RUN --device is not supported"));
-        }
         let platform = &st.platform;
-        if platform.os() != "linux" {
-            return Err(self.step_error(
-                span,
-                format!(
-                    "RUN for platform {platform} is not supported: rbuild runs linux steps only \
-                     (build such a stage with FROM --platform=$BUILDPLATFORM)"
-                ),
-            ));
-        }
-        let insecure = matches!(
-            r.security.as_ref().map(|s| s.value),
-            Some(dockerfile::SecurityMode::Insecure)
-        );
-        if insecure && !self.opts.allow_insecure {
-            return Err(self.step_error(
-                span,
-                "security.insecure is not allowed: pass --allow security.insecure",
-            ));
-        }
-        let network = match r.network.as_ref().map(|n| n.value) {
-            None | Some(dockerfile::NetworkMode::Default) => self.opts.network,
-            Some(dockerfile::NetworkMode::None) => NetworkMode::None,
-            Some(dockerfile::NetworkMode::Host) if self.opts.allow_network_host => {
-                NetworkMode::Host
-            }
-            Some(dockerfile::NetworkMode::Host) => {
-                return Err(self.step_error(
-                    span,
-                    "network.host is not allowed: pass --allow network.host",
-                ));
-            }
-            Some(_) => return Err(self.step_error(span, "unsupported --network mode")),
-        };
-        let network_name = match network {
-            NetworkMode::None => "none",
-            _ => "host",
-        };
-        let (argv, files) = run_argv(&st.config, r);
-        if argv.is_empty() {
-            return Err(self.step_error(span, "RUN needs a command"));
-        }
         let env: BTreeMap<String, String> = st
             .scope
             .env()
             .iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
-        let user = st.config.user().unwrap_or_default();
-        let cwd = workdir_path(&st.config, platform);
+        let def = keys::exec(&self.opts, &st.config, env, platform, r)
+            .map_err(|reason| self.step_error(span, reason))?;
         // RUN --mount from= sources: a stage's filesystem or an image.
         let stage_deps = &plan.stages()[idx].deps;
         let mut from_keys = Vec::new();
@@ -443,33 +423,11 @@ impl<'a> GraphBuilder<'a> {
             });
             from_keys.push(Some(key));
         }
-        let mounts = crate::engine::mounts::prepare(&r.mounts, &from_keys, &cwd, &self.context)
+        let mounts = crate::engine::mounts::prepare(&r.mounts, &from_keys, &def.cwd, &self.context)
             .await
             .map_err(|reason| self.step_error(span, reason))?;
-        let key = CacheKey::derive(
-            Some(&st.fs),
-            "run",
-            &RunKey {
-                argv: &argv,
-                env: &env,
-                user: &user,
-                cwd: &cwd,
-                network: network_name,
-                insecure,
-                files: &files,
-                mounts: mounts.key(),
-                extra_hosts: &self.opts.extra_hosts,
-                limits: Some(&self.opts.run_limits).filter(|l| !l.is_default()),
-            },
-        );
-        let op = Op::Exec {
-            argv,
-            env: env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            user,
-            cwd,
-            network: network_name.to_owned(),
-            mounts: mounts.key().to_vec(),
-        };
+        let key = def.key(&self.opts, &st.fs, mounts.key());
+        let op = def.op(mounts.key());
         Ok((key, op, edges))
     }
 
@@ -521,13 +479,13 @@ impl<'a> GraphBuilder<'a> {
             ),
         }
         .map_err(|e| self.step_error(span, e.to_string()))?;
-        let key = CacheKey::derive(Some(&st.fs), "copy", &inputs);
+        let key = keys::copy(&st.fs, &inputs);
         let source = match from_key {
             Some(k) => k,
             None => {
                 let names: Vec<String> = sources.iter().map(source_name).collect();
                 self.add(Vertex {
-                    key: CacheKey::derive(None, "context", &inputs),
+                    key: keys::context(&inputs),
                     op: Op::Context {
                         sources: names.clone(),
                     },

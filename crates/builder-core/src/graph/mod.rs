@@ -20,6 +20,7 @@
 //! vertices that read them) and prints as short text with [`Graph::to_text`].
 
 mod frontend;
+pub(crate) mod keys;
 mod resolve;
 
 use std::collections::HashMap;
@@ -29,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cachekey::CacheKey;
 
-pub(crate) use frontend::{GraphBuilder, GraphOptions};
+pub(crate) use frontend::{GraphBuilder, GraphOptions, StepKey};
 pub use resolve::{ImageResolver, RegistryResolver, ResolvedImage};
 
 /// A build described as data: vertices in topological order and the results asked for.

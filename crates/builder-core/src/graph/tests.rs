@@ -3,8 +3,8 @@ use std::collections::{BTreeMap, HashSet};
 use futures_util::future::BoxFuture;
 use registry_client::Platform;
 
+use super::keys::RunKey;
 use super::*;
-use crate::engine::exec::RunKey;
 use crate::engine::{Build, Error};
 use crate::image::ImageConfig;
 
@@ -283,4 +283,57 @@ fn add_host_ulimit_and_shm_size_are_in_the_graphs_run_keys_as_in_the_engines() {
     );
     assert_eq!(run_key(&g), want, "{}", g.to_text());
     assert_ne!(run_key(&plain), want);
+}
+
+#[test]
+fn onbuild_triggers_of_a_stage_are_vertices_of_the_stage_built_on_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let text = "FROM base AS parent\nONBUILD RUN echo fired\n\nFROM parent AS child\nRUN true\n";
+    let build = Build::new(dir.path())
+        .unwrap()
+        .dockerfile_text("Dockerfile", text.to_owned())
+        .platforms(["linux/amd64"])
+        .unwrap()
+        .cache_dir(cache.path());
+    let g = rt.block_on(build.graph_with(&Fixed, &["child"])).unwrap();
+    let p: Platform = "linux/amd64".parse().unwrap();
+    let image = CacheKey::derive(None, "image", &fixed_digest("base", &p));
+    let env = BTreeMap::from([("PATH".to_owned(), "/usr/bin:/bin".to_owned())]);
+    let run = |parent: &CacheKey, cmd: &str| {
+        let argv: Vec<String> = ["/bin/sh", "-c", cmd].map(String::from).to_vec();
+        CacheKey::derive(
+            Some(parent),
+            "run",
+            &RunKey {
+                argv: &argv,
+                env: &env,
+                user: "",
+                cwd: "/",
+                network: "host",
+                insecure: false,
+                files: &[],
+                mounts: &[],
+                extra_hosts: &[],
+                limits: None,
+            },
+        )
+    };
+    // The trigger runs in the child, on the parent's filesystem (the image), before the
+    // child's own RUN; the parent itself does not run it.
+    let fired = run(&image, "echo fired");
+    let trigger = g.vertex(&fired).expect("the trigger is a vertex");
+    assert!(
+        trigger.name.contains("ONBUILD RUN echo fired"),
+        "{}",
+        trigger.name
+    );
+    let result = g.results.iter().find(|r| r.target == "child").unwrap();
+    assert_eq!(result.rootfs, run(&fired, "true"), "{}", g.to_text());
+    let parent = rt.block_on(build.graph_with(&Fixed, &["parent"])).unwrap();
+    assert!(parent.vertex(&fired).is_none(), "{}", parent.to_text());
 }

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use bytes::Bytes;
 use layer_cache::{BlobRef, Compression, Digest, LayerRecord};
-use registry_client::oci_spec::image::ImageManifest;
+use registry_client::oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use registry_client::{
     BlobSource, Client, Manifest, NoProgress, RawManifest, Reference, Repository,
 };
@@ -25,6 +25,82 @@ pub const CACHE_CONFIG_MEDIA_TYPE: &str = "application/vnd.rbuild.cache.config.v
 
 const UNCOMPRESSED_ANNOTATION: &str = "containerd.io/uncompressed";
 const MOUNT_PACK_ANNOTATION: &str = "dev.rbuild.cache-mount-pack";
+
+/// BuildKit's cache config media type (read only to say why such a cache is not used).
+const BUILDKIT_CACHE_CONFIG: &str = "application/vnd.buildkit.cacheconfig.v0";
+
+/// How the cache artifact is written: an OCI image manifest whose config is the cache
+/// config, or an index (OCI, or a Docker manifest list with Docker layer media types)
+/// listing the layers and then the config, as BuildKit's `image-manifest=false`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheForm {
+    /// An image manifest (else an index).
+    pub image_manifest: bool,
+    /// OCI media types (else Docker's; only with the index form).
+    pub oci_mediatypes: bool,
+}
+
+impl Default for CacheForm {
+    fn default() -> Self {
+        Self {
+            image_manifest: true,
+            oci_mediatypes: true,
+        }
+    }
+}
+
+impl CacheForm {
+    /// The form a `--cache-to` asks for.
+    pub fn of(spec: &super::CacheExportSpec) -> Self {
+        Self {
+            image_manifest: spec.image_manifest,
+            oci_mediatypes: spec.oci_mediatypes,
+        }
+    }
+
+    /// The media type of the document that is the cache's tag.
+    pub fn media_type(&self) -> &'static str {
+        match (self.image_manifest, self.oci_mediatypes) {
+            (true, _) => registry_client::OCI_MANIFEST,
+            (false, true) => registry_client::OCI_INDEX,
+            (false, false) => registry_client::DOCKER_MANIFEST_LIST,
+        }
+    }
+
+    /// A layer media type as this form writes it.
+    fn layer_media_type<'a>(&self, oci: &'a str) -> &'a str {
+        if self.oci_mediatypes {
+            return oci;
+        }
+        match oci {
+            "application/vnd.oci.image.layer.v1.tar" => {
+                "application/vnd.docker.image.rootfs.diff.tar"
+            }
+            "application/vnd.oci.image.layer.v1.tar+gzip" => {
+                "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            }
+            "application/vnd.oci.image.layer.v1.tar+zstd" => {
+                "application/vnd.docker.image.rootfs.diff.tar.zstd"
+            }
+            other => other,
+        }
+    }
+}
+
+/// A layer media type read from a cache, as rbuild records it (OCI's).
+fn oci_layer_media_type(t: &str) -> String {
+    match t {
+        "application/vnd.docker.image.rootfs.diff.tar" => "application/vnd.oci.image.layer.v1.tar",
+        "application/vnd.docker.image.rootfs.diff.tar.gzip" => {
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+        }
+        "application/vnd.docker.image.rootfs.diff.tar.zstd" => {
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+        }
+        other => other,
+    }
+    .to_owned()
+}
 
 /// The config of a cache artifact.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -97,7 +173,7 @@ fn bad(name: &dyn std::fmt::Display, reason: impl Into<String>) -> Error {
     }
 }
 
-pub(super) fn compression_of(media_type: &str) -> Compression {
+pub(crate) fn compression_of(media_type: &str) -> Compression {
     if media_type.ends_with("+zstd") || media_type.ends_with(".zstd") {
         Compression::Zstd
     } else if media_type.ends_with("+gzip")
@@ -124,6 +200,19 @@ pub async fn fetch_registry_cache(
     let repo = reference.repository().clone();
     let manifest = match raw.parse()? {
         Manifest::Image(m) => m,
+        // An index holding the cache config (`image-manifest=false`).
+        Manifest::Index(index) if index_config(reference, &index)?.is_some() => {
+            let config_desc = index_config(reference, &index)?
+                .cloned()
+                .ok_or_else(|| bad(reference, "the cache index has no config"))?;
+            // Verified against its digest by the client.
+            let config_bytes = client.fetch_blob(&repo, &config_desc).await?;
+            let layers = index_layers(&index);
+            let mut out = decode(reference, &layers, &config_bytes)?;
+            out.repo = Some(repo);
+            out.metadata_bytes = raw.size() + config_bytes.len() as u64;
+            return Ok(Some(out));
+        }
         // An image index: the inline caches of its images (`--cache-to type=inline`).
         Manifest::Index(index) => {
             let mut out = ImportedCache::default();
@@ -145,7 +234,7 @@ pub async fn fetch_registry_cache(
     check_config(reference, &manifest)?;
     // Verified against its digest by the client.
     let config_bytes = client.fetch_blob(&repo, manifest.config()).await?;
-    let mut out = decode(reference, &manifest, &config_bytes)?;
+    let mut out = decode(reference, manifest.layers(), &config_bytes)?;
     out.repo = Some(repo);
     out.metadata_bytes = raw.size() + config_bytes.len() as u64;
     Ok(Some(out))
@@ -183,6 +272,9 @@ pub(super) fn check_config(
     manifest: &ImageManifest,
 ) -> Result<(), Error> {
     let config_desc = manifest.config();
+    if config_desc.media_type().to_string() == BUILDKIT_CACHE_CONFIG {
+        return Err(bad(name, buildkit_cache_reason()));
+    }
     if config_desc.media_type().to_string() != CACHE_CONFIG_MEDIA_TYPE {
         return Err(bad(
             name,
@@ -195,10 +287,53 @@ pub(super) fn check_config(
     Ok(())
 }
 
-/// The records of a cache artifact, from its manifest and (verified) config bytes.
+fn buildkit_cache_reason() -> String {
+    format!(
+        "it is a BuildKit cache ({BUILDKIT_CACHE_CONFIG}), whose keys rbuild cannot use; \
+         export one with rbuild --cache-to"
+    )
+}
+
+/// The config entry of a cache written as an index (`image-manifest=false`): `None` when
+/// the index holds none (an image index); BuildKit's cache config is refused.
+pub(super) fn index_config<'a>(
+    name: &dyn std::fmt::Display,
+    index: &'a ImageIndex,
+) -> Result<Option<&'a Descriptor>, Error> {
+    let media = |d: &Descriptor| d.media_type().to_string();
+    if index
+        .manifests()
+        .iter()
+        .any(|d| media(d) == BUILDKIT_CACHE_CONFIG)
+    {
+        return Err(bad(name, buildkit_cache_reason()));
+    }
+    let mut configs = index
+        .manifests()
+        .iter()
+        .filter(|d| media(d) == CACHE_CONFIG_MEDIA_TYPE);
+    let first = configs.next();
+    if configs.next().is_some() {
+        return Err(bad(name, "the cache index has more than one config"));
+    }
+    Ok(first)
+}
+
+/// The layers of a cache written as an index: every entry but the config, in order.
+pub(super) fn index_layers(index: &ImageIndex) -> Vec<Descriptor> {
+    index
+        .manifests()
+        .iter()
+        .filter(|d| d.media_type().to_string() != CACHE_CONFIG_MEDIA_TYPE)
+        .cloned()
+        .collect()
+}
+
+/// The records of a cache artifact, from its layer descriptors (the manifest's layers, or
+/// the index's entries but the config) and (verified) config bytes.
 pub(super) fn decode(
     name: &dyn std::fmt::Display,
-    manifest: &ImageManifest,
+    manifest_layers: &[Descriptor],
     config_bytes: &[u8],
 ) -> Result<ImportedCache, Error> {
     let config: CacheConfig = serde_json::from_slice(config_bytes)
@@ -211,14 +346,15 @@ pub(super) fn decode(
     }
     let mut out = ImportedCache::default();
     let mut layers = Vec::new();
-    for l in manifest.layers() {
+    for l in manifest_layers {
         let digest: Digest = l
             .digest()
             .to_string()
             .parse()
             .map_err(|e| bad(name, format!("layer digest: {e}")))?;
         out.layer_bytes += l.size();
-        layers.push(BlobRef::new(digest, l.media_type().to_string(), l.size()));
+        let media_type = oci_layer_media_type(l.media_type().as_ref());
+        layers.push(BlobRef::new(digest, media_type, l.size()));
     }
     for r in config.records {
         let key: Digest = r
@@ -262,11 +398,13 @@ pub(super) fn decode(
     Ok(out)
 }
 
-/// The config and manifest documents of the cache artifact for `entries`.
+/// The config and manifest (or index) documents of the cache artifact for `entries`, in
+/// `form`.
 pub(super) fn encode(
     name: &dyn std::fmt::Display,
     entries: &[CacheEntry],
     mounts: &BTreeMap<String, Vec<BlobRef>>,
+    form: CacheForm,
 ) -> Result<(Vec<u8>, Vec<u8>), Error> {
     let mut layers: Vec<&BlobRef> = Vec::new();
     let mut diff_ids: Vec<String> = Vec::new();
@@ -321,32 +459,48 @@ pub(super) fn encode(
     })
     .map_err(|e| bad(name, e.to_string()))?;
     let config_digest = registry_client::Digest::sha256_of(&config);
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": registry_client::OCI_MANIFEST,
-        "artifactType": CACHE_CONFIG_MEDIA_TYPE,
-        "config": {
-            "mediaType": CACHE_CONFIG_MEDIA_TYPE,
-            "digest": config_digest.to_string(),
-            "size": config.len(),
-        },
-        "layers": layers.iter().zip(&diff_ids).map(|(b, d)| if d.is_empty() {
+    let config_desc = serde_json::json!({
+        "mediaType": CACHE_CONFIG_MEDIA_TYPE,
+        "digest": config_digest.to_string(),
+        "size": config.len(),
+    });
+    let layers = layers.iter().zip(&diff_ids).map(|(b, d)| {
+        let media_type = form.layer_media_type(&b.media_type);
+        if d.is_empty() {
             // A cache mount's pack: no diffID (it is never a layer of an image).
             serde_json::json!({
-                "mediaType": b.media_type,
+                "mediaType": media_type,
                 "digest": b.digest.to_string(),
                 "size": b.size,
                 "annotations": { MOUNT_PACK_ANNOTATION: "true" },
             })
         } else {
             serde_json::json!({
-                "mediaType": b.media_type,
+                "mediaType": media_type,
                 "digest": b.digest.to_string(),
                 "size": b.size,
                 "annotations": { UNCOMPRESSED_ANNOTATION: d },
             })
-        }).collect::<Vec<_>>(),
+        }
     });
+    let manifest = if form.image_manifest {
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": registry_client::OCI_MANIFEST,
+            "artifactType": CACHE_CONFIG_MEDIA_TYPE,
+            "config": config_desc,
+            "layers": layers.collect::<Vec<_>>(),
+        })
+    } else {
+        // As BuildKit's index form: the layers in order, then the config.
+        let mut manifests: Vec<_> = layers.collect();
+        manifests.push(config_desc);
+        serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": form.media_type(),
+            "manifests": manifests,
+        })
+    };
     let manifest = serde_json::to_vec(&manifest).map_err(|e| bad(name, e.to_string()))?;
     Ok((config, manifest))
 }
@@ -360,8 +514,9 @@ pub async fn push_registry_cache(
     reference: &Reference,
     entries: &[CacheEntry],
     mounts: &BTreeMap<String, Vec<BlobRef>>,
+    form: CacheForm,
 ) -> Result<u64, Error> {
-    let (config, manifest) = encode(reference, entries, mounts)?;
+    let (config, manifest) = encode(reference, entries, mounts, form)?;
     let config_digest = registry_client::Digest::sha256_of(&config);
     let repo = reference.repository();
     let written = (config.len() + manifest.len()) as u64;
@@ -375,7 +530,7 @@ pub async fn push_registry_cache(
             &NoProgress,
         )
         .await?;
-    let raw = RawManifest::new(Bytes::from(manifest), Some(registry_client::OCI_MANIFEST))?;
+    let raw = RawManifest::new(Bytes::from(manifest), Some(form.media_type()))?;
     let tag = reference.tag().unwrap_or("latest");
     client.push_manifest(repo, Some(tag), &raw).await?;
     Ok(written)

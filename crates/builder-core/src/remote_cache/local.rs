@@ -11,11 +11,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use layer_cache::Digest;
-use registry_client::oci_spec::image::ImageManifest;
 use registry_client::{Manifest, RawManifest};
 use serde_json::{Value, json};
 
-use super::format::{CacheEntry, ImportedCache, check_config, decode, encode};
+use super::format::{
+    CacheEntry, CacheForm, ImportedCache, check_config, decode, encode, index_config, index_layers,
+};
 use crate::engine::Error;
 
 const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -83,16 +84,26 @@ pub fn read_local_cache(
     let bytes = read_blob(dir, mdigest)?;
     let len = bytes.len() as u64;
     let raw = RawManifest::new(bytes.into(), desc["mediaType"].as_str())?;
-    let Manifest::Image(manifest) = raw.parse()? else {
-        return Err(bad(
-            dir,
-            format!("{mdigest} is an index, not an rbuild cache manifest"),
-        ));
-    };
     let name = format!("{}:{tag}", dir.display());
-    check_config(&name, &manifest)?;
-    let config = read_blob(dir, manifest.config().digest().as_ref())?;
-    let mut out = decode(&name, &manifest, &config)?;
+    let (config, layers) = match raw.parse()? {
+        Manifest::Image(manifest) => {
+            check_config(&name, &manifest)?;
+            let config = read_blob(dir, manifest.config().digest().as_ref())?;
+            (config, manifest.layers().clone())
+        }
+        // The index form (`image-manifest=false`).
+        Manifest::Index(index) => {
+            let Some(config_desc) = index_config(&name, &index)? else {
+                return Err(bad(
+                    dir,
+                    format!("{mdigest} is an index without an rbuild cache config"),
+                ));
+            };
+            let config = read_blob(dir, config_desc.digest().as_ref())?;
+            (config, index_layers(&index))
+        }
+    };
+    let mut out = decode(&name, &layers, &config)?;
     out.dir = Some(dir.to_owned());
     out.metadata_bytes = len + config.len() as u64;
     Ok(Some(out))
@@ -140,12 +151,13 @@ pub fn write_local_cache(
     tag: &str,
     entries: &[CacheEntry],
     mounts: &std::collections::BTreeMap<String, Vec<layer_cache::BlobRef>>,
+    form: CacheForm,
 ) -> Result<u64, Error> {
     let name = format!("{}:{tag}", dir.display());
-    let (config, manifest) = encode(&name, entries, mounts)?;
-    // Its own parse: the manifest must read back as the image manifest it claims to be.
-    let _: ImageManifest =
-        serde_json::from_slice(&manifest).map_err(|e| bad(dir, e.to_string()))?;
+    let (config, manifest) = encode(&name, entries, mounts, form)?;
+    // Its own parse: the document must read back as the manifest or index it claims to be.
+    let raw = RawManifest::new(manifest.clone().into(), Some(form.media_type()))?;
+    raw.parse().map_err(|e| bad(dir, e.to_string()))?;
     let config_digest = registry_client::Digest::sha256_of(&config).to_string();
     let manifest_digest = registry_client::Digest::sha256_of(&manifest).to_string();
     for (d, b) in [(&config_digest, &config), (&manifest_digest, &manifest)] {
@@ -174,7 +186,7 @@ pub fn write_local_cache(
     };
     manifests.retain(|m| m["annotations"][REF_NAME].as_str() != Some(tag));
     manifests.push(json!({
-        "mediaType": registry_client::OCI_MANIFEST,
+        "mediaType": form.media_type(),
         "digest": manifest_digest,
         "size": manifest.len(),
         "annotations": { REF_NAME: tag },

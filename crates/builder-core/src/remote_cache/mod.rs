@@ -32,8 +32,10 @@ mod local;
 mod mounts;
 mod spec;
 
+pub(crate) use format::compression_of;
 pub use format::{
-    CACHE_CONFIG_MEDIA_TYPE, CacheEntry, ImportedCache, fetch_registry_cache, push_registry_cache,
+    CACHE_CONFIG_MEDIA_TYPE, CacheEntry, CacheForm, ImportedCache, fetch_registry_cache,
+    push_registry_cache,
 };
 pub use inline::INLINE_CACHE_FIELD;
 pub(crate) use inline::{BUILDKIT_INLINE_FIELD, inline_value};

@@ -69,6 +69,17 @@ pub struct CacheExportSpec {
     /// The content of `RUN --mount=type=cache` directories travels too (on unless
     /// `cache-mounts=false`).
     pub cache_mounts: bool,
+    /// Every layer of the cache is in [`CacheExportSpec::compression`] (gzip when not
+    /// given): one made or imported in another compression is recompressed for the cache
+    /// (`force-compression=true`). Without it a layer keeps the compression it has.
+    pub force_compression: bool,
+    /// The cache is an OCI image manifest whose config is the cache config (true, the
+    /// default since BuildKit 0.21), or an index listing the layers and the config
+    /// (`image-manifest=false`, the form older BuildKit wrote by default).
+    pub image_manifest: bool,
+    /// OCI media types (the default), or Docker's (`oci-mediatypes=false`: a Docker
+    /// manifest list with Docker layer types; it implies `image-manifest=false`).
+    pub oci_mediatypes: bool,
 }
 
 /// One `--cache-from`.
@@ -212,6 +223,9 @@ impl FromStr for CacheExportSpec {
         let mut level = None;
         let mut ignore_error = false;
         let mut cache_mounts = true;
+        let mut force_compression = false;
+        let mut image_manifest = None;
+        let mut oci_mediatypes = true;
         for (k, v) in fields(spec)? {
             if w.take(k, v, "dest") {
                 continue;
@@ -249,33 +263,9 @@ impl FromStr for CacheExportSpec {
                         .map_err(|_| bad(spec, format!("compression-level={v:?}: not a number")))?;
                     level = Some(n);
                 }
-                "force-compression" => {
-                    if parse_bool(spec, k, v)? {
-                        return Err(bad(
-                            spec,
-                            "force-compression=true is not supported by rbuild yet (layers \
-                             keep the compression they were made with)",
-                        ));
-                    }
-                }
-                "oci-mediatypes" => {
-                    if !parse_bool(spec, k, v)? {
-                        return Err(bad(
-                            spec,
-                            "oci-mediatypes=false is not supported: rbuild writes the cache \
-                             with OCI media types",
-                        ));
-                    }
-                }
-                "image-manifest" => {
-                    if !parse_bool(spec, k, v)? {
-                        return Err(bad(
-                            spec,
-                            "image-manifest=false is not supported: rbuild writes the cache as \
-                             an OCI image manifest",
-                        ));
-                    }
-                }
+                "force-compression" => force_compression = parse_bool(spec, k, v)?,
+                "oci-mediatypes" => oci_mediatypes = parse_bool(spec, k, v)?,
+                "image-manifest" => image_manifest = Some(parse_bool(spec, k, v)?),
                 "ignore-error" => ignore_error = parse_bool(spec, k, v)?,
                 "cache-mounts" => cache_mounts = parse_bool(spec, k, v)?,
                 "src" | "digest" => {
@@ -285,6 +275,16 @@ impl FromStr for CacheExportSpec {
             }
         }
         let location = location(spec, &w, "dest")?;
+        // As BuildKit: Docker media types have no image-manifest form, and they make the
+        // index form the default.
+        let image_manifest = image_manifest.unwrap_or(oci_mediatypes);
+        if image_manifest && !oci_mediatypes {
+            return Err(bad(
+                spec,
+                "image-manifest=true needs OCI media types (oci-mediatypes=false writes a \
+                 Docker manifest list)",
+            ));
+        }
         if location == CacheLocation::Inline {
             if mode == CacheMode::Max {
                 return Err(bad(
@@ -293,11 +293,18 @@ impl FromStr for CacheExportSpec {
                      type=registry for mode=max",
                 ));
             }
-            if compression.is_some() || level.is_some() || !cache_mounts {
+            if compression.is_some()
+                || level.is_some()
+                || !cache_mounts
+                || force_compression
+                || !image_manifest
+                || !oci_mediatypes
+            {
                 return Err(bad(
                     spec,
-                    "compression and cache-mounts are not options of type=inline (its layers \
-                     are the image's; cache mounts travel with type=registry or type=local)",
+                    "compression, force-compression, image-manifest, oci-mediatypes and \
+                     cache-mounts are not options of type=inline (its layers and manifest are \
+                     the image's; cache mounts travel with type=registry or type=local)",
                 ));
             }
         }
@@ -318,6 +325,9 @@ impl FromStr for CacheExportSpec {
             compression_level: level,
             ignore_error,
             cache_mounts,
+            force_compression,
+            image_manifest,
+            oci_mediatypes,
         })
     }
 }
@@ -393,8 +403,10 @@ mod tests {
         for s in [
             "type=registry",
             "type=registry,ref=a/b,mode=all",
-            "type=registry,ref=a/b,force-compression=true",
-            "type=registry,ref=a/b,image-manifest=false",
+            "type=registry,ref=a/b,force-compression=maybe",
+            "type=registry,ref=a/b,oci-mediatypes=false,image-manifest=true",
+            "type=inline,image-manifest=false",
+            "type=inline,force-compression=true",
             "type=registry,ref=a/b,bogus=1",
             "type=gha",
             "type=local",
@@ -420,5 +432,25 @@ mod tests {
         assert_eq!(e.mode, CacheMode::Min);
         let e: CacheExportSpec = "type=inline,mode=min,ignore-error=true".parse().unwrap();
         assert!(e.ignore_error);
+    }
+
+    #[test]
+    fn manifest_forms_and_forced_compression() {
+        let e: CacheExportSpec = "type=registry,ref=a/b".parse().unwrap();
+        assert!(e.image_manifest && e.oci_mediatypes && !e.force_compression);
+        let e: CacheExportSpec = "type=registry,ref=a/b,image-manifest=false"
+            .parse()
+            .unwrap();
+        assert!(!e.image_manifest && e.oci_mediatypes);
+        // Docker media types imply the index form, as in BuildKit.
+        let e: CacheExportSpec = "type=local,dest=/tmp/c,oci-mediatypes=false"
+            .parse()
+            .unwrap();
+        assert!(!e.image_manifest && !e.oci_mediatypes);
+        let e: CacheExportSpec = "type=registry,ref=a/b,compression=zstd,force-compression=true"
+            .parse()
+            .unwrap();
+        assert!(e.force_compression);
+        assert_eq!(e.compression, Some(Compression::Zstd));
     }
 }

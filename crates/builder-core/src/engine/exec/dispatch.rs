@@ -141,7 +141,7 @@ pub(super) async fn dispatch(
             let created_by = format!("WORKDIR {written}");
             let dir = clean_path(&written);
             let user = state.config.user().unwrap_or_default();
-            let key = CacheKey::derive(Some(&state.key), "workdir", &(&dir, &user));
+            let key = crate::graph::keys::workdir(&state.key, &dir, &user);
             if dir == "/" {
                 meta(state, created_by);
                 return Ok(());
@@ -177,7 +177,21 @@ pub(super) async fn dispatch(
         }
         Instruction::Copy(_) | Instruction::Add(_) => {
             let stage_platform = state.platform.clone();
-            copy_step(ctx, &stage_platform, deps, state, ins, dep, id, span, text).await?;
+            let context = ctx.copy_context.clone();
+            copy_step(
+                ctx,
+                plan,
+                &stage_platform,
+                deps,
+                state,
+                ins,
+                dep,
+                id,
+                span,
+                text,
+                &context,
+            )
+            .await?;
         }
         Instruction::From(_) => return Err(step_failed(ctx, span, text, "FROM inside a stage")),
         other => {

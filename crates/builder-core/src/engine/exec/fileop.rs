@@ -12,6 +12,7 @@ pub(super) enum CopyFrom {
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn copy_step(
     ctx: &Arc<Ctx>,
+    plan: &BuildPlan,
     platform: &Platform,
     deps: &HashMap<usize, StageFuture>,
     state: &mut StageState,
@@ -20,7 +21,16 @@ pub(super) async fn copy_step(
     id: StepId,
     span: dockerfile::Span,
     text: &str,
+    context: &Arc<crate::copy::BuildContext>,
 ) -> Result<(), Error> {
+    // `ADD <git URL>`: a COPY from the fetched checkout.
+    let git = add_git::git_add(ctx, ins)
+        .await
+        .map_err(|e| e.at_step(&ctx.location(span), text))?;
+    let (ins, context) = match &git {
+        Some((copy, checkout, _)) => (copy, checkout),
+        None => (ins, context),
+    };
     let workdir = fs_workdir(state);
     let fail = |e: crate::copy::CopyError| {
         let reason = e.to_string();
@@ -63,6 +73,11 @@ pub(super) async fn copy_step(
         }
         _ => unreachable!("copy_step is only called for COPY and ADD"),
     };
+    // The history of an `ADD <git URL>` names the ADD, as BuildKit's.
+    let (keyword, shown) = match &git {
+        Some((_, _, fetched)) => ("ADD", (vec![fetched.url.clone()], shown.1)),
+        None => (keyword, shown),
+    };
     let from = match dep {
         Some(DepSource::Stage(j)) => {
             let s = wait_stage(deps, j).await?;
@@ -71,14 +86,36 @@ pub(super) async fn copy_step(
                 key: s.key.clone(),
             }
         }
+        Some(DepSource::Image(r))
+            if ctx.named(&r).is_some_and(|(_, c)| {
+                c.dir().is_some() || matches!(c, crate::engine::NamedContext::OciLayout { .. })
+            }) =>
+        {
+            let (key, nc) = ctx.named(&r).expect("just matched");
+            let (layers, key) = named::named_layers(
+                ctx,
+                plan,
+                state.scope.stage(),
+                (&key, &nc),
+                platform,
+                &state.build_target,
+            )
+            .await
+            .map_err(|e| e.at_step(&ctx.location(span), text))?;
+            CopyFrom::Layers { layers, key }
+        }
         Some(DepSource::Image(r)) => {
+            let r = match ctx.named(&r) {
+                Some((_, crate::engine::NamedContext::Image(image))) => image,
+                _ => r,
+            };
             let b = resolve_image(ctx, &r, platform, id)
                 .await
                 .map_err(|e| e.at_step(&ctx.location(span), text))?;
             note_image(ctx, &state.build_target, &r, &b, platform);
             CopyFrom::Layers {
                 layers: b.layers.clone(),
-                key: CacheKey::derive(None, "image", &b.manifest_digest),
+                key: crate::graph::keys::image(&b.manifest_digest),
             }
         }
         _ => CopyFrom::Context,
@@ -86,13 +123,10 @@ pub(super) async fn copy_step(
     let params = Arc::new(params);
     let inputs = match &from {
         CopyFrom::Context => {
-            let (ctx2, p2) = (ctx.clone(), params.clone());
+            let (ctx2, p2, context2) = (ctx.clone(), params.clone(), context.clone());
             tokio::task::spawn_blocking(move || {
                 let _timer = ctx2.timer(id, Phase::Context, "");
-                crate::copy::cache_inputs(
-                    &p2,
-                    &crate::copy::CopySource::Context(&ctx2.copy_context),
-                )
+                crate::copy::cache_inputs(&p2, &crate::copy::CopySource::Context(&context2))
             })
             .await
             .map_err(|e| join_error(&e))?
@@ -116,10 +150,11 @@ pub(super) async fn copy_step(
             rec.url(&state.build_target.to_string(), url, &d.digest);
         }
     }
-    let key = CacheKey::derive(Some(&state.key), "copy", &inputs);
+    let key = crate::graph::keys::copy(&state.key, &inputs);
     let (sources, dest) = shown;
     let created_by = history::copy(keyword, &flags, &sources, &dest);
     let link = params.link;
+    let context = context.clone();
     cached_or_run(ctx, state, key, id, created_by, |ctx, state, dir| {
         let ctx = ctx.clone();
         let parent = state.layers.clone();
@@ -143,7 +178,7 @@ pub(super) async fn copy_step(
                 let src_view = src_lowers.map(|(lowers, key)| (LayeredView::new(lowers), key));
                 let source = match &src_view {
                     Some((view, key)) => crate::copy::CopySource::Layers { view, key },
-                    None => crate::copy::CopySource::Context(&ctx2.copy_context),
+                    None => crate::copy::CopySource::Context(&context),
                 };
                 crate::copy::execute(&params, &source, dest_view.as_ref(), &out)
                     .map_err(|e| Error::invalid_step(e.to_string()))?;

@@ -258,10 +258,31 @@ impl Ctx {
         i: usize,
         step: StepId,
     ) -> Result<(CacheBlobRef, Digest), Error> {
+        self.pack_layer_in(stack, i, step, None).await
+    }
+
+    /// [`Ctx::pack_layer`], in the compression (and level) `forced` when given: a blob in
+    /// another compression does not do, the layer is packed again from its snapshot
+    /// (unpacked first when only its blob is here or in a cache).
+    pub(super) async fn pack_layer_in(
+        self: &Arc<Self>,
+        stack: &[Layer],
+        i: usize,
+        step: StepId,
+        forced: Option<(Compression, Option<i32>)>,
+    ) -> Result<(CacheBlobRef, Digest), Error> {
         let layer = &stack[i];
+        if forced.is_some() {
+            // The snapshot to pack from: unpacked from the layer's blob when needed.
+            self.materialize(&stack[..=i], step).await?;
+        }
         let (_guard, rec) = self.locked_layer_record(layer).await?;
         if let Some((_, r)) = &rec {
-            if let (Some(b), Some(d)) = (pick_blob(r, self.pack.compression), &r.diff_id) {
+            let found = match forced {
+                Some((c, _)) => r.blobs.get(&c),
+                None => pick_blob(r, self.pack.compression),
+            };
+            if let (Some(b), Some(d)) = (found, &r.diff_id) {
                 self.lease
                     .hold(layer_cache::EntryRef::Blob(b.digest.clone()))?;
                 if self.cache.content().contains(&b.digest) {
@@ -273,7 +294,11 @@ impl Ctx {
             .diff_id
             .clone()
             .or_else(|| rec.as_ref().and_then(|(_, r)| r.diff_id.clone()));
-        let opts = self.layer_pack_options(rec.as_ref().map(|(_, r)| r));
+        let mut opts = self.layer_pack_options(rec.as_ref().map(|(_, r)| r));
+        if let Some((c, level)) = forced {
+            opts.compression = c;
+            opts.level = level;
+        }
         let label = short(&layer.chain.to_string());
         let total = rec
             .as_ref()

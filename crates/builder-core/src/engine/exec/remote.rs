@@ -15,9 +15,9 @@ use super::remote_mounts::PackDest;
 use super::{Ctx, Error, Layer, StageState, cache_digest};
 use crate::progress::{ProgressEvent, ProgressSink, StepId, Stream};
 use crate::remote_cache::{
-    CacheEntry, CacheExportSpec, CacheImportSpec, CacheLocation, CacheMode, ImportedCache,
-    fetch_registry_cache, inline_value, push_registry_cache, put_blob, read_local_cache,
-    write_local_cache,
+    CacheEntry, CacheExportSpec, CacheForm, CacheImportSpec, CacheLocation, CacheMode,
+    ImportedCache, fetch_registry_cache, inline_value, push_registry_cache, put_blob,
+    read_local_cache, write_local_cache,
 };
 
 /// A cache mount's content in an imported cache: the cache's name, the packs, and the
@@ -425,7 +425,7 @@ async fn export_one(
             ));
         }
         CacheLocation::Local { dir, tag, .. } => {
-            return export_local(ctx, &wanted, dir, tag, spec.cache_mounts, step).await;
+            return export_local(ctx, &wanted, dir, tag, spec, step).await;
         }
     };
     let repo = reference.repository();
@@ -433,10 +433,11 @@ async fn export_one(
         .iter()
         .find(|r| r.registry() == repo.registry() && *r != repo)
         .cloned();
+    let forced = forced_compression(spec);
     let results = futures_util::future::try_join_all(
         wanted
             .iter()
-            .map(|(stack, i)| push_layer(ctx, stack, *i, repo, mount_hint.as_ref(), step)),
+            .map(|(stack, i)| push_layer(ctx, stack, *i, repo, mount_hint.as_ref(), forced, step)),
     )
     .await?;
     let (mut uploaded, mut reused) = (0u64, 0u64);
@@ -453,7 +454,14 @@ async fn export_one(
     } else {
         Default::default()
     };
-    let meta = push_registry_cache(&ctx.client, reference, &entries, &mounts).await?;
+    let meta = push_registry_cache(
+        &ctx.client,
+        reference,
+        &entries,
+        &mounts,
+        CacheForm::of(spec),
+    )
+    .await?;
     Ok(format!(
         "{} records; layers uploaded {}, already there or mounted {}; {}manifest and config {}",
         entries.len(),
@@ -483,9 +491,11 @@ async fn export_local(
     wanted: &[(Arc<Vec<Layer>>, usize)],
     dir: &std::path::Path,
     tag: &str,
-    cache_mounts: bool,
+    spec: &CacheExportSpec,
     step: StepId,
 ) -> Result<String, Error> {
+    let forced = forced_compression(spec);
+    let form = CacheForm::of(spec);
     let entries = futures_util::future::try_join_all(wanted.iter().map(|(stack, i)| async {
         let layer = &stack[*i];
         let key = layer
@@ -494,7 +504,7 @@ async fn export_local(
             .ok_or_else(|| Error::invalid_step("a base image layer has no cache key"))?;
         let (blob, diff_id) = {
             let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
-            ctx.ensure_blob(stack, *i, step).await?
+            blob_in(ctx, stack, *i, forced, step).await?
         };
         let kd = cache_digest(key);
         let mut rec = ctx
@@ -510,7 +520,7 @@ async fn export_local(
         })
     }))
     .await?;
-    let (mounts, m_sent, m_had) = if cache_mounts {
+    let (mounts, m_sent, m_had) = if spec.cache_mounts {
         ctx.export_cache_mounts(PackDest::Dir(dir)).await?
     } else {
         Default::default()
@@ -525,7 +535,7 @@ async fn export_local(
                 written += e.blob.size;
             }
         }
-        let meta = write_local_cache(&dir2, &tag2, &entries, &mounts)?;
+        let meta = write_local_cache(&dir2, &tag2, &entries, &mounts, form)?;
         Ok((written, meta))
     })
     .await
@@ -538,6 +548,36 @@ async fn export_local(
     ))
 }
 
+/// The compression (and level) every layer of a `force-compression=true` export must be in.
+type Forced = (layer_cache::Compression, Option<i32>);
+
+fn forced_compression(spec: &CacheExportSpec) -> Option<Forced> {
+    spec.force_compression
+        .then(|| (spec.compression.unwrap_or_default(), spec.compression_level))
+}
+
+fn compression_of_blob(b: &CacheBlobRef) -> layer_cache::Compression {
+    crate::remote_cache::compression_of(&b.media_type)
+}
+
+/// The blob of `stack[i]` for a cache export ([`Ctx::ensure_blob`]); with `forced`, a
+/// blob in another compression is packed again in that one.
+async fn blob_in(
+    ctx: &Arc<Ctx>,
+    stack: &[Layer],
+    i: usize,
+    forced: Option<Forced>,
+    step: StepId,
+) -> Result<(CacheBlobRef, Digest), Error> {
+    let (blob, diff_id) = ctx.ensure_blob(stack, i, step).await?;
+    match forced {
+        Some((c, _)) if compression_of_blob(&blob) != c => {
+            ctx.pack_layer_in(stack, i, step, forced).await
+        }
+        _ => Ok((blob, diff_id)),
+    }
+}
+
 /// Puts the blob of `stack[i]` into `repo`: mounted from where it came from when this
 /// build never pulled it, else from the content store (packing it first if needed).
 async fn push_layer(
@@ -546,6 +586,7 @@ async fn push_layer(
     i: usize,
     repo: &Repository,
     mount_hint: Option<&Repository>,
+    forced: Option<Forced>,
     step: StepId,
 ) -> Result<(CacheEntry, PushedBlob), Error> {
     let layer = &stack[i];
@@ -558,9 +599,13 @@ async fn push_layer(
         events: &ctx.events,
         step,
     };
-    // A layer from an imported cache that was never pulled: mount it, never download it.
+    // A layer from an imported cache that was never pulled: mount it, never download it
+    // (unless it must be recompressed).
     if let (Some(b), Some(d), Some(origin)) = (&layer.blob, &layer.diff_id, &layer.origin) {
-        if !ctx.cache.content().contains(&b.digest) && origin.registry() == repo.registry() {
+        if !ctx.cache.content().contains(&b.digest)
+            && origin.registry() == repo.registry()
+            && forced.is_none_or(|(c, _)| compression_of_blob(b) == c)
+        {
             let digest: registry_client::Digest = b.digest.to_string().parse()?;
             // A refused mount (or a repository that lost the blob) falls back to pulling
             // the bytes below.
@@ -589,7 +634,7 @@ async fn push_layer(
     }
     let (blob, diff_id) = {
         let _permit = ctx.cpu.acquire().await.map_err(|_| Error::Cancelled)?;
-        ctx.ensure_blob(stack, i, step).await?
+        blob_in(ctx, stack, i, forced, step).await?
     };
     let digest: registry_client::Digest = blob.digest.to_string().parse()?;
     let source = BlobSource::File(ctx.cache.content().path(&blob.digest));

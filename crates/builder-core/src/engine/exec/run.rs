@@ -8,27 +8,6 @@ pub(crate) fn extra_host_keys(hosts: &[(String, std::net::IpAddr)]) -> Vec<Strin
     hosts.iter().map(|(h, ip)| format!("{h}={ip}")).collect()
 }
 
-/// Inputs of a RUN step's cache key.
-#[derive(Serialize)]
-pub(crate) struct RunKey<'a> {
-    pub(crate) argv: &'a [String],
-    pub(crate) env: &'a BTreeMap<String, String>,
-    pub(crate) user: &'a str,
-    pub(crate) cwd: &'a str,
-    pub(crate) network: &'a str,
-    pub(crate) insecure: bool,
-    pub(crate) files: &'a [(String, String)],
-    /// RUN --mount definitions (left out when there are none, so older keys still match).
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub(crate) mounts: &'a [serde_json::Value],
-    /// `--add-host` entries, `HOST=IP` (left out when there are none).
-    #[serde(skip_serializing_if = "<[_]>::is_empty")]
-    pub(crate) extra_hosts: &'a [String],
-    /// `--ulimit`, `--shm-size` (left out when not set).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) limits: Option<&'a sandbox::RunLimits>,
-}
-
 /// The heredoc marker word alone (`<<EOF`, `<<-EOF`, `<<"EOF"`).
 pub(crate) fn is_lone_heredoc(cmd: &str, name: &str) -> bool {
     let w = cmd.trim();
@@ -109,74 +88,28 @@ pub(super) async fn run_step(
     span: dockerfile::Span,
     text: &str,
 ) -> Result<(), Error> {
-    if !r.devices.is_empty() {
-        return Err(step_failed(
-            ctx,
-            span,
-            text,
-            "RUN --device is not supported",
-        ));
-    }
-    // Images of other systems (a `darwin` or `windows` scratch stage holding binaries that
-    // linux stages built) are assembled like any other; only their RUN steps cannot run.
-    if platform.os() != "linux" {
-        return Err(step_failed(
-            ctx,
-            span,
-            text,
-            format!(
-                "RUN for platform {platform} is not supported: rbuild runs linux steps only \
-                 (build such a stage with FROM --platform=$BUILDPLATFORM)"
-            ),
-        ));
-    }
-    let insecure = matches!(
-        r.security.as_ref().map(|s| s.value),
-        Some(dockerfile::SecurityMode::Insecure)
-    );
-    if insecure && !ctx.allow_insecure {
-        return Err(step_failed(
-            ctx,
-            span,
-            text,
-            "security.insecure is not allowed: pass --allow security.insecure",
-        ));
-    }
-    let network = match r.network.as_ref().map(|n| n.value) {
-        None | Some(dockerfile::NetworkMode::Default) => ctx.network,
-        Some(dockerfile::NetworkMode::None) => NetworkMode::None,
-        Some(dockerfile::NetworkMode::Host) if ctx.run_opts.allow_network_host => NetworkMode::Host,
-        Some(dockerfile::NetworkMode::Host) => {
-            return Err(step_failed(
-                ctx,
-                span,
-                text,
-                "network.host is not allowed: pass --allow network.host",
-            ));
-        }
-        Some(_) => return Err(step_failed(ctx, span, text, "unsupported --network mode")),
-    };
-    let (argv, files) = run_argv(&state.config, r);
-    if argv.is_empty() {
-        return Err(step_failed(ctx, span, text, "RUN needs a command"));
-    }
-    let mut env: BTreeMap<String, String> = state
+    let key_env: BTreeMap<String, String> = state
         .scope
         .env()
         .iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .collect();
+    let def = crate::graph::keys::exec(&ctx.key_opts, &state.config, key_env, platform, r)
+        .map_err(|reason| step_failed(ctx, span, text, reason))?;
     // Proxy variables reach the step but not its cache key (ARG-14).
-    let key_env = env.clone();
+    let mut env = def.env.clone();
     for (k, v) in plan.proxy_env() {
         env.insert(k, v);
     }
-    let user = state.config.user().unwrap_or_default();
-    let cwd = fs_workdir(state);
-    let network_name = match network {
-        NetworkMode::None => "none",
-        _ => "host",
-    };
+    let crate::graph::keys::ExecDef {
+        argv,
+        files,
+        user,
+        cwd,
+        network,
+        insecure,
+        ..
+    } = def.clone();
     // RUN --mount: the `from` stages and images, then the mounts' part of the key.
     let froms = mount_froms(ctx, plan, platform, deps, state, r, id)
         .await
@@ -202,23 +135,7 @@ pub(super) async fn run_step(
             rec.network();
         }
     }
-    let extra_hosts = extra_host_keys(&ctx.extra_hosts);
-    let key = CacheKey::derive(
-        Some(&state.key),
-        "run",
-        &RunKey {
-            argv: &argv,
-            env: &key_env,
-            user: &user,
-            cwd: &cwd,
-            network: network_name,
-            insecure,
-            files: &files,
-            mounts: mounts.key(),
-            extra_hosts: &extra_hosts,
-            limits: Some(&ctx.run_limits).filter(|l| !l.is_default()),
-        },
-    );
+    let key = def.key(&ctx.key_opts, &state.key, mounts.key());
     let created_by = history::run(&state.scope.declared_args(), &argv);
     let platform_s = platform.to_string();
     let hostname = ctx.sandbox_hostname.clone();

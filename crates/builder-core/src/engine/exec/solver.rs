@@ -158,12 +158,14 @@ pub(in crate::engine) async fn run(
                 pack.compression = cc;
                 pack.level = c.compression_level.or(pack.level);
             }
+            // Recompressed for the cache at export.
+            (Some(_), Some(_)) if c.force_compression => {}
             (Some(cc), Some(o)) if cc != o.compression => {
                 return Err(Error::InvalidCache {
                     spec: c.location.to_string(),
                     reason: format!(
-                        "compression {cc:?} differs from the output's {:?}: rbuild exports the \
-                         layers it made, in one compression (recompressing is not supported yet)",
+                        "compression {cc:?} differs from the output's {:?}: without \
+                         force-compression=true the cache keeps the layers' compression",
                         o.compression
                     ),
                 });
@@ -231,8 +233,7 @@ pub(in crate::engine) async fn run(
         text: text.clone(),
         checks,
         pack,
-        network: b.network,
-        allow_insecure: b.allow_insecure,
+        key_opts: b.key_options(),
         build_platform: host.clone(),
         explicit_platform: !b.platforms.is_empty(),
         source_date_epoch,
@@ -242,6 +243,7 @@ pub(in crate::engine) async fn run(
         tmp,
         labels: b.labels.clone(),
         copy_context: Arc::new(copy_context),
+        named: b.named_contexts.clone(),
         run_opts: crate::engine::mounts::RunOptions::new(&b),
         multi_platform: platforms.len() > 1,
         prefetches: Mutex::new(Vec::new()),
@@ -252,6 +254,7 @@ pub(in crate::engine) async fn run(
         },
         packing: Mutex::new(Vec::new()),
         verified: Mutex::default(),
+        step_keys: Mutex::default(),
         sandbox_hostname: b
             .build_args
             .get("BUILDKIT_SANDBOX_HOSTNAME")
@@ -329,6 +332,11 @@ pub(in crate::engine) async fn run(
             (e, _) => e,
         }
     })?;
+
+    // Debug builds: every step's key is the one the build's graph derives.
+    if cfg!(debug_assertions) {
+        keycheck::check(&ctx, &plans, &platforms).await?;
+    }
 
     // Assemble the images and export them.
     let export_step = ctx.step_id();
@@ -542,8 +550,7 @@ pub(super) fn spawn_stages(
     platform: Platform,
 ) -> StageFuture {
     let mut futures: HashMap<usize, StageFuture> = HashMap::new();
-    let mut reachable: Vec<usize> = plan.reachable().to_vec();
-    reachable.sort_unstable();
+    let reachable = named::stages_to_build(ctx, &plan);
     for &idx in &reachable {
         let stage = &plan.stages()[idx];
         let mut deps: HashMap<usize, StageFuture> = HashMap::new();

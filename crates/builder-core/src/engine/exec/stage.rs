@@ -3,7 +3,10 @@
 
 use super::*;
 
-pub(super) fn trigger_dep(
+/// What the ONBUILD trigger number `t` of the stage's base reads with `COPY --from`: the
+/// stage the plan found for it when the base is a stage of this Dockerfile, else an image
+/// (a base image's trigger cannot name a stage of this build, which its author never saw).
+pub(crate) fn trigger_dep(
     plan: &BuildPlan,
     stage: &dockerfile::Stage,
     t: usize,
@@ -34,7 +37,7 @@ pub(super) fn trigger_dep(
 }
 
 /// Whether `name` is the name of a stage of the plan (stage names are case-insensitive).
-pub(super) fn names_stage(plan: &BuildPlan, name: &str) -> bool {
+pub(crate) fn names_stage(plan: &BuildPlan, name: &str) -> bool {
     let name = name.to_lowercase();
     plan.stages()
         .iter()
@@ -64,31 +67,39 @@ pub(super) async fn build_stage(
         location: Some(ctx.location(stage.span)),
     });
     let t0 = Instant::now();
-    let mut state = match &stage.base {
-        StageBase::Scratch => {
+    // A named context replaces a stage of its name, or the image a FROM names.
+    let overridden = stage.name.as_deref().and_then(|n| ctx.named(n));
+    let named = overridden.clone().or_else(|| match &stage.base {
+        StageBase::Image(r) => ctx.named(r),
+        _ => None,
+    });
+    let named_base;
+    let base = match &named {
+        Some((_, crate::engine::named::NamedContext::Image(r))) => {
+            // `docker-image://scratch` is the empty image (BuildKit's EmptyImageName).
+            named_base = if r == "scratch" {
+                StageBase::Scratch
+            } else {
+                StageBase::Image(r.clone())
+            };
+            &named_base
+        }
+        _ => &stage.base,
+    };
+    let mut state = match (&named, base) {
+        (Some((key, nc)), _) if !matches!(nc, crate::engine::named::NamedContext::Image(_)) => {
             let target = stage_platform(&plan, stage, &platform)
                 .map_err(|e| step_failed(&ctx, stage.span, &from_text, e.to_string()))?;
-            let config =
-                ImageConfig::scratch(target.os(), target.architecture(), oci_variant(&target));
-            StageState {
-                key: CacheKey::derive(None, "scratch", &target.to_string()),
-                scope: plan.image_scope(
-                    idx,
-                    &config
-                        .env()
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect::<Vec<_>>(),
-                ),
-                config,
-                layers: Vec::new(),
-                base_repo: None,
-                cmd_set: false,
-                platform: target,
-                build_target: platform.clone(),
-            }
+            named::named_state(&ctx, &plan, idx, (key, nc), target, &platform)
+                .await
+                .map_err(|e| e.at_step(&ctx.location(stage.span), &from_text))?
         }
-        StageBase::Image(r) => {
+        (_, StageBase::Scratch) => {
+            let target = stage_platform(&plan, stage, &platform)
+                .map_err(|e| step_failed(&ctx, stage.span, &from_text, e.to_string()))?;
+            scratch_state(&plan, idx, target, &platform)
+        }
+        (_, StageBase::Image(r)) => {
             let target = stage_platform(&plan, stage, &platform)
                 .map_err(|e| step_failed(&ctx, stage.span, &from_text, e.to_string()))?;
             let base = resolve_image(&ctx, r, &target, id)
@@ -108,7 +119,7 @@ pub(super) async fn build_stage(
                         lines: (stage.span.start_line, stage.span.end_line),
                         extra_inputs: Vec::new(),
                         chain: base.layers.last().map(|l| l.chain.to_string()),
-                        key: CacheKey::derive(None, "image", &base.manifest_digest).as_str().to_owned(),
+                        key: crate::graph::keys::image(&base.manifest_digest).as_str().to_owned(),
                     },
                 );
             }
@@ -122,7 +133,7 @@ pub(super) async fn build_stage(
                 .map(|(k, v)| format!("{k}={v}"))
                 .collect();
             StageState {
-                key: CacheKey::derive(None, "image", &base.manifest_digest),
+                key: crate::graph::keys::image(&base.manifest_digest),
                 scope: plan.image_scope(idx, &env),
                 config,
                 layers: base.layers.clone(),
@@ -132,7 +143,7 @@ pub(super) async fn build_stage(
                 build_target: platform.clone(),
             }
         }
-        StageBase::Stage(j) => {
+        (_, StageBase::Stage(j)) => {
             let parent = wait_stage(&deps, *j).await?;
             let mut s = (*parent).clone();
             s.scope = plan.stage_scope(idx, &parent.scope);
@@ -148,7 +159,7 @@ pub(super) async fn build_stage(
             ));
         }
     };
-    let missing = matches!(stage.base, StageBase::Image(_))
+    let missing = matches!(base, StageBase::Image(_))
         && !ctx.lazy_base(&state.layers)
         && state.layers.iter().any(|l| {
             l.blob
@@ -192,6 +203,13 @@ pub(super) async fn build_stage(
             id,
             elapsed: t0.elapsed(),
         });
+    }
+
+    ctx.note_step_key(&platform, idx, None, &state.key);
+
+    // A stage replaced by a named context is that context: its instructions do not run.
+    if overridden.is_some() {
+        return Ok(state);
     }
 
     // ONBUILD triggers of the base run first, then are cleared.
@@ -300,6 +318,7 @@ pub(super) async fn build_stage(
         .await
         {
             Ok(()) => {
+                ctx.note_step_key(&platform, idx, Some(i), &state.key);
                 if let (Some(rec), Some((op, extra, exec))) = (&ctx.recorder, before) {
                     rec.step(
                         &platform.to_string(),
@@ -335,6 +354,33 @@ pub(super) async fn build_stage(
         }
     }
     Ok(state)
+}
+
+/// The state of `FROM scratch` for stage `idx` on `target`.
+pub(super) fn scratch_state(
+    plan: &BuildPlan,
+    idx: usize,
+    target: Platform,
+    build_target: &Platform,
+) -> StageState {
+    let config = ImageConfig::scratch(target.os(), target.architecture(), oci_variant(&target));
+    StageState {
+        key: crate::graph::keys::scratch(&target),
+        scope: plan.image_scope(
+            idx,
+            &config
+                .env()
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>(),
+        ),
+        config,
+        layers: Vec::new(),
+        base_repo: None,
+        cmd_set: false,
+        platform: target,
+        build_target: build_target.clone(),
+    }
 }
 
 pub(crate) fn stage_platform(
@@ -532,12 +578,29 @@ pub(super) async fn mount_froms(
                 let s = wait_stage(deps, j).await?;
                 (s.layers.clone(), s.key.clone())
             }
-            DepSource::Image(r) => {
-                let b = resolve_image(ctx, &r, platform, id).await?;
-                note_image(ctx, &state.build_target, &r, &b, platform);
-                let key = CacheKey::derive(None, "image", &b.manifest_digest);
-                (b.layers.clone(), key)
-            }
+            DepSource::Image(r) => match ctx.named(&r) {
+                Some((key, nc)) if !matches!(nc, crate::engine::NamedContext::Image(_)) => {
+                    named::named_layers(
+                        ctx,
+                        plan,
+                        state.scope.stage(),
+                        (&key, &nc),
+                        platform,
+                        &state.build_target,
+                    )
+                    .await?
+                }
+                named => {
+                    let r = match named {
+                        Some((_, crate::engine::NamedContext::Image(image))) => image,
+                        _ => r,
+                    };
+                    let b = resolve_image(ctx, &r, platform, id).await?;
+                    note_image(ctx, &state.build_target, &r, &b, platform);
+                    let key = crate::graph::keys::image(&b.manifest_digest);
+                    (b.layers.clone(), key)
+                }
+            },
             _ => {
                 return Err(Error::invalid_step(format!(
                     "mount from {from}: unsupported source"

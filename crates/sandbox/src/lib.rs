@@ -1,10 +1,14 @@
 #![doc = include_str!("README.md")]
+#![deny(unsafe_code)]
+
+pub mod fsview;
+pub mod passwd;
 
 mod binfmt;
 pub use binfmt::run_platforms;
 mod copy;
 mod diff;
-pub(crate) use diff::prune_unchanged;
+pub use diff::prune_unchanged;
 mod error;
 mod hostinfo;
 mod init;
@@ -39,9 +43,18 @@ pub use spec::{
 pub use user::resolve_user;
 pub use userns::{IdRange, Privilege, ROOTLESS_ENV, enter_rootless};
 
-use crate::Stream;
 use error::IoContext;
 use proto::{INIT_MARKER, InitMsg, InitRequest, ProbeResult};
+
+/// Which output stream of a RUN step a log chunk came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stream {
+    /// The process's standard output.
+    Stdout,
+    /// The process's standard error.
+    Stderr,
+}
 
 /// The environment variable that chooses the sandbox mode: `auto` (default), `overlay` or
 /// `chroot`.
@@ -275,8 +288,8 @@ impl Sandbox {
     /// is left behind: no process, no mount, and the scratch directory is emptied.
     ///
     /// ```no_run
-    /// use builder_core::{CancelHandle, Rootfs, RunSpec, Sandbox};
-    /// # fn main() -> Result<(), builder_core::SandboxError> {
+    /// use rbuild_sandbox::{CancelHandle, Rootfs, RunSpec, Sandbox};
+    /// # fn main() -> Result<(), rbuild_sandbox::SandboxError> {
     /// let sandbox = Sandbox::detect("/var/cache/rbuild/tmp".as_ref())?;
     /// let spec = RunSpec::new(
     ///     Rootfs::Layers { lowers: vec!["/var/cache/rbuild/snap/1".into()], upper: "/tmp/u".into() },
@@ -302,8 +315,8 @@ impl Sandbox {
     /// processes used, all of them (the sandbox's init waits for each).
     ///
     /// ```no_run
-    /// use builder_core::{CancelHandle, Rootfs, RunSpec, Sandbox};
-    /// # fn main() -> Result<(), builder_core::SandboxError> {
+    /// use rbuild_sandbox::{CancelHandle, Rootfs, RunSpec, Sandbox};
+    /// # fn main() -> Result<(), rbuild_sandbox::SandboxError> {
     /// let sandbox = Sandbox::detect("/var/cache/rbuild/tmp".as_ref())?;
     /// let spec = RunSpec::new(
     ///     Rootfs::Layers { lowers: vec!["/var/cache/rbuild/snap/1".into()], upper: "/tmp/u".into() },
@@ -420,7 +433,7 @@ impl Sandbox {
             )?;
         }
         if let Rootfs::Layers { lowers, upper } = &spec.rootfs {
-            diff::expand_opaque_dirs(&crate::fsview::LayeredView::new(lowers.clone()), upper)?;
+            diff::expand_opaque_dirs(&fsview::LayeredView::new(lowers.clone()), upper)?;
             add_runtime_mount_points(lowers, upper)?;
         }
         Ok((status, cpu))
@@ -433,7 +446,7 @@ impl Sandbox {
 /// adds the same three empty directories (0755, root) to the diff of a step whose parent
 /// lacks them: in every sandbox mode the layer is the one BuildKit writes.
 fn add_runtime_mount_points(lowers: &[PathBuf], upper: &Path) -> Result<(), SandboxError> {
-    let view = crate::fsview::LayeredView::new(lowers.to_vec());
+    let view = fsview::LayeredView::new(lowers.to_vec());
     for name in ["dev", "proc", "sys"] {
         let found = view
             .lookup(&[std::ffi::OsString::from(name)])

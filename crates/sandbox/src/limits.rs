@@ -58,7 +58,7 @@ impl FromStr for Ulimit {
     type Err = SandboxError;
 
     /// ```
-    /// use builder_core::Ulimit;
+    /// use rbuild_sandbox::Ulimit;
     /// let u: Ulimit = "nofile=1024:4096".parse().unwrap();
     /// assert_eq!((u.soft, u.hard), (Some(1024), Some(4096)));
     /// assert!("nofile=10:5".parse::<Ulimit>().is_err());
@@ -150,7 +150,7 @@ pub enum SizeError {
 /// and/or `b`, any case, in bytes (powers of 1024).
 ///
 /// ```
-/// use builder_core::{SizeError, parse_ram_in_bytes};
+/// use rbuild_sandbox::{SizeError, parse_ram_in_bytes};
 /// assert_eq!(parse_ram_in_bytes("512mib"), Ok(512 << 20));
 /// assert_eq!(parse_ram_in_bytes("0"), Ok(0));
 /// assert_eq!(parse_ram_in_bytes("10 parsecs"), Err(SizeError::Unit));
@@ -184,9 +184,9 @@ pub fn parse_ram_in_bytes(s: &str) -> Result<u64, SizeError> {
 /// A size as docker's `--shm-size` takes it: [`parse_ram_in_bytes`], at least one byte.
 ///
 /// ```
-/// assert_eq!(builder_core::parse_mem_bytes("64m").unwrap(), 64 << 20);
-/// assert_eq!(builder_core::parse_mem_bytes("2GB").unwrap(), 2 << 30);
-/// assert!(builder_core::parse_mem_bytes("lots").is_err());
+/// assert_eq!(rbuild_sandbox::parse_mem_bytes("64m").unwrap(), 64 << 20);
+/// assert_eq!(rbuild_sandbox::parse_mem_bytes("2GB").unwrap(), 2 << 30);
+/// assert!(rbuild_sandbox::parse_mem_bytes("lots").is_err());
 /// ```
 pub fn parse_mem_bytes(s: &str) -> Result<u64, SandboxError> {
     match parse_ram_in_bytes(s) {

@@ -352,7 +352,7 @@ fn expand_in(
 /// or link target, else the same nanoseconds); a directory of the same mode, owner and
 /// `security.capability` that nothing below it kept. A COPY rewriting what is there
 /// makes an empty layer, as in BuildKit.
-pub(crate) fn prune_unchanged(lowers: &LayeredView, out: &Path) -> Result<(), SandboxError> {
+pub fn prune_unchanged(lowers: &LayeredView, out: &Path) -> Result<(), SandboxError> {
     let root = lowers.root();
     if root.is_empty() {
         return Ok(());

@@ -25,15 +25,15 @@ use std::path::{Component, Path, PathBuf};
 const MAX_HOPS: usize = 40;
 
 /// The opaque-directory xattrs we honour, in the order we check them.
-pub(crate) const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
+pub const OPAQUE_XATTRS: [&str; 2] = ["trusted.overlay.opaque", "user.overlay.opaque"];
 
 /// Whether `meta` is an overlay whiteout (a character device 0/0).
-pub(crate) fn is_whiteout(meta: &Metadata) -> bool {
+pub fn is_whiteout(meta: &Metadata) -> bool {
     meta.file_type().is_char_device() && meta.rdev() == 0
 }
 
 /// Whether the directory at `path` is marked opaque.
-pub(crate) fn is_opaque(path: &Path) -> bool {
+pub fn is_opaque(path: &Path) -> bool {
     OPAQUE_XATTRS.iter().any(|name| {
         let mut buf = [0u8; 8];
         matches!(rustix::fs::lgetxattr(path, *name, &mut buf), Ok(1) if buf[0] == b'y')
@@ -43,7 +43,7 @@ pub(crate) fn is_opaque(path: &Path) -> bool {
 /// Why the view could not answer. The sandbox turns it into [`crate::SandboxError`]
 /// variant for variant; the path-based calls COPY uses give the bare I/O error.
 #[derive(Debug, thiserror::Error)]
-pub(crate) enum ViewError {
+pub enum ViewError {
     /// A file operation on a layer failed.
     #[error("{op} {}: {source}", .path.display())]
     Io {
@@ -98,17 +98,17 @@ impl From<ViewError> for io::Error {
 
 /// An entry of the merged view, found by path.
 #[derive(Debug, Clone)]
-pub(crate) struct Entry {
+pub struct Entry {
     /// Where the entry lives on the host (inside one snapshot directory; for a directory,
     /// the topmost one that has it).
-    pub(crate) host: PathBuf,
+    pub host: PathBuf,
     /// Its metadata (not following a final symlink).
-    pub(crate) meta: Metadata,
+    pub meta: Metadata,
 }
 
 /// An entry of the merged view, by the layers that make it.
 #[derive(Debug, Clone)]
-pub(crate) enum Node {
+pub enum Node {
     /// A directory, merged from these layers (indices, topmost first).
     Dir(Vec<usize>),
     /// Anything else, taken from one layer.
@@ -122,17 +122,17 @@ pub(crate) enum Node {
 
 /// What a path is in the view.
 #[derive(Debug, Clone)]
-pub(crate) struct Resolution {
+pub struct Resolution {
     /// The existing directories from the root down (not including the root), each with the
     /// layers that make it.
-    pub(crate) dirs: Vec<(OsString, Vec<usize>)>,
+    pub dirs: Vec<(OsString, Vec<usize>)>,
     /// What follows them.
-    pub(crate) tail: Tail,
+    pub tail: Tail,
 }
 
 /// The end of a [`Resolution`].
 #[derive(Debug, Clone)]
-pub(crate) enum Tail {
+pub enum Tail {
     /// The path is the last of `dirs` (or the root when `dirs` is empty).
     Dir,
     /// The path is a non-directory (a symlink when not followed).
@@ -150,7 +150,7 @@ pub(crate) enum Tail {
 
 impl Resolution {
     /// The canonical path of the existing part, relative to the root.
-    pub(crate) fn existing_rel(&self) -> PathBuf {
+    pub fn existing_rel(&self) -> PathBuf {
         let mut p: PathBuf = self.dirs.iter().map(|(n, _)| n.as_os_str()).collect();
         if let Tail::Other { name, .. } = &self.tail {
             p.push(name);
@@ -159,7 +159,7 @@ impl Resolution {
     }
 
     /// The canonical path of the whole target, relative to the root.
-    pub(crate) fn full_rel(&self) -> PathBuf {
+    pub fn full_rel(&self) -> PathBuf {
         let mut p = self.existing_rel();
         if let Tail::Missing(rest) = &self.tail {
             p.extend(rest);
@@ -169,7 +169,7 @@ impl Resolution {
 }
 
 /// Splits a path into normal components, resolving `.` and clamping `..` at the root.
-pub(crate) fn clean_components(path: &Path) -> Vec<OsString> {
+pub fn clean_components(path: &Path) -> Vec<OsString> {
     let mut out: Vec<OsString> = Vec::new();
     for c in path.components() {
         match c {
@@ -185,7 +185,7 @@ pub(crate) fn clean_components(path: &Path) -> Vec<OsString> {
 
 /// Splits an absolute path into components, resolving `.` and `..` lexically (as Docker's
 /// `filepath.Clean` does). Climbing above the root is an escape.
-pub(crate) fn clean_path(path: &str) -> Result<Vec<OsString>, ViewError> {
+pub fn clean_path(path: &str) -> Result<Vec<OsString>, ViewError> {
     let mut out: Vec<OsString> = Vec::new();
     for c in path.split('/') {
         match c {
@@ -210,7 +210,7 @@ fn join(parts: &[OsString]) -> PathBuf {
 /// How [`resolve_in_root`] treats a path that climbs above the root or goes on below
 /// something that is not a directory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Policy {
+pub enum Policy {
     /// BuildKit's (continuity's `RootPath`): `..` stops at the root; a missing or
     /// non-directory component is a plain name and `..` after it is lexical.
     Clamp,
@@ -221,7 +221,7 @@ pub(crate) enum Policy {
 
 /// What [`resolve_in_root`] finds at a path it asks about.
 #[derive(Debug)]
-pub(crate) enum Found {
+pub enum Found {
     /// Nothing.
     Missing,
     /// A directory.
@@ -234,7 +234,7 @@ pub(crate) enum Found {
 
 /// Why [`resolve_in_root`] failed.
 #[derive(Debug)]
-pub(crate) enum WalkError<E> {
+pub enum WalkError<E> {
     /// Looking a path up failed.
     Lookup(E),
     /// `..` climbed above the root ([`Policy::Strict`]).
@@ -251,7 +251,7 @@ pub(crate) enum WalkError<E> {
 /// following symlinks in every component, and in the last one too when `follow_last` is
 /// set. Returns the components of the resolved path, which may not exist (and never holds
 /// `.` or `..`).
-pub(crate) fn resolve_in_root<E>(
+pub fn resolve_in_root<E>(
     parts: &[OsString],
     follow_last: bool,
     policy: Policy,
@@ -317,33 +317,33 @@ pub(crate) fn resolve_in_root<E>(
 
 /// A merged view of snapshot directories, topmost first.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct LayeredView {
+pub struct LayeredView {
     layers: Vec<PathBuf>,
 }
 
 impl LayeredView {
     /// A view of `layers`, topmost first.
-    pub(crate) fn new(layers: Vec<PathBuf>) -> Self {
+    pub fn new(layers: Vec<PathBuf>) -> Self {
         Self { layers }
     }
 
     /// The snapshot directories, topmost first.
-    pub(crate) fn layers(&self) -> &[PathBuf] {
+    pub fn layers(&self) -> &[PathBuf] {
         &self.layers
     }
 
     /// The layers that make the root directory (all of them).
-    pub(crate) fn root(&self) -> Vec<usize> {
+    pub fn root(&self) -> Vec<usize> {
         (0..self.layers.len()).collect()
     }
 
     /// The host path of `rel` in layer `layer`.
-    pub(crate) fn host(&self, layer: usize, rel: &Path) -> PathBuf {
+    pub fn host(&self, layer: usize, rel: &Path) -> PathBuf {
         self.layers[layer].join(rel)
     }
 
     /// Looks `name` up in the directory `dir` (relative path) made of `dir_layers`.
-    pub(crate) fn child(
+    pub fn child(
         &self,
         dir_layers: &[usize],
         dir: &Path,
@@ -382,7 +382,7 @@ impl LayeredView {
     }
 
     /// Lists the merged directory `dir` made of `dir_layers`, sorted by name.
-    pub(crate) fn list(
+    pub fn list(
         &self,
         dir_layers: &[usize],
         dir: &Path,
@@ -405,7 +405,7 @@ impl LayeredView {
     }
 
     /// The metadata of a directory made of `dir_layers` (from its topmost layer).
-    pub(crate) fn dir_meta(&self, dir_layers: &[usize], dir: &Path) -> Result<Metadata, ViewError> {
+    pub fn dir_meta(&self, dir_layers: &[usize], dir: &Path) -> Result<Metadata, ViewError> {
         let p = self.host(dir_layers[0], dir);
         fs::symlink_metadata(&p).map_err(ViewError::io("stat", p))
     }
@@ -458,7 +458,7 @@ impl LayeredView {
     }
 
     /// Looks up a cleaned relative path without following symlinks in it.
-    pub(crate) fn lookup(&self, rel: &[OsString]) -> io::Result<Option<Entry>> {
+    pub fn lookup(&self, rel: &[OsString]) -> io::Result<Option<Entry>> {
         if self.layers.is_empty() {
             return Ok(None);
         }
@@ -485,7 +485,7 @@ impl LayeredView {
     /// [`Policy::Clamp`], following symlinks in every component, and in the last one too
     /// when `follow_last` is set. Returns the cleaned components of the resolved path; it
     /// may not exist.
-    pub(crate) fn resolve(&self, path: &Path, follow_last: bool) -> io::Result<Vec<OsString>> {
+    pub fn resolve(&self, path: &Path, follow_last: bool) -> io::Result<Vec<OsString>> {
         let parts = clean_components(path);
         resolve_in_root(&parts, follow_last, Policy::Clamp, |rel| self.find(rel)).map_err(|e| {
             match e {
@@ -503,7 +503,7 @@ impl LayeredView {
     }
 
     /// Looks up `path` after resolving it inside the root.
-    pub(crate) fn stat(
+    pub fn stat(
         &self,
         path: &Path,
         follow_last: bool,
@@ -514,7 +514,7 @@ impl LayeredView {
 
     /// Lists a directory of the merged view (by cleaned relative path, not resolving
     /// symlinks), in name order; empty when it is not a directory.
-    pub(crate) fn read_dir(&self, rel: &[OsString]) -> io::Result<BTreeMap<OsString, Entry>> {
+    pub fn read_dir(&self, rel: &[OsString]) -> io::Result<BTreeMap<OsString, Entry>> {
         let mut out = BTreeMap::new();
         let Some(Resolution {
             dirs,
@@ -547,7 +547,7 @@ impl LayeredView {
     /// Reads a whole small file of the merged view (resolving symlinks inside the root with
     /// [`Policy::Clamp`]). `None` when it is not a regular file.
     /// More than `limit` bytes is an error ([`ViewError::TooLarge`] as `InvalidData`).
-    pub(crate) fn read_file(&self, path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    pub fn read_file(&self, path: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
         let rel = self.resolve(path, true)?;
         match self.locate(&rel)? {
             Some(res) => Ok(self.read_regular(&res, &path.to_string_lossy(), limit)?),
@@ -559,11 +559,7 @@ impl LayeredView {
     /// `follow_final` a final symlink is followed too. `..` that climbs above the root,
     /// lexically or through a symlink, is an escape; a symlink loop or a non-directory in
     /// the middle is an error.
-    pub(crate) fn resolve_strict(
-        &self,
-        path: &str,
-        follow_final: bool,
-    ) -> Result<Resolution, ViewError> {
+    pub fn resolve_strict(&self, path: &str, follow_final: bool) -> Result<Resolution, ViewError> {
         let bad = |reason: String| ViewError::BadPath {
             path: path.to_owned(),
             reason,
@@ -592,11 +588,7 @@ impl LayeredView {
     /// Reads a regular file of the merged root, resolved with [`Policy::Strict`]. `None`
     /// when it does not exist or cannot be reached; more than `limit` bytes is
     /// [`ViewError::TooLarge`].
-    pub(crate) fn read_file_strict(
-        &self,
-        path: &str,
-        limit: u64,
-    ) -> Result<Option<Vec<u8>>, ViewError> {
+    pub fn read_file_strict(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>, ViewError> {
         match self.resolve_strict(path, true) {
             Ok(res) => self.read_regular(&res, path, limit),
             Err(ViewError::BadPath { .. }) => Ok(None),
@@ -649,7 +641,7 @@ mod tests {
     use std::os::unix::fs::symlink;
 
     use super::*;
-    use crate::sandbox::SandboxError;
+    use crate::SandboxError;
 
     fn comps(p: &str) -> Vec<OsString> {
         clean_components(Path::new(p))

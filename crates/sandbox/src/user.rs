@@ -20,9 +20,9 @@ use crate::passwd::{MAX_ACCOUNT_FILE, group_entries, passwd_entries};
 ///
 /// ```no_run
 /// # use std::path::PathBuf;
-/// let user = builder_core::resolve_user(&[PathBuf::from("/snapshots/base")], "nobody")?;
+/// let user = rbuild_sandbox::resolve_user(&[PathBuf::from("/snapshots/base")], "nobody")?;
 /// assert_eq!(user.uid, 65534);
-/// # Ok::<(), builder_core::SandboxError>(())
+/// # Ok::<(), rbuild_sandbox::SandboxError>(())
 /// ```
 pub fn resolve_user(lowers: &[PathBuf], user: &str) -> Result<User, SandboxError> {
     let layers = LayeredView::new(lowers.to_vec());

@@ -141,7 +141,7 @@ fn check_device(fd: &OwnedFd, name: &str, what: &str) -> Result<(), Fail> {
 ///
 /// ```no_run
 /// fn main() {
-///     builder_core::maybe_run_init();
+///     rbuild_sandbox::maybe_run_init();
 ///     // ... the program proper
 /// }
 /// ```
@@ -159,6 +159,9 @@ pub fn maybe_run_init() {
 }
 
 type Fail = InitFailure;
+
+mod syscall;
+use syscall::{LinuxSyscall, setup_root_with};
 
 fn fail(step: &str, path: Option<&Path>, e: impl Into<io::Error>) -> Fail {
     InitFailure::new(step, path.map(Path::to_path_buf), &e.into())
@@ -927,78 +930,9 @@ fn mount_system(
 
 /// B's setup: every mount inside the new mount namespace, then `pivot_root`.
 fn setup_namespaced_root(plan: &InitPlan) -> Result<(), Fail> {
-    rustix::mount::mount_change(
-        "/",
-        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
-    )
-    .map_err(|e| fail("make mounts private", Some(Path::new("/")), e))?;
-    let mountpoint = match &plan.root {
-        InitRoot::Overlay {
-            lowers,
-            upper,
-            work,
-            mountpoint,
-        } => {
-            mount_overlay(
-                lowers,
-                Some(&(upper.clone(), work.clone())),
-                mountpoint,
-                false,
-            )?;
-            mountpoint
-        }
-        InitRoot::Bind { dir, mountpoint } => {
-            rustix::mount::mount_bind(dir, mountpoint)
-                .map_err(|e| fail("bind root", Some(dir), e))?;
-            mountpoint
-        }
-        InitRoot::Chroot { dir } => {
-            return Err(fail(
-                "prepare root",
-                Some(dir),
-                io::Error::other("chroot root with namespaces"),
-            ));
-        }
-    };
-    let root = open_dir_path(mountpoint)?;
-    // Device nodes in the root cannot be opened (`nodev`): a step keeps CAP_MKNOD, as in
-    // BuildKit, so that packages can create nodes, but without a device cgroup nothing else
-    // would stop it from making `/dev/sda`'s node and writing the host's disk. The devices
-    // a step may use are the host's own nodes bound into /dev (their own mounts).
-    if !plan.insecure {
-        sys::mount_setattr(
-            &root,
-            MountAttrFlags::MOUNT_ATTR_NODEV,
-            MountAttrFlags::empty(),
-            false,
-        )
-        .map_err(|e| fail("make root nodev", Some(mountpoint), e))?;
-    }
-    // The system mounts first: a step's mounts may go below /dev (heredoc files).
-    // A step's own mount on /dev/shm replaces the default one (BuildKit's runtime lists one).
-    let own_shm = plan
-        .mounts
-        .iter()
-        .any(|m| m.target.trim_matches('/') == "dev/shm");
-    mount_system(&root, plan.insecure, !own_shm, plan.limits.shm_size)?;
-    for m in &plan.mounts {
-        mount_one(&root, m, plan.insecure)?;
-    }
-    if let Some(h) = &plan.hostname {
-        rustix::system::sethostname(h.as_bytes()).map_err(|e| fail("sethostname", None, e))?;
-    }
-    if plan.network_none {
-        sys::loopback_up().map_err(|e| fail("bring lo up", None, e))?;
-    }
-    rustix::process::fchdir(&root).map_err(|e| fail("chdir", Some(mountpoint), e))?;
-    rustix::process::pivot_root(".", ".").map_err(|e| fail("pivot_root", Some(mountpoint), e))?;
-    rustix::mount::unmount(".", UnmountFlags::DETACH)
-        .map_err(|e| fail("detach the old root", None, e))?;
-    rustix::process::chdir("/").map_err(|e| fail("chdir", Some(Path::new("/")), e))?;
-    Ok(())
+    setup_root_with(&LinuxSyscall, plan)
 }
 
-/// Creates the working directory (and missing parents) owned by the user.
 fn make_cwd(cwd: &str, uid: u32, gid: u32) -> Result<(), Fail> {
     let mut path = PathBuf::from("/");
     for comp in cwd.split('/').filter(|c| !c.is_empty() && *c != ".") {

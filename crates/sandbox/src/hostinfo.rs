@@ -43,9 +43,9 @@ pub struct ModeStatus {
 /// What the host allows, and the mode a build would use. Made by [`HostReport::probe`].
 ///
 /// ```no_run
-/// builder_core::maybe_run_init();
-/// let _ = builder_core::enter_rootless(); // a failure is part of the report
-/// let report = builder_core::HostReport::probe("/var/tmp".as_ref());
+/// rbuild_sandbox::maybe_run_init();
+/// let _ = rbuild_sandbox::enter_rootless(); // a failure is part of the report
+/// let report = rbuild_sandbox::HostReport::probe("/var/tmp".as_ref());
 /// print!("{}", report.render());
 /// for m in &report.modes {
 ///     println!("{}: {}", m.name, if m.available { "available" } else { "unavailable" });

@@ -769,3 +769,6 @@ fn make_device_nodes(dev: &Path, undo: &mut Undo) -> Result<(), SandboxError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

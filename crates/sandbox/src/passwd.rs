@@ -4,35 +4,35 @@
 
 /// The largest `/etc/passwd` or `/etc/group` read from an image (a file of 100 000 users
 /// is about 6 MiB): a base image cannot make a build read gigabytes into memory.
-pub(crate) const MAX_ACCOUNT_FILE: u64 = 16 << 20;
+pub const MAX_ACCOUNT_FILE: u64 = 16 << 20;
 
 /// One `/etc/passwd` entry (`name:password:uid:gid:gecos:home:shell`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct PasswdEntry<'a> {
+pub struct PasswdEntry<'a> {
     /// The user name.
-    pub(crate) name: &'a str,
+    pub name: &'a str,
     /// The user id.
-    pub(crate) uid: u32,
+    pub uid: u32,
     /// The primary group id.
-    pub(crate) gid: u32,
+    pub gid: u32,
     /// The home directory (empty when the field is).
-    pub(crate) home: &'a str,
+    pub home: &'a str,
 }
 
 /// One `/etc/group` entry (`name:password:gid:member,member`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct GroupEntry<'a> {
+pub struct GroupEntry<'a> {
     /// The group name.
-    pub(crate) name: &'a str,
+    pub name: &'a str,
     /// The group id.
-    pub(crate) gid: u32,
+    pub gid: u32,
     /// The users listed as members, by name.
-    pub(crate) members: Vec<&'a str>,
+    pub members: Vec<&'a str>,
 }
 
 /// The entries of passwd-format text, in file order. Comment lines, lines with fewer than
 /// four fields and lines whose ids are not numbers are skipped.
-pub(crate) fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
+pub fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>> {
     text.lines().filter_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
         if line.starts_with('#') || f.len() < 4 {
@@ -49,7 +49,7 @@ pub(crate) fn passwd_entries(text: &str) -> impl Iterator<Item = PasswdEntry<'_>
 
 /// The entries of group-format text, in file order. Comment lines, lines with fewer than
 /// three fields and lines whose gid is not a number are skipped.
-pub(crate) fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
+pub fn group_entries(text: &str) -> impl Iterator<Item = GroupEntry<'_>> {
     text.lines().filter_map(|line| {
         let f: Vec<&str> = line.split(':').collect();
         if line.starts_with('#') || f.len() < 3 {

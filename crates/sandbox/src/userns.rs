@@ -186,8 +186,8 @@ pub const ROOTLESS_ENV: &str = "RBUILD_ROOTLESS";
 ///
 /// ```no_run
 /// fn main() {
-///     builder_core::maybe_run_init();
-///     let privilege = builder_core::enter_rootless().expect("user namespace");
+///     rbuild_sandbox::maybe_run_init();
+///     let privilege = rbuild_sandbox::enter_rootless().expect("user namespace");
 ///     eprintln!("building as {}", privilege.describe());
 /// }
 /// ```
