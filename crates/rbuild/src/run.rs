@@ -183,6 +183,14 @@ fn build_or_graph(
         b = b.label(k, v).map_err(usage)?;
     }
     b = b.network(&opts.network).map_err(usage)?;
+    // The sandbox mode: RBUILD_SANDBOX, read here and handed to the library's setter.
+    if let Some(v) = std::env::var_os(builder_core::SANDBOX_MODE_ENV) {
+        let mode = v
+            .to_string_lossy()
+            .parse::<builder_core::ModeRequest>()
+            .map_err(|e| Failure::usage(e.to_string()))?;
+        b = b.sandbox_mode(mode);
+    }
     b = opts.dropin.apply(b).map_err(usage)?;
     b = crate::context::named_contexts(opts, b)?;
     for h in &opts.insecure_registries {

@@ -420,3 +420,19 @@ fn relative_paths_for_cache_context_and_output() {
     assert_eq!(built, "built\n");
     assert!(dir.path().join("cache/snapshots").is_dir());
 }
+
+/// `RBUILD_SANDBOX` is read by the CLI and handed to `Build::sandbox_mode`: a bad value is
+/// a usage error naming it, before anything is built.
+#[test]
+fn bad_sandbox_mode_is_a_usage_error() {
+    let dir = context("FROM scratch\nCOPY Dockerfile /df\n");
+    let cache = tempfile::tempdir().unwrap();
+    let args = ["build", "--cache-dir", cache.path().to_str().unwrap(), "."];
+    let out = rbuild_in(dir.path(), &args, None, &[("RBUILD_SANDBOX", "bogus")]);
+    expect_status(&out, 2, &args);
+    assert!(
+        stderr(&out).contains("RBUILD_SANDBOX=\"bogus\""),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -85,6 +85,8 @@ pub struct Build {
     network: crate::sandbox::NetworkMode,
     extra_hosts: Vec<(String, std::net::IpAddr)>,
     run_limits: crate::sandbox::RunLimits,
+    /// The sandbox mode asked for; `None` reads `RBUILD_SANDBOX` (as before the setter).
+    sandbox_mode: Option<crate::sandbox::ModeRequest>,
     annotations: Vec<crate::annotations::Annotation>,
     /// A fetched remote context, kept until the last clone of this build is dropped.
     remote_context: Option<std::sync::Arc<crate::remote_context::FetchedContext>>,
@@ -190,6 +192,7 @@ impl Build {
             network: crate::sandbox::NetworkMode::Host,
             extra_hosts: Vec::new(),
             run_limits: crate::sandbox::RunLimits::default(),
+            sandbox_mode: None,
             annotations: Vec::new(),
             remote_context: None,
             insecure_registries: Vec::new(),
@@ -472,6 +475,22 @@ impl Build {
             _ => return Err(invalid("network", mode, "expected default, host or none")),
         };
         Ok(self)
+    }
+
+    /// The sandbox mode of RUN steps: [`ModeRequest::Auto`](crate::ModeRequest::Auto) (the
+    /// overlay mode where the host allows it, else chroot), `Overlay` (or an error) or
+    /// `Chroot`. Without this setter the build reads [`SANDBOX_MODE_ENV`](crate::SANDBOX_MODE_ENV)
+    /// (`RBUILD_SANDBOX`), as `rbuild` does before calling it.
+    ///
+    /// ```
+    /// use builder_core::{Build, ModeRequest};
+    /// let b = Build::new(".")?.sandbox_mode("chroot".parse()?);
+    /// let b = b.sandbox_mode(ModeRequest::Auto);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn sandbox_mode(mut self, mode: crate::sandbox::ModeRequest) -> Self {
+        self.sandbox_mode = Some(mode);
+        self
     }
 
     /// A registry reached over plain HTTP (`host[:port]`).

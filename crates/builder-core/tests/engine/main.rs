@@ -554,6 +554,11 @@ fn main() {
             Needs::Nothing,
         ),
         (
+            "api_sandbox_mode_setter",
+            runtime::api_sandbox_mode_setter,
+            Needs::Nothing,
+        ),
+        (
             "net_03_hosts_and_resolv_conf_not_captured",
             runtime::net_03_hosts_and_resolv_conf_not_captured,
             Needs::Nothing,

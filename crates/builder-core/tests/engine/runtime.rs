@@ -217,3 +217,22 @@ pub(crate) fn net_03_hosts_and_resolv_conf_not_captured() -> R {
     }
     Ok(())
 }
+
+/// `Build::sandbox_mode`: the mode asked for is the one RUN steps ran in, whatever the
+/// environment says (the setter wins over `RBUILD_SANDBOX`).
+pub(crate) fn api_sandbox_mode_setter() -> R {
+    let img = ok(Case::new().build_with("FROM {BUSYBOX}\nRUN true\n", |b| {
+        Ok(b.sandbox_mode(builder_core::ModeRequest::Chroot))
+    }))?;
+    let mode = &img.report.sandbox_mode;
+    ensure!(
+        mode.starts_with("chroot") && mode.contains("requested"),
+        "{mode}"
+    );
+    let started = img.events.iter().find_map(|e| match e {
+        builder_core::ProgressEvent::BuildStarted { sandbox, .. } => Some(sandbox.clone()),
+        _ => None,
+    });
+    ensure_eq!(started.as_ref(), Some(mode));
+    Ok(())
+}

@@ -137,7 +137,10 @@ pub(in crate::engine) async fn run(
     crate::engine::cache_owner::check(cache.root())?;
     let lease = cache.lease()?;
     let tmp = cache.other_dir("tmp")?;
-    let sandbox = Sandbox::detect(&tmp)?;
+    let sandbox = match b.sandbox_mode {
+        Some(mode) => Sandbox::detect_with(&tmp, mode)?,
+        None => Sandbox::detect(&tmp)?,
+    };
     let mut client = Client::builder();
     for h in &b.insecure_registries {
         client = client.insecure_registry(h);
