@@ -1420,11 +1420,11 @@ fn host_process_killed(signal: &str) -> R {
         &["env", "--default-signal=INT"],
         &[("SANDBOX_TEST_MARKER", marker)],
     )
-        .env("SANDBOX_TEST_BASE", &base)
-        .env("SANDBOX_TEST_UPPER", &run.upper)
-        .env("SANDBOX_TEST_SCRATCH", &run.scratch)
-        .stdout(Stdio::piped())
-        .spawn()?;
+    .env("SANDBOX_TEST_BASE", &base)
+    .env("SANDBOX_TEST_UPPER", &run.upper)
+    .env("SANDBOX_TEST_SCRATCH", &run.scratch)
+    .stdout(Stdio::piped())
+    .spawn()?;
     let mut first = String::new();
     BufReader::new(c.stdout.take().ok_or("stdout")?).read_line(&mut first)?;
     eq(first.as_str(), "ready\n", "child output")?;
