@@ -190,9 +190,17 @@ impl FromStr for ExportSpec {
                         bad(spec, format!("compression-level={v:?} is not a number"))
                     })?)
                 }
-                // Accepted for buildx compatibility; they change nothing we write.
+                // Accepted for buildx compatibility; it changes nothing we write.
                 "oci-mediatypes" if v == "true" => {}
-                "force-compression" if v == "true" || v == "false" => {}
+                "force-compression" if v == "false" => {}
+                "force-compression" if v == "true" => {
+                    return Err(bad(
+                        spec,
+                        "force-compression=true is not supported for image outputs yet: base \
+                         image layers keep the compression they were pulled in (it is \
+                         supported in --cache-to)",
+                    ));
+                }
                 _ => return Err(bad(spec, format!("unknown or unsupported option {k:?}"))),
             }
         }
@@ -345,6 +353,10 @@ mod tests {
                 "not whole seconds",
             ),
             ("type=oci,dest=x,push-by-digest=true", "needs a push"),
+            (
+                "type=oci,dest=x,compression=zstd,force-compression=true",
+                "force-compression=true is not supported for image outputs",
+            ),
             (
                 "type=registry,push-by-digest=maybe",
                 "expected true or false",
