@@ -49,6 +49,7 @@
 //!
 //! ```
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # builder_core::maybe_run_init();
 //! # if !rustix::process::geteuid().is_root() { return Ok(()); }
 //! use builder_core::{Build, CollectSink};
 //! let dir = tempfile::tempdir()?;

@@ -20,6 +20,12 @@ pub enum SandboxError {
         /// What went wrong.
         reason: String,
     },
+    /// The program never called [`maybe_run_init`](super::maybe_run_init), so the sandbox
+    /// cannot re-execute it as its init.
+    #[error(
+        "this program cannot run sandboxed steps: it must call maybe_run_init() first thing in main (the sandbox re-executes /proc/self/exe as its init)"
+    )]
+    InitHookMissing,
     /// A field of the [`RunSpec`](super::RunSpec) is unusable.
     #[error("invalid run spec: {field}: {reason}")]
     InvalidSpec {

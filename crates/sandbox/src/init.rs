@@ -132,6 +132,17 @@ fn check_device(fd: &OwnedFd, name: &str, what: &str) -> Result<(), Fail> {
     ))
 }
 
+/// Set by [`maybe_run_init`]: whether this program dispatches the re-executed init. Without
+/// it, `/proc/self/exe __rbuild-sandbox-init` would run the program's own `main` again (a
+/// doctest or an embedder that forgot the call), which would start another build and
+/// another init, without end.
+static INIT_HOOK: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`maybe_run_init`] was called in this process.
+pub(crate) fn init_hook_installed() -> bool {
+    INIT_HOOK.load(std::sync::atomic::Ordering::SeqCst)
+}
+
 /// Runs the sandbox init when this process was started as one (`argv[1]` is the hidden
 /// marker), and never returns then. Otherwise it does nothing.
 ///
@@ -147,6 +158,7 @@ fn check_device(fd: &OwnedFd, name: &str, what: &str) -> Result<(), Fail> {
 /// ```
 #[allow(clippy::needless_doctest_main)] // main is the point of the example
 pub fn maybe_run_init() {
+    INIT_HOOK.store(true, std::sync::atomic::Ordering::SeqCst);
     let mut args = std::env::args_os();
     let _ = args.next();
     match args.next() {

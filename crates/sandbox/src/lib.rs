@@ -224,6 +224,18 @@ impl Sandbox {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_nanos())
         ));
+        if !init::init_hook_installed() {
+            // Nothing can run here; say so at the first RUN, not for builds that have none.
+            return Ok(Sandbox {
+                caps: Capabilities {
+                    mode: Mode::Chroot,
+                    namespaces: false,
+                    overlay: false,
+                    requested,
+                    reason: Some(SandboxError::InitHookMissing.to_string()),
+                },
+            });
+        }
         std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io("mkdir", &dir, e))?;
         let outcome = call_init(&InitRequest::Probe(dir.clone()), None, &mut |_, _| {})
             .map(|(msgs, exit, _)| (msgs, exit));
@@ -494,6 +506,9 @@ fn call_init(
     cancel: Option<&CancelHandle>,
     output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<(Vec<InitMsg>, std::process::ExitStatus, std::time::Duration), SandboxError> {
+    if !init::init_hook_installed() {
+        return Err(SandboxError::InitHookMissing);
+    }
     let (ours, theirs) = UnixStream::pair().map_err(|e| SandboxError::sys("socketpair", e))?;
     let mut child = Command::new("/proc/self/exe")
         .arg(INIT_MARKER)

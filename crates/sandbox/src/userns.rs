@@ -258,6 +258,9 @@ fn enter_mapped(
     newuidmap: &Path,
     newgidmap: &Path,
 ) -> Result<(), SandboxError> {
+    if !crate::init::init_hook_installed() {
+        return Err(SandboxError::InitHookMissing);
+    }
     let exe = std::env::current_exe().map_err(|e| err("find this executable", e.to_string()))?;
     let pid = rustix::process::getpid().as_raw_nonzero().get().to_string();
     let mut helper = Command::new(exe)
