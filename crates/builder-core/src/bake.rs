@@ -145,7 +145,7 @@ pub fn build(name: &str, t: &::bake::Target, opts: &BakeOptions) -> Result<Build
     }
     let mut outputs = Vec::new();
     for o in &t.output {
-        let spec: ExportSpec = join_attrs(o).parse().map_err(wrap("output"))?;
+        let spec = ExportSpec::from_attrs(o).map_err(wrap("output"))?;
         outputs.push(spec);
     }
     if opts.push && !outputs.iter().any(|o| o.kind == ExportKind::Registry) {
@@ -186,6 +186,11 @@ pub fn build(name: &str, t: &::bake::Target, opts: &BakeOptions) -> Result<Build
     for h in &opts.insecure_registries {
         b = b.insecure_registry(h);
     }
+    // The target as a whole (a push needs a name, a docker archive one platform).
+    b.validate().map_err(|e| match e {
+        Error::InvalidOutput { reason, .. } => invalid(name, "output", reason),
+        e => e,
+    })?;
     Ok(b)
 }
 

@@ -205,7 +205,7 @@ pub use cachekey::CacheKey;
 pub use engine::{
     Build, BuildGroup, BuildReport, CheckReport, Error, ExportKind, ExportSpec, GroupSink,
     NamedContext, SecretSource, SshSource, StepError, TargetResult, default_cache_dir,
-    default_dockerfile,
+    default_dockerfile, platform_args,
 };
 pub use graph::{
     Edge, EdgeKind, Graph, GraphResult, ImageResolver, Op, RegistryResolver, ResolvedImage, Vertex,

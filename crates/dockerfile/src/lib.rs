@@ -28,7 +28,7 @@ pub use ast::{
 };
 pub use error::{Arity, Error, FlagProblem, MountProblem};
 pub use parser::{
-    DirectiveValue, detect_syntax, goquote, internal, parse, parse_ast, parse_bytes,
+    DirectiveValue, csv_fields, detect_syntax, goquote, internal, parse, parse_ast, parse_bytes,
     parse_directive,
 };
 

@@ -17,6 +17,7 @@ use std::cell::Cell;
 use std::ops::Range;
 
 pub use directives::{DirectiveValue, detect_syntax, parse_directive};
+pub use mount::csv_fields;
 pub use quote::goquote;
 
 use crate::ast::{Ast, Directive, Dockerfile, Heredoc, Node, Span, Warning};

@@ -91,7 +91,10 @@ impl fmt::Display for PlatformSpec {
 impl std::str::FromStr for PlatformSpec {
     type Err = String;
 
-    /// `os/arch[/variant]`; every part non-empty.
+    /// `os/arch[/variant]`; every part non-empty, taken as written (no normalisation).
+    /// A build's platforms are read with containerd's grammar by the registry client's
+    /// `Platform` (`Platform::parse_target`); builder-core's `platform_args` turns one
+    /// into this type.
     fn from_str(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.split('/').collect();
         if !(2..=3).contains(&parts.len()) || parts.iter().any(|p| p.is_empty()) {

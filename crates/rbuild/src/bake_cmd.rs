@@ -185,20 +185,6 @@ pub(crate) fn run(opts: &BakeOpts) -> Result<(), Failure> {
         println!("{text}");
         return Ok(());
     }
-    for name in &selected {
-        let t = &def.target[name];
-        let pushes = opts.push
-            || t.output.iter().any(|o| {
-                o.get("type").is_some_and(|v| v == "registry")
-                    || (o.get("type").is_some_and(|v| v == "image")
-                        && o.get("push").is_some_and(|v| v == "true"))
-            });
-        if pushes && t.tags.is_empty() && !t.output.iter().any(|o| o.contains_key("name")) {
-            return Err(Failure::usage(format!(
-                "target {name}: tag is needed when pushing to registry"
-            )));
-        }
-    }
     let bake_opts = BakeOptions {
         push: opts.push,
         cache_dir: opts.cache_dir.clone(),

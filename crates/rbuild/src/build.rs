@@ -103,11 +103,11 @@ pub(crate) struct BuildOpts {
 
     /// Output destination (format: "type=local,dest=path")
     #[arg(short = 'o', long = "output", value_name = "SPEC", value_parser = parse_output)]
-    pub(crate) outputs: Vec<OutputSpec>,
+    pub(crate) outputs: Vec<ExportSpec>,
 
     /// Set target platform for build
     #[arg(long = "platform", value_name = "PLATFORMS", value_parser = parse_platforms)]
-    pub(crate) platforms: Vec<Vec<PlatformSpec>>,
+    pub(crate) platforms: Vec<Vec<Platform>>,
 
     /// Set type of progress output ("auto", "none", "plain", "quiet", "rawjson", "tty"). Use plain to show container output (default "auto")
     #[arg(long = "progress", value_name = "TYPE", default_value = "auto",
@@ -156,26 +156,6 @@ pub(crate) struct BuildOpts {
     /// [`crate::context::resolve`]).
     #[arg(skip)]
     pub(crate) dockerfile_text: Option<String>,
-}
-
-/// One `--output`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct OutputSpec {
-    /// `registry`, `image`, `oci`, `docker`, `local` or `tar`.
-    pub(crate) kind: String,
-    /// `dest=`, when given (`-` is stdout).
-    pub(crate) dest: Option<String>,
-    /// The other `key=value` attributes, validated.
-    pub(crate) attrs: BTreeMap<String, String>,
-    /// What builder-core makes of it; `None` for standard output, which it cannot write yet.
-    pub(crate) export: Option<ExportSpec>,
-}
-
-impl OutputSpec {
-    fn pushes(&self) -> bool {
-        self.kind == "registry"
-            || (self.kind == "image" && self.attrs.get("push").is_some_and(|v| v == "true"))
-    }
 }
 
 /// One `--secret`.
@@ -251,98 +231,12 @@ fn parse_registry_host(s: &str) -> Result<String, String> {
     }
 }
 
-/// `-o`: CSV `key=value` fields, or a bare path (`type=local,dest=PATH`), or `-`. Keys
-/// and booleans are read as buildx reads them; builder-core's [`ExportSpec`] judges the
-/// rest.
-/// The fields of a buildx `key=value,...` spec, read as buildx does (a CSV record): a field
-/// in double quotes may hold commas (`"name=a:1,a:2"`), `""` in it is one quote.
-fn csv_fields(s: &str) -> Result<Vec<String>, String> {
-    let mut fields = Vec::new();
-    let mut cur = String::new();
-    let mut chars = s.chars().peekable();
-    let mut quoted = false;
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if quoted && chars.peek() == Some(&'"') => {
-                chars.next();
-                cur.push('"');
-            }
-            '"' => quoted = !quoted,
-            ',' if !quoted => fields.push(std::mem::take(&mut cur)),
-            c => cur.push(c),
-        }
-    }
-    if quoted {
-        return Err(format!("unterminated quote in {s:?}"));
-    }
-    fields.push(cur);
-    Ok(fields)
-}
-
-fn parse_output(s: &str) -> Result<OutputSpec, String> {
-    if s == "-" {
-        return Ok(OutputSpec {
-            kind: "tar".into(),
-            dest: Some("-".into()),
-            attrs: BTreeMap::new(),
-            export: None,
-        });
-    }
-    if !s.contains('=') && !s.contains(',') {
-        return Ok(OutputSpec {
-            kind: "local".into(),
-            dest: Some(s.to_owned()),
-            attrs: BTreeMap::new(),
-            export: Some(export_spec(s)?),
-        });
-    }
-    let mut kind = None;
-    let mut dest = None;
-    let mut attrs = BTreeMap::new();
-    for field in csv_fields(s)? {
-        let field = field.as_str();
-        let (k, v) = field
-            .split_once('=')
-            .ok_or_else(|| format!("invalid field {field:?}: must be a key=value pair"))?;
-        match k.to_lowercase().as_str() {
-            "type" => kind = Some(v.to_owned()),
-            "dest" => dest = Some(v.to_owned()),
-            key @ ("tar" | "push" | "oci-mediatypes" | "force-compression"
-            | "rewrite-timestamp") => {
-                let b = call::parse_bool(v)?;
-                attrs.insert(key.to_owned(), b.to_string());
-            }
-            "name" => {
-                for n in v.split(',') {
-                    parse_tag(n)?;
-                }
-                attrs.insert("name".into(), v.to_owned());
-            }
-            other => {
-                attrs.insert(other.to_owned(), v.to_owned());
-            }
-        }
-    }
-    let kind = kind.ok_or("missing type=".to_owned())?;
-    // builder-core's grammar: the same fields, normalised.
-    let mut fields = vec![format!("type={kind}")];
-    if let Some(d) = &dest {
-        fields.push(format!("dest={d}"));
-    }
-    for (k, v) in &attrs {
-        if k == "name" {
-            // builder-core takes several names separated by ';' (',' separates fields).
-            fields.push(format!("name={}", v.replace(',', ";")));
-        } else {
-            fields.push(format!("{k}={v}"));
-        }
-    }
-    let export = Some(export_spec(&fields.join(","))?);
-    Ok(OutputSpec {
-        kind,
-        dest,
-        attrs,
-        export,
+/// An `--output`, read by builder-core's [`ExportSpec`] (only the reason of an error is
+/// kept: clap shows the value and the flag).
+fn parse_output(s: &str) -> Result<ExportSpec, String> {
+    s.parse::<ExportSpec>().map_err(|e| match e {
+        builder_core::Error::InvalidOutput { reason, .. } => reason,
+        other => other.to_string(),
     })
 }
 
@@ -362,74 +256,10 @@ fn parse_cache_to(s: &str) -> Result<builder_core::remote_cache::CacheExportSpec
     })
 }
 
-/// Parses an output spec with builder-core, keeping only the reason of an error (clap
-/// shows the value and the flag).
-fn export_spec(spec: &str) -> Result<ExportSpec, String> {
-    spec.parse::<ExportSpec>().map_err(|e| match e {
-        builder_core::Error::InvalidOutput { reason, .. } => reason,
-        other => other.to_string(),
-    })
-}
-
-/// A platform as containerd's `platforms.Parse` accepts it: `os[/arch[/variant]]` or an
-/// architecture alone, with the usual aliases normalised (by the registry client's
-/// [`Platform`]), for an operating system and architecture that Go knows.
-fn parse_platform(s: &str) -> Result<PlatformSpec, String> {
-    const OSES: &[&str] = &[
-        "aix",
-        "android",
-        "darwin",
-        "dragonfly",
-        "freebsd",
-        "illumos",
-        "ios",
-        "js",
-        "linux",
-        "netbsd",
-        "openbsd",
-        "plan9",
-        "solaris",
-        "wasip1",
-        "windows",
-    ];
-    const ARCHES: &[&str] = &[
-        "386", "amd64", "arm", "arm64", "loong64", "mips", "mips64", "mips64le", "mipsle", "ppc64",
-        "ppc64le", "riscv64", "s390x", "wasm",
-    ];
-    let lower = s.to_lowercase();
-    let parsed = if OSES.contains(&lower.as_str()) {
-        // An operating system alone runs on the host's architecture.
-        let host = Platform::host();
-        Platform::new(&lower, host.architecture(), host.variant())
-    } else {
-        lower.parse::<Platform>()
-    };
-    let p = parsed.map_err(|e| match e {
-        registry_client::Error::InvalidPlatform { reason, .. } => {
-            format!("invalid platform {s:?}: {reason}")
-        }
-        other => other.to_string(),
-    })?;
-    if !OSES.contains(&p.os()) {
-        return Err(format!("{s:?}: unknown operating system {:?}", p.os()));
-    }
-    if !ARCHES.contains(&p.architecture()) {
-        return Err(format!(
-            "{s:?}: unknown architecture {:?}",
-            p.architecture()
-        ));
-    }
-    // The TARGET* args follow containerd, where arm64 has no variant; the registry client
-    // spells it v8 to match image indexes.
-    let variant = match (p.architecture(), p.variant()) {
-        ("arm64", Some("v8")) => "",
-        (_, v) => v.unwrap_or(""),
-    };
-    Ok(PlatformSpec::new(p.os(), p.architecture(), variant))
-}
-
-fn parse_platforms(s: &str) -> Result<Vec<PlatformSpec>, String> {
-    s.split(',').map(|p| parse_platform(p.trim())).collect()
+/// `--platform`: one platform or a comma-separated list, read by the registry client's
+/// [`Platform::parse_list`] (containerd's grammar; builder-core's and bake's too).
+fn parse_platforms(s: &str) -> Result<Vec<Platform>, String> {
+    Platform::parse_list(s).map_err(|e| e.to_string())
 }
 
 /// buildx's secret spec: `id=ID[,src|source=PATH][,env=VAR][,type=file|env]`.
@@ -562,34 +392,6 @@ fn build_arg_map(opts: &BuildOpts) -> BTreeMap<String, String> {
     out
 }
 
-fn check_combinations(opts: &BuildOpts) -> Result<(), Failure> {
-    let pushes = opts.push || opts.outputs.iter().any(OutputSpec::pushes);
-    let named = opts.outputs.iter().any(|o| o.attrs.contains_key("name"));
-    if pushes && opts.tags.is_empty() && !named {
-        return Err(Failure::usage("tag is needed when pushing to registry"));
-    }
-    let docker_outputs = opts.outputs.iter().filter(|o| o.kind == "docker").count()
-        + usize::from(
-            opts.dropin
-                .load
-                .as_deref()
-                .is_some_and(|l| l != "false" && l != "0"),
-        );
-    let platforms: usize = opts.platforms.iter().map(Vec::len).sum();
-    if docker_outputs > 0 && platforms > 1 {
-        return Err(Failure::usage(
-            "docker exporter does not currently support exporting manifest lists",
-        ));
-    }
-    if !opts.context.is_dir() {
-        return Err(Failure::usage(format!(
-            "unable to prepare context: path {:?} not found",
-            opts.context.display().to_string()
-        )));
-    }
-    Ok(())
-}
-
 fn parse_dockerfile(src: &Source) -> Result<Dockerfile, Failure> {
     let text = String::from_utf8_lossy(&src.bytes);
     dockerfile::parse_bytes(&src.bytes).map_err(|e| {
@@ -640,7 +442,8 @@ pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
     } else {
         opts
     };
-    check_combinations(opts)?;
+    // The library judges the configuration (outputs, platforms, names) before any work.
+    crate::run::validate(opts)?;
     opts.dropin.notes();
     let call = if opts.check {
         CallFunc {
@@ -676,7 +479,11 @@ pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
 
     if call.name == "plan" {
         let mut req = builder_core::plan::PlanRequest::new(
-            opts.platforms.iter().flatten().cloned().collect(),
+            opts.platforms
+                .iter()
+                .flatten()
+                .map(builder_core::platform_args)
+                .collect(),
         );
         req.build_args = build_arg_map(opts);
         req.target = opts.target.clone();
@@ -703,8 +510,7 @@ pub(crate) fn run(opts: &BuildOpts) -> Result<(), Failure> {
         .iter()
         .flatten()
         .next()
-        .cloned()
-        .unwrap_or_else(PlatformSpec::host);
+        .map_or_else(PlatformSpec::host, builder_core::platform_args);
     let mut plan_opts = PlanOptions::new(target_platform, PlatformSpec::host());
     plan_opts.build_args = build_arg_map(opts);
     plan_opts.target = opts.target.clone();
@@ -760,50 +566,28 @@ mod tests {
 
     #[test]
     fn platforms() {
+        // The grammar is the registry client's (its unit tests); lists and errors here.
+        let list = parse_platforms("linux/amd64,Linux/aarch64").unwrap();
+        assert_eq!(list.len(), 2);
         assert_eq!(
-            parse_platform("linux/amd64").unwrap().to_string(),
-            "linux/amd64"
-        );
-        assert_eq!(
-            parse_platform("linux/arm64/v8").unwrap().to_string(),
+            builder_core::platform_args(&list[1]).to_string(),
             "linux/arm64"
         );
-        assert_eq!(
-            parse_platform("linux/arm").unwrap().to_string(),
-            "linux/arm/v7"
-        );
-        assert_eq!(
-            parse_platform("Linux/x86_64").unwrap().to_string(),
-            "linux/amd64"
-        );
-        assert!(parse_platform("linux/amd65").is_err());
-        assert!(parse_platform("plan10/amd64").is_err());
-        assert_eq!(parse_platforms("linux/amd64,linux/arm64").unwrap().len(), 2);
+        let e = parse_platforms("linux/amd65").unwrap_err();
+        assert!(e.contains("unknown architecture"), "{e}");
     }
 
     #[test]
     fn outputs() {
-        assert_eq!(parse_output("out").unwrap().kind, "local");
-        assert_eq!(parse_output("-").unwrap().kind, "tar");
-        let o = parse_output("type=oci,dest=o.tar,compression=zstd,tar=false").unwrap();
-        assert_eq!(o.dest.as_deref(), Some("o.tar"));
-        assert_eq!(o.attrs["tar"], "false");
-        assert!(parse_output("type=oci").is_err());
-        assert!(parse_output("type=docker").is_err());
-        assert!(parse_output("type=cloud,dest=x").is_err());
-        assert!(parse_output("type=oci,dest=x,compression=lz4").is_err());
-        assert!(parse_output("type=registry").unwrap().pushes());
-        // buildx reads the spec as CSV: a quoted field may hold commas.
-        let o = parse_output(r#"type=oci,dest=o.tar,"name=org/r:1,org/r:2""#).unwrap();
-        assert_eq!(o.attrs["name"], "org/r:1,org/r:2");
+        // The grammar is builder-core's (its unit tests); the flag keeps only the reason.
+        assert!(matches!(
+            parse_output("out").unwrap().kind,
+            builder_core::ExportKind::Local { .. }
+        ));
         assert_eq!(
-            csv_fields(r#"a=1,"b=x,""y""",c"#).unwrap(),
-            ["a=1", r#"b=x,"y""#, "c"]
+            parse_output("type=oci").unwrap_err(),
+            "type=oci needs dest="
         );
-        assert!(parse_output(r#"type=oci,"dest=o.tar"#).is_err());
-        // builder-core's ExportSpec judges at parse time what the engine would refuse.
-        assert!(parse_output("type=image").is_err());
-        assert!(parse_output("type=oci,dest=x,compression-level=99").is_err());
     }
 
     #[test]

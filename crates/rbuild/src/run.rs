@@ -3,16 +3,9 @@
 
 use builder_core::{Build, ExportSpec, SecretSource, SshSource};
 
-use crate::build::{BuildOpts, OutputSpec};
+use crate::build::BuildOpts;
 use crate::exit::Failure;
 use crate::progress::{Mode, Renderer};
-
-/// The engine's view of an output (parsed with the command line).
-fn export_spec(o: &OutputSpec) -> Result<ExportSpec, Failure> {
-    o.export.clone().ok_or_else(|| {
-        Failure::usage("--output to standard output is not supported yet; give dest=PATH")
-    })
-}
 
 /// Builds with the engine. `dockerfile_text` is set when the Dockerfile came from stdin.
 pub(crate) fn build(
@@ -71,14 +64,8 @@ pub(crate) fn base_build(
         (None, Some(path)) => b.dockerfile(path).map_err(usage)?,
         (None, None) => b,
     };
-    let platforms: Vec<String> = opts
-        .platforms
-        .iter()
-        .flatten()
-        .map(ToString::to_string)
-        .collect();
-    if !platforms.is_empty() {
-        b = b.platforms(&platforms).map_err(usage)?;
+    if !opts.platforms.is_empty() {
+        b = b.target_platforms(opts.platforms.iter().flatten().cloned());
     }
     for (k, v) in build_args {
         b = b.build_arg(k, v).map_err(usage)?;
@@ -87,6 +74,40 @@ pub(crate) fn base_build(
         b = b.target(t);
     }
     Ok(b)
+}
+
+/// The outputs of the command line: the `--output`s, and `--push`'s registry output
+/// when none of them pushes (`--load`'s docker archive is added where it is written).
+fn outputs(opts: &BuildOpts) -> Vec<ExportSpec> {
+    let mut outputs = opts.outputs.clone();
+    if opts.push && !outputs.iter().any(ExportSpec::pushes) {
+        outputs.push(ExportSpec::registry());
+    }
+    outputs
+}
+
+/// The command line's configuration judged by [`Build::validate`] before anything is read
+/// or built: the context, platforms, tags and outputs (`--load` counting as a docker
+/// archive).
+pub(crate) fn validate(opts: &BuildOpts) -> Result<(), Failure> {
+    let usage = |e: builder_core::Error| Failure::usage(e.to_string());
+    let mut b = Build::new(&opts.context).map_err(usage)?;
+    if !opts.platforms.is_empty() {
+        b = b.target_platforms(opts.platforms.iter().flatten().cloned());
+    }
+    for t in &opts.tags {
+        b = b.tag(t).map_err(usage)?;
+    }
+    for o in outputs(opts) {
+        b = b.output(o);
+    }
+    if opts.dropin.load_target()?.is_some() {
+        // Where it goes does not matter to the check; nothing is written.
+        b = b.output(ExportSpec::docker(
+            std::env::temp_dir().join("rbuild-load.tar"),
+        ));
+    }
+    b.validate().map_err(usage)
 }
 
 fn build_or_graph(
@@ -100,17 +121,7 @@ fn build_or_graph(
     for t in &opts.tags {
         b = b.tag(t).map_err(usage)?;
     }
-    let mut outputs = Vec::new();
-    for o in &opts.outputs {
-        outputs.push(export_spec(o)?);
-    }
-    if opts.push
-        && !outputs
-            .iter()
-            .any(|o| o.kind == builder_core::ExportKind::Registry)
-    {
-        outputs.push(ExportSpec::registry());
-    }
+    let mut outputs = outputs(opts);
     // --load: a docker-archive in a temporary directory, loaded after the build.
     let load = match graph {
         Some(_) => None,
@@ -126,8 +137,7 @@ fn build_or_graph(
                 std::env::temp_dir().join(format!("rbuild-load-{}-{nanos}", std::process::id()));
             std::fs::create_dir_all(&dir)
                 .map_err(|e| Failure::build(format!("--load: {}: {e}", dir.display())))?;
-            let spec = format!("type=docker,dest={}", dir.join("image.tar").display());
-            outputs.push(spec.parse().map_err(usage)?);
+            outputs.push(ExportSpec::docker(dir.join("image.tar")));
             Some(RemoveOnDrop(dir))
         }
         None => None,
@@ -138,9 +148,7 @@ fn build_or_graph(
              To push result image into registry use --push or to load image into docker use --load"
         );
     }
-    let pushes = outputs
-        .iter()
-        .any(|o| o.kind == builder_core::ExportKind::Registry);
+    let pushes = outputs.iter().any(ExportSpec::pushes);
     for o in outputs {
         b = b.output(o);
     }

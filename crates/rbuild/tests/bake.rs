@@ -249,6 +249,51 @@ fn list_load_and_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("docker-bake.hcl"));
 }
 
+/// A target's configuration is judged by builder-core before anything is built (exit
+/// status 2, the target named): a push needs a name, a docker archive one platform, a
+/// platform must exist.
+#[test]
+fn targets_are_validated_by_the_library() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "docker-bake.hcl",
+        r#"
+target "push" {
+  dockerfile-inline = "FROM scratch\nLABEL a=b\n"
+  output = ["type=registry"]
+}
+target "arch" {
+  dockerfile-inline = "FROM scratch\nLABEL a=b\n"
+  platforms = ["linux/amd64", "linux/arm64"]
+  output = ["type=docker,dest=x.tar"]
+}
+target "typo" {
+  dockerfile-inline = "FROM scratch\nLABEL a=b\n"
+  platforms = ["linux/amd65"]
+}
+"#,
+    );
+    for (target, needle) in [
+        ("push", "tag is needed when pushing to registry"),
+        (
+            "arch",
+            "docker exporter does not currently support exporting manifest lists",
+        ),
+        ("typo", "unknown architecture \"amd65\""),
+    ] {
+        let (cmd, out) = bake(dir.path(), &[target], &[]);
+        assert_eq!(out.status.code(), Some(2), "{}", describe(&cmd, &out));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{target}: {err}");
+        assert!(
+            err.contains(&format!("{target}.")),
+            "{target} not named: {err}"
+        );
+    }
+    assert!(!dir.path().join("x.tar").exists());
+}
+
 /// The examples' bake HCL (group, variables, inheritance, matrix): `--print` as written
 /// here from buildx's documented shape, `--list variables`, and `--push` building both
 /// services.

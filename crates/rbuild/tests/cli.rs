@@ -185,6 +185,72 @@ fn inconsistent_options_exit_2() {
     usage_error(&["build", "--check", "--call", "outline", "."], "--call");
 }
 
+/// The grammars of `--output`, `--platform` and `-t` and the checks of the whole
+/// configuration are the library's: its reasons, exit status 2, nothing built.
+#[test]
+fn outputs_platforms_and_names_are_judged_by_the_library() {
+    usage_error(
+        &["build", "--platform", "linux/amd65", "."],
+        "unknown architecture \"amd65\"",
+    );
+    usage_error(
+        &["build", "--platform", "linux/amd64,,linux/arm64", "."],
+        "--platform",
+    );
+    usage_error(
+        &["build", "-o", "-", "."],
+        "standard output is not supported yet",
+    );
+    usage_error(
+        &["build", "-o", "type=oci,dest=-", "."],
+        "standard output is not supported yet",
+    );
+    usage_error(
+        &["build", "-o", "type=oci,dest=o.tar,name=Bad/Name", "."],
+        "invalid reference format",
+    );
+    usage_error(&["build", "-o", r#"type=oci,"dest=o.tar"#, "."], "CSV");
+    usage_error(
+        &[
+            "build",
+            "-o",
+            "type=registry,push-by-digest=true",
+            "-t",
+            "r/app:1",
+            ".",
+        ],
+        "can't push tagged ref",
+    );
+    // Checked before the Dockerfile is read, for every --call.
+    usage_error(
+        &[
+            "build",
+            "--call",
+            "outline",
+            "--platform",
+            "linux/amd64,linux/arm64",
+            "-o",
+            "type=docker,dest=o.tar",
+            ".",
+        ],
+        "does not currently support exporting manifest lists",
+    );
+    // buildx's CSV: a quoted field holds the names; keys are case-blind.
+    let dir = context(MULTI);
+    let out = rbuild(
+        dir.path(),
+        &[
+            "build",
+            "--call",
+            "outline",
+            "-o",
+            r#"TYPE=oci,dest=o.tar,"name=r/a:1,r/a:2""#,
+            ".",
+        ],
+    );
+    expect_status(&out, 0, &["build", "-o", "(quoted names)"]);
+}
+
 #[test]
 fn call_targets_prints_like_buildx() {
     let dir = context(MULTI);

@@ -21,6 +21,56 @@ pub struct Platform {
     variant: Option<String>,
 }
 
+/// The operating systems Go knows (`GOOS`), as containerd's `isKnownOS` lists them.
+const KNOWN_OS: &[&str] = &[
+    "aix",
+    "android",
+    "darwin",
+    "dragonfly",
+    "freebsd",
+    "hurd",
+    "illumos",
+    "ios",
+    "js",
+    "linux",
+    "nacl",
+    "netbsd",
+    "openbsd",
+    "plan9",
+    "solaris",
+    "wasip1",
+    "windows",
+    "zos",
+];
+
+/// The architectures Go knows (`GOARCH`), as containerd's `isKnownArch` lists them.
+const KNOWN_ARCH: &[&str] = &[
+    "386",
+    "amd64",
+    "amd64p32",
+    "arm",
+    "armbe",
+    "arm64",
+    "arm64be",
+    "ppc64",
+    "ppc64le",
+    "loong64",
+    "mips",
+    "mipsle",
+    "mips64",
+    "mips64le",
+    "mips64p32",
+    "mips64p32le",
+    "ppc",
+    "riscv",
+    "riscv64",
+    "s390",
+    "s390x",
+    "sparc",
+    "sparc64",
+    "wasm",
+];
+
 impl Platform {
     /// A platform from its parts, normalised.
     pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Result<Self, Error> {
@@ -76,6 +126,75 @@ impl Platform {
             &p.architecture().to_string(),
             p.variant().as_deref(),
         )
+    }
+
+    /// A build's target platform (`--platform`, a bake target's `platforms`): the grammar
+    /// of [`str::parse`] (containerd's `platforms.Parse`), and an operating system and
+    /// architecture that Go knows, so that a typo (`linux/amd65`) is an error rather than
+    /// an image for a platform that does not exist.
+    ///
+    /// ```
+    /// use registry_client::Platform;
+    /// assert_eq!(Platform::parse_target("linux/x86_64").unwrap().to_string(), "linux/amd64");
+    /// assert_eq!(Platform::parse_target("Linux/aarch64").unwrap().to_string(), "linux/arm64/v8");
+    /// assert!(Platform::parse_target("linux/amd65").is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidPlatform`] naming the unknown part or the bad syntax.
+    pub fn parse_target(s: &str) -> Result<Self, Error> {
+        let p: Self = s.parse()?;
+        let unknown = |what: &str, value: &str| Error::InvalidPlatform {
+            input: s.to_owned(),
+            reason: format!("unknown {what} {value:?}"),
+        };
+        if !KNOWN_OS.contains(&p.os.as_str()) {
+            return Err(unknown("operating system", &p.os));
+        }
+        if !KNOWN_ARCH.contains(&p.architecture.as_str()) {
+            return Err(unknown("architecture", &p.architecture));
+        }
+        Ok(p)
+    }
+
+    /// A comma-separated list of target platforms, as `--platform linux/amd64,linux/arm64`
+    /// takes them: each by [`Platform::parse_target`], in order, duplicates kept.
+    ///
+    /// ```
+    /// use registry_client::Platform;
+    /// let list = Platform::parse_list("linux/amd64, linux/arm/v6").unwrap();
+    /// assert_eq!(list[1].to_string(), "linux/arm/v6");
+    /// assert!(Platform::parse_list("linux/amd64,").is_err());
+    /// ```
+    ///
+    /// # Errors
+    /// The first platform's error that does not parse.
+    pub fn parse_list(s: &str) -> Result<Vec<Self>, Error> {
+        s.split(',').map(|p| Self::parse_target(p.trim())).collect()
+    }
+
+    /// Whether Go knows this operating system and architecture (containerd's `isKnownOS`
+    /// and `isKnownArch`).
+    pub fn is_known(&self) -> bool {
+        KNOWN_OS.contains(&self.os.as_str()) && KNOWN_ARCH.contains(&self.architecture.as_str())
+    }
+
+    /// The variant as containerd's `platforms.Normalize` leaves it, and as BuildKit shows
+    /// it in `TARGETVARIANT` and in image configs: arm64 without its default `v8` (the
+    /// variant this type keeps so that `linux/arm64` and `linux/arm64/v8` are equal).
+    ///
+    /// ```
+    /// use registry_client::Platform;
+    /// let p = |s: &str| s.parse::<Platform>().unwrap();
+    /// assert_eq!(p("linux/arm64/v8").normalized_variant(), None);
+    /// assert_eq!(p("linux/arm64/v9").normalized_variant(), Some("v9"));
+    /// assert_eq!(p("linux/arm").normalized_variant(), Some("v7"));
+    /// ```
+    pub fn normalized_variant(&self) -> Option<&str> {
+        match (self.architecture.as_str(), self.variant.as_deref()) {
+            ("arm64", Some("v8")) => None,
+            (_, v) => v,
+        }
     }
 
     /// The operating system (`linux`).
@@ -153,8 +272,12 @@ impl fmt::Display for Platform {
 impl FromStr for Platform {
     type Err = Error;
 
-    /// Parses `os/arch[/variant]`; a lone architecture means Linux (`arm64`), a lone `linux`
-    /// means the host's architecture on Linux.
+    /// Parses `os/arch[/variant]` as containerd's `platforms.Parse`: parts normalised
+    /// (see [`Platform`]); a lone operating system that Go knows means it on the host's
+    /// architecture (`linux`), a lone architecture that Go knows means Linux (`arm64`,
+    /// `x86_64`), any other lone word is an error. Two or three parts may name any OS
+    /// and architecture (an image index may list them); [`Platform::parse_target`] checks
+    /// that Go knows them.
     fn from_str(s: &str) -> Result<Self, Error> {
         let parts: Vec<&str> = s.trim().split('/').collect();
         if parts.first().is_some_and(|os| os.contains('(')) {
@@ -166,11 +289,18 @@ impl FromStr for Platform {
             });
         }
         match parts.as_slice() {
-            [one] if normalize_os(one) == "linux" => {
+            [one] if KNOWN_OS.contains(&normalize_os(one).as_str()) => {
                 let host = Self::host();
-                Self::new("linux", &host.architecture, host.variant())
+                Self::new(one, &host.architecture, host.variant())
             }
-            [arch] => Self::new("linux", arch, None),
+            [arch] => match Self::new("linux", arch, None) {
+                Ok(p) if KNOWN_ARCH.contains(&p.architecture.as_str()) => Ok(p),
+                Ok(_) => Err(Error::InvalidPlatform {
+                    input: s.to_owned(),
+                    reason: "unknown operating system or architecture".to_owned(),
+                }),
+                Err(e) => Err(e),
+            },
             [os, arch] => Self::new(os, arch, None),
             [os, arch, variant] => Self::new(os, arch, Some(variant)),
             _ => Err(Error::InvalidPlatform {
@@ -280,6 +410,51 @@ mod tests {
         for bad in ["", "/", "linux/", "a/b/c/d", "linux/amd 64", "linux//v7"] {
             assert!(bad.parse::<Platform>().is_err(), "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn containerd_parse_rules() {
+        let host = Platform::host();
+        // A lone OS: the host's architecture; a lone architecture: Linux.
+        assert_eq!(p("linux").architecture(), host.architecture());
+        assert_eq!(p("Windows").os(), "windows");
+        assert_eq!(p("windows").architecture(), host.architecture());
+        assert_eq!(p("x86_64").to_string(), "linux/amd64");
+        assert_eq!(p("aarch64").to_string(), "linux/arm64/v8");
+        assert_eq!(p("armhf").to_string(), "linux/arm/v7");
+        let e = "amd65".parse::<Platform>().unwrap_err().to_string();
+        assert!(
+            e.contains("unknown operating system or architecture"),
+            "{e}"
+        );
+        // Two parts: any names (an index may list them); targets must be known.
+        assert_eq!(p("plan10/amd64").os(), "plan10");
+        for (bad, needle) in [
+            ("linux/amd65", "unknown architecture \"amd65\""),
+            ("plan10/amd64", "unknown operating system \"plan10\""),
+            ("linux/", "expected OS/ARCH"),
+        ] {
+            let e = Platform::parse_target(bad).unwrap_err().to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+            assert!(e.contains(bad), "{bad}: {e}");
+        }
+        assert_eq!(
+            Platform::parse_target("Linux/x86_64/v1")
+                .unwrap()
+                .to_string(),
+            "linux/amd64"
+        );
+        assert!(p("linux/riscv64").is_known() && !p("linux/amd65").is_known());
+        // Lists: trimmed, in order, duplicates kept; an empty item is an error.
+        let list = Platform::parse_list("linux/amd64, linux/arm64,linux/amd64").unwrap();
+        let shown: Vec<String> = list.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["linux/amd64", "linux/arm64/v8", "linux/amd64"]);
+        assert!(Platform::parse_list("").is_err());
+        assert!(Platform::parse_list("linux/amd64,,linux/arm64").is_err());
+        // The variant BuildKit shows: arm64 without v8, the others kept.
+        assert_eq!(p("linux/arm64").normalized_variant(), None);
+        assert_eq!(p("linux/arm/v6").normalized_variant(), Some("v6"));
+        assert_eq!(p("linux/amd64/v3").normalized_variant(), Some("v3"));
     }
 
     #[test]

@@ -71,8 +71,24 @@ pub struct ExportSpec {
 impl ExportSpec {
     /// `type=registry`.
     pub fn registry() -> Self {
+        Self::of_kind(ExportKind::Registry)
+    }
+
+    /// `type=docker,dest=PATH`: a docker-archive for `docker load`.
+    ///
+    /// ```
+    /// use builder_core::{ExportKind, ExportSpec};
+    /// let spec = ExportSpec::docker("/tmp/image.tar");
+    /// assert_eq!(spec, "type=docker,dest=/tmp/image.tar".parse().unwrap());
+    /// assert!(matches!(spec.kind, ExportKind::Docker { .. }));
+    /// ```
+    pub fn docker(dest: impl Into<PathBuf>) -> Self {
+        Self::of_kind(ExportKind::Docker { dest: dest.into() })
+    }
+
+    fn of_kind(kind: ExportKind) -> Self {
         Self {
-            kind: ExportKind::Registry,
+            kind,
             compression: Compression::Gzip,
             compression_level: None,
             names: Vec::new(),
@@ -81,6 +97,59 @@ impl ExportSpec {
             push_by_digest: false,
             name_canonical: false,
         }
+    }
+
+    /// Whether this output pushes to a registry (`type=registry`,
+    /// `type=image,push=true`): such an output needs a name (a `--tag` or `name=`).
+    ///
+    /// ```
+    /// use builder_core::ExportSpec;
+    /// let push: ExportSpec = "type=image,push=true".parse().unwrap();
+    /// let oci: ExportSpec = "type=oci,dest=out.tar".parse().unwrap();
+    /// assert!(push.pushes() && !oci.pushes());
+    /// ```
+    pub fn pushes(&self) -> bool {
+        self.kind == ExportKind::Registry
+    }
+
+    /// Whether this output is a docker-archive (`type=docker`), which holds one
+    /// platform's image.
+    pub fn is_docker(&self) -> bool {
+        matches!(self.kind, ExportKind::Docker { .. })
+    }
+
+    /// An output from its attributes (`("type", "oci")`, `("dest", "out.tar")`, ...), as a
+    /// bake file's `output` lists them: the same keys and checks as [`str::parse`], without
+    /// the CSV layer (a value may hold commas: `name=a:1,a:2`).
+    ///
+    /// ```
+    /// use builder_core::ExportSpec;
+    /// let spec = ExportSpec::from_attrs([("type", "registry"), ("name", "r/a:1,r/a:2")]).unwrap();
+    /// assert_eq!(spec.names, ["r/a:1", "r/a:2"]);
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidOutput`] naming the problem, as for a spec string.
+    pub fn from_attrs<K, V>(attrs: impl IntoIterator<Item = (K, V)>) -> Result<Self, Error>
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let pairs: Vec<(String, String)> = attrs
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    k.as_ref().trim().to_ascii_lowercase(),
+                    v.as_ref().to_owned(),
+                )
+            })
+            .collect();
+        let spec = pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Self::from_pairs(&spec, &pairs)
     }
 }
 
@@ -91,12 +160,13 @@ fn bad(spec: &str, reason: impl Into<String>) -> Error {
     }
 }
 
-/// A boolean field of a buildx `key=value` spec (`--output`, `--cache-to`, ...): the
-/// reason string on a bad value, for the caller's own error type.
+/// A boolean field of a buildx `key=value` spec (`--output`, `--cache-to`, ...), read as
+/// Go's `strconv.ParseBool` reads it: the reason string on a bad value, for the caller's
+/// own error type.
 pub(crate) fn bool_field(key: &str, v: &str) -> Result<bool, String> {
     match v {
-        "true" | "1" => Ok(true),
-        "false" | "0" => Ok(false),
+        "1" | "t" | "T" | "true" | "TRUE" | "True" => Ok(true),
+        "0" | "f" | "F" | "false" | "FALSE" | "False" => Ok(false),
         _ => Err(format!("{key}={v:?}: expected true or false")),
     }
 }
@@ -105,32 +175,43 @@ fn parse_bool(spec: &str, key: &str, v: &str) -> Result<bool, Error> {
     bool_field(key, v).map_err(|reason| bad(spec, reason))
 }
 
+/// What rbuild cannot write yet: buildx's `-` (a tar on standard output).
+const STDOUT: &str = "writing to standard output is not supported yet; give dest=PATH";
+
 impl FromStr for ExportSpec {
     type Err = Error;
 
+    /// buildx's `--output` grammar: a CSV list of `key=value` fields (keys case-blind, a
+    /// quoted field may hold commas), or a bare path for `type=local,dest=PATH`.
     fn from_str(spec: &str) -> Result<Self, Error> {
-        // buildx: a bare path is type=local, "-" is a tar to stdout (not supported here).
-        if !spec.contains('=') {
-            if spec == "-" {
-                return Err(bad(
-                    spec,
-                    "writing to standard output is not supported yet; give dest=",
-                ));
-            }
-            return Ok(Self {
-                kind: ExportKind::Local {
-                    dest: spec.into(),
-                    platform_split: None,
-                },
-                compression: Compression::Gzip,
-                compression_level: None,
-                names: Vec::new(),
-                rewrite_timestamp: None,
-                source_date_epoch: None,
-                push_by_digest: false,
-                name_canonical: false,
-            });
+        if spec == "-" {
+            return Err(bad(spec, STDOUT));
         }
+        if spec.is_empty() {
+            return Err(bad(spec, "empty output specification"));
+        }
+        if !spec.contains('=') && !spec.contains(',') {
+            return Ok(Self::of_kind(ExportKind::Local {
+                dest: spec.into(),
+                platform_split: None,
+            }));
+        }
+        let fields = dockerfile::csv_fields(spec)
+            .map_err(|e| bad(spec, format!("not a CSV list of key=value fields: {e}")))?;
+        let mut pairs = Vec::with_capacity(fields.len());
+        for field in fields {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| bad(spec, format!("{field:?} is not key=value")))?;
+            pairs.push((k.trim().to_ascii_lowercase(), v.to_owned()));
+        }
+        Self::from_pairs(spec, &pairs)
+    }
+}
+
+impl ExportSpec {
+    /// The checked output of `pairs` (lower-case keys); `spec` names it in errors.
+    fn from_pairs(spec: &str, pairs: &[(String, String)]) -> Result<Self, Error> {
         let mut kind = None;
         let mut dest = None;
         let mut tar = true;
@@ -143,15 +224,16 @@ impl FromStr for ExportSpec {
         let mut push_by_digest = false;
         let mut platform_split = None;
         let mut name_canonical = false;
-        for field in spec.split(',') {
-            let (k, v) = field
-                .split_once('=')
-                .ok_or_else(|| bad(spec, format!("{field:?} is not key=value")))?;
+        for (k, v) in pairs {
+            let (k, v) = (k.as_str(), v.as_str());
             match k {
                 "type" => kind = Some(v.to_owned()),
                 "dest" => {
                     if v.is_empty() {
                         return Err(bad(spec, "dest is empty"));
+                    }
+                    if v == "-" {
+                        return Err(bad(spec, STDOUT));
                     }
                     dest = Some(PathBuf::from(v));
                 }
@@ -171,7 +253,22 @@ impl FromStr for ExportSpec {
                     })?;
                     source_date_epoch = Some(Some(t));
                 }
-                "name" => names.extend(v.split_terminator(';').map(str::to_owned)),
+                // buildx separates names with ',' (in a quoted field); ';' is accepted too.
+                "name" => {
+                    for n in v.split([',', ';']).filter(|n| !n.is_empty()) {
+                        if let Err(e) = n.parse::<registry_client::Reference>() {
+                            let reason = match e {
+                                registry_client::Error::InvalidReference { reason, .. } => reason,
+                                e => e.to_string(),
+                            };
+                            return Err(bad(
+                                spec,
+                                format!("name {n:?}: invalid reference format: {reason}"),
+                            ));
+                        }
+                        names.push(n.to_owned());
+                    }
+                }
                 "compression" => {
                     compression = match v {
                         "gzip" => Compression::Gzip,
@@ -191,9 +288,16 @@ impl FromStr for ExportSpec {
                     })?)
                 }
                 // Accepted for buildx compatibility; it changes nothing we write.
-                "oci-mediatypes" if v == "true" => {}
-                "force-compression" if v == "false" => {}
-                "force-compression" if v == "true" => {
+                "oci-mediatypes" if parse_bool(spec, k, v)? => {}
+                "oci-mediatypes" => {
+                    return Err(bad(
+                        spec,
+                        "oci-mediatypes=false (Docker media types) is not supported for image \
+                         outputs yet",
+                    ));
+                }
+                "force-compression" if !parse_bool(spec, k, v)? => {}
+                "force-compression" => {
                     return Err(bad(
                         spec,
                         "force-compression=true is not supported for image outputs yet: base \
@@ -361,6 +465,50 @@ mod tests {
                 "type=registry,push-by-digest=maybe",
                 "expected true or false",
             ),
+        ] {
+            let e = spec.parse::<ExportSpec>().unwrap_err().to_string();
+            assert!(e.contains(needle), "{spec}: {e}");
+        }
+    }
+
+    #[test]
+    fn reads_the_spec_as_buildx_does() {
+        // CSV: a quoted field holds commas; keys are case-blind; Go's booleans.
+        let s: ExportSpec = r#"Type=oci,DEST=o.tar,"name=org/r:1,org/r:2",tar=T"#
+            .parse()
+            .unwrap();
+        assert_eq!(s.names, ["org/r:1", "org/r:2"]);
+        assert_eq!(
+            s.kind,
+            ExportKind::Oci {
+                dest: "o.tar".into(),
+                tar: true
+            }
+        );
+        // ';' still separates names, as before.
+        let s: ExportSpec = "type=registry,name=a;b".parse().unwrap();
+        assert_eq!(s.names, ["a", "b"]);
+        assert!(s.pushes() && !s.is_docker());
+        assert!(ExportSpec::docker("x.tar").is_docker());
+        assert!(!"out".parse::<ExportSpec>().unwrap().pushes());
+        let a = ExportSpec::from_attrs([("type", "oci"), ("dest", "o.tar"), ("name", "x:1,y:2")])
+            .unwrap();
+        assert_eq!(a.names, ["x:1", "y:2"]);
+        for (spec, needle) in [
+            ("-", "standard output"),
+            ("type=oci,dest=-", "standard output"),
+            ("", "empty"),
+            (r#"type=oci,"dest=o.tar"#, "CSV"),
+            (
+                "type=oci,dest=o.tar,name=Not/Lower",
+                "invalid reference format",
+            ),
+            ("type=oci,dest=o.tar,tar=maybe", "expected true or false"),
+            (
+                "type=oci,dest=o.tar,oci-mediatypes=false",
+                "oci-mediatypes=false",
+            ),
+            ("type=oci,dest=o.tar,nokey", "is not key=value"),
         ] {
             let e = spec.parse::<ExportSpec>().unwrap_err().to_string();
             assert!(e.contains(needle), "{spec}: {e}");

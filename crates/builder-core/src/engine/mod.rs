@@ -231,7 +231,17 @@ impl Build {
         self
     }
 
-    /// The target platforms (default: the host's).
+    /// The target platforms (default: the host's), each a platform or a comma-separated
+    /// list of them, read by [`Platform::parse_list`] (containerd's grammar, for an
+    /// operating system and architecture Go knows); duplicates are dropped.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), builder_core::Error> {
+    /// let dir = std::env::temp_dir();
+    /// let b = builder_core::Build::new(&dir)?.platforms(["linux/x86_64,linux/arm64", "linux/amd64"])?;
+    /// assert!(builder_core::Build::new(&dir)?.platforms(["linux/amd65"]).is_err());
+    /// # let _ = b; Ok(()) }
+    /// ```
     pub fn platforms<I, S>(mut self, platforms: I) -> Result<Self, Error>
     where
         I: IntoIterator<Item = S>,
@@ -240,15 +250,32 @@ impl Build {
         let mut out: Vec<Platform> = Vec::new();
         for p in platforms {
             let p = p.as_ref();
-            let parsed: Platform = p
-                .parse()
-                .map_err(|e: registry_client::Error| invalid("platform", p, e.to_string()))?;
-            if !out.contains(&parsed) {
-                out.push(parsed);
+            let parsed = Platform::parse_list(p).map_err(|e| match e {
+                registry_client::Error::InvalidPlatform { input, reason } => {
+                    invalid("platform", &input, reason)
+                }
+                e => invalid("platform", p, e.to_string()),
+            })?;
+            for parsed in parsed {
+                if !out.contains(&parsed) {
+                    out.push(parsed);
+                }
             }
         }
         self.platforms = out;
         Ok(self)
+    }
+
+    /// The target platforms, parsed ([`Build::platforms`] with typed values).
+    pub fn target_platforms(mut self, platforms: impl IntoIterator<Item = Platform>) -> Self {
+        let mut out: Vec<Platform> = Vec::new();
+        for p in platforms {
+            if !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        self.platforms = out;
+        self
     }
 
     /// A `--build-arg`.
@@ -280,6 +307,47 @@ impl Build {
     pub fn output(mut self, spec: ExportSpec) -> Self {
         self.outputs.push(spec);
         self
+    }
+
+    /// Checks the configuration as a whole without reading the Dockerfile or building:
+    /// what each setter cannot judge alone. [`Build::run`] checks the same first; a
+    /// command line calls this to refuse a bad combination before any work.
+    ///
+    /// - a docker-archive output (`type=docker`) holds one platform: not with several;
+    /// - every output that pushes needs a name (a [`Build::tag`] or the output's `name=`),
+    ///   each a valid reference, untagged for `push-by-digest=true`.
+    ///
+    /// ```
+    /// use builder_core::{Build, ExportSpec};
+    /// # fn main() -> Result<(), builder_core::Error> {
+    /// let dir = std::env::temp_dir();
+    /// let push = Build::new(&dir)?.output(ExportSpec::registry());
+    /// let e = push.clone().validate().unwrap_err();
+    /// assert!(e.to_string().contains("tag is needed when pushing to registry"));
+    /// assert!(e.is_usage());
+    /// push.tag("127.0.0.1:5000/app:1")?.validate()?;
+    ///
+    /// let two = Build::new(&dir)?.platforms(["linux/amd64,linux/arm64"])?;
+    /// let e = two.output(ExportSpec::docker(dir.join("image.tar"))).validate().unwrap_err();
+    /// assert!(e.to_string().contains("does not currently support exporting manifest lists"));
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::InvalidOutput`] naming the output and the problem (a usage error).
+    pub fn validate(&self) -> Result<(), Error> {
+        if self.platforms.len() > 1 && self.outputs.iter().any(ExportSpec::is_docker) {
+            return Err(Error::InvalidOutput {
+                spec: "type=docker".into(),
+                reason: "docker exporter does not currently support exporting manifest lists; \
+                         build one platform"
+                    .into(),
+            });
+        }
+        for o in self.outputs.iter().filter(|o| o.pushes()) {
+            export::push_targets(o, &self.tag_names)?;
+        }
+        Ok(())
     }
 
     /// The cache directory (default `$XDG_CACHE_HOME/rbuild` or `~/.cache/rbuild`).
@@ -661,6 +729,24 @@ fn is_out_of_space(e: &Error) -> bool {
 
 fn exec_join(e: &tokio::task::JoinError) -> Error {
     Error::invalid_step(format!("internal task failed: {e}"))
+}
+
+/// A target platform as a Dockerfile's `TARGETPLATFORM`/`TARGETVARIANT` args show it
+/// (containerd's `platforms.Normalize`: arm64 without its default `v8`), for the
+/// [`dockerfile`] stage model and [`crate::plan::PlanRequest`].
+///
+/// ```
+/// use builder_core::{platform_args, registry_client::Platform};
+/// let p = Platform::parse_target("linux/aarch64").unwrap();
+/// assert_eq!(platform_args(&p).to_string(), "linux/arm64");
+/// assert_eq!(platform_args(&"linux/arm".parse().unwrap()).variant, "v7");
+/// ```
+pub fn platform_args(p: &Platform) -> dockerfile::PlatformSpec {
+    dockerfile::PlatformSpec::new(
+        p.os(),
+        p.architecture(),
+        p.normalized_variant().unwrap_or_default(),
+    )
 }
 
 /// The Dockerfile a build reads when none is named: `Dockerfile` in the context, else

@@ -31,8 +31,21 @@ const KEYS: [&str; 19] = [
     "env",
 ];
 
-/// Splits a one-line CSV value like Go's `encoding/csv` with default settings.
-pub(crate) fn csv_fields(line: &str) -> Result<Vec<String>, String> {
+/// Splits a one-line CSV value like Go's `encoding/csv` with default settings, as
+/// BuildKit reads `--mount` and buildx reads its `key=value,...` flags (`--output`): a
+/// field in double quotes may hold commas, `""` in it is one quote.
+///
+/// ```
+/// assert_eq!(
+///     dockerfile::csv_fields(r#"type=oci,"name=a:1,a:2""#).unwrap(),
+///     ["type=oci", "name=a:1,a:2"]
+/// );
+/// assert!(dockerfile::csv_fields(r#"type=oci,"dest=x"#).is_err());
+/// ```
+///
+/// # Errors
+/// Go's message for a misplaced or unterminated quote, or `EOF` for an empty line.
+pub fn csv_fields(line: &str) -> Result<Vec<String>, String> {
     let line = line
         .strip_suffix("\r\n")
         .or_else(|| line.strip_suffix('\n'))

@@ -84,16 +84,8 @@ pub(in crate::engine) async fn run(
     } else {
         b.platforms.clone()
     };
-    if platforms.len() > 1
-        && b.outputs
-            .iter()
-            .any(|o| matches!(o.kind, ExportKind::Docker { .. }))
-    {
-        return Err(Error::InvalidOutput {
-            spec: "type=docker".into(),
-            reason: "docker exporter does not currently support exporting manifest lists; build one platform".into(),
-        });
-    }
+    // The configuration as a whole (outputs against platforms and names).
+    b.validate()?;
     // Every registry output's names, checked before anything runs.
     let mut push_repos: Vec<Repository> = Vec::new();
     for o in b.outputs.iter().filter(|o| o.kind == ExportKind::Registry) {
