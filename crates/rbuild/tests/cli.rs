@@ -189,38 +189,41 @@ fn inconsistent_options_exit_2() {
 /// configuration are the library's: its reasons, exit status 2, nothing built.
 #[test]
 fn outputs_platforms_and_names_are_judged_by_the_library() {
-    usage_error(
-        &["build", "--platform", "linux/amd65", "."],
-        "unknown architecture \"amd65\"",
-    );
-    usage_error(
-        &["build", "--platform", "linux/amd64,,linux/arm64", "."],
-        "--platform",
-    );
-    usage_error(
-        &["build", "-o", "-", "."],
-        "standard output is not supported yet",
-    );
-    usage_error(
-        &["build", "-o", "type=oci,dest=-", "."],
-        "standard output is not supported yet",
-    );
-    usage_error(
-        &["build", "-o", "type=oci,dest=o.tar,name=Bad/Name", "."],
-        "invalid reference format",
-    );
-    usage_error(&["build", "-o", r#"type=oci,"dest=o.tar"#, "."], "CSV");
-    usage_error(
-        &[
-            "build",
-            "-o",
-            "type=registry,push-by-digest=true",
-            "-t",
-            "r/app:1",
-            ".",
-        ],
-        "can't push tagged ref",
-    );
+    let push_by_digest = [
+        "build",
+        "-o",
+        "type=registry,push-by-digest=true",
+        "-t",
+        "r/app:1",
+        ".",
+    ];
+    let cases: [(&[&str], &str); 7] = [
+        (
+            &["build", "--platform", "linux/amd65", "."],
+            "unknown architecture \"amd65\"",
+        ),
+        (
+            &["build", "--platform", "linux/amd64,,linux/arm64", "."],
+            "--platform",
+        ),
+        (
+            &["build", "-o", "-", "."],
+            "standard output is not supported yet",
+        ),
+        (
+            &["build", "-o", "type=oci,dest=-", "."],
+            "standard output is not supported yet",
+        ),
+        (
+            &["build", "-o", "type=oci,dest=o.tar,name=Bad/Name", "."],
+            "invalid reference format",
+        ),
+        (&["build", "-o", r#"type=oci,"dest=o.tar"#, "."], "CSV"),
+        (&push_by_digest, "can't push tagged ref"),
+    ];
+    for (args, names) in cases {
+        usage_error(args, names);
+    }
     // Checked before the Dockerfile is read, for every --call.
     usage_error(
         &[
