@@ -71,6 +71,14 @@ const KNOWN_ARCH: &[&str] = &[
     "wasm",
 ];
 
+fn known_os(os: &str) -> bool {
+    KNOWN_OS.contains(&os)
+}
+
+fn known_arch(arch: &str) -> bool {
+    KNOWN_ARCH.contains(&arch)
+}
+
 impl Platform {
     /// A platform from its parts, normalised.
     pub fn new(os: &str, architecture: &str, variant: Option<&str>) -> Result<Self, Error> {
@@ -148,10 +156,10 @@ impl Platform {
             input: s.to_owned(),
             reason: format!("unknown {what} {value:?}"),
         };
-        if !KNOWN_OS.contains(&p.os.as_str()) {
+        if !known_os(&p.os) {
             return Err(unknown("operating system", &p.os));
         }
-        if !KNOWN_ARCH.contains(&p.architecture.as_str()) {
+        if !known_arch(&p.architecture) {
             return Err(unknown("architecture", &p.architecture));
         }
         Ok(p)
@@ -176,7 +184,7 @@ impl Platform {
     /// Whether Go knows this operating system and architecture (containerd's `isKnownOS`
     /// and `isKnownArch`).
     pub fn is_known(&self) -> bool {
-        KNOWN_OS.contains(&self.os.as_str()) && KNOWN_ARCH.contains(&self.architecture.as_str())
+        known_os(&self.os) && known_arch(&self.architecture)
     }
 
     /// The variant as containerd's `platforms.Normalize` leaves it, and as BuildKit shows
@@ -289,12 +297,12 @@ impl FromStr for Platform {
             });
         }
         match parts.as_slice() {
-            [one] if KNOWN_OS.contains(&normalize_os(one).as_str()) => {
+            [one] if known_os(&normalize_os(one)) => {
                 let host = Self::host();
                 Self::new(one, &host.architecture, host.variant())
             }
             [arch] => match Self::new("linux", arch, None) {
-                Ok(p) if KNOWN_ARCH.contains(&p.architecture.as_str()) => Ok(p),
+                Ok(p) if known_arch(&p.architecture) => Ok(p),
                 Ok(_) => Err(Error::InvalidPlatform {
                     input: s.to_owned(),
                     reason: "unknown operating system or architecture".to_owned(),

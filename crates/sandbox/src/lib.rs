@@ -217,13 +217,6 @@ impl Sandbox {
     /// Like [`Sandbox::detect`], with the mode request given instead of read from the
     /// environment.
     pub fn detect_with(probe_dir: &Path, requested: ModeRequest) -> Result<Sandbox, SandboxError> {
-        let dir = probe_dir.join(format!(
-            ".rbuild-probe-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos())
-        ));
         if !init::init_hook_installed() {
             // Nothing can run here; say so at the first RUN, not for builds that have none.
             return Ok(Sandbox {
@@ -236,6 +229,13 @@ impl Sandbox {
                 },
             });
         }
+        let dir = probe_dir.join(format!(
+            ".rbuild-probe-{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
         std::fs::create_dir_all(&dir).map_err(|e| SandboxError::io("mkdir", &dir, e))?;
         let outcome = call_init(&InitRequest::Probe(dir.clone()), None, &mut |_, _| {})
             .map(|(msgs, exit, _)| (msgs, exit));

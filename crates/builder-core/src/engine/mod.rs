@@ -242,31 +242,26 @@ impl Build {
     /// assert!(builder_core::Build::new(&dir)?.platforms(["linux/amd65"]).is_err());
     /// # let _ = b; Ok(()) }
     /// ```
-    pub fn platforms<I, S>(mut self, platforms: I) -> Result<Self, Error>
+    pub fn platforms<I, S>(self, platforms: I) -> Result<Self, Error>
     where
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let mut out: Vec<Platform> = Vec::new();
+        let mut parsed: Vec<Platform> = Vec::new();
         for p in platforms {
             let p = p.as_ref();
-            let parsed = Platform::parse_list(p).map_err(|e| match e {
+            parsed.extend(Platform::parse_list(p).map_err(|e| match e {
                 registry_client::Error::InvalidPlatform { input, reason } => {
                     invalid("platform", &input, reason)
                 }
                 e => invalid("platform", p, e.to_string()),
-            })?;
-            for parsed in parsed {
-                if !out.contains(&parsed) {
-                    out.push(parsed);
-                }
-            }
+            })?);
         }
-        self.platforms = out;
-        Ok(self)
+        Ok(self.target_platforms(parsed))
     }
 
-    /// The target platforms, parsed ([`Build::platforms`] with typed values).
+    /// The target platforms, parsed ([`Build::platforms`] with typed values); duplicates
+    /// are dropped.
     pub fn target_platforms(mut self, platforms: impl IntoIterator<Item = Platform>) -> Self {
         let mut out: Vec<Platform> = Vec::new();
         for p in platforms {

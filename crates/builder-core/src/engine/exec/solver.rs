@@ -86,7 +86,7 @@ pub(in crate::engine) async fn run(
     };
     // The configuration as a whole (outputs against platforms and names).
     b.validate()?;
-    // Every registry output's names, checked before anything runs.
+    // The repositories the registry outputs push to (their names passed validate).
     let mut push_repos: Vec<Repository> = Vec::new();
     for o in b.outputs.iter().filter(|o| o.kind == ExportKind::Registry) {
         for t in crate::engine::export::push_targets(o, &b.tag_names)? {
